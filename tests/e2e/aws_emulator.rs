@@ -1,0 +1,586 @@
+//! The AWS emulator against the real AWS SDK clients: CloudWatch through our CBOR
+//! translation layer, IAM straight to moto. Every test starts its own emulator on a
+//! port the OS picks, so the tests run in parallel and in any order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{
+    ComparisonOperator, Dimension, DimensionFilter, Metric, MetricDataQuery, MetricDatum,
+    MetricStat, StandardUnit, Statistic,
+};
+use sandbox::aws_emulator::{AwsEmulator, DEFAULT_ACCOUNT_ID, EmulatorOptions};
+use sandbox::python_tools::{PythonTools, workspace_root};
+
+const REGION: &str = "us-west-2";
+const NAMESPACE: &str = "Kubernetes";
+const CLUSTER: &str = "sandbox-cluster";
+
+async fn start_emulator(options: EmulatorOptions) -> AwsEmulator {
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    AwsEmulator::start(&tools, options)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn cloudwatch(emulator: &AwsEmulator) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::new(&emulator.sdk_config(REGION))
+}
+
+fn iam(emulator: &AwsEmulator) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&emulator.sdk_config(REGION))
+}
+
+fn cluster_dimension() -> Dimension {
+    Dimension::builder()
+        .name("CLUSTER_ID")
+        .value(CLUSTER)
+        .build()
+}
+
+/// The start of the current minute in epoch seconds. Each test reads it once and
+/// derives every timestamp from it, so a minute boundary passing mid-test changes
+/// nothing; whole minutes line the data up with GetMetricData's periods.
+fn current_minute() -> i64 {
+    let now = DateTime::from(std::time::SystemTime::now()).secs();
+    now - now.rem_euclid(60)
+}
+
+fn metric_stat_query(
+    id: &str,
+    metric_name: &str,
+    dimensions: Vec<Dimension>,
+    period: i32,
+) -> MetricDataQuery {
+    let metric = Metric::builder()
+        .namespace(NAMESPACE)
+        .metric_name(metric_name)
+        .set_dimensions(Some(dimensions))
+        .build();
+    MetricDataQuery::builder()
+        .id(id)
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period(period)
+                .stat("Sum")
+                .build(),
+        )
+        .build()
+}
+
+fn process_is_running(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn metric_data_round_trips_values_and_timestamps() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let minute = current_minute();
+    let minutes_ago = |minutes: i64| minute - minutes * 60;
+    let points = [(5, 1.5), (4, 2.0), (3, 4.25)];
+
+    let datums = points
+        .iter()
+        .map(|&(minutes, value)| {
+            MetricDatum::builder()
+                .metric_name("assignIPAddresses")
+                .dimensions(cluster_dimension())
+                .timestamp(DateTime::from_secs(minutes_ago(minutes)))
+                .value(value)
+                .unit(StandardUnit::Count)
+                .build()
+        })
+        .collect::<Vec<_>>();
+    client
+        .put_metric_data()
+        .namespace(NAMESPACE)
+        .set_metric_data(Some(datums))
+        .send()
+        .await
+        .expect("PutMetricData is accepted");
+
+    let output = client
+        .get_metric_data()
+        .metric_data_queries(metric_stat_query(
+            "assigned",
+            "assignIPAddresses",
+            vec![cluster_dimension()],
+            60,
+        ))
+        .start_time(DateTime::from_secs(minutes_ago(10)))
+        .end_time(DateTime::from_secs(minutes_ago(-1)))
+        .send()
+        .await
+        .expect("GetMetricData answers");
+    let results = output.metric_data_results();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let result = &results[0];
+    assert_eq!(result.id(), Some("assigned"));
+    let mut returned: Vec<(i64, f64)> = result
+        .timestamps()
+        .iter()
+        .map(DateTime::secs)
+        .zip(result.values().iter().copied())
+        .collect();
+    returned.sort_by_key(|&(timestamp, _)| timestamp);
+    let expected: Vec<(i64, f64)> = points
+        .iter()
+        .map(|&(minutes, value)| (minutes_ago(minutes), value))
+        .collect();
+    assert_eq!(returned, expected);
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn a_thousand_datums_in_one_compressed_call_are_all_stored() {
+    const DATUMS: usize = 1000;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let minute = current_minute();
+    let timestamp = DateTime::from_secs(minute - 120);
+    let index_dimension = |index: usize| {
+        Dimension::builder()
+            .name("Index")
+            .value(format!("{index:04}"))
+            .build()
+    };
+
+    let datums = (0..DATUMS)
+        .map(|index| {
+            MetricDatum::builder()
+                .metric_name("bulk")
+                .dimensions(index_dimension(index))
+                .timestamp(timestamp)
+                .value(index as f64 + 0.5)
+                .build()
+        })
+        .collect::<Vec<_>>();
+    // About 60 KB of CBOR: far above the SDK's 10 KiB threshold, so it is gzipped.
+    client
+        .put_metric_data()
+        .namespace(NAMESPACE)
+        .set_metric_data(Some(datums))
+        .send()
+        .await
+        .expect("PutMetricData of 1000 datums is accepted");
+
+    let recorded = emulator.recorded_requests().expect("recording is readable");
+    let puts: Vec<_> = recorded
+        .iter()
+        .filter(|request| request.action.as_deref() == Some("PutMetricData"))
+        .collect();
+    assert_eq!(puts.len(), 1, "one call on the wire");
+    assert_eq!(
+        puts[0]
+            .headers
+            .get("x-cbor-shim-original-content-encoding")
+            .map(String::as_str),
+        Some("gzip"),
+        "the SDK compresses a large PutMetricData"
+    );
+    let body = puts[0].json_body().expect("translated body is JSON");
+    assert_eq!(body["MetricData"].as_array().map(Vec::len), Some(DATUMS));
+
+    // 500 queries per call is CloudWatch's limit; stay within it.
+    let mut values_by_index = BTreeMap::new();
+    for chunk_start in (0..DATUMS).step_by(500) {
+        let queries = (chunk_start..chunk_start + 500)
+            .map(|index| {
+                metric_stat_query(
+                    &format!("q{index}"),
+                    "bulk",
+                    vec![index_dimension(index)],
+                    300,
+                )
+            })
+            .collect::<Vec<_>>();
+        let output = client
+            .get_metric_data()
+            .set_metric_data_queries(Some(queries))
+            .start_time(DateTime::from_secs(minute - 240))
+            .end_time(DateTime::from_secs(minute + 60))
+            .send()
+            .await
+            .expect("GetMetricData answers");
+        for result in output.metric_data_results() {
+            let index: usize = result
+                .id()
+                .and_then(|id| id.strip_prefix('q'))
+                .and_then(|index| index.parse().ok())
+                .expect("query ids are q<index>");
+            let sum: f64 = result.values().iter().sum();
+            values_by_index.insert(index, sum);
+        }
+    }
+    assert_eq!(values_by_index.len(), DATUMS);
+    for (index, value) in values_by_index {
+        assert_eq!(value, index as f64 + 0.5, "datum {index}");
+    }
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn dashboards_are_stored_returned_and_deleted() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let body = r#"{"widgets":[{"type":"metric","x":0,"y":0,"width":12,"height":6,"properties":{"metrics":[["Kubernetes","assignIPAddresses","CLUSTER_ID","c"]],"region":"us-west-2","title":"IPs"}}]}"#;
+
+    client
+        .put_dashboard()
+        .dashboard_name("cni-metrics")
+        .dashboard_body(body)
+        .send()
+        .await
+        .expect("PutDashboard is accepted");
+    let fetched = client
+        .get_dashboard()
+        .dashboard_name("cni-metrics")
+        .send()
+        .await
+        .expect("GetDashboard finds it");
+    assert_eq!(fetched.dashboard_body(), Some(body));
+    assert_eq!(fetched.dashboard_name(), Some("cni-metrics"));
+
+    let missing = client
+        .get_dashboard()
+        .dashboard_name("no-such-dashboard")
+        .send()
+        .await
+        .expect_err("a missing dashboard is an error");
+    let service_error = missing
+        .as_service_error()
+        .expect("a modelled service error");
+    assert!(
+        service_error.is_dashboard_not_found_error(),
+        "{service_error:?}"
+    );
+
+    let listed = client
+        .list_dashboards()
+        .send()
+        .await
+        .expect("ListDashboards answers");
+    let names: Vec<_> = listed
+        .dashboard_entries()
+        .iter()
+        .filter_map(|entry| entry.dashboard_name())
+        .collect();
+    assert_eq!(names, ["cni-metrics"]);
+    assert!(listed.dashboard_entries()[0].last_modified().is_some());
+
+    client
+        .delete_dashboards()
+        .dashboard_names("cni-metrics")
+        .send()
+        .await
+        .expect("DeleteDashboards is accepted");
+    let gone = client
+        .get_dashboard()
+        .dashboard_name("cni-metrics")
+        .send()
+        .await
+        .expect_err("a deleted dashboard is gone");
+    assert!(
+        gone.as_service_error()
+            .is_some_and(|error| error.is_dashboard_not_found_error()),
+        "{gone:?}"
+    );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn invalid_dashboard_json_is_a_typed_error() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let error = cloudwatch(&emulator)
+        .put_dashboard()
+        .dashboard_name("broken")
+        .dashboard_body("{not json")
+        .send()
+        .await
+        .expect_err("invalid JSON is refused");
+    let service_error = error.as_service_error().expect("a modelled service error");
+    assert!(
+        service_error.is_dashboard_invalid_input_error(),
+        "{service_error:?}"
+    );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn alarms_are_described_as_they_were_put() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    client
+        .put_metric_alarm()
+        .alarm_name("ipamd-errors")
+        .namespace(NAMESPACE)
+        .metric_name("ipamdErr")
+        .dimensions(cluster_dimension())
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(3)
+        .threshold(2.5)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("PutMetricAlarm is accepted");
+
+    let output = client
+        .describe_alarms()
+        .alarm_names("ipamd-errors")
+        .send()
+        .await
+        .expect("DescribeAlarms answers");
+    let alarms = output.metric_alarms();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    let alarm = &alarms[0];
+    assert_eq!(alarm.alarm_name(), Some("ipamd-errors"));
+    assert_eq!(alarm.metric_name(), Some("ipamdErr"));
+    assert_eq!(alarm.threshold(), Some(2.5));
+    assert_eq!(alarm.evaluation_periods(), Some(3));
+    assert_eq!(alarm.period(), Some(60));
+    assert_eq!(
+        alarm.comparison_operator(),
+        Some(&ComparisonOperator::GreaterThanThreshold)
+    );
+    assert_eq!(alarm.dimensions(), [cluster_dimension()]);
+    let updated = alarm
+        .state_updated_timestamp()
+        .expect("the alarm has a state timestamp");
+    let age = DateTime::from(std::time::SystemTime::now()).secs() - updated.secs();
+    assert!((0..3600).contains(&age), "state updated {age} s ago");
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn list_metrics_finds_what_was_put() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let datums = ["totalIPAddresses", "eniAllocated"]
+        .into_iter()
+        .map(|name| {
+            MetricDatum::builder()
+                .metric_name(name)
+                .dimensions(cluster_dimension())
+                .value(3.0)
+                .build()
+        })
+        .collect::<Vec<_>>();
+    client
+        .put_metric_data()
+        .namespace(NAMESPACE)
+        .set_metric_data(Some(datums))
+        .send()
+        .await
+        .expect("PutMetricData is accepted");
+
+    let output = client
+        .list_metrics()
+        .namespace(NAMESPACE)
+        .dimensions(
+            DimensionFilter::builder()
+                .name("CLUSTER_ID")
+                .value(CLUSTER)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ListMetrics answers");
+    let mut names: Vec<_> = output
+        .metrics()
+        .iter()
+        .filter_map(|metric| metric.metric_name())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["eniAllocated", "totalIPAddresses"]);
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn the_recording_counts_mutating_calls_and_reset_wipes_state() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let cloudwatch = cloudwatch(&emulator);
+    let iam = iam(&emulator);
+    let policy_document = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"cloudwatch:PutMetricData","Resource":"*"}]}"#;
+
+    // Calls made before the clear must not be counted.
+    cloudwatch
+        .list_dashboards()
+        .send()
+        .await
+        .expect("ListDashboards answers");
+    emulator.clear_recording().expect("recording is cleared");
+    assert_eq!(emulator.recorded_requests().expect("readable"), []);
+
+    for name in ["one", "two"] {
+        cloudwatch
+            .put_dashboard()
+            .dashboard_name(name)
+            .dashboard_body("{}")
+            .send()
+            .await
+            .expect("PutDashboard is accepted");
+    }
+    for name in ["one", "two", "one"] {
+        cloudwatch
+            .get_dashboard()
+            .dashboard_name(name)
+            .send()
+            .await
+            .expect("GetDashboard finds it");
+    }
+    let policy = iam
+        .create_policy()
+        .policy_name("cni-metrics-helper")
+        .policy_document(policy_document)
+        .send()
+        .await
+        .expect("CreatePolicy is accepted");
+    let policy_arn = policy
+        .policy()
+        .and_then(|policy| policy.arn())
+        .expect("the new policy has an ARN")
+        .to_owned();
+    assert!(policy_arn.contains(DEFAULT_ACCOUNT_ID), "{policy_arn}");
+    iam.get_policy()
+        .policy_arn(&policy_arn)
+        .send()
+        .await
+        .expect("GetPolicy finds it");
+
+    let recorded = emulator.recorded_requests().expect("recording is readable");
+    let calls: Vec<(Option<&str>, Option<&str>)> = recorded
+        .iter()
+        .map(|request| (request.service.as_deref(), request.action.as_deref()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Some("monitoring"), Some("PutDashboard")),
+            (Some("monitoring"), Some("PutDashboard")),
+            (Some("monitoring"), Some("GetDashboard")),
+            (Some("monitoring"), Some("GetDashboard")),
+            (Some("monitoring"), Some("GetDashboard")),
+            (Some("iam"), Some("CreatePolicy")),
+            (Some("iam"), Some("GetPolicy")),
+        ]
+    );
+    let mutating: Vec<_> = recorded
+        .iter()
+        .filter(|request| request.is_mutating())
+        .filter_map(|request| request.action.as_deref())
+        .collect();
+    assert_eq!(mutating, ["PutDashboard", "PutDashboard", "CreatePolicy"]);
+
+    emulator.reset().await.expect("reset is accepted");
+    let dashboard = cloudwatch
+        .get_dashboard()
+        .dashboard_name("one")
+        .send()
+        .await;
+    assert!(
+        dashboard
+            .as_ref()
+            .err()
+            .and_then(|error| error.as_service_error())
+            .is_some_and(|error| error.is_dashboard_not_found_error()),
+        "dashboards survive a reset: {dashboard:?}"
+    );
+    let policy = iam.get_policy().policy_arn(&policy_arn).send().await;
+    assert!(
+        policy
+            .as_ref()
+            .err()
+            .and_then(|error| error.as_service_error())
+            .is_some_and(|error| error.is_no_such_entity_exception()),
+        "policies survive a reset: {policy:?}"
+    );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn two_emulators_run_side_by_side_independently() {
+    let (first, second) = tokio::join!(
+        start_emulator(EmulatorOptions::default()),
+        start_emulator(EmulatorOptions::default().with_account_id("111122223333")),
+    );
+    assert_ne!(first.endpoint_url(), second.endpoint_url());
+    assert_ne!(first.pid(), second.pid());
+
+    cloudwatch(&first)
+        .put_dashboard()
+        .dashboard_name("only-in-first")
+        .dashboard_body("{}")
+        .send()
+        .await
+        .expect("PutDashboard is accepted");
+    let in_second = cloudwatch(&second)
+        .get_dashboard()
+        .dashboard_name("only-in-first")
+        .send()
+        .await;
+    assert!(in_second.is_err(), "state leaked between emulators");
+
+    let role_arn = |emulator: &AwsEmulator| {
+        let client = iam(emulator);
+        async move {
+            let output = client
+                .create_role()
+                .role_name("cni-metrics-helper")
+                .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+                .send()
+                .await
+                .expect("CreateRole is accepted");
+            output.role().map(|role| role.arn().to_owned())
+        }
+    };
+    let (first_arn, second_arn) = tokio::join!(role_arn(&first), role_arn(&second));
+    assert_eq!(
+        first_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/cni-metrics-helper")
+    );
+    assert_eq!(
+        second_arn.as_deref(),
+        Some("arn:aws:iam::111122223333:role/cni-metrics-helper")
+    );
+    assert_eq!(first.recorded_requests().expect("readable").len(), 2);
+    assert_eq!(second.recorded_requests().expect("readable").len(), 2);
+
+    first.stop().expect("first emulator stops");
+    second.stop().expect("second emulator stops");
+}
+
+#[tokio::test]
+async fn stop_and_drop_leave_no_process_behind() {
+    let stopped = start_emulator(EmulatorOptions::default()).await;
+    let stopped_pid = stopped.pid();
+    let stopped_dir = stopped.dir().to_path_buf();
+    assert!(process_is_running(stopped_pid));
+    stopped.stop().expect("emulator stops");
+    assert!(
+        !process_is_running(stopped_pid),
+        "pid {stopped_pid} survived stop"
+    );
+    assert!(!stopped_dir.exists(), "the temporary directory is removed");
+
+    let dropped = start_emulator(EmulatorOptions::default()).await;
+    let dropped_pid = dropped.pid();
+    drop(dropped);
+    assert!(
+        !process_is_running(dropped_pid),
+        "pid {dropped_pid} survived drop"
+    );
+}
+
+#[test]
+fn ensure_is_a_no_op_when_the_tools_are_current() {
+    // find() succeeding means the stamp matches, so ensure() must not install anything.
+    let found = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let ensured = PythonTools::ensure(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(found, ensured);
+    assert!(ensured.python().exists());
+    assert!(ensured.bin("moto_server").exists());
+}

@@ -1,0 +1,6 @@
+//! Tests of the sandbox itself, against real processes and real HTTP on loopback.
+
+mod aws_emulator;
+mod environment;
+mod fleet;
+mod kube_api;

@@ -1,0 +1,341 @@
+//! A fake Kubernetes API server that the production `kube::Client` (and a user's
+//! `kubectl`) reaches over real HTTP on loopback through a generated kubeconfig.
+//!
+//! It serves the kinds the tool deploys and reads (Namespace, Node, Pod, ServiceAccount,
+//! ConfigMap, Event, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Deployment,
+//! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (merge,
+//! JSON and server-side apply), delete and deletecollection, plus discovery, the pods
+//! proxy and the status subresources. Behaviour follows the real server where the tool
+//! or kube-rs can observe it: `metav1.Status` errors, resourceVersion and generation
+//! bumped only on real changes, server-side apply with field ownership and conflicts,
+//! dry runs, optimistic concurrency on replace, and watch streams that resume from a
+//! resourceVersion. Deployments report a finished rollout as soon as their spec changes,
+//! unless a test makes the rollout stuck.
+//!
+//! Tests observe and steer the server through [`FakeApiServer`]: seed objects, read the
+//! request log, inject failures.
+
+mod apply;
+mod clock;
+mod discovery;
+mod errors;
+mod http;
+mod resources;
+mod selector;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use self::http::Shared;
+use self::resources::RESOURCE_TYPES;
+use self::store::{Fault, ObjectKey, State};
+
+/// How many watch events may queue for a slow watcher before it is told to relist.
+const WATCH_CHANNEL_CAPACITY: usize = 4096;
+
+/// The bearer token written into the kubeconfig. The server accepts any token; this one
+/// only makes the kubeconfig look like a real one.
+const SANDBOX_TOKEN: &str = "sandbox-token";
+
+/// Failures of the fake API server's own setup and seeding.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeApiError {
+    #[error("could not listen on 127.0.0.1 for the sandbox Kubernetes API server: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("could not write the sandbox kubeconfig to {path}: {source}")]
+    WriteKubeconfig {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not serialize the object to seed: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("the sandbox API server refused to store the object: {0}")]
+    Rejected(String),
+}
+
+/// One request the server answered, for tests to assert on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: ::http::Method,
+    /// The path as sent, without the query.
+    pub path: String,
+    /// The decoded query pairs, in order.
+    pub query: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    /// The `fieldManager` query parameter, when sent.
+    pub field_manager: Option<String>,
+    /// Whether the request asked for `dryRun=All` (query or DeleteOptions body).
+    pub dry_run: bool,
+    /// The HTTP status of the response.
+    pub status: u16,
+}
+
+impl LoggedRequest {
+    /// Whether the request could have changed state: not a GET and not a dry run.
+    pub fn is_write(&self) -> bool {
+        self.method != ::http::Method::GET && !self.dry_run
+    }
+
+    /// The value of a query parameter, if sent.
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Whether the request was a watch.
+    pub fn is_watch(&self) -> bool {
+        matches!(self.query_value("watch"), Some("true" | "1"))
+    }
+}
+
+/// A running fake API server on `127.0.0.1` with a port the OS picked. It stops on
+/// [`FakeApiServer::shutdown`] or when dropped.
+pub struct FakeApiServer {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+}
+
+impl FakeApiServer {
+    /// Binds `127.0.0.1:0` and starts serving, with the namespaces `default`,
+    /// `kube-system`, `kube-public` and `kube-node-lease` in place.
+    pub async fn start() -> Result<FakeApiServer, KubeApiError> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(KubeApiError::Bind)?;
+        let address = listener.local_addr().map_err(KubeApiError::Bind)?;
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let (events, _) = broadcast::channel(WATCH_CHANNEL_CAPACITY);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(events)),
+            proxy_client: Client::builder(TokioExecutor::new()).build_http(),
+            server_address: address.to_string(),
+            shutdown: shutdown_receiver.clone(),
+        });
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            shutdown_receiver,
+        ));
+        Ok(FakeApiServer {
+            address,
+            shared,
+            shutdown,
+            accept_task,
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A kubeconfig with cluster, token user and context all named `sandbox`, the
+    /// context current and its namespace `default`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: sandbox\n  \
+               cluster:\n    \
+                 server: {url}\n\
+             users:\n\
+             - name: sandbox\n  \
+               user:\n    \
+                 token: {SANDBOX_TOKEN}\n\
+             contexts:\n\
+             - name: sandbox\n  \
+               context:\n    \
+                 cluster: sandbox\n    \
+                 user: sandbox\n    \
+                 namespace: default\n\
+             current-context: sandbox\n\
+             preferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes [`FakeApiServer::kubeconfig_yaml`] to a file.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), KubeApiError> {
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| {
+            KubeApiError::WriteKubeconfig {
+                path: path.display().to_string(),
+                source,
+            }
+        })
+    }
+
+    /// Creates or replaces an object as the cluster itself would (for seeding nodes and
+    /// pods): status is stored as given, a missing namespace is created, and watches see
+    /// the change.
+    pub fn insert<K: k8s_openapi::Resource + serde::Serialize>(
+        &self,
+        object: &K,
+    ) -> Result<(), KubeApiError> {
+        let mut value = serde_json::to_value(object)?;
+        // Typed objects may leave apiVersion and kind unset; the type knows them.
+        value["apiVersion"] = Value::String(K::API_VERSION.to_owned());
+        value["kind"] = Value::String(K::KIND.to_owned());
+        self.insert_json(value)
+    }
+
+    /// Like [`FakeApiServer::insert`], for an object given as JSON with `apiVersion` and
+    /// `kind`.
+    pub fn insert_json(&self, object: Value) -> Result<(), KubeApiError> {
+        self.shared
+            .lock()
+            .insert_system(object)
+            .map(|_| ())
+            .map_err(|error| KubeApiError::Rejected(error.message))
+    }
+
+    /// The stored object, if present.
+    pub fn get_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let key = key_for(api_version, kind, namespace, name)?;
+        self.shared
+            .lock()
+            .objects
+            .get(&key)
+            .map(|stored| stored.object.clone())
+    }
+
+    /// Deletes an object (watches see DELETED); false when it did not exist.
+    pub fn remove(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
+        match key_for(api_version, kind, namespace, name) {
+            Some(key) => self.shared.lock().remove_and_emit(&key).is_some(),
+            None => false,
+        }
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Makes rollouts of the named Deployment stuck (the next spec change is never
+    /// observed and Progressing turns False with ProgressDeadlineExceeded), or unsticks
+    /// it, which completes a pending rollout at once. A Deployment that already finished
+    /// its rollout keeps its status until its spec changes.
+    pub fn set_rollout_stuck(&self, namespace: &str, name: &str, stuck: bool) {
+        self.shared.lock().set_rollout_stuck(namespace, name, stuck);
+    }
+
+    /// Makes the next `count` requests with this method whose path starts with
+    /// `path_prefix` fail with `status` (a `metav1.Status` body with the usual reason).
+    pub fn fail_next(&self, method: ::http::Method, path_prefix: &str, status: u16, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.shared.lock().faults.push(Fault {
+            method,
+            path_prefix: path_prefix.to_owned(),
+            status,
+            remaining: count,
+        });
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().resource_version
+    }
+
+    /// Stops accepting connections and ends open connections and watches.
+    pub async fn shutdown(mut self) {
+        // Signalling is enough for the accept loop to return; waiting for it makes sure
+        // the listening socket is closed when this returns. Drop then aborts nothing new.
+        let _ = self.shutdown.send(true);
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.accept_task).await;
+        if waited.is_err() {
+            self.accept_task.abort();
+        }
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.accept_task.abort();
+    }
+}
+
+fn key_for(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<ObjectKey> {
+    let type_index = resources::by_api_version_kind(api_version, kind)?;
+    let namespaced = RESOURCE_TYPES[type_index].namespaced;
+    Some(ObjectKey {
+        type_index,
+        namespace: if namespaced {
+            namespace.unwrap_or("default").to_owned()
+        } else {
+            String::new()
+        },
+        name: name.to_owned(),
+    })
+}
+
+/// Accepts connections until shutdown; each connection is served by its own task, so a
+/// slow proxied request or a long watch never blocks other requests.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = http::stopped(&mut shutdown) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Accept errors (e.g. too many open files) are transient; keep serving.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let mut connection_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| http::handle(Arc::clone(&shared), request));
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = http::stopped(&mut connection_shutdown) => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,18 @@
+//! The local sandbox: everything `cargo xtask demo`, `cargo xtask sandbox up` and the
+//! end-to-end tests need to run the whole tool on one machine with no AWS account and no
+//! cluster.
+//!
+//! - [`aws_emulator`]: the moto AWS emulator behind our CBOR translation layer, one process
+//!   per sandbox, on a port the OS picks.
+//! - [`kube_api`]: a fake Kubernetes API server that the production `kube::Client` reaches
+//!   through a generated kubeconfig.
+//! - [`fleet`]: simulated aws-node (ipamd) metrics endpoints on 127.0.0.x:61678.
+//! - [`environment`]: all of the above started together, with an EKS cluster and its IAM
+//!   OIDC provider in the emulator and the fleet's pods and nodes in the API server.
+//! - [`python_tools`]: the project-local virtualenv holding the Python test tools.
+
+pub mod aws_emulator;
+pub mod environment;
+pub mod fleet;
+pub mod kube_api;
+pub mod python_tools;

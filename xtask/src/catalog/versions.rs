@@ -1,0 +1,171 @@
+//! Upstream release versions (`vX.Y.Z`); the cni-metrics-helper image tag equals the CNI tag.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{Catalog, DataError};
+
+/// A release version, ordered numerically (v1.9.0 < v1.10.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VersionError {
+    #[error("version '{0}' is not of the form vX.Y.Z (e.g. v1.23.0)")]
+    Malformed(String),
+    #[error("version {version} is not a known release; known releases nearby: {}", nearby.join(", "))]
+    Unknown {
+        version: String,
+        nearby: Vec<String>,
+    },
+}
+
+impl FromStr for Version {
+    type Err = VersionError;
+
+    fn from_str(text: &str) -> Result<Version, VersionError> {
+        let malformed = || VersionError::Malformed(text.to_owned());
+        let digits = text.strip_prefix('v').ok_or_else(malformed)?;
+        let mut parts = digits.split('.');
+        let mut number = || -> Result<u32, VersionError> {
+            let part = parts.next().ok_or_else(malformed)?;
+            // Leading zeros and signs are refused: they never appear in a release tag.
+            let canonical = !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part == "0" || !part.starts_with('0'));
+            if !canonical {
+                return Err(malformed());
+            }
+            part.parse().map_err(|_| malformed())
+        };
+        let version = Version {
+            major: number()?,
+            minor: number()?,
+            patch: number()?,
+        };
+        if parts.next().is_some() {
+            return Err(malformed());
+        }
+        Ok(version)
+    }
+}
+
+impl Catalog {
+    /// The newest known release: the default when no version is pinned.
+    pub fn latest_version(&self) -> Option<Version> {
+        self.versions.last().copied()
+    }
+
+    /// Parses `text` and checks that it is a known release.
+    pub fn known_version(&self, text: &str) -> Result<Version, VersionError> {
+        let version: Version = text.parse()?;
+        if self.versions.contains(&version) {
+            return Ok(version);
+        }
+        Err(VersionError::Unknown {
+            version: version.to_string(),
+            nearby: self.nearby_versions(version),
+        })
+    }
+
+    /// The known releases of the same minor, or the three closest ones when that minor is
+    /// unknown.
+    fn nearby_versions(&self, version: Version) -> Vec<String> {
+        let same_minor: Vec<String> = self
+            .versions
+            .iter()
+            .filter(|known| (known.major, known.minor) == (version.major, version.minor))
+            .map(ToString::to_string)
+            .collect();
+        if !same_minor.is_empty() {
+            return same_minor;
+        }
+        let position = self.versions.partition_point(|known| *known < version);
+        let start = position.saturating_sub(2);
+        let end = (position + 1).min(self.versions.len());
+        self.versions[start..end]
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Version>, DataError> {
+    let mut versions: Vec<Version> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let problem = |problem: String| DataError {
+            file,
+            line: index + 1,
+            problem,
+        };
+        let version: Version = line.parse().map_err(|error| problem(format!("{error}")))?;
+        if versions.last().is_some_and(|previous| *previous >= version) {
+            return Err(problem(format!(
+                "{version} is not newer than the line before it; keep the file sorted oldest first"
+            )));
+        }
+        versions.push(version);
+    }
+    if versions.is_empty() {
+        return Err(DataError {
+            file,
+            line: 0,
+            problem: "no versions listed".to_owned(),
+        });
+    }
+    Ok(versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Version, VersionError};
+
+    #[test]
+    fn parses_release_tags_and_refuses_everything_else() {
+        let parsed: Version = "v1.23.0".parse().expect("a release tag parses");
+        assert_eq!((parsed.major, parsed.minor, parsed.patch), (1, 23, 0));
+        for bad in [
+            "1.23.0",
+            "v1.23",
+            "v1.23.0.1",
+            "v1.023.0",
+            "v1.x.0",
+            "v1.23.0-rc1",
+            "",
+            "v",
+        ] {
+            assert_eq!(
+                bad.parse::<Version>(),
+                Err(VersionError::Malformed(bad.to_owned())),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn orders_numerically() {
+        let older: Version = "v1.9.9".parse().expect("valid");
+        let newer: Version = "v1.10.0".parse().expect("valid");
+        assert!(older < newer);
+    }
+}

@@ -1,0 +1,15 @@
+//! The generator and deployer behind `cargo xtask`: it renders the IAM policy, the trust
+//! policy, region-correct Kubernetes manifests and a CloudWatch dashboard for the CNI
+//! metrics helper, and (in later commands) applies them idempotently.
+//!
+//! `main.rs` only parses flags and maps results to exit codes; every command lives in the
+//! module named after it.
+
+pub mod catalog;
+pub mod exit;
+pub mod flags;
+pub mod render;
+pub mod render_cmd;
+pub mod sandbox_cmd;
+pub mod settings;
+pub mod test_cmd;

@@ -1,0 +1,222 @@
+//! `render`: the four artifacts for one cluster, offline.
+//!
+//! Every artifact is rendered from an embedded template and parsed back before anything is
+//! written, so a template mistake fails here, loudly, instead of at `kubectl apply` or
+//! `iam create-policy` time. Files are staged next to their destination and renamed into
+//! place only when all four are ready: a failed render never leaves a half-written set.
+
+pub mod dashboard;
+pub mod manifests;
+pub mod templates;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::catalog::{Catalog, RegionError};
+use crate::settings::{IRSA_AUDIENCE, IdentityMode, METRICS_NAMESPACE, SERVICE_ACCOUNT, Target};
+pub use manifests::{ManifestError, ManifestObject};
+
+pub const IAM_POLICY_FILE: &str = "iam-policy.json";
+pub const TRUST_POLICY_FILE: &str = "trust-policy.json";
+pub const MANIFESTS_FILE: &str = "manifests.yaml";
+pub const DASHBOARD_FILE: &str = "dashboard.json";
+
+/// The value of `app.kubernetes.io/managed-by` on every object this tool writes, and of the
+/// `managed-by` tag on every AWS resource: what `destroy` keys on.
+pub const MANAGED_BY: &str = "cni-metrics-xtask";
+
+/// The four artifacts, as text (what is written) and parsed (what later steps use).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub iam_policy: String,
+    pub trust_policy: String,
+    pub manifests: String,
+    pub dashboard: String,
+    pub objects: Vec<ManifestObject>,
+    /// The fully qualified role ARN the service account is annotated with.
+    pub role_arn: String,
+    pub image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    #[error("rendering {template} failed: {message}; this is a bug in the template")]
+    Template {
+        template: &'static str,
+        message: String,
+    },
+    #[error("the rendered {file} is not valid JSON ({message}); this is a bug in the template")]
+    Json { file: &'static str, message: String },
+    #[error(
+        "the rendered manifests are not valid Kubernetes objects: {0}; this is a bug in the template"
+    )]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "the rendered dashboard body is not valid for CloudWatch: {0}; this is a bug in the template"
+    )]
+    Dashboard(String),
+    #[error("cannot write the rendered files to {}: {error}; choose a writable --out directory", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Renders and checks every artifact for `target`.
+pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderError> {
+    let region = catalog.resolve_region(&target.region)?;
+    let partition = &region.partition.id;
+    let image = match &target.image_override {
+        Some(image) => image.clone(),
+        None => region.upstream_image(catalog, &target.version.to_string())?,
+    };
+    let role_arn = format!(
+        "arn:{partition}:iam::{}:role/{}",
+        target.account, target.role_name
+    );
+    let irsa = target.identity == IdentityMode::Irsa;
+    let issuer = target.oidc_issuer_host_path.clone().unwrap_or_default();
+    let data = json!({
+        "cluster": target.cluster,
+        "region": target.region,
+        "namespace": target.namespace,
+        "service_account": SERVICE_ACCOUNT,
+        "service_account_subject": format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", target.namespace),
+        "image": image,
+        "irsa": irsa,
+        "role_arn": role_arn,
+        "cluster_arn": format!("arn:{partition}:eks:{}:{}:cluster/{}", target.region, target.account, target.cluster),
+        "oidc_provider_arn": format!("arn:{partition}:iam::{}:oidc-provider/{issuer}", target.account),
+        "oidc_audience_key": format!("{issuer}:aud"),
+        "oidc_subject_key": format!("{issuer}:sub"),
+        "audience": IRSA_AUDIENCE,
+        "metrics_namespace": METRICS_NAMESPACE,
+        "labels": {
+            "app.kubernetes.io/name": SERVICE_ACCOUNT,
+            "app.kubernetes.io/instance": SERVICE_ACCOUNT,
+            "app.kubernetes.io/version": target.version.to_string(),
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+        },
+        "header_markdown": format!(
+            "## Amazon VPC CNI: IP addresses and ENIs of cluster `{}` ({})\n\
+             Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
+             Capacity gauges use the Maximum statistic (Sum would add up every data point of a period); \
+             error and call counters are per-interval deltas and use Sum.",
+            target.cluster, target.region
+        ),
+    });
+    let trust_template = if irsa {
+        templates::TRUST_POLICY_IRSA
+    } else {
+        templates::TRUST_POLICY_POD_IDENTITY
+    };
+    let iam_policy = render_json(templates::IAM_POLICY, IAM_POLICY_FILE, &data)?;
+    let trust_policy = render_json(trust_template, TRUST_POLICY_FILE, &data)?;
+    let (dashboard, dashboard_body) =
+        render_json_value(templates::DASHBOARD, DASHBOARD_FILE, &data)?;
+    dashboard::check(&dashboard_body, METRICS_NAMESPACE, &target.cluster)
+        .map_err(RenderError::Dashboard)?;
+    let manifests = render_text(templates::MANIFESTS, &data)?;
+    let objects = manifests::parse(&manifests)?;
+    Ok(Rendered {
+        iam_policy,
+        trust_policy,
+        manifests,
+        dashboard,
+        objects,
+        role_arn,
+        image,
+    })
+}
+
+fn render_text(template: templates::Template, data: &Value) -> Result<String, RenderError> {
+    let mut text = templates::render(template, data).map_err(|error| RenderError::Template {
+        template: template.path,
+        message: error.to_string(),
+    })?;
+    // Text files end with a newline, whatever the template's last line does.
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn render_json_value(
+    template: templates::Template,
+    file: &'static str,
+    data: &Value,
+) -> Result<(String, Value), RenderError> {
+    let text = render_text(template, data)?;
+    let value = serde_json::from_str(&text).map_err(|error| RenderError::Json {
+        file,
+        message: error.to_string(),
+    })?;
+    Ok((text, value))
+}
+
+fn render_json(
+    template: templates::Template,
+    file: &'static str,
+    data: &Value,
+) -> Result<String, RenderError> {
+    render_json_value(template, file, data).map(|(text, _)| text)
+}
+
+impl Rendered {
+    /// The artifacts as `(file name, text)`, in a fixed order.
+    pub fn files(&self) -> [(&'static str, &str); 4] {
+        [
+            (IAM_POLICY_FILE, &self.iam_policy),
+            (TRUST_POLICY_FILE, &self.trust_policy),
+            (MANIFESTS_FILE, &self.manifests),
+            (DASHBOARD_FILE, &self.dashboard),
+        ]
+    }
+
+    /// One JSON object keyed by file name; JSON files as objects, the manifests as a list
+    /// of objects, so a machine reader never has to parse text twice.
+    pub fn to_json(&self) -> Value {
+        let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        json!({
+            IAM_POLICY_FILE: parse(&self.iam_policy),
+            TRUST_POLICY_FILE: parse(&self.trust_policy),
+            MANIFESTS_FILE: self.objects.iter().map(ManifestObject::to_json).collect::<Vec<_>>(),
+            DASHBOARD_FILE: parse(&self.dashboard),
+        })
+    }
+
+    /// Writes the four files into `dir` (created when missing), all or nothing.
+    pub fn write_to_dir(&self, dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
+        let write_error = |path: &Path| {
+            let path = path.to_owned();
+            move |error| RenderError::Write { path, error }
+        };
+        fs::create_dir_all(dir).map_err(write_error(dir))?;
+        // Stage every file first; the temporary files delete themselves if we bail out.
+        let mut staged = Vec::new();
+        for (name, text) in self.files() {
+            let mut file = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .tempfile_in(dir)
+                .map_err(write_error(dir))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.as_file().sync_all())
+                .map_err(write_error(file.path()))?;
+            staged.push((dir.join(name), file));
+        }
+        let mut written = Vec::new();
+        for (path, file) in staged {
+            file.persist(&path).map_err(|failure| RenderError::Write {
+                path: path.clone(),
+                error: failure.error,
+            })?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}

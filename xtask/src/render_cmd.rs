@@ -1,0 +1,46 @@
+//! `cargo xtask render`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::catalog::catalog;
+use crate::flags::{OutputFormat, RenderFlags};
+use crate::render::render;
+use crate::settings::ConfigFile;
+
+pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
+    let file = match &flags.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let catalog = catalog()?;
+    let target = flags.target.or(file.target).resolve(catalog)?;
+    let rendered = render(&target, catalog)?;
+    if flags.output == OutputFormat::Json {
+        let text = serde_json::to_string_pretty(&rendered.to_json())
+            .context("serialising the rendered artifacts")?;
+        println!("{text}");
+        return Ok(crate::exit::code(crate::exit::SUCCESS));
+    }
+    let out = flags
+        .out
+        .or(file.out)
+        .unwrap_or_else(|| PathBuf::from("rendered"));
+    let written = rendered.write_to_dir(&out)?;
+    tracing::info!(
+        cluster = %target.cluster,
+        region = %target.region,
+        version = %target.version,
+        identity = target.identity.as_str(),
+        image = %rendered.image,
+        "rendered {} files into {}",
+        written.len(),
+        out.display()
+    );
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(crate::exit::code(crate::exit::SUCCESS))
+}

@@ -1,0 +1,82 @@
+//! `cargo xtask sandbox up`: the whole tool's world on one machine — an AWS emulator with an
+//! EKS cluster and its OIDC provider, a Kubernetes API server with aws-node pods, and the
+//! simulated nodes behind them — running until interrupted.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sandbox::environment::{Sandbox, SandboxOptions};
+use sandbox::python_tools::{PythonTools, workspace_root};
+
+use crate::flags::SandboxUpFlags;
+
+pub fn up(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(flags))
+}
+
+async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
+    // An endpoint in the environment means the user brought their own emulator.
+    let aws_endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|endpoint| !endpoint.is_empty());
+    let tools = PythonTools::ensure(&workspace_root()).context("installing the AWS emulator")?;
+    let options = SandboxOptions {
+        nodes: flags.nodes,
+        cluster: flags.cluster,
+        region: flags.region,
+        dir: flags.dir,
+        aws_endpoint,
+    };
+    let sandbox = Sandbox::start(&tools, options)
+        .await
+        .context("starting the sandbox")?;
+    print_usage(&sandbox);
+    wait_for_interrupt().await?;
+    tracing::info!("stopping the sandbox");
+    sandbox.shutdown().await;
+    Ok(crate::exit::code(crate::exit::SUCCESS))
+}
+
+fn print_usage(sandbox: &Sandbox) {
+    let env = sandbox.env_path();
+    let emulator = match sandbox.emulator() {
+        Some(emulator) => format!("started here, pid {}", emulator.pid()),
+        None => "from AWS_ENDPOINT_URL".to_owned(),
+    };
+    println!(
+        "The sandbox is up: EKS cluster {cluster} in {region}, account {account}, {nodes} aws-node pods.\n\
+         \n  AWS endpoint     {aws} ({emulator}; EKS, IAM, STS, CloudWatch)\
+         \n  Kubernetes API   {kube}\
+         \n  OIDC issuer      {issuer}\
+         \n  kubeconfig       {kubeconfig}\
+         \n\nIn another shell:\
+         \n  source {env}\
+         \n  kubectl get pods,nodes -A\
+         \n  cargo xtask render --region {region} --cluster {cluster} --account {account} --oidc-issuer {issuer}\
+         \n\nPress Ctrl-C to stop everything.",
+        cluster = sandbox.cluster(),
+        region = sandbox.region(),
+        account = sandbox.account(),
+        nodes = sandbox.fleet().len(),
+        aws = sandbox.aws_endpoint(),
+        kube = sandbox.api().url(),
+        issuer = sandbox.oidc_issuer(),
+        kubeconfig = sandbox.kubeconfig_path().display(),
+        env = env.display(),
+    );
+}
+
+/// Ctrl-C from a terminal, or SIGTERM from a supervisor or a test.
+async fn wait_for_interrupt() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! What the user asked for, validated and typed.
+//!
+//! Every value can come from a flag or from the YAML file given with `--config`; the file's
+//! keys are the flag names (`oidc-issuer: https://...`) so that one vocabulary serves both,
+//! and a flag always wins over the file. Validation happens here, once, so the renderer and
+//! the deployer only ever see values that are known to be well formed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, DataError, RegionError, Version, VersionError};
+
+/// The service account name the upstream helper and its RBAC are written for.
+pub const SERVICE_ACCOUNT: &str = "cni-metrics-helper";
+/// The CloudWatch namespace the helper publishes to; dashboards and alarms key on it.
+pub const METRICS_NAMESPACE: &str = "Kubernetes";
+/// The audience EKS's pod identity webhook puts in projected tokens, in every partition
+/// (China included: `sts.amazonaws.com.cn` there breaks AssumeRoleWithWebIdentity).
+pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
+/// The prefix of the default IAM role name, as in the EKS user guide.
+pub const DEFAULT_ROLE_PREFIX: &str = "AmazonEKSVPCCNIMetricsHelperRole";
+/// IAM's limit on role names.
+pub const ROLE_NAME_MAX: usize = 64;
+
+/// How the helper's pods get AWS credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    /// IAM roles for service accounts: a role trusting the cluster's OIDC provider.
+    Irsa,
+    /// EKS Pod Identity: a role trusting pods.eks.amazonaws.com, bound by an association.
+    PodIdentity,
+}
+
+impl IdentityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityMode::Irsa => "irsa",
+            IdentityMode::PodIdentity => "pod-identity",
+        }
+    }
+}
+
+/// The target cluster and how to render for it, as given: every field optional, because
+/// each may come from a flag or from the config file.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TargetInput {
+    /// AWS region of the cluster, e.g. us-west-2
+    #[arg(long)]
+    pub region: Option<String>,
+    /// EKS cluster name (the CLUSTER_ID dimension of every metric)
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// 12-digit AWS account id that owns the cluster
+    #[arg(long)]
+    pub account: Option<String>,
+    /// The cluster's OIDC issuer URL (aws eks describe-cluster --query cluster.identity.oidc.issuer); required for irsa
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// Upstream release to run, vX.Y.Z [default: the newest known release]
+    #[arg(long = "version", value_name = "vX.Y.Z")]
+    pub version: Option<String>,
+    /// How the helper gets AWS credentials [default: irsa]
+    #[arg(long, value_enum)]
+    pub identity: Option<IdentityMode>,
+    /// Namespace of the helper's ServiceAccount and Deployment [default: kube-system]
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Image to run instead of the region's ECR image (e.g. a mirror)
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// IAM role name [default: AmazonEKSVPCCNIMetricsHelperRole-<cluster>, shortened to 64 characters]
+    #[arg(long)]
+    pub role_name: Option<String>,
+}
+
+impl TargetInput {
+    /// Fills every field the flags left empty from `file`.
+    pub fn or(self, file: TargetInput) -> TargetInput {
+        TargetInput {
+            region: self.region.or(file.region),
+            cluster: self.cluster.or(file.cluster),
+            account: self.account.or(file.account),
+            oidc_issuer: self.oidc_issuer.or(file.oidc_issuer),
+            version: self.version.or(file.version),
+            identity: self.identity.or(file.identity),
+            namespace: self.namespace.or(file.namespace),
+            image: self.image.or(file.image),
+            role_name: self.role_name.or(file.role_name),
+        }
+    }
+}
+
+/// The YAML file given with `--config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(flatten)]
+    pub target: TargetInput,
+    /// Where `render` writes its files.
+    pub out: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, SettingsError> {
+        let text = fs::read_to_string(path).map_err(|error| SettingsError::ConfigRead {
+            path: path.to_owned(),
+            error,
+        })?;
+        serde_yaml::from_str(&text).map_err(|source| SettingsError::ConfigParse {
+            path: path.to_owned(),
+            message: source.to_string(),
+        })
+    }
+}
+
+/// A validated target: every string here is known to be well formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub region: String,
+    pub cluster: String,
+    pub account: String,
+    /// The issuer with `https://` and any trailing slash removed, as IAM names providers.
+    pub oidc_issuer_host_path: Option<String>,
+    pub version: Version,
+    pub identity: IdentityMode,
+    pub namespace: String,
+    pub image_override: Option<String>,
+    pub role_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{flag} is required{hint}")]
+    Missing {
+        flag: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot read the config file {}: {error}", path.display())]
+    ConfigRead {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the config file {} is not valid: {message}", path.display())]
+    ConfigParse { path: PathBuf, message: String },
+    #[error(
+        "invalid --cluster '{0}': an EKS cluster name is 1-100 characters of letters, digits, '-' and '_', starting with a letter or digit"
+    )]
+    Cluster(String),
+    #[error("invalid --account '{0}': an AWS account id is exactly 12 digits (keep leading zeros)")]
+    Account(String),
+    #[error(
+        "invalid --oidc-issuer '{0}': expected an https URL such as https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE (aws eks describe-cluster --name <cluster> --query cluster.identity.oidc.issuer)"
+    )]
+    OidcIssuer(String),
+    #[error(
+        "invalid --namespace '{0}': a namespace is 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    Namespace(String),
+    #[error(
+        "invalid --role-name '{0}': an IAM role name is 1-64 characters of letters, digits and +=,.@_-"
+    )]
+    RoleName(String),
+    #[error(
+        "invalid --image '{0}': expected an image reference such as registry.example.com/cni-metrics-helper:v1.23.0"
+    )]
+    Image(String),
+    #[error("invalid --region")]
+    Region(#[from] RegionError),
+    #[error("invalid --version")]
+    Version(#[from] VersionError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+impl TargetInput {
+    /// Validates every field and fills in the defaults.
+    pub fn resolve(self, catalog: &Catalog) -> Result<Target, SettingsError> {
+        let region = self.region.ok_or(SettingsError::Missing {
+            flag: "--region",
+            hint: " (e.g. --region us-west-2)",
+        })?;
+        // Resolving here refuses unknown regions before anything else is looked at.
+        catalog.resolve_region(&region)?;
+        let cluster = self.cluster.ok_or(SettingsError::Missing {
+            flag: "--cluster",
+            hint: " (the EKS cluster name)",
+        })?;
+        if !is_cluster_name(&cluster) {
+            return Err(SettingsError::Cluster(cluster));
+        }
+        let account = self.account.ok_or(SettingsError::Missing {
+            flag: "--account",
+            hint: " (aws sts get-caller-identity --query Account)",
+        })?;
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SettingsError::Account(account));
+        }
+        let identity = self.identity.unwrap_or(IdentityMode::Irsa);
+        let oidc_issuer_host_path = match self.oidc_issuer {
+            Some(issuer) => {
+                Some(issuer_host_path(&issuer).ok_or(SettingsError::OidcIssuer(issuer))?)
+            }
+            None if identity == IdentityMode::Irsa => {
+                return Err(SettingsError::Missing {
+                    flag: "--oidc-issuer",
+                    hint: " with --identity irsa (aws eks describe-cluster --name <cluster> --query cluster.identity.oidc.issuer)",
+                });
+            }
+            None => None,
+        };
+        let version = match self.version {
+            Some(text) => catalog.known_version(&text)?,
+            None => catalog.latest_version().ok_or(DataError {
+                file: "templates/data/versions.txt",
+                line: 0,
+                problem: "no versions listed".to_owned(),
+            })?,
+        };
+        let namespace = self.namespace.unwrap_or_else(|| "kube-system".to_owned());
+        if !is_dns_label(&namespace) {
+            return Err(SettingsError::Namespace(namespace));
+        }
+        if let Some(image) = &self.image
+            && !is_image_reference(image)
+        {
+            return Err(SettingsError::Image(image.clone()));
+        }
+        let role_name = match self.role_name {
+            Some(name) if is_role_name(&name) => name,
+            Some(name) => return Err(SettingsError::RoleName(name)),
+            None => default_role_name(&cluster),
+        };
+        Ok(Target {
+            region,
+            cluster,
+            account,
+            oidc_issuer_host_path,
+            version,
+            identity,
+            namespace,
+            image_override: self.image,
+            role_name,
+        })
+    }
+}
+
+/// `AmazonEKSVPCCNIMetricsHelperRole-<cluster>`, kept within IAM's 64 characters: a long
+/// cluster name is cut and suffixed with a hash of the whole name, so two long names that
+/// share a prefix still get different roles.
+pub fn default_role_name(cluster: &str) -> String {
+    let full = format!("{DEFAULT_ROLE_PREFIX}-{cluster}");
+    if full.len() <= ROLE_NAME_MAX {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a_32(cluster.as_bytes()));
+    let room = ROLE_NAME_MAX - DEFAULT_ROLE_PREFIX.len() - 2 - hash.len();
+    // Cluster names are ASCII, so cutting at a byte index is cutting at a character.
+    format!("{DEFAULT_ROLE_PREFIX}-{}-{hash}", &cluster[..room])
+}
+
+/// FNV-1a: tiny, stable across releases and platforms, which is all a name suffix needs.
+fn fnv1a_32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn is_cluster_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=100).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(allowed)
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+fn is_role_name(name: &str) -> bool {
+    (1..=ROLE_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+fn is_image_reference(image: &str) -> bool {
+    (1..=512).contains(&image.len())
+        && !image.starts_with(['-', '/', ':', '@'])
+        && image.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `https://oidc.eks.us-west-2.amazonaws.com/id/ABC/` -> `oidc.eks.us-west-2.amazonaws.com/id/ABC`.
+fn issuer_host_path(issuer: &str) -> Option<String> {
+    let rest = issuer.strip_prefix("https://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_ok = !host.is_empty()
+        && !host.starts_with(['.', '-'])
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~-/".contains(&b))
+        && !rest.contains("//");
+    (host_ok && path_ok).then(|| rest.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_role_name_fits_iam_for_every_valid_cluster_name() {
+        assert_eq!(
+            default_role_name("prod"),
+            "AmazonEKSVPCCNIMetricsHelperRole-prod"
+        );
+        let exactly_fits = "c".repeat(ROLE_NAME_MAX - DEFAULT_ROLE_PREFIX.len() - 1);
+        assert_eq!(
+            default_role_name(&exactly_fits).len(),
+            ROLE_NAME_MAX,
+            "a name that fits is kept whole"
+        );
+        assert!(default_role_name(&exactly_fits).ends_with(&exactly_fits));
+        for length in [32, 33, 64, 99, 100] {
+            let name = default_role_name(&"x".repeat(length));
+            assert!(name.len() <= ROLE_NAME_MAX, "{name} is too long");
+            assert!(is_role_name(&name));
+        }
+        let a = "a-very-long-cluster-name-for-the-payments-team-1";
+        let b = "a-very-long-cluster-name-for-the-payments-team-2";
+        assert_ne!(default_role_name(a), default_role_name(b));
+    }
+
+    #[test]
+    fn issuer_is_reduced_to_what_iam_calls_the_provider() {
+        assert_eq!(
+            issuer_host_path("https://oidc.eks.us-west-2.amazonaws.com/id/ABC").as_deref(),
+            Some("oidc.eks.us-west-2.amazonaws.com/id/ABC")
+        );
+        assert_eq!(
+            issuer_host_path("https://oidc.eks.cn-north-1.amazonaws.com.cn/id/ABC/").as_deref(),
+            Some("oidc.eks.cn-north-1.amazonaws.com.cn/id/ABC")
+        );
+        for bad in [
+            "http://oidc.eks.us-west-2.amazonaws.com/id/ABC",
+            "oidc.eks.us-west-2.amazonaws.com/id/ABC",
+            "https://",
+            "https:///id/ABC",
+            "https://host/id/ABC?x=1",
+            "https://host/id/ABC#frag",
+            "https://user@host/id",
+            "https://host//id",
+            "https://ho st/id",
+        ] {
+            assert_eq!(issuer_host_path(bad), None, "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn names_are_validated_like_the_services_do() {
+        assert!(is_cluster_name("prod_eu-1"));
+        assert!(!is_cluster_name("-prod"));
+        assert!(!is_cluster_name(""));
+        assert!(!is_cluster_name(&"x".repeat(101)));
+        assert!(!is_cluster_name("prod.eu"));
+        assert!(is_dns_label("kube-system"));
+        assert!(!is_dns_label("Kube-system"));
+        assert!(!is_dns_label("kube-"));
+        assert!(is_role_name("My+Role=1,2.@_-"));
+        assert!(!is_role_name("role/with/slash"));
+        assert!(is_image_reference(
+            "registry.example.com:5000/cni-metrics-helper:v1.23.0"
+        ));
+        assert!(!is_image_reference("has space:v1"));
+    }
+}

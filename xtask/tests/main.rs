@@ -1,0 +1,10 @@
+//! The xtask integration tests, linked into one binary (see `autotests = false`).
+
+mod support;
+
+mod catalog_tables;
+mod iam_lint;
+mod kubernetes_schemas;
+mod render_cli;
+mod sandbox_up;
+mod snapshots;

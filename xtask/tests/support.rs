@@ -1,0 +1,121 @@
+//! Shared helpers: running the real `xtask` binary, and the rendering scenarios.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the `xtask` binary built for this test run with `args`, in `dir`.
+pub fn xtask(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the xtask binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A made-up issuer in the shape EKS uses for `region`'s partition.
+pub fn issuer_for(region: &str, dns_suffix: &str) -> String {
+    format!("https://oidc.eks.{region}.{dns_suffix}/id/EXAMPLED539D4633E53DE1B71EXAMPLE")
+}
+
+/// The render flags of one scenario.
+pub struct Scenario {
+    pub name: &'static str,
+    pub args: Vec<String>,
+}
+
+/// One scenario per partition (IRSA), plus the other identity mode and the overrides.
+pub fn scenarios() -> Vec<Scenario> {
+    let irsa = |name: &'static str, region: &str, suffix: &str| Scenario {
+        name,
+        args: [
+            "--region",
+            region,
+            "--cluster",
+            "prod",
+            "--account",
+            "111122223333",
+            "--oidc-issuer",
+            &issuer_for(region, suffix),
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    let mut all = vec![
+        irsa("aws-us-west-2-irsa", "us-west-2", "amazonaws.com"),
+        irsa("aws-cn-cn-north-1-irsa", "cn-north-1", "amazonaws.com.cn"),
+        irsa(
+            "aws-us-gov-us-gov-west-1-irsa",
+            "us-gov-west-1",
+            "amazonaws.com",
+        ),
+        irsa(
+            "aws-eusc-eusc-de-east-1-irsa",
+            "eusc-de-east-1",
+            "amazonaws.eu",
+        ),
+        irsa("aws-iso-us-iso-east-1-irsa", "us-iso-east-1", "c2s.ic.gov"),
+        irsa(
+            "aws-iso-b-us-isob-east-1-irsa",
+            "us-isob-east-1",
+            "sc2s.sgov.gov",
+        ),
+        irsa(
+            "aws-iso-e-eu-isoe-west-1-irsa",
+            "eu-isoe-west-1",
+            "cloud.adc-e.uk",
+        ),
+        irsa(
+            "aws-iso-f-us-isof-south-1-irsa",
+            "us-isof-south-1",
+            "csp.hci.ic.gov",
+        ),
+    ];
+    all.push(Scenario {
+        name: "aws-il-central-1-pod-identity",
+        args: [
+            "--region",
+            "il-central-1",
+            "--cluster",
+            "payments",
+            "--account",
+            "012345678901",
+            "--identity",
+            "pod-identity",
+            "--version",
+            "v1.19.6",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all.push(Scenario {
+        name: "aws-eu-west-1-overrides",
+        args: [
+            "--region",
+            "eu-west-1",
+            "--cluster",
+            "a-cluster-name-that-is-far-too-long-to-fit-in-an-iam-role-name",
+            "--account",
+            "111122223333",
+            "--oidc-issuer",
+            &issuer_for("eu-west-1", "amazonaws.com"),
+            "--namespace",
+            "monitoring",
+            "--image",
+            "registry.example.com/mirror/cni-metrics-helper:v1.22.4",
+            "--version",
+            "v1.22.4",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all
+}
