@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::settings::TargetInput;
+use crate::plan::Scope;
+use crate::settings::{DeployInput, TargetInput};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,12 @@ pub enum Command {
     /// Write iam-policy.json, trust-policy.json, manifests.yaml and dashboard.json for one cluster, offline
     #[command(after_help = RENDER_EXAMPLES)]
     Render(RenderFlags),
+    /// Show what deploy would change (IAM, Kubernetes, dashboard), reading live state only
+    Plan(PlanFlags),
+    /// Plan, then apply: converge IAM, the Kubernetes objects and the dashboard
+    Deploy(DeployFlags),
+    /// Remove what this tool created (tagged or labelled as ours), plan first
+    Destroy(DestroyFlags),
     /// Install the tools the tests need (a project-local Python virtualenv) and run every test
     Test(TestFlags),
     /// The local sandbox: an AWS emulator, a Kubernetes API server and simulated aws-node pods
@@ -76,6 +83,61 @@ pub struct RenderFlags {
     /// human: write the files and list them; json: print the four artifacts as one JSON object on stdout and write nothing
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// What `plan`, `deploy` and `destroy` share.
+#[derive(Debug, clap::Args)]
+pub struct ClusterFlags {
+    #[command(flatten)]
+    pub target: TargetInput,
+    #[command(flatten)]
+    pub deploy: DeployInput,
+    /// YAML file with the same keys as the flags (region, cluster, policy-name, tags, ...); flags win
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Only these scopes, comma-separated: iam,kubernetes,dashboard [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scope>,
+    /// Take over fields (or a dashboard) that another tool manages
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// How long to wait for the Deployment's rollout, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub rollout_timeout: u64,
+    /// human: a readable plan; json: the plan as one JSON object
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes with --detailed-exitcode: 0 no changes, 1 error, 2 changes.")]
+pub struct PlanFlags {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+    /// Exit 2 when the plan has changes (a drift check for CI)
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployFlags {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+    /// Apply without asking (required when stdin is not a terminal)
+    #[arg(long, alias = "approve")]
+    pub yes: bool,
+    /// Only show the plan, as `plan` does
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DestroyFlags {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+    /// Delete without asking (required when stdin is not a terminal)
+    #[arg(long, alias = "approve")]
+    pub yes: bool,
 }
 
 #[derive(Debug, clap::Args)]

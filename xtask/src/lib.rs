@@ -5,9 +5,15 @@
 //! `main.rs` only parses flags and maps results to exit codes; every command lives in the
 //! module named after it.
 
+pub mod aws;
 pub mod catalog;
+pub mod cluster_cmd;
+pub mod deployer;
+pub mod documents;
 pub mod exit;
+pub mod facts;
 pub mod flags;
+pub mod plan;
 pub mod render;
 pub mod render_cmd;
 pub mod sandbox_cmd;

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     init_logging(&flags);
     let result = match flags.command {
         Command::Render(render) => xtask::render_cmd::run(render),
+        Command::Plan(plan) => xtask::cluster_cmd::plan(plan),
+        Command::Deploy(deploy) => xtask::cluster_cmd::deploy(deploy),
+        Command::Destroy(destroy) => xtask::cluster_cmd::destroy(destroy),
         Command::Test(test) => xtask::test_cmd::run(test),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
     };

@@ -16,7 +16,7 @@ pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
         None => ConfigFile::default(),
     };
     let catalog = catalog()?;
-    let target = flags.target.or(file.target).resolve(catalog)?;
+    let target = flags.target.or(file.target()).resolve(catalog)?;
     let rendered = render(&target, catalog)?;
     if flags.output == OutputFormat::Json {
         let text = serde_json::to_string_pretty(&rendered.to_json())

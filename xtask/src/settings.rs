@@ -45,8 +45,7 @@ impl IdentityMode {
 
 /// The target cluster and how to render for it, as given: every field optional, because
 /// each may come from a flag or from the config file.
-#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TargetInput {
     /// AWS region of the cluster, e.g. us-west-2
     #[arg(long)]
@@ -94,12 +93,76 @@ impl TargetInput {
     }
 }
 
-/// The YAML file given with `--config`.
+/// What `plan`, `deploy` and `destroy` need beyond the render inputs: the names of the AWS
+/// resources and how to reach the cluster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeployInput {
+    /// IAM policy name, shared by the clusters of one account [default: AmazonEKSVPCCNIMetricsHelperPolicy]
+    #[arg(long)]
+    pub policy_name: Option<String>,
+    /// CloudWatch dashboard name [default: CNI-Metrics-<cluster>]
+    #[arg(long)]
+    pub dashboard_name: Option<String>,
+    /// Extra tag for the IAM role and policy, KEY=VALUE (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tag_flags: Vec<(String, String)>,
+    /// Extra tags (config file only; `--tag` adds to them)
+    #[arg(skip)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// kubeconfig file [default: $KUBECONFIG, then ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context [default: the current context]
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl DeployInput {
+    /// Fills every field the flags left empty from `file`; tags from both are merged, the
+    /// flags' value winning for the same key.
+    pub fn or(self, file: DeployInput) -> DeployInput {
+        let mut tags = file.tags;
+        tags.extend(self.tags);
+        tags.extend(self.tag_flags);
+        DeployInput {
+            policy_name: self.policy_name.or(file.policy_name),
+            dashboard_name: self.dashboard_name.or(file.dashboard_name),
+            tag_flags: Vec::new(),
+            tags,
+            kubeconfig: self.kubeconfig.or(file.kubeconfig),
+            context: self.context.or(file.context),
+        }
+    }
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
+    }
+}
+
+/// The YAML file given with `--config`: the flags' names as keys. It is one flat struct
+/// (serde cannot refuse unknown keys across flattened structs), split into the same input
+/// structs the flags fill.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ConfigFile {
-    #[serde(flatten)]
-    pub target: TargetInput,
+    region: Option<String>,
+    cluster: Option<String>,
+    account: Option<String>,
+    oidc_issuer: Option<String>,
+    version: Option<String>,
+    identity: Option<IdentityMode>,
+    namespace: Option<String>,
+    image: Option<String>,
+    role_name: Option<String>,
+    policy_name: Option<String>,
+    dashboard_name: Option<String>,
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
     /// Where `render` writes its files.
     pub out: Option<PathBuf>,
 }
@@ -114,6 +177,33 @@ impl ConfigFile {
             path: path.to_owned(),
             message: source.to_string(),
         })
+    }
+
+    /// The render inputs the file holds.
+    pub fn target(&self) -> TargetInput {
+        TargetInput {
+            region: self.region.clone(),
+            cluster: self.cluster.clone(),
+            account: self.account.clone(),
+            oidc_issuer: self.oidc_issuer.clone(),
+            version: self.version.clone(),
+            identity: self.identity,
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            role_name: self.role_name.clone(),
+        }
+    }
+
+    /// The deploy inputs the file holds.
+    pub fn deploy(&self) -> DeployInput {
+        DeployInput {
+            policy_name: self.policy_name.clone(),
+            dashboard_name: self.dashboard_name.clone(),
+            tag_flags: Vec::new(),
+            tags: self.tags.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
     }
 }
 

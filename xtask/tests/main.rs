@@ -3,6 +3,7 @@
 mod support;
 
 mod catalog_tables;
+mod deploy;
 mod iam_lint;
 mod kubernetes_schemas;
 mod render_cli;

@@ -89,6 +89,7 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
         "service_account_subject": format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", target.namespace),
         "image": image,
         "irsa": irsa,
+        "identity_fingerprint": format!("{}:{role_arn}", target.identity.as_str()),
         "role_arn": role_arn,
         "cluster_arn": format!("arn:{partition}:eks:{}:{}:cluster/{}", target.region, target.account, target.cluster),
         "oidc_provider_arn": format!("arn:{partition}:iam::{}:oidc-provider/{issuer}", target.account),
@@ -106,7 +107,8 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
             "## Amazon VPC CNI: IP addresses and ENIs of cluster `{}` ({})\n\
              Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
              Capacity gauges use the Maximum statistic (Sum would add up every data point of a period); \
-             error and call counters are per-interval deltas and use Sum.",
+             error and call counters are per-interval deltas and use Sum. \
+             Managed by `{MANAGED_BY}`: edits made here are replaced by the next deploy.",
             target.cluster, target.region
         ),
     });

@@ -1,0 +1,374 @@
+//! The deployer: from settings and live facts to a [`Plan`], and from a plan to calls.
+//!
+//! `plan`, `deploy` and `destroy` all go through [`prepare`] (read the caller and the
+//! cluster, render the artifacts) and then build one typed plan; `deploy` and `destroy`
+//! execute that very plan, scope by scope, in the order IAM -> Kubernetes -> dashboard
+//! (reversed for destroy). A failure stops at the step that failed; everything before it
+//! is done and the next run converges from there, since every step is planned from live
+//! state again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::catalog::{Catalog, DataError};
+use crate::facts::{self, FactsError, LiveFacts};
+use crate::plan::dashboard::{self, DashboardError};
+use crate::plan::iam::{self, CLUSTER_TAG, DesiredIam, IamError, MANAGED_BY_TAG};
+use crate::plan::kubernetes::{self, KubeError};
+use crate::plan::{Plan, Scope, Step};
+use crate::render::{MANAGED_BY, RenderError, Rendered, render};
+use crate::settings::{DeployInput, IdentityMode, SettingsError, Target, TargetInput};
+
+/// The default name of the permission policy, as in the EKS user guide.
+pub const DEFAULT_POLICY_NAME: &str = "AmazonEKSVPCCNIMetricsHelperPolicy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("no AWS region: pass --region, or set AWS_REGION or a region in your AWS profile")]
+    NoRegion,
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Facts(#[from] FactsError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Iam(#[from] IamError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
+    #[error("cannot use the kubeconfig{}: {message}; check --kubeconfig/--context or KUBECONFIG", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Kubeconfig {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error(
+        "invalid --policy-name '{0}': an IAM policy name is 1-128 characters of letters, digits and +=,.@_-"
+    )]
+    PolicyName(String),
+    #[error(
+        "invalid --dashboard-name '{0}': a dashboard name is 1-255 characters of letters, digits, '-' and '_'"
+    )]
+    DashboardName(String),
+    #[error("invalid --tag '{key}': {problem}")]
+    Tag { key: String, problem: &'static str },
+}
+
+/// How the plan is made and carried out.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub scopes: Vec<Scope>,
+    pub force_conflicts: bool,
+    pub rollout_timeout: Duration,
+}
+
+/// Whether the EKS cluster must exist: `destroy` also cleans up after a deleted cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRequirement {
+    MustExist,
+    MayBeGone,
+}
+
+/// Everything a plan is computed from.
+pub struct Prepared {
+    pub target: Target,
+    pub rendered: Rendered,
+    pub iam: DesiredIam,
+    pub dashboard_name: String,
+    pub facts: LiveFacts,
+    pub sdk: SdkConfig,
+    pub kube: Option<Client>,
+}
+
+fn validate_names(
+    input: &DeployInput,
+    cluster: &str,
+) -> Result<(String, String, BTreeMap<String, String>), DeployError> {
+    let policy_name = input
+        .policy_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
+    let policy_ok = (1..=128).contains(&policy_name.len())
+        && policy_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if !policy_ok {
+        return Err(DeployError::PolicyName(policy_name));
+    }
+    let dashboard_name = input
+        .dashboard_name
+        .clone()
+        .unwrap_or_else(|| format!("CNI-Metrics-{cluster}"));
+    let dashboard_ok = (1..=255).contains(&dashboard_name.len())
+        && dashboard_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !dashboard_ok {
+        return Err(DeployError::DashboardName(dashboard_name));
+    }
+    for (key, value) in &input.tags {
+        let problem = if key.is_empty() || key.len() > 128 {
+            Some("a tag key is 1-128 characters")
+        } else if value.len() > 256 {
+            Some("a tag value is at most 256 characters")
+        } else if key.to_ascii_lowercase().starts_with("aws:") {
+            Some("the aws: prefix is reserved by AWS")
+        } else if key == MANAGED_BY_TAG || key == CLUSTER_TAG {
+            Some("this tool sets that tag itself")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(DeployError::Tag {
+                key: key.clone(),
+                problem,
+            });
+        }
+    }
+    Ok((policy_name, dashboard_name, input.tags.clone()))
+}
+
+async fn kube_client(input: &DeployInput) -> Result<Client, DeployError> {
+    let error = |message: String| DeployError::Kubeconfig {
+        path: input.kubeconfig.clone(),
+        message,
+    };
+    let config = if input.kubeconfig.is_none() && input.context.is_none() {
+        kube::Config::infer()
+            .await
+            .map_err(|e| error(e.to_string()))?
+    } else {
+        let kubeconfig = match &input.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(|e| error(e.to_string()))?;
+        let options = KubeConfigOptions {
+            context: input.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| error(e.to_string()))?
+    };
+    Client::try_from(config).map_err(|e| error(e.to_string()))
+}
+
+/// Reads the live facts and renders the artifacts for them.
+pub async fn prepare(
+    catalog: &Catalog,
+    mut target_input: TargetInput,
+    deploy_input: DeployInput,
+    options: &DeployOptions,
+    requirement: ClusterRequirement,
+) -> Result<Prepared, DeployError> {
+    let sdk = crate::aws::load(target_input.region.as_deref()).await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .ok_or(DeployError::NoRegion)?;
+    let resolved = catalog
+        .resolve_region(&region)
+        .map_err(SettingsError::from)?;
+    let partition = resolved.partition.id.clone();
+    let cluster = target_input.cluster.clone().ok_or(SettingsError::Missing {
+        flag: "--cluster",
+        hint: " (the EKS cluster name)",
+    })?;
+    let (policy_name, dashboard_name, user_tags) = validate_names(&deploy_input, &cluster)?;
+    let facts = match facts::gather(
+        &sdk,
+        &region,
+        &partition,
+        &cluster,
+        target_input.account.as_deref(),
+    )
+    .await
+    {
+        Ok(facts) => facts,
+        Err(FactsError::ClusterNotFound { .. }) if requirement == ClusterRequirement::MayBeGone => {
+            facts::caller_only(&sdk, &region, &partition, target_input.account.as_deref()).await?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    target_input.region = Some(region.clone());
+    target_input.account = Some(facts.account.clone());
+    let identity = target_input.identity.unwrap_or(IdentityMode::Irsa);
+    match (&facts.oidc_issuer, identity, requirement) {
+        (Some(issuer), IdentityMode::Irsa, ClusterRequirement::MustExist) => {
+            facts::check_oidc_provider(&sdk, &partition, &facts.account, &region, &cluster, issuer)
+                .await?;
+        }
+        (None, IdentityMode::Irsa, ClusterRequirement::MustExist) => {
+            return Err(FactsError::NoOidcIssuer { cluster }.into());
+        }
+        // Destroying only needs the names; an unknown issuer does not change them.
+        (None, IdentityMode::Irsa, ClusterRequirement::MayBeGone) => {
+            target_input.identity = Some(IdentityMode::PodIdentity);
+        }
+        _ => {}
+    }
+    target_input.oidc_issuer = facts.oidc_issuer.clone();
+    let target = target_input.resolve(catalog)?;
+    let rendered = render(&target, catalog)?;
+    let common_tags = |extra: Option<(&str, &str)>| {
+        let mut tags = user_tags.clone();
+        tags.insert(MANAGED_BY_TAG.to_owned(), MANAGED_BY.to_owned());
+        if let Some((key, value)) = extra {
+            tags.insert(key.to_owned(), value.to_owned());
+        }
+        tags
+    };
+    let iam = DesiredIam {
+        policy_arn: format!(
+            "arn:{partition}:iam::{}:policy/{policy_name}",
+            facts.account
+        ),
+        policy_name,
+        policy_document: rendered.iam_policy.clone(),
+        // The policy is shared by the clusters of the account, so it names none of them.
+        policy_tags: common_tags(None),
+        role_name: target.role_name.clone(),
+        trust_document: rendered.trust_policy.clone(),
+        role_tags: common_tags(Some((CLUSTER_TAG, &cluster))),
+    };
+    let kube = if options.scopes.contains(&Scope::Kubernetes) {
+        Some(kube_client(&deploy_input).await?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        target,
+        rendered,
+        iam,
+        dashboard_name,
+        facts,
+        sdk,
+        kube,
+    })
+}
+
+fn empty_plan(prepared: &Prepared) -> Plan {
+    Plan {
+        schema_version: 1,
+        cluster: prepared.target.cluster.clone(),
+        region: prepared.target.region.clone(),
+        account: prepared.facts.account.clone(),
+        identity: prepared.target.identity.as_str(),
+        version: prepared.target.version.to_string(),
+        changes: Vec::new(),
+    }
+}
+
+/// The plan that brings every selected scope to the rendered state.
+pub async fn plan(prepared: &Prepared, options: &DeployOptions) -> Result<Plan, DeployError> {
+    let mut plan = empty_plan(prepared);
+    for scope in Scope::ALL
+        .into_iter()
+        .filter(|scope| options.scopes.contains(scope))
+    {
+        match scope {
+            Scope::Iam => {
+                let client = aws_sdk_iam::Client::new(&prepared.sdk);
+                plan.changes
+                    .extend(iam::plan(&client, &prepared.iam).await?);
+            }
+            Scope::Kubernetes => {
+                if let Some(client) = &prepared.kube {
+                    plan.changes.extend(
+                        kubernetes::plan(
+                            client,
+                            &prepared.rendered.objects,
+                            options.force_conflicts,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            Scope::Dashboard => {
+                let client = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
+                plan.changes.push(
+                    dashboard::plan(
+                        &client,
+                        &prepared.dashboard_name,
+                        &prepared.rendered.dashboard,
+                        options.force_conflicts,
+                    )
+                    .await?,
+                );
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// The plan that removes what this tool created, in the reverse order of deploy.
+pub async fn plan_destroy(
+    prepared: &Prepared,
+    options: &DeployOptions,
+) -> Result<Plan, DeployError> {
+    let mut plan = empty_plan(prepared);
+    for scope in Scope::ALL
+        .into_iter()
+        .rev()
+        .filter(|scope| options.scopes.contains(scope))
+    {
+        match scope {
+            Scope::Dashboard => {
+                let client = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
+                plan.changes
+                    .extend(dashboard::plan_destroy(&client, &prepared.dashboard_name).await?);
+            }
+            Scope::Kubernetes => {
+                if let Some(client) = &prepared.kube {
+                    plan.changes.extend(
+                        kubernetes::plan_destroy(client, &prepared.rendered.objects).await?,
+                    );
+                }
+            }
+            Scope::Iam => {
+                let client = aws_sdk_iam::Client::new(&prepared.sdk);
+                plan.changes
+                    .extend(iam::plan_destroy(&client, &prepared.iam).await?);
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Carries out every step of `plan`, in order, stopping at the first failure.
+pub async fn execute(
+    prepared: &Prepared,
+    plan: &Plan,
+    options: &DeployOptions,
+) -> Result<(), DeployError> {
+    let iam_client = aws_sdk_iam::Client::new(&prepared.sdk);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
+    for change in &plan.changes {
+        if !change.steps.is_empty() {
+            tracing::info!(kind = change.kind, name = %change.name, "applying");
+        }
+        for step in &change.steps {
+            match step {
+                Step::Apply { .. } | Step::DeleteObject { .. } => {
+                    if let Some(client) = &prepared.kube {
+                        kubernetes::apply(client, step, options.rollout_timeout).await?;
+                    }
+                }
+                Step::PutDashboard { .. } | Step::DeleteDashboard { .. } => {
+                    dashboard::apply(&cloudwatch, step).await?
+                }
+                _ => iam::apply(&iam_client, step).await?,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! Kubernetes: the helper's ServiceAccount, RBAC and Deployment, through server-side apply
+//! with one field manager. Planning is a `dryRun=All` apply compared with the live object,
+//! so the plan shows what the API server would really store, defaults included.
+//!
+//! Ownership: an object that carries our `managed-by` label is ours, and a field someone
+//! changed behind our back (`kubectl edit`, `kubectl scale`) is drift that deploy takes back.
+//! An object that exists without our label belongs to someone else (a Helm release, a
+//! hand-applied upstream manifest): its conflicting fields are reported and only taken over
+//! with `--force-conflicts`.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::{Condition, await_condition, conditions::is_deployment_completed};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{Change, ResourceChange, Scope, Step};
+use crate::documents::diff;
+use crate::render::{MANAGED_BY, ManifestObject};
+
+/// The one field manager every apply of this tool uses.
+pub const FIELD_MANAGER: &str = "cni-metrics-xtask";
+const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("{operation} {kind} {name} failed: {message}")]
+    Call {
+        operation: &'static str,
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+    #[error(
+        "{kind} {name} exists and is managed by someone else: {message}; \
+         re-run with --force-conflicts to take these fields over (check that no Helm release or other tool still manages it)"
+    )]
+    Conflict {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+    #[error(
+        "the rollout of Deployment {name} did not complete within {seconds} s; check `kubectl -n {namespace} rollout status deployment/{name}` and the pods' events, then run deploy again"
+    )]
+    RolloutTimeout {
+        namespace: String,
+        name: String,
+        seconds: u64,
+    },
+}
+
+fn call_error(
+    operation: &'static str,
+    kind: &'static str,
+    name: &str,
+    error: kube::Error,
+) -> KubeError {
+    let message = match &error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    };
+    KubeError::Call {
+        operation,
+        kind,
+        name: name.to_owned(),
+        message,
+    }
+}
+
+/// The fields the server owns and that say nothing about what we asked for.
+fn comparable(object: &impl Serialize) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(Value::Object(metadata)) = map.get_mut("metadata") {
+            for key in [
+                "managedFields",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "uid",
+                "selfLink",
+            ] {
+                metadata.remove(key);
+            }
+        }
+    }
+    value
+}
+
+fn api_for<K>(client: &Client, object: &K) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::default_namespaced(client.clone()),
+    }
+}
+
+async fn plan_one<K>(
+    api: Api<K>,
+    object: &K,
+    manifest: &ManifestObject,
+    force_conflicts: bool,
+) -> Result<ResourceChange, KubeError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = manifest.kind();
+    let name = object.name_any();
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|error| call_error("reading", kind, &name, error))?;
+    let ours = live.as_ref().is_none_or(|live| {
+        live.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+    });
+    let force = force_conflicts || ours;
+    let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
+    params.force = force;
+    let applied = api
+        .patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(|error| match error {
+            kube::Error::Api(status) if status.code == 409 => KubeError::Conflict {
+                kind,
+                name: name.clone(),
+                message: status.message,
+            },
+            other => call_error("planning (server-side apply dry run)", kind, &name, other),
+        })?;
+    let display_name = match object.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.clone(),
+    };
+    let change = match &live {
+        None => Change::Create,
+        Some(live) => {
+            let lines = diff(&comparable(live), &comparable(&applied));
+            if lines.is_empty() {
+                Change::NoOp
+            } else {
+                Change::Update { diff: lines }
+            }
+        }
+    };
+    let steps = if change == Change::NoOp {
+        Vec::new()
+    } else {
+        vec![Step::Apply {
+            object: Box::new(manifest.clone()),
+            force,
+            wait_for_rollout: matches!(manifest, ManifestObject::Deployment(_)),
+        }]
+    };
+    let mut planned =
+        ResourceChange::new(Scope::Kubernetes, kind, display_name, change).with_steps(steps);
+    if live.is_some() && !ours {
+        planned =
+            planned.with_note("not labelled as ours: taken over because of --force-conflicts");
+    }
+    Ok(planned)
+}
+
+/// Plans every rendered object, in the order they are applied.
+pub async fn plan(
+    client: &Client,
+    objects: &[ManifestObject],
+    force_conflicts: bool,
+) -> Result<Vec<ResourceChange>, KubeError> {
+    let mut changes = Vec::with_capacity(objects.len());
+    for manifest in objects {
+        let change = match manifest {
+            ManifestObject::ServiceAccount(object) => {
+                plan_one(api_for(client, object), object, manifest, force_conflicts).await?
+            }
+            ManifestObject::ClusterRole(object) => {
+                plan_one(
+                    Api::<ClusterRole>::all(client.clone()),
+                    object,
+                    manifest,
+                    force_conflicts,
+                )
+                .await?
+            }
+            ManifestObject::ClusterRoleBinding(object) => {
+                plan_one(
+                    Api::<ClusterRoleBinding>::all(client.clone()),
+                    object,
+                    manifest,
+                    force_conflicts,
+                )
+                .await?
+            }
+            ManifestObject::Deployment(object) => {
+                plan_one(
+                    api_for(client, object.as_ref()),
+                    object.as_ref(),
+                    manifest,
+                    force_conflicts,
+                )
+                .await?
+            }
+        };
+        changes.push(change);
+    }
+    Ok(changes)
+}
+
+async fn plan_delete_one<K>(
+    api: Api<K>,
+    object: &K,
+    manifest: &ManifestObject,
+) -> Result<Option<ResourceChange>, KubeError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = manifest.kind();
+    let name = object.name_any();
+    let Some(live) = api
+        .get_opt(&name)
+        .await
+        .map_err(|error| call_error("reading", kind, &name, error))?
+    else {
+        return Ok(None);
+    };
+    let display_name = match object.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.clone(),
+    };
+    if live.labels().get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+        return Ok(Some(
+            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::NoOp).with_note(
+                format!("kept: not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"),
+            ),
+        ));
+    }
+    Ok(Some(
+        ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Delete).with_steps(
+            vec![Step::DeleteObject {
+                object: Box::new(manifest.clone()),
+            }],
+        ),
+    ))
+}
+
+/// Plans the deletion of every rendered object that exists and is ours, Deployment first.
+pub async fn plan_destroy(
+    client: &Client,
+    objects: &[ManifestObject],
+) -> Result<Vec<ResourceChange>, KubeError> {
+    let mut changes = Vec::new();
+    for manifest in objects.iter().rev() {
+        let change = match manifest {
+            ManifestObject::ServiceAccount(object) => {
+                plan_delete_one(api_for(client, object), object, manifest).await?
+            }
+            ManifestObject::ClusterRole(object) => {
+                plan_delete_one(Api::<ClusterRole>::all(client.clone()), object, manifest).await?
+            }
+            ManifestObject::ClusterRoleBinding(object) => {
+                plan_delete_one(
+                    Api::<ClusterRoleBinding>::all(client.clone()),
+                    object,
+                    manifest,
+                )
+                .await?
+            }
+            ManifestObject::Deployment(object) => {
+                plan_delete_one(api_for(client, object.as_ref()), object.as_ref(), manifest).await?
+            }
+        };
+        changes.extend(change);
+    }
+    Ok(changes)
+}
+
+async fn apply_one<K>(
+    api: &Api<K>,
+    object: &K,
+    kind: &'static str,
+    force: bool,
+) -> Result<K, KubeError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = object.name_any();
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(|error| match error {
+            kube::Error::Api(status) if status.code == 409 => KubeError::Conflict {
+                kind,
+                name: name.clone(),
+                message: status.message,
+            },
+            other => call_error("applying", kind, &name, other),
+        })
+}
+
+async fn delete_one<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<(), KubeError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = object.name_any();
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        // Already gone: the goal of the step is reached.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(call_error("deleting", kind, &name, error)),
+    }
+}
+
+/// Waits until the Deployment's controller has observed `generation` and the rollout is
+/// complete.
+async fn wait_for_rollout(
+    api: Api<Deployment>,
+    namespace: &str,
+    name: &str,
+    generation: i64,
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    let completed = is_deployment_completed();
+    let condition = move |deployment: Option<&Deployment>| {
+        let observed = deployment
+            .and_then(|deployment| deployment.status.as_ref())
+            .and_then(|status| status.observed_generation)
+            .unwrap_or(0);
+        observed >= generation && completed.matches_object(deployment)
+    };
+    match tokio::time::timeout(timeout, await_condition(api, name, condition)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(KubeError::Call {
+            operation: "watching the rollout of",
+            kind: "Deployment",
+            name: name.to_owned(),
+            message: error.to_string(),
+        }),
+        Err(_) => Err(KubeError::RolloutTimeout {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            seconds: timeout.as_secs(),
+        }),
+    }
+}
+
+/// Carries out one Kubernetes step.
+pub async fn apply(
+    client: &Client,
+    step: &Step,
+    rollout_timeout: Duration,
+) -> Result<(), KubeError> {
+    match step {
+        Step::Apply {
+            object,
+            force,
+            wait_for_rollout: wait,
+        } => match object.as_ref() {
+            ManifestObject::ServiceAccount(object) => {
+                apply_one::<ServiceAccount>(
+                    &api_for(client, object),
+                    object,
+                    "ServiceAccount",
+                    *force,
+                )
+                .await?;
+            }
+            ManifestObject::ClusterRole(object) => {
+                apply_one(
+                    &Api::<ClusterRole>::all(client.clone()),
+                    object,
+                    "ClusterRole",
+                    *force,
+                )
+                .await?;
+            }
+            ManifestObject::ClusterRoleBinding(object) => {
+                apply_one(
+                    &Api::<ClusterRoleBinding>::all(client.clone()),
+                    object,
+                    "ClusterRoleBinding",
+                    *force,
+                )
+                .await?;
+            }
+            ManifestObject::Deployment(object) => {
+                let api = api_for(client, object.as_ref());
+                let applied = apply_one(&api, object.as_ref(), "Deployment", *force).await?;
+                if *wait {
+                    let namespace = applied.namespace().unwrap_or_default();
+                    let generation = applied.metadata.generation.unwrap_or(0);
+                    tracing::info!(deployment = %applied.name_any(), "waiting for the rollout to complete");
+                    wait_for_rollout(
+                        api,
+                        &namespace,
+                        &applied.name_any(),
+                        generation,
+                        rollout_timeout,
+                    )
+                    .await?;
+                }
+            }
+        },
+        Step::DeleteObject { object } => match object.as_ref() {
+            ManifestObject::ServiceAccount(object) => {
+                delete_one(&api_for(client, object), object, "ServiceAccount").await?
+            }
+            ManifestObject::ClusterRole(object) => {
+                delete_one(
+                    &Api::<ClusterRole>::all(client.clone()),
+                    object,
+                    "ClusterRole",
+                )
+                .await?;
+            }
+            ManifestObject::ClusterRoleBinding(object) => {
+                delete_one(
+                    &Api::<ClusterRoleBinding>::all(client.clone()),
+                    object,
+                    "ClusterRoleBinding",
+                )
+                .await?;
+            }
+            ManifestObject::Deployment(object) => {
+                delete_one(
+                    &api_for(client, object.as_ref()),
+                    object.as_ref(),
+                    "Deployment",
+                )
+                .await?;
+            }
+        },
+        _ => {}
+    }
+    Ok(())
+}
