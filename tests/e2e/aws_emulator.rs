@@ -584,3 +584,506 @@ fn ensure_is_a_no_op_when_the_tools_are_current() {
     assert!(ensured.python().exists());
     assert!(ensured.bin("moto_server").exists());
 }
+
+fn eks(emulator: &AwsEmulator) -> aws_sdk_eks::Client {
+    aws_sdk_eks::Client::new(&emulator.sdk_config(REGION))
+}
+
+/// Creates an EKS cluster in moto, as the sandbox does.
+async fn create_cluster(emulator: &AwsEmulator, name: &str) {
+    eks(emulator)
+        .create_cluster()
+        .name(name)
+        .role_arn(format!(
+            "arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/eks-cluster"
+        ))
+        .resources_vpc_config(
+            aws_sdk_eks::types::VpcConfigRequest::builder()
+                .subnet_ids("subnet-0a")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateCluster is accepted");
+}
+
+fn role(name: &str) -> String {
+    format!("arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{name}")
+}
+
+#[tokio::test]
+async fn pod_identity_associations_are_created_listed_updated_and_deleted() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = eks(&emulator);
+    create_cluster(&emulator, CLUSTER).await;
+
+    let created = client
+        .create_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("cni-metrics-helper"))
+        .tags("app.kubernetes.io/managed-by", "cni-metrics-helper")
+        .send()
+        .await
+        .expect("CreatePodIdentityAssociation is accepted")
+        .association
+        .expect("the answer has the association");
+    let id = created.association_id().expect("an id").to_owned();
+    let suffix = id.strip_prefix("a-").expect("ids start with a-");
+    assert_eq!(suffix.len(), 17, "{id}");
+    assert!(
+        suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{id}"
+    );
+    assert_eq!(
+        created.association_arn(),
+        Some(
+            format!(
+                "arn:aws:eks:{REGION}:{DEFAULT_ACCOUNT_ID}:podidentityassociation/{CLUSTER}/{id}"
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(created.cluster_name(), Some(CLUSTER));
+    assert_eq!(created.namespace(), Some("kube-system"));
+    assert_eq!(created.service_account(), Some("cni-metrics-helper"));
+    assert_eq!(
+        created.role_arn(),
+        Some(role("cni-metrics-helper").as_str())
+    );
+    assert_eq!(
+        created
+            .tags()
+            .and_then(|tags| tags.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str),
+        Some("cni-metrics-helper")
+    );
+    let created_at = created.created_at().expect("createdAt");
+    assert_eq!(created.modified_at(), Some(created_at));
+
+    // The same service account again is a conflict; an unknown cluster is not found.
+    let duplicate = client
+        .create_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("other"))
+        .send()
+        .await
+        .expect_err("a second association for one service account is refused");
+    assert!(
+        duplicate
+            .as_service_error()
+            .is_some_and(|error| error.is_resource_in_use_exception()),
+        "{duplicate:?}"
+    );
+    let unknown = client
+        .create_pod_identity_association()
+        .cluster_name("no-such-cluster")
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("cni-metrics-helper"))
+        .send()
+        .await
+        .expect_err("an unknown cluster is refused");
+    assert!(
+        unknown
+            .as_service_error()
+            .is_some_and(|error| error.is_resource_not_found_exception()),
+        "{unknown:?}"
+    );
+
+    // A second association, to see filters and pages.
+    client
+        .create_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .namespace("monitoring")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("cni-metrics-helper"))
+        .send()
+        .await
+        .expect("another namespace is fine");
+    let in_kube_system = client
+        .list_pod_identity_associations()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .send()
+        .await
+        .expect("ListPodIdentityAssociations answers");
+    let summaries = in_kube_system.associations();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].association_id(), Some(id.as_str()));
+    assert_eq!(summaries[0].namespace(), Some("kube-system"));
+    assert_eq!(in_kube_system.next_token(), None);
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_pod_identity_associations()
+            .cluster_name(CLUSTER)
+            .max_results(1)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .expect("a page");
+        pages.extend(
+            page.associations()
+                .iter()
+                .filter_map(|summary| summary.namespace().map(str::to_owned)),
+        );
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, ["kube-system", "monitoring"]);
+
+    // Describe, update, delete.
+    let described = client
+        .describe_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&id)
+        .send()
+        .await
+        .expect("DescribePodIdentityAssociation finds it")
+        .association
+        .expect("an association");
+    assert_eq!(described, created);
+    let updated = client
+        .update_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&id)
+        .role_arn(role("replacement"))
+        .send()
+        .await
+        .expect("UpdatePodIdentityAssociation is accepted")
+        .association
+        .expect("an association");
+    assert_eq!(updated.role_arn(), Some(role("replacement").as_str()));
+    assert_eq!(updated.created_at(), Some(created_at));
+    assert!(updated.modified_at().is_some_and(|at| at >= created_at));
+    let deleted = client
+        .delete_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&id)
+        .send()
+        .await
+        .expect("DeletePodIdentityAssociation is accepted")
+        .association
+        .expect("an association");
+    assert_eq!(deleted.association_id(), Some(id.as_str()));
+    let gone = client
+        .describe_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&id)
+        .send()
+        .await
+        .expect_err("deleted");
+    assert!(
+        gone.as_service_error()
+            .is_some_and(|error| error.is_resource_not_found_exception()),
+        "{gone:?}"
+    );
+    let remaining = client
+        .list_pod_identity_associations()
+        .cluster_name(CLUSTER)
+        .send()
+        .await
+        .expect("a list");
+    assert_eq!(remaining.associations().len(), 1);
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn addons_are_active_at_once_and_missing_ones_are_not_found() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = eks(&emulator);
+    create_cluster(&emulator, CLUSTER).await;
+    let addon = "eks-pod-identity-agent";
+
+    let missing = client
+        .describe_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .send()
+        .await
+        .expect_err("no add-on yet");
+    assert!(
+        missing
+            .as_service_error()
+            .is_some_and(|error| error.is_resource_not_found_exception()),
+        "{missing:?}"
+    );
+
+    let created = client
+        .create_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .addon_version("v1.3.4-eksbuild.1")
+        .send()
+        .await
+        .expect("CreateAddon is accepted")
+        .addon
+        .expect("an add-on");
+    assert_eq!(
+        created.status(),
+        Some(&aws_sdk_eks::types::AddonStatus::Active)
+    );
+    assert_eq!(created.addon_version(), Some("v1.3.4-eksbuild.1"));
+    assert!(
+        created
+            .addon_arn()
+            .is_some_and(|arn| arn.starts_with(&format!(
+                "arn:aws:eks:{REGION}:{DEFAULT_ACCOUNT_ID}:addon/{CLUSTER}/{addon}/"
+            ))),
+        "{created:?}"
+    );
+    let again = client
+        .create_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .send()
+        .await
+        .expect_err("installed already");
+    assert!(
+        again
+            .as_service_error()
+            .is_some_and(|error| error.is_resource_in_use_exception()),
+        "{again:?}"
+    );
+    let described = client
+        .describe_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .send()
+        .await
+        .expect("DescribeAddon finds it")
+        .addon
+        .expect("an add-on");
+    assert_eq!(described, created);
+    let listed = client
+        .list_addons()
+        .cluster_name(CLUSTER)
+        .send()
+        .await
+        .expect("ListAddons answers");
+    assert_eq!(listed.addons(), [addon]);
+
+    // The control API can make the add-on unhealthy.
+    emulator
+        .set_addon_status(CLUSTER, addon, "DEGRADED")
+        .await
+        .expect("the status is set");
+    let degraded = client
+        .describe_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .send()
+        .await
+        .expect("DescribeAddon finds it")
+        .addon
+        .expect("an add-on");
+    assert_eq!(
+        degraded.status(),
+        Some(&aws_sdk_eks::types::AddonStatus::Degraded)
+    );
+    let bad_status = emulator
+        .set_addon_status(CLUSTER, addon, "SLEEPY")
+        .await
+        .expect_err("not an AddonStatus");
+    assert!(
+        matches!(
+            bad_status,
+            sandbox::aws_emulator::EmulatorError::ControlRefused { status: 400, .. }
+        ),
+        "{bad_status}"
+    );
+
+    client
+        .delete_addon()
+        .cluster_name(CLUSTER)
+        .addon_name(addon)
+        .send()
+        .await
+        .expect("DeleteAddon is accepted");
+    let listed = client
+        .list_addons()
+        .cluster_name(CLUSTER)
+        .send()
+        .await
+        .expect("ListAddons answers");
+    assert!(listed.addons().is_empty());
+    let unknown_cluster = client
+        .list_addons()
+        .cluster_name("no-such-cluster")
+        .send()
+        .await
+        .expect_err("unknown cluster");
+    assert!(
+        unknown_cluster
+            .as_service_error()
+            .is_some_and(|error| error.is_resource_not_found_exception()),
+        "{unknown_cluster:?}"
+    );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn describe_cluster_reports_the_endpoint_the_sandbox_sets_until_a_reset() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = eks(&emulator);
+    create_cluster(&emulator, CLUSTER).await;
+    let endpoint = |client: aws_sdk_eks::Client| async move {
+        client
+            .describe_cluster()
+            .name(CLUSTER)
+            .send()
+            .await
+            .expect("DescribeCluster answers")
+            .cluster
+            .and_then(|cluster| cluster.endpoint)
+            .expect("an endpoint")
+    };
+    let default = endpoint(client.clone()).await;
+    assert!(default.ends_with(".eks.amazonaws.com/"), "{default}");
+
+    emulator
+        .set_cluster_endpoint(CLUSTER, "http://127.0.0.1:6443")
+        .await
+        .expect("the endpoint is set");
+    assert_eq!(endpoint(client.clone()).await, "http://127.0.0.1:6443");
+    let unknown = emulator
+        .set_cluster_endpoint("no-such-cluster", "http://127.0.0.1:6443")
+        .await
+        .expect_err("unknown cluster");
+    assert!(
+        matches!(
+            unknown,
+            sandbox::aws_emulator::EmulatorError::ControlRefused { status: 404, .. }
+        ),
+        "{unknown}"
+    );
+
+    // A reset wipes the override with the cluster, and the emulated EKS state too.
+    client
+        .create_addon()
+        .cluster_name(CLUSTER)
+        .addon_name("eks-pod-identity-agent")
+        .send()
+        .await
+        .expect("CreateAddon is accepted");
+    emulator.reset().await.expect("reset is accepted");
+    create_cluster(&emulator, CLUSTER).await;
+    assert_ne!(endpoint(client.clone()).await, "http://127.0.0.1:6443");
+    let addons = client
+        .list_addons()
+        .cluster_name(CLUSTER)
+        .send()
+        .await
+        .expect("ListAddons answers");
+    assert!(addons.addons().is_empty(), "{addons:?}");
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn emulated_eks_calls_are_recorded_like_moto_records_its_own() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = eks(&emulator);
+    create_cluster(&emulator, CLUSTER).await;
+    emulator.clear_recording().expect("recording is cleared");
+
+    let association = client
+        .create_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("cni-metrics-helper"))
+        .send()
+        .await
+        .expect("created")
+        .association
+        .and_then(|association| association.association_id)
+        .expect("an id");
+    client
+        .list_pod_identity_associations()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .send()
+        .await
+        .expect("listed");
+    client
+        .update_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&association)
+        .role_arn(role("other"))
+        .send()
+        .await
+        .expect("updated");
+    client
+        .delete_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(&association)
+        .send()
+        .await
+        .expect("deleted");
+    client
+        .create_addon()
+        .cluster_name(CLUSTER)
+        .addon_name("eks-pod-identity-agent")
+        .send()
+        .await
+        .expect("installed");
+    client
+        .describe_addon()
+        .cluster_name(CLUSTER)
+        .addon_name("eks-pod-identity-agent")
+        .send()
+        .await
+        .expect("described");
+    // moto answers this one itself; the control API call is not recorded at all.
+    client
+        .describe_cluster()
+        .name(CLUSTER)
+        .send()
+        .await
+        .expect("described");
+    emulator
+        .set_cluster_endpoint(CLUSTER, "http://127.0.0.1:6443")
+        .await
+        .expect("the endpoint is set");
+
+    let recorded = emulator.recorded_requests().expect("readable");
+    let operations: Vec<(Option<&str>, bool)> = recorded
+        .iter()
+        .map(|request| (request.eks_operation(), request.is_mutating()))
+        .collect();
+    assert_eq!(
+        operations,
+        [
+            (Some("CreatePodIdentityAssociation"), true),
+            (Some("ListPodIdentityAssociations"), false),
+            (Some("UpdatePodIdentityAssociation"), true),
+            (Some("DeletePodIdentityAssociation"), true),
+            (Some("CreateAddon"), true),
+            (Some("DescribeAddon"), false),
+            (Some("DescribeCluster"), false),
+        ]
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|request| request.service.as_deref() == Some("eks"))
+    );
+    let create = recorded[0].json_body().expect("a JSON body");
+    assert_eq!(create["serviceAccount"], "cni-metrics-helper");
+    assert_eq!(create["roleArn"], role("cni-metrics-helper"));
+    assert_eq!(
+        recorded[1].path,
+        format!("/clusters/{CLUSTER}/pod-identity-associations")
+    );
+    emulator.stop().expect("emulator stops");
+}

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use sandbox::environment::{Sandbox, SandboxOptions};
+use sandbox::environment::{POD_IDENTITY_AGENT_ADDON, Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 
 fn tools() -> PythonTools {
@@ -51,6 +51,19 @@ async fn a_sandbox_has_a_cluster_an_oidc_provider_and_aws_node_pods_behind_the_p
         .and_then(|o| o.issuer)
         .expect("issuer");
     assert_eq!(issuer, sandbox.oidc_issuer());
+    // EKS reports the fake API server as the cluster's endpoint, which is also the
+    // kubeconfig's server, as a preflight check of the kube context expects.
+    assert_eq!(
+        cluster.endpoint.as_deref(),
+        Some(sandbox.api().url().as_str())
+    );
+    let kubeconfig = Kubeconfig::read_from(sandbox.kubeconfig_path()).expect("kubeconfig parses");
+    let server = kubeconfig
+        .clusters
+        .first()
+        .and_then(|named| named.cluster.as_ref())
+        .and_then(|cluster| cluster.server.clone());
+    assert_eq!(server, cluster.endpoint);
     assert!(sandbox.cluster_arn().ends_with(":cluster/laptop"));
     let provider_arn = format!(
         "arn:aws:iam::{}:oidc-provider/{}",
@@ -168,8 +181,85 @@ async fn a_sandbox_on_an_existing_endpoint_reuses_the_cluster_and_provider() {
     .await
     .expect("the second sandbox starts on the same endpoint");
     assert!(second.emulator().is_none(), "no second emulator is started");
+    // The cluster now points at the second sandbox's API server: the one whose
+    // kubeconfig was written last.
+    let endpoint = aws_sdk_eks::Client::new(&second.sdk_config())
+        .describe_cluster()
+        .name(second.cluster())
+        .send()
+        .await
+        .expect("the cluster exists")
+        .cluster
+        .and_then(|cluster| cluster.endpoint);
+    assert_eq!(endpoint, Some(second.api().url()));
     assert_eq!(second.oidc_issuer(), first.oidc_issuer());
     assert_eq!(second.cluster_arn(), first.cluster_arn());
     second.shutdown().await;
     first.shutdown().await;
+}
+
+/// The status of the `eks-pod-identity-agent` add-on, or `None` when it is not installed.
+async fn agent_status(sandbox: &Sandbox) -> Option<aws_sdk_eks::types::AddonStatus> {
+    let described = aws_sdk_eks::Client::new(&sandbox.sdk_config())
+        .describe_addon()
+        .cluster_name(sandbox.cluster())
+        .addon_name(POD_IDENTITY_AGENT_ADDON)
+        .send()
+        .await;
+    match described {
+        Ok(output) => output.addon.and_then(|addon| addon.status),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|error| error.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        Err(error) => panic!("DescribeAddon failed: {error:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_pod_identity_agent_is_installed_on_request_only() {
+    let plain_dir = tempfile::tempdir().expect("temp dir");
+    let plain = Sandbox::start(
+        &tools(),
+        SandboxOptions {
+            nodes: 1,
+            ..SandboxOptions::new(plain_dir.path())
+        },
+    )
+    .await
+    .expect("the sandbox starts");
+    assert_eq!(agent_status(&plain).await, None, "not installed by default");
+    plain
+        .install_pod_identity_agent()
+        .await
+        .expect("the add-on installs");
+    assert_eq!(
+        agent_status(&plain).await,
+        Some(aws_sdk_eks::types::AddonStatus::Active)
+    );
+    plain
+        .install_pod_identity_agent()
+        .await
+        .expect("installing it again is fine");
+    plain.shutdown().await;
+
+    let agent_dir = tempfile::tempdir().expect("temp dir");
+    let with_agent = Sandbox::start(
+        &tools(),
+        SandboxOptions {
+            nodes: 1,
+            pod_identity_agent: true,
+            ..SandboxOptions::new(agent_dir.path())
+        },
+    )
+    .await
+    .expect("the sandbox starts");
+    assert_eq!(
+        agent_status(&with_agent).await,
+        Some(aws_sdk_eks::types::AddonStatus::Active)
+    );
+    with_agent.shutdown().await;
 }

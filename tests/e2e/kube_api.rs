@@ -1299,3 +1299,183 @@ async fn status_is_written_only_through_the_status_subresource() {
     );
     server.shutdown().await;
 }
+
+fn access_review(
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {
+    typed(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {
+            "verb": verb,
+            "group": group,
+            "resource": resource,
+            "namespace": namespace,
+        }},
+    }))
+}
+
+/// Asks the server through the production client whether `verb` on `resource` is
+/// allowed; returns `allowed` and the reason.
+async fn can_i(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> (bool, Option<String>) {
+    let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(client.clone());
+    let answer = reviews
+        .create(
+            &PostParams::default(),
+            &access_review(verb, group, resource, namespace),
+        )
+        .await
+        .expect("the review is answered");
+    let status = answer.status.expect("the answer has a status");
+    (status.allowed, status.reason)
+}
+
+#[tokio::test]
+async fn access_reviews_allow_everything_unless_a_test_denies_it() {
+    let Sandbox { server, client, .. } = sandbox().await;
+    assert_eq!(
+        can_i(
+            &client,
+            "create",
+            "apps",
+            "deployments",
+            Some("kube-system")
+        )
+        .await,
+        (true, Some("the sandbox allows everything".to_owned()))
+    );
+
+    server.deny("patch", "apps", "deployments", Some("kube-system"));
+    server.deny("*", "rbac.authorization.k8s.io", "clusterroles", None);
+    let (allowed, reason) =
+        can_i(&client, "patch", "apps", "deployments", Some("kube-system")).await;
+    assert!(!allowed);
+    let reason = reason.expect("a denial says why");
+    assert!(
+        reason.contains("deployments.apps") && reason.contains("kube-system"),
+        "{reason}"
+    );
+    // Other namespaces, verbs and resources are unaffected.
+    assert!(
+        can_i(&client, "patch", "apps", "deployments", Some("default"))
+            .await
+            .0
+    );
+    assert!(
+        can_i(&client, "get", "apps", "deployments", Some("kube-system"))
+            .await
+            .0
+    );
+    assert!(
+        can_i(&client, "patch", "", "serviceaccounts", Some("kube-system"))
+            .await
+            .0
+    );
+    // A wildcard verb and no namespace deny at every scope.
+    assert!(
+        !can_i(
+            &client,
+            "create",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            None
+        )
+        .await
+        .0
+    );
+    assert!(
+        !can_i(
+            &client,
+            "delete",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            None
+        )
+        .await
+        .0
+    );
+
+    // A denial only changes the answer to reviews; the sandbox has no RBAC.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    let created = deployments
+        .create(
+            &PostParams::default(),
+            &typed(json!({
+                "metadata": {"name": "probe"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "probe"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "probe"}},
+                        "spec": {"containers": [{"name": "probe", "image": "busybox"}]},
+                    },
+                },
+            })),
+        )
+        .await;
+    assert!(created.is_ok(), "{created:?}");
+
+    server.clear_denials();
+    assert!(
+        can_i(&client, "patch", "apps", "deployments", Some("kube-system"))
+            .await
+            .0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_reviews_are_discovered_and_are_not_writes() {
+    let Sandbox { server, client, .. } = sandbox().await;
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery runs");
+    let gvk =
+        kube::core::GroupVersionKind::gvk("authorization.k8s.io", "v1", "SelfSubjectAccessReview");
+    let (resource, capabilities) = discovery
+        .resolve_gvk(&gvk)
+        .expect("SelfSubjectAccessReview is discovered");
+    assert_eq!(resource.plural, "selfsubjectaccessreviews");
+    assert_eq!(capabilities.scope, kube::discovery::Scope::Cluster);
+    assert!(capabilities.supports_operation("create"));
+    assert!(!capabilities.supports_operation("get"));
+
+    server.clear_requests();
+    can_i(&client, "create", "", "configmaps", Some("default")).await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].method, http::Method::POST);
+    assert_eq!(requests[0].status, 201);
+    assert!(requests[0].is_access_review());
+    assert!(!requests[0].is_write(), "a review stores nothing");
+
+    // Only POST is served there, and a review must say what it asks about.
+    let request = http::Request::get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .body(Vec::new())
+        .expect("request");
+    let status = api_status(
+        client
+            .request::<Value>(request)
+            .await
+            .expect_err("GET is not served"),
+    );
+    assert_eq!(status.code, 405);
+    let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(client.clone());
+    let empty = reviews
+        .create(&PostParams::default(), &typed(json!({"spec": {}})))
+        .await
+        .expect_err("an empty review is invalid");
+    assert_eq!(api_status(empty).code, 422);
+    server.shutdown().await;
+}

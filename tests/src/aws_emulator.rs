@@ -7,6 +7,13 @@
 //! understand, so the translation layer converts those calls to the awsJson1_0 protocol
 //! moto does speak, in the same Python process.
 //!
+//! moto 5.2.5 does not route the EKS Pod Identity and add-on operations; the same layer
+//! emulates them (CreatePodIdentityAssociation, List/Describe/Update/Delete, CreateAddon,
+//! DescribeAddon, ListAddons, DeleteAddon) with state that lives and dies with moto's
+//! cluster, and offers a sandbox-only control API: [`AwsEmulator::set_cluster_endpoint`]
+//! makes DescribeCluster report a given Kubernetes endpoint, and
+//! [`AwsEmulator::set_addon_status`] changes an emulated add-on's status.
+//!
 //! Every request is recorded (moto's `MOTO_ENABLE_RECORDING`) into a JSON-lines file in
 //! the emulator's own temporary directory; [`AwsEmulator::recorded_requests`] parses it so
 //! that tests can count the mutating calls a command made.
@@ -113,6 +120,33 @@ pub enum EmulatorError {
         detail: String,
         stderr_path: PathBuf,
     },
+
+    #[error(
+        "the sandbox control API at {endpoint} did not answer `{request}`: {detail}; \
+         check that the AWS emulator is still running"
+    )]
+    ControlUnreachable {
+        endpoint: String,
+        request: String,
+        detail: String,
+    },
+
+    #[error(
+        "the sandbox control API at {endpoint} refused `{request}` with HTTP {status}: \
+         {body}"
+    )]
+    ControlRefused {
+        endpoint: String,
+        request: String,
+        status: u16,
+        body: String,
+    },
+
+    #[error(
+        "{endpoint} is not an AWS emulator on loopback (`http://127.0.0.1:PORT`), so the \
+         sandbox control API cannot be reached there"
+    )]
+    NotLoopback { endpoint: String },
 
     #[error(
         "line {line} of the emulator's request recording {path} is not a recorded \
@@ -375,8 +409,40 @@ impl AwsEmulator {
             .map_err(|source| EmulatorError::Stop { pid, source })
     }
 
-    /// Sends `POST <path>` to moto's control API with a minimal HTTP/1.1 client and
-    /// checks for a 2xx answer.
+    /// Makes DescribeCluster report `endpoint` as the Kubernetes API endpoint of every
+    /// cluster named `cluster` (`POST /sandbox-api/clusters/{cluster}/endpoint`), so
+    /// that a kubeconfig pointing at the fake API server matches what EKS reports. The
+    /// cluster must exist; a reset or re-creating the cluster restores moto's default.
+    /// This call is not an AWS API and does not appear in the recording.
+    pub async fn set_cluster_endpoint(
+        &self,
+        cluster: &str,
+        endpoint: &str,
+    ) -> Result<(), EmulatorError> {
+        set_cluster_endpoint_at(&self.endpoint_url(), cluster, endpoint).await
+    }
+
+    /// Sets the status (an EKS `AddonStatus`, e.g. `DEGRADED`) of the emulated add-on
+    /// `addon` on every cluster named `cluster`
+    /// (`POST /sandbox-api/clusters/{cluster}/addons/{addon}/status`), so a test can
+    /// make an installed add-on unhealthy. Not recorded either.
+    pub async fn set_addon_status(
+        &self,
+        cluster: &str,
+        addon: &str,
+        status: &str,
+    ) -> Result<(), EmulatorError> {
+        let body = serde_json::json!({ "status": status }).to_string();
+        control_post(
+            &self.endpoint_url(),
+            self.port,
+            &format!("/sandbox-api/clusters/{cluster}/addons/{addon}/status"),
+            &body,
+        )
+        .await
+    }
+
+    /// Sends `POST <path>` to moto's control API and checks for a 2xx answer.
     async fn moto_api_post(&self, path: &str) -> Result<(), EmulatorError> {
         let request_line = format!("POST {path}");
         let failure = |detail: String| EmulatorError::MotoApi {
@@ -385,34 +451,115 @@ impl AwsEmulator {
             detail,
             stderr_path: self.stderr_path.clone(),
         };
-        let exchange = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-            let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
-                 Connection: close\r\n\r\n",
-                port = self.port
-            );
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            Ok::<_, io::Error>(response)
-        };
-        let response = tokio::time::timeout(MOTO_API_TIMEOUT, exchange)
-            .await
-            .map_err(|_| failure(format!("no answer within {MOTO_API_TIMEOUT:?}")))?
-            .map_err(|error| failure(error.to_string()))?;
-        let response = String::from_utf8_lossy(&response);
-        let status_line = response.lines().next().unwrap_or_default();
-        let status_is_success = status_line
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|code| code.starts_with('2'));
-        if status_is_success {
+        let (status, body) =
+            tokio::time::timeout(MOTO_API_TIMEOUT, post_loopback(self.port, path, ""))
+                .await
+                .map_err(|_| failure(format!("no answer within {MOTO_API_TIMEOUT:?}")))?
+                .map_err(|error| failure(error.to_string()))?;
+        if (200..300).contains(&status) {
             Ok(())
         } else {
-            Err(failure(format!("it answered `{status_line}`")))
+            Err(failure(format!("it answered HTTP {status}: {body}")))
         }
     }
+}
+
+/// [`AwsEmulator::set_cluster_endpoint`] for an emulator this process did not start,
+/// given by its URL, which must be `http://127.0.0.1:PORT` or `http://localhost:PORT`:
+/// the control API is only ever called on loopback.
+pub async fn set_cluster_endpoint_at(
+    aws_endpoint_url: &str,
+    cluster: &str,
+    endpoint: &str,
+) -> Result<(), EmulatorError> {
+    let port = loopback_port(aws_endpoint_url).ok_or_else(|| EmulatorError::NotLoopback {
+        endpoint: aws_endpoint_url.to_owned(),
+    })?;
+    let body = serde_json::json!({ "endpoint": endpoint }).to_string();
+    control_post(
+        aws_endpoint_url,
+        port,
+        &format!("/sandbox-api/clusters/{cluster}/endpoint"),
+        &body,
+    )
+    .await
+}
+
+/// Sends one JSON `POST` to the sandbox control API and checks for a 2xx answer.
+async fn control_post(
+    endpoint_url: &str,
+    port: u16,
+    path: &str,
+    body: &str,
+) -> Result<(), EmulatorError> {
+    let request = format!("POST {path}");
+    let (status, answer) = tokio::time::timeout(MOTO_API_TIMEOUT, post_loopback(port, path, body))
+        .await
+        .map_err(|_| EmulatorError::ControlUnreachable {
+            endpoint: endpoint_url.to_owned(),
+            request: request.clone(),
+            detail: format!("no answer within {MOTO_API_TIMEOUT:?}"),
+        })?
+        .map_err(|error| EmulatorError::ControlUnreachable {
+            endpoint: endpoint_url.to_owned(),
+            request: request.clone(),
+            detail: error.to_string(),
+        })?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(EmulatorError::ControlRefused {
+            endpoint: endpoint_url.to_owned(),
+            request,
+            status,
+            body: answer,
+        })
+    }
+}
+
+/// Sends `POST <path>` with a JSON body (or none when `body` is empty) to
+/// `127.0.0.1:port` with a minimal HTTP/1.1 client, and returns the status code and the
+/// body of the answer. The server closes the connection after answering
+/// (`Connection: close`), which is what delimits the answer.
+async fn post_loopback(port: u16, path: &str, body: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let content_type = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/json\r\n".to_owned()
+    };
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{content_type}Content-Length: {length}\r\n\
+         Connection: close\r\n\r\n{body}",
+        length = body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the answer does not start with an HTTP status line: `{status_line}`"),
+            )
+        })?;
+    Ok((status, answer.trim().to_owned()))
+}
+
+/// The port of `http://127.0.0.1:PORT` or `http://localhost:PORT` (a trailing slash is
+/// fine), or None for any other URL.
+fn loopback_port(url: &str) -> Option<u16> {
+    let authority = url.strip_prefix("http://")?.trim_end_matches('/');
+    let (host, port) = authority.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost")
+        .then(|| port.parse().ok())
+        .flatten()
 }
 
 impl Drop for AwsEmulator {
@@ -481,6 +628,53 @@ impl RecordedRequest {
                 .any(|read_prefix| action.starts_with(read_prefix)),
             None => !matches!(self.method.as_str(), "GET" | "HEAD"),
         }
+    }
+
+    /// The EKS operation of a rest-json request, from its method and path, e.g.
+    /// `CreatePodIdentityAssociation` for `POST /clusters/demo/pod-identity-associations`.
+    /// Covers the cluster, Pod Identity, add-on and tagging operations; `None` for any
+    /// other request, and for requests not signed for `eks`.
+    pub fn eks_operation(&self) -> Option<&'static str> {
+        if self.service.as_deref() != Some("eks") {
+            return None;
+        }
+        let segments: Vec<&str> = self
+            .path
+            .trim_matches('/')
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .collect();
+        let method = self.method.as_str();
+        let operation = match (segments.as_slice(), method) {
+            (["clusters"], "POST") => "CreateCluster",
+            (["clusters"], "GET") => "ListClusters",
+            (["clusters", _], "GET") => "DescribeCluster",
+            (["clusters", _], "DELETE") => "DeleteCluster",
+            (["clusters", _, "update-config"], "POST") => "UpdateClusterConfig",
+            (["clusters", _, "pod-identity-associations"], "POST") => {
+                "CreatePodIdentityAssociation"
+            }
+            (["clusters", _, "pod-identity-associations"], "GET") => "ListPodIdentityAssociations",
+            (["clusters", _, "pod-identity-associations", _], "GET") => {
+                "DescribePodIdentityAssociation"
+            }
+            (["clusters", _, "pod-identity-associations", _], "POST") => {
+                "UpdatePodIdentityAssociation"
+            }
+            (["clusters", _, "pod-identity-associations", _], "DELETE") => {
+                "DeletePodIdentityAssociation"
+            }
+            (["clusters", _, "addons"], "POST") => "CreateAddon",
+            (["clusters", _, "addons"], "GET") => "ListAddons",
+            (["clusters", _, "addons", _], "GET") => "DescribeAddon",
+            (["clusters", _, "addons", _], "DELETE") => "DeleteAddon",
+            (["clusters", _, "addons", _, "update"], "POST") => "UpdateAddon",
+            (["tags", ..], "POST") => "TagResource",
+            (["tags", ..], "DELETE") => "UntagResource",
+            (["tags", ..], "GET") => "ListTagsForResource",
+            _ => return None,
+        };
+        Some(operation)
     }
 
     /// The body parsed as JSON, when it is JSON (CloudWatch and EKS requests).
@@ -718,6 +912,67 @@ mod tests {
             url_path("http://127.0.0.1:4000/clusters/demo?x=1"),
             "/clusters/demo"
         );
+    }
+
+    #[test]
+    fn only_loopback_urls_reach_the_control_api() {
+        assert_eq!(loopback_port("http://127.0.0.1:4566"), Some(4566));
+        assert_eq!(loopback_port("http://localhost:4566/"), Some(4566));
+        assert_eq!(loopback_port("https://127.0.0.1:4566"), None);
+        assert_eq!(loopback_port("http://10.0.0.1:4566"), None);
+        assert_eq!(loopback_port("http://127.0.0.1"), None);
+    }
+
+    #[test]
+    fn eks_operations_are_named_by_method_and_path() {
+        let request = |method: &str, path: &str| RecordedRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            service: Some("eks".to_owned()),
+            action: None,
+            headers: BTreeMap::new(),
+            body: Vec::new(),
+        };
+        let cases = [
+            (
+                "POST",
+                "/clusters/c/pod-identity-associations",
+                "CreatePodIdentityAssociation",
+            ),
+            (
+                "GET",
+                "/clusters/c/pod-identity-associations",
+                "ListPodIdentityAssociations",
+            ),
+            (
+                "GET",
+                "/clusters/c/pod-identity-associations/a-1",
+                "DescribePodIdentityAssociation",
+            ),
+            (
+                "POST",
+                "/clusters/c/pod-identity-associations/a-1",
+                "UpdatePodIdentityAssociation",
+            ),
+            (
+                "DELETE",
+                "/clusters/c/pod-identity-associations/a-1",
+                "DeletePodIdentityAssociation",
+            ),
+            ("POST", "/clusters/c/addons", "CreateAddon"),
+            ("GET", "/clusters/c/addons/x", "DescribeAddon"),
+            ("GET", "/clusters/c", "DescribeCluster"),
+        ];
+        for (method, path, operation) in cases {
+            assert_eq!(
+                request(method, path).eks_operation(),
+                Some(operation),
+                "{method} {path}"
+            );
+        }
+        let mut unsigned = request("GET", "/clusters/c");
+        unsigned.service = None;
+        assert_eq!(unsigned.eks_operation(), None);
     }
 
     #[test]

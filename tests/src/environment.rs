@@ -1,6 +1,9 @@
 //! The whole sandbox as one value: an AWS endpoint with an EKS cluster and its IAM OIDC
 //! provider, a fake Kubernetes API server holding the cluster's aws-node pods and nodes, and
-//! the simulated fleet behind those pods. `cargo xtask sandbox up`, `cargo xtask demo` and
+//! the simulated fleet behind those pods. The cluster's endpoint, as DescribeCluster
+//! reports it, is the fake API server's URL, i.e. the kubeconfig's server, as on a real
+//! EKS cluster; optionally the `eks-pod-identity-agent` add-on is installed, for Pod
+//! Identity. `cargo xtask sandbox up`, `cargo xtask demo` and
 //! the end-to-end tests all start it the same way, so what a user tries on a laptop is what
 //! the tests exercise.
 
@@ -12,6 +15,7 @@ use aws_sdk_eks::error::DisplayErrorContext;
 
 use crate::aws_emulator::{
     ACCESS_KEY_ID, AwsEmulator, EmulatorError, EmulatorOptions, SECRET_ACCESS_KEY, sdk_config_for,
+    set_cluster_endpoint_at,
 };
 use crate::fleet::{Fleet, FleetError, FleetOptions};
 use crate::kube_api::{FakeApiServer, KubeApiError};
@@ -19,6 +23,9 @@ use crate::python_tools::PythonTools;
 
 /// The audience EKS's pod identity webhook uses; the sandbox's OIDC provider lists it.
 const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
+
+/// The EKS add-on that Pod Identity needs on the cluster.
+pub const POD_IDENTITY_AGENT_ADDON: &str = "eks-pod-identity-agent";
 
 /// How to start a sandbox.
 #[derive(Debug, Clone)]
@@ -31,6 +38,9 @@ pub struct SandboxOptions {
     pub dir: PathBuf,
     /// An AWS endpoint to use instead of starting an emulator (e.g. `AWS_ENDPOINT_URL`).
     pub aws_endpoint: Option<String>,
+    /// Whether to install the `eks-pod-identity-agent` add-on at start, which is what
+    /// makes `--identity auto` choose Pod Identity. Off by default, as on a new cluster.
+    pub pod_identity_agent: bool,
 }
 
 impl SandboxOptions {
@@ -41,13 +51,14 @@ impl SandboxOptions {
             region: "us-west-2".to_owned(),
             dir: dir.into(),
             aws_endpoint: None,
+            pod_identity_agent: false,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("starting the AWS emulator failed")]
+    #[error("the AWS emulator failed")]
     Emulator(#[from] EmulatorError),
     #[error("{step} failed against the AWS endpoint {endpoint}: {message}")]
     Aws {
@@ -99,6 +110,22 @@ impl Sandbox {
         ensure_oidc_provider(&config, &aws_endpoint, &oidc_issuer).await?;
 
         let api = FakeApiServer::start().await?;
+        register_cluster_endpoint(
+            emulator.as_ref(),
+            &aws_endpoint,
+            &options.cluster,
+            &api.url(),
+        )
+        .await?;
+        if options.pod_identity_agent {
+            install_addon(
+                &config,
+                &aws_endpoint,
+                &options.cluster,
+                POD_IDENTITY_AGENT_ADDON,
+            )
+            .await?;
+        }
         let fleet = Fleet::start(FleetOptions {
             nodes: options.nodes,
             region: options.region.clone(),
@@ -213,6 +240,19 @@ impl Sandbox {
         sdk_config_for(&self.aws_endpoint, &self.options.region)
     }
 
+    /// Installs the `eks-pod-identity-agent` add-on on the cluster (EKS CreateAddon, which
+    /// the sandbox's emulator answers with an ACTIVE add-on at once). Installing it again
+    /// is not an error.
+    pub async fn install_pod_identity_agent(&self) -> Result<(), SandboxError> {
+        install_addon(
+            &self.sdk_config(),
+            &self.aws_endpoint,
+            &self.options.cluster,
+            POD_IDENTITY_AGENT_ADDON,
+        )
+        .await
+    }
+
     /// Replaces node `index`'s aws-node pod, in the fleet and in the API server alike, as
     /// the DaemonSet does when a pod is deleted or upgraded.
     pub fn replace_node(&self, index: usize) -> Result<(), SandboxError> {
@@ -324,6 +364,69 @@ async fn ensure_cluster(
         .arn
         .ok_or_else(|| aws_error("eks:DescribeCluster", "the cluster has no ARN".to_owned()))?;
     Ok((arn, issuer))
+}
+
+/// Makes DescribeCluster report the fake API server's URL as the cluster's endpoint, so
+/// that the kubeconfig's server and the EKS endpoint agree, as on a real cluster.
+///
+/// An endpoint the sandbox did not start may be an emulator without our control API (a
+/// plain moto, or one not on loopback); then the sandbox still works, only a check that
+/// compares the two endpoints would fail, so this is a warning rather than an error.
+async fn register_cluster_endpoint(
+    emulator: Option<&AwsEmulator>,
+    aws_endpoint: &str,
+    cluster: &str,
+    api_url: &str,
+) -> Result<(), SandboxError> {
+    let registered = match emulator {
+        Some(emulator) => emulator.set_cluster_endpoint(cluster, api_url).await,
+        None => set_cluster_endpoint_at(aws_endpoint, cluster, api_url).await,
+    };
+    match registered {
+        Ok(()) => Ok(()),
+        Err(error @ (EmulatorError::NotLoopback { .. } | EmulatorError::ControlRefused { .. }))
+            if emulator.is_none() =>
+        {
+            tracing::warn!(
+                "DescribeCluster will not report the sandbox's Kubernetes endpoint: {error}"
+            );
+            Ok(())
+        }
+        Err(error) => Err(SandboxError::Emulator(error)),
+    }
+}
+
+/// Installs an EKS add-on unless it is installed already.
+async fn install_addon(
+    config: &SdkConfig,
+    endpoint: &str,
+    cluster: &str,
+    addon: &str,
+) -> Result<(), SandboxError> {
+    let created = aws_sdk_eks::Client::new(config)
+        .create_addon()
+        .cluster_name(cluster)
+        .addon_name(addon)
+        .send()
+        .await;
+    match created {
+        Ok(_) => tracing::info!(cluster, addon, "installed the EKS add-on"),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|service| service.is_resource_in_use_exception()) =>
+        {
+            tracing::info!(cluster, addon, "the EKS add-on is installed already");
+        }
+        Err(error) => {
+            return Err(SandboxError::Aws {
+                step: "eks:CreateAddon",
+                endpoint: endpoint.to_owned(),
+                message: DisplayErrorContext(&error).to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Registers the cluster's OIDC issuer as an IAM identity provider unless it exists.

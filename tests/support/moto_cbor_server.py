@@ -1,4 +1,4 @@
-"""Run moto with a Smithy RPCv2-CBOR front end for CloudWatch.
+"""Run moto with a Smithy RPCv2-CBOR front end for CloudWatch and the EKS calls it lacks.
 
 aws-sdk-cloudwatch >= 1.100 talks to CloudWatch in the Smithy RPCv2-CBOR protocol
 (POST /service/GraniteServiceVersion20100801/operation/<Op>, application/cbor), while
@@ -15,7 +15,20 @@ process:
   CBOR map with `__type` (the Smithy shape id) and `message`, plus the
   `x-amzn-query-error: <query error code>;<Sender|Receiver>` header, whose code is what
   the SDK matches its typed error variants on.
-* Every other request (IAM, STS, EKS, /moto-api/) goes to moto untouched.
+* The EKS REST-JSON operations moto 5.2.5 does not route (it answers them with an HTML
+  404) are emulated here, in front of moto: EKS Pod Identity associations (create, list,
+  describe, update, delete) and add-ons (create, describe, list, delete). Their state
+  hangs off moto's own cluster objects, so it exists only while the cluster does and
+  `POST /moto-api/reset` wipes it along with everything else. These requests are written
+  to moto's recording exactly as moto records the requests it answers itself.
+* A sandbox-only control API, which is not an AWS API and is not recorded:
+  `POST /sandbox-api/clusters/{name}/endpoint` with `{"endpoint": "https://..."}` makes
+  DescribeCluster report that endpoint for the cluster (the fake Kubernetes API server's
+  URL, so that "does the kube context point at this cluster?" can pass), and
+  `POST /sandbox-api/clusters/{name}/addons/{addonName}/status` with
+  `{"status": "DEGRADED"}` sets an emulated add-on's status. Both accept optional
+  `"region"` and `"accountId"` members; without them every cluster of that name changes.
+* Every other request (IAM, STS, the rest of EKS, /moto-api/) goes to moto untouched.
 
 moto's recorder (MOTO_ENABLE_RECORDING, MOTO_RECORDER_FILEPATH) sees the request after
 translation, so recorded CloudWatch calls carry an `X-Amz-Target` header, a JSON body,
@@ -28,14 +41,20 @@ prints exactly one line, `listening on http://HOST:PORT`, to stdout.
 
 import argparse
 import base64
+import dataclasses
 import datetime
 import gzip
 import io
 import json
 import os
+import re
 import signal
+import string
 import sys
 import threading
+import time
+import urllib.parse
+import weakref
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
@@ -406,16 +425,715 @@ class CborTranslator:
 
 
 # ---------------------------------------------------------------------------
+# EKS operations moto lacks, and the sandbox control API
+# ---------------------------------------------------------------------------
+
+EKS_SIGNING_NAME = "eks"
+EKS_JSON_CONTENT_TYPE = "application/json"
+SANDBOX_API_PREFIX = "/sandbox-api/"
+MOTO_RESET_PATH = "/moto-api/reset"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
+
+# Real association ids are "a-" and 17 lowercase letters and digits.
+ASSOCIATION_ID_ALPHABET = string.ascii_lowercase + string.digits
+ASSOCIATION_ID_LENGTH = 17
+
+# The bounds the service model gives maxResults of ListPodIdentityAssociations and
+# ListAddons.
+MAX_RESULTS_RANGE = (1, 100)
+
+# The version CreateAddon reports when the request names none. EKS picks the default
+# version for the cluster's Kubernetes version; the sandbox has no version table, so it
+# uses a fixed, plausible one per add-on.
+DEFAULT_ADDON_VERSIONS = {
+    "eks-pod-identity-agent": "v1.3.4-eksbuild.1",
+    "vpc-cni": "v1.19.2-eksbuild.1",
+    "coredns": "v1.11.4-eksbuild.2",
+    "kube-proxy": "v1.32.0-eksbuild.2",
+}
+FALLBACK_ADDON_VERSION = "v1.0.0-eksbuild.1"
+
+# Which operations the layer answers, by method and path. Each path pattern names the
+# cluster first, then the association id or add-on name when there is one.
+POD_IDENTITY_COLLECTION = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identity-associations/?$")
+POD_IDENTITY_ITEM = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identity-associations/(?P<item>[^/]+)/?$")
+ADDON_COLLECTION = re.compile(r"^/clusters/(?P<cluster>[^/]+)/addons/?$")
+ADDON_ITEM = re.compile(r"^/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/?$")
+CONTROL_ENDPOINT = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/endpoint/?$")
+CONTROL_ADDON_STATUS = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/status/?$")
+
+AWS_REGION_IN_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request")
+ACCESS_KEY_IN_SCOPE = re.compile(r"Credential=(?P<key>[^/]+)/")
+
+
+class EksError(Exception):
+    """An EKS error answer: the error shape's name, its HTTP status and members.
+
+    The Rust SDK reads the error code from the `x-amzn-ErrorType` header, as moto's
+    own EKS errors send it, and the members (`message`, `clusterName`, ...) from the
+    JSON body.
+    """
+
+    def __init__(self, code: str, status: int, message: str, **members: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.members = {"message": message, **members}
+
+
+def not_found(message: str, **members: str) -> EksError:
+    return EksError("ResourceNotFoundException", 404, message, **members)
+
+
+def in_use(message: str, **members: str) -> EksError:
+    return EksError("ResourceInUseException", 409, message, **members)
+
+
+def invalid_parameter(message: str, **members: str) -> EksError:
+    return EksError("InvalidParameterException", 400, message, **members)
+
+
+def invalid_request(message: str, **members: str) -> EksError:
+    return EksError("InvalidRequestException", 400, message, **members)
+
+
+def now_epoch() -> float:
+    """The current time as rest-json timestamps are sent: epoch seconds, to the ms."""
+    return round(time.time(), 3)
+
+
+@dataclasses.dataclass
+class PodIdentityAssociation:
+    cluster_name: str
+    namespace: str
+    service_account: str
+    role_arn: str
+    association_arn: str
+    association_id: str
+    tags: dict[str, str]
+    created_at: float
+    modified_at: float
+    disable_session_tags: bool = False
+    target_role_arn: str | None = None
+    policy: str | None = None
+    client_request_token: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The PodIdentityAssociation shape, without the members that are unset."""
+        document: dict[str, Any] = {
+            "clusterName": self.cluster_name,
+            "namespace": self.namespace,
+            "serviceAccount": self.service_account,
+            "roleArn": self.role_arn,
+            "associationArn": self.association_arn,
+            "associationId": self.association_id,
+            "tags": dict(self.tags),
+            "createdAt": self.created_at,
+            "modifiedAt": self.modified_at,
+            "disableSessionTags": self.disable_session_tags,
+        }
+        if self.target_role_arn is not None:
+            document["targetRoleArn"] = self.target_role_arn
+            # EKS generates an external id for the role chaining it does with a target role.
+            document["externalId"] = self.association_id
+        if self.policy is not None:
+            document["policy"] = self.policy
+        return document
+
+    def summary(self) -> dict[str, Any]:
+        """The PodIdentityAssociationSummary shape that ListPodIdentityAssociations returns."""
+        return {
+            "clusterName": self.cluster_name,
+            "namespace": self.namespace,
+            "serviceAccount": self.service_account,
+            "associationArn": self.association_arn,
+            "associationId": self.association_id,
+        }
+
+
+@dataclasses.dataclass
+class Addon:
+    addon_name: str
+    cluster_name: str
+    addon_version: str
+    addon_arn: str
+    created_at: float
+    modified_at: float
+    status: str = "ACTIVE"
+    service_account_role_arn: str | None = None
+    configuration_values: str | None = None
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The Addon shape, without the members that are unset."""
+        document: dict[str, Any] = {
+            "addonName": self.addon_name,
+            "clusterName": self.cluster_name,
+            "status": self.status,
+            "addonVersion": self.addon_version,
+            "health": {"issues": []},
+            "addonArn": self.addon_arn,
+            "createdAt": self.created_at,
+            "modifiedAt": self.modified_at,
+            "tags": dict(self.tags),
+            "podIdentityAssociations": [],
+        }
+        if self.service_account_role_arn is not None:
+            document["serviceAccountRoleArn"] = self.service_account_role_arn
+        if self.configuration_values is not None:
+            document["configurationValues"] = self.configuration_values
+        return document
+
+
+@dataclasses.dataclass
+class ClusterExtras:
+    """What the layer keeps for one moto cluster, in the order things were created."""
+
+    associations: dict[str, PodIdentityAssociation] = dataclasses.field(default_factory=dict)
+    addons: dict[str, Addon] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class EksRequest:
+    """One request to an EKS operation the layer answers, with what it needs to know."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: bytes
+    account_id: str
+    region: str
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.body.strip():
+            return {}
+        try:
+            document = json.loads(self.body)
+        except ValueError as error:
+            raise invalid_request(f"the request body is not JSON: {error}") from error
+        if not isinstance(document, dict):
+            raise invalid_request("the request body is not a JSON object")
+        return document
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+
+def text_member(document: dict[str, Any], name: str, required: bool) -> str | None:
+    """A string member of a request body; a missing required one is the caller's error."""
+    value = document.get(name)
+    if value is None or value == "":
+        if required:
+            raise invalid_parameter(f"{name} is required and was not given")
+        return None
+    if not isinstance(value, str):
+        raise invalid_parameter(f"{name} must be a string, not {value!r}")
+    return value
+
+
+def tags_member(document: dict[str, Any]) -> dict[str, str]:
+    tags = document.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise invalid_parameter("tags must map strings to strings")
+    return dict(tags)
+
+
+def role_arn_member(document: dict[str, Any], name: str, required: bool) -> str | None:
+    """An IAM role ARN member. EKS refuses anything that is not a role ARN."""
+    value = text_member(document, name, required)
+    if value is not None and not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/.+", value):
+        raise invalid_parameter(f"{name} {value!r} is not an IAM role ARN")
+    return value
+
+
+def paginate(items: list[Any], request: EksRequest, cursor: Callable[[Any], str]) -> tuple[list[Any], str | None]:
+    """One page of `items`: `nextToken` is the cursor of the first item not returned."""
+    raw_max = request.query_value("maxResults")
+    max_results = MAX_RESULTS_RANGE[1]
+    if raw_max is not None:
+        try:
+            max_results = int(raw_max)
+        except ValueError as error:
+            raise invalid_parameter(f"maxResults {raw_max!r} is not a number") from error
+        if not MAX_RESULTS_RANGE[0] <= max_results <= MAX_RESULTS_RANGE[1]:
+            raise invalid_parameter(
+                f"maxResults must be between {MAX_RESULTS_RANGE[0]} and {MAX_RESULTS_RANGE[1]}, not {max_results}"
+            )
+    start = 0
+    token = request.query_value("nextToken")
+    if token:
+        cursors = [cursor(item) for item in items]
+        if token not in cursors:
+            raise invalid_parameter(f"the nextToken {token!r} is not valid (any more)")
+        start = cursors.index(token)
+    page = items[start : start + max_results]
+    following = items[start + max_results : start + max_results + 1]
+    return page, (cursor(following[0]) if following else None)
+
+
+class EksEmulation:
+    """WSGI middleware: the EKS operations moto lacks, and the sandbox control API.
+
+    Everything else goes to the next application. The emulated state is attached to
+    moto's cluster objects through a WeakKeyDictionary: a cluster that moto deletes or
+    forgets on reset takes its associations and add-ons with it, and a cluster created
+    again under the same name starts empty, as on EKS.
+    """
+
+    def __init__(self, next_app: Callable[..., Iterable[bytes]]) -> None:
+        self.next_app = next_app
+        self.lock = threading.Lock()
+        self.extras: "weakref.WeakKeyDictionary[Any, ClusterExtras]" = weakref.WeakKeyDictionary()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.startswith(SANDBOX_API_PREFIX):
+            return self.handle_control(method, path, environ, start_response)
+        if path == MOTO_RESET_PATH and method == "POST":
+            # moto's reset gives every backend new cluster objects, which already drops
+            # our state with the old ones; clearing it here as well frees it at once.
+            with self.lock:
+                self.extras.clear()
+            return self.next_app(environ, start_response)
+        handler = self.eks_handler(method, path)
+        if handler is None or request_service(environ) not in (EKS_SIGNING_NAME, None):
+            return self.next_app(environ, start_response)
+        body = read_bodiless_safe(environ)
+        record_request(environ, body)
+        request = EksRequest(
+            method=method,
+            path=path,
+            query=urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            body=body,
+            account_id=request_account(environ),
+            region=request_region(environ),
+        )
+        operation, match = handler
+        try:
+            with self.lock:
+                status, document = operation(request, match)
+        except EksError as error:
+            return send_json(start_response, error.status, error.members, [("x-amzn-ErrorType", error.code)])
+        except Exception as error:  # A typed answer beats werkzeug's HTML error page.
+            return send_json(
+                start_response,
+                500,
+                {"message": f"the sandbox's EKS emulation failed on {method} {path}: {error!r}"},
+                [("x-amzn-ErrorType", "ServerException")],
+            )
+        return send_json(start_response, status, document, [])
+
+    def eks_handler(
+        self, method: str, path: str
+    ) -> tuple[Callable[[EksRequest, re.Match[str]], tuple[int, dict[str, Any]]], re.Match[str]] | None:
+        """The operation for a method and path, or None when moto should answer."""
+        routes: list[tuple[re.Pattern[str], dict[str, Callable[[EksRequest, re.Match[str]], tuple[int, dict[str, Any]]]]]] = [
+            (
+                POD_IDENTITY_COLLECTION,
+                {"POST": self.create_pod_identity_association, "GET": self.list_pod_identity_associations},
+            ),
+            (
+                POD_IDENTITY_ITEM,
+                {
+                    "GET": self.describe_pod_identity_association,
+                    "POST": self.update_pod_identity_association,
+                    "DELETE": self.delete_pod_identity_association,
+                },
+            ),
+            (ADDON_COLLECTION, {"POST": self.create_addon, "GET": self.list_addons}),
+            (ADDON_ITEM, {"GET": self.describe_addon, "DELETE": self.delete_addon}),
+        ]
+        for pattern, operations in routes:
+            match = pattern.match(path)
+            if match is not None and method in operations:
+                return operations[method], match
+        return None
+
+    # -- moto's clusters -----------------------------------------------------
+
+    def cluster_extras(self, request: EksRequest, name: str) -> tuple[Any, ClusterExtras]:
+        """moto's cluster object and our state for it; ResourceNotFound when absent."""
+        cluster = moto_cluster(request.account_id, request.region, name)
+        if cluster is None:
+            raise not_found(f"No cluster found for name: {name}.", clusterName=name)
+        extras = self.extras.get(cluster)
+        if extras is None:
+            extras = ClusterExtras()
+            self.extras[cluster] = extras
+        return cluster, extras
+
+    # -- Pod Identity associations ---------------------------------------------
+
+    def create_pod_identity_association(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        cluster_name = match["cluster"]
+        document = request.json_body()
+        namespace = text_member(document, "namespace", required=True)
+        service_account = text_member(document, "serviceAccount", required=True)
+        role_arn = role_arn_member(document, "roleArn", required=True)
+        target_role_arn = role_arn_member(document, "targetRoleArn", required=False)
+        token = text_member(document, "clientRequestToken", required=False)
+        tags = tags_member(document)
+        _, extras = self.cluster_extras(request, cluster_name)
+        for existing in extras.associations.values():
+            if existing.namespace == namespace and existing.service_account == service_account:
+                # A retry of the same request (same idempotency token) gets the
+                # association it created; anything else is a conflict, as on EKS.
+                if token is not None and existing.client_request_token == token:
+                    return 200, {"association": existing.to_json()}
+                raise in_use(
+                    f"Association already exists: {existing.association_id}",
+                    clusterName=cluster_name,
+                )
+        association_id = "a-" + "".join(
+            moto_random().choice(ASSOCIATION_ID_ALPHABET) for _ in range(ASSOCIATION_ID_LENGTH)
+        )
+        moment = now_epoch()
+        partition = aws_partition(request.region)
+        association = PodIdentityAssociation(
+            cluster_name=cluster_name,
+            namespace=str(namespace),
+            service_account=str(service_account),
+            role_arn=str(role_arn),
+            association_arn=(
+                f"arn:{partition}:eks:{request.region}:{request.account_id}:"
+                f"podidentityassociation/{cluster_name}/{association_id}"
+            ),
+            association_id=association_id,
+            tags=tags,
+            created_at=moment,
+            modified_at=moment,
+            disable_session_tags=bool(document.get("disableSessionTags") or False),
+            target_role_arn=target_role_arn,
+            policy=text_member(document, "policy", required=False),
+            client_request_token=token,
+        )
+        extras.associations[association_id] = association
+        return 200, {"association": association.to_json()}
+
+    def list_pod_identity_associations(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        _, extras = self.cluster_extras(request, match["cluster"])
+        namespace = request.query_value("namespace")
+        service_account = request.query_value("serviceAccount")
+        matching = [
+            association
+            for association in extras.associations.values()
+            if (not namespace or association.namespace == namespace)
+            and (not service_account or association.service_account == service_account)
+        ]
+        page, next_token = paginate(matching, request, lambda association: association.association_id)
+        answer: dict[str, Any] = {"associations": [association.summary() for association in page]}
+        if next_token is not None:
+            answer["nextToken"] = next_token
+        return 200, answer
+
+    def association(self, request: EksRequest, match: re.Match[str]) -> tuple[ClusterExtras, PodIdentityAssociation]:
+        cluster_name = match["cluster"]
+        _, extras = self.cluster_extras(request, cluster_name)
+        association = extras.associations.get(match["item"])
+        if association is None:
+            raise not_found(
+                f"No Pod Identity Association found for id: {match['item']}.",
+                clusterName=cluster_name,
+            )
+        return extras, association
+
+    def describe_pod_identity_association(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        _, association = self.association(request, match)
+        return 200, {"association": association.to_json()}
+
+    def update_pod_identity_association(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        document = request.json_body()
+        role_arn = role_arn_member(document, "roleArn", required=False)
+        target_role_arn = role_arn_member(document, "targetRoleArn", required=False)
+        policy = text_member(document, "policy", required=False)
+        _, association = self.association(request, match)
+        if role_arn is not None:
+            association.role_arn = role_arn
+        if target_role_arn is not None:
+            association.target_role_arn = target_role_arn
+        if policy is not None:
+            association.policy = policy
+        if document.get("disableSessionTags") is not None:
+            association.disable_session_tags = bool(document["disableSessionTags"])
+        association.modified_at = now_epoch()
+        return 200, {"association": association.to_json()}
+
+    def delete_pod_identity_association(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        extras, association = self.association(request, match)
+        del extras.associations[association.association_id]
+        return 200, {"association": association.to_json()}
+
+    # -- add-ons -------------------------------------------------------------
+
+    def create_addon(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        cluster_name = match["cluster"]
+        document = request.json_body()
+        addon_name = str(text_member(document, "addonName", required=True))
+        if document.get("podIdentityAssociations"):
+            # Add-on owned associations would need the add-on's namespace, which the
+            # sandbox does not know; refusing beats silently creating nothing.
+            raise invalid_request(
+                "the sandbox does not emulate podIdentityAssociations on CreateAddon; "
+                "create the association with CreatePodIdentityAssociation",
+                clusterName=cluster_name,
+                addonName=addon_name,
+            )
+        _, extras = self.cluster_extras(request, cluster_name)
+        if addon_name in extras.addons:
+            raise in_use("Addon already exists.", clusterName=cluster_name, addonName=addon_name)
+        moment = now_epoch()
+        partition = aws_partition(request.region)
+        addon = Addon(
+            addon_name=addon_name,
+            cluster_name=cluster_name,
+            addon_version=text_member(document, "addonVersion", required=False)
+            or DEFAULT_ADDON_VERSIONS.get(addon_name, FALLBACK_ADDON_VERSION),
+            addon_arn=(
+                f"arn:{partition}:eks:{request.region}:{request.account_id}:"
+                f"addon/{cluster_name}/{addon_name}/{moto_random().uuid4()}"
+            ),
+            created_at=moment,
+            modified_at=moment,
+            # EKS reports CREATING first; the sandbox has no background work to wait
+            # for, so the add-on is ready at once.
+            status="ACTIVE",
+            service_account_role_arn=role_arn_member(document, "serviceAccountRoleArn", required=False),
+            configuration_values=text_member(document, "configurationValues", required=False),
+            tags=tags_member(document),
+        )
+        extras.addons[addon_name] = addon
+        return 200, {"addon": addon.to_json()}
+
+    def list_addons(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        _, extras = self.cluster_extras(request, match["cluster"])
+        page, next_token = paginate(list(extras.addons), request, lambda name: name)
+        answer: dict[str, Any] = {"addons": page}
+        if next_token is not None:
+            answer["nextToken"] = next_token
+        return 200, answer
+
+    def addon(self, request: EksRequest, match: re.Match[str]) -> tuple[ClusterExtras, Addon]:
+        cluster_name = match["cluster"]
+        addon_name = match["item"]
+        _, extras = self.cluster_extras(request, cluster_name)
+        addon = extras.addons.get(addon_name)
+        if addon is None:
+            raise not_found(
+                f"No addon: {addon_name} found in cluster: {cluster_name}",
+                clusterName=cluster_name,
+                addonName=addon_name,
+            )
+        return extras, addon
+
+    def describe_addon(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        _, addon = self.addon(request, match)
+        return 200, {"addon": addon.to_json()}
+
+    def delete_addon(self, request: EksRequest, match: re.Match[str]) -> tuple[int, dict[str, Any]]:
+        extras, addon = self.addon(request, match)
+        del extras.addons[addon.addon_name]
+        # EKS answers with the add-on on its way out; the sandbox removes it at once.
+        addon.status = "DELETING"
+        addon.modified_at = now_epoch()
+        return 200, {"addon": addon.to_json()}
+
+    # -- the sandbox control API ----------------------------------------------
+
+    def handle_control(
+        self, method: str, path: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """`/sandbox-api/...`: test knobs, answered with plain JSON and never recorded."""
+        endpoint_match = CONTROL_ENDPOINT.match(path)
+        status_match = CONTROL_ADDON_STATUS.match(path)
+        if endpoint_match is None and status_match is None:
+            return send_json(start_response, 404, {"message": f"no sandbox control API at {path}"}, [])
+        if method != "POST":
+            return send_json(start_response, 405, {"message": f"{path} accepts POST only"}, [])
+        try:
+            document = json.loads(read_bodiless_safe(environ) or b"{}")
+            if not isinstance(document, dict):
+                raise ValueError("the body is not a JSON object")
+        except ValueError as error:
+            return send_json(start_response, 400, {"message": f"the body is not a JSON object: {error}"}, [])
+        match = endpoint_match or status_match
+        assert match is not None
+        clusters = matching_moto_clusters(match["cluster"], document.get("accountId"), document.get("region"))
+        if not clusters:
+            return send_json(start_response, 404, {"message": f"no cluster named {match['cluster']!r}"}, [])
+        if endpoint_match is not None:
+            endpoint = document.get("endpoint")
+            if not isinstance(endpoint, str) or not endpoint:
+                return send_json(start_response, 400, {"message": "`endpoint` must be a non-empty string"}, [])
+            # moto serializes the model's attribute in DescribeCluster, so setting it is
+            # all it takes; a reset or a new cluster of that name gets moto's default back.
+            for cluster in clusters:
+                cluster.endpoint = endpoint
+            return send_json(start_response, 200, {"clusters": len(clusters), "endpoint": endpoint}, [])
+        addon_status = document.get("status")
+        if addon_status not in ADDON_STATUSES:
+            return send_json(
+                start_response, 400, {"message": f"`status` must be one of {sorted(ADDON_STATUSES)}"}, []
+            )
+        changed = 0
+        with self.lock:
+            for cluster in clusters:
+                extras = self.extras.get(cluster)
+                addon = extras.addons.get(match["item"]) if extras is not None else None
+                if addon is not None:
+                    addon.status = str(addon_status)
+                    addon.modified_at = now_epoch()
+                    changed += 1
+        if changed == 0:
+            return send_json(
+                start_response, 404, {"message": f"cluster {match['cluster']!r} has no add-on {match['item']!r}"}, []
+            )
+        return send_json(start_response, 200, {"addons": changed, "status": addon_status}, [])
+
+
+# The AddonStatus enum of the EKS service model.
+ADDON_STATUSES = frozenset(
+    ["CREATING", "ACTIVE", "CREATE_FAILED", "UPDATING", "DELETING", "DELETE_FAILED", "DEGRADED", "UPDATE_FAILED"]
+)
+
+
+def read_bodiless_safe(environ: dict[str, Any]) -> bytes:
+    """The request body, or nothing when the request announces none.
+
+    Unlike `read_request_body`, which serves CloudWatch's POSTs, this never reads a
+    stream without a length: a GET without Content-Length would block until the client
+    gave up, since the connection stays open for the answer.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ["wsgi.input"]
+    if length > 0:
+        return stream.read(length)
+    if environ.get("wsgi.input_terminated"):
+        # A chunked body, which the server has already framed for us.
+        return stream.read()
+    return b""
+
+
+def request_service(environ: dict[str, Any]) -> str | None:
+    """The signing name of a SigV4 request, or None for an unsigned one."""
+    found = AWS_REGION_IN_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return found["service"] if found else None
+
+
+def request_region(environ: dict[str, Any]) -> str:
+    """The region the SDK signed the request for, as moto itself reads it."""
+    found = AWS_REGION_IN_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return found["region"] if found else DEFAULT_REGION
+
+
+def request_account(environ: dict[str, Any]) -> str:
+    """The account moto would act in, by moto's own precedence: the environment
+    variable, the `x-moto-account-id` header, then the access key."""
+    if "MOTO_ACCOUNT_ID" in os.environ:
+        return os.environ["MOTO_ACCOUNT_ID"]
+    header = environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+    if header:
+        return str(header)
+    found = ACCESS_KEY_IN_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if found is None:
+        return DEFAULT_ACCOUNT_ID
+    from moto.iam.models import get_account_id_from
+
+    return get_account_id_from(found["key"])
+
+
+def moto_random() -> Any:
+    """moto's random source, which `/moto-api/seed` makes deterministic; imported late
+    like the rest of moto."""
+    from moto.moto_api._internal import mock_random
+
+    return mock_random
+
+
+def aws_partition(region: str) -> str:
+    from moto.utilities.utils import get_partition
+
+    return get_partition(region)
+
+
+def moto_cluster(account_id: str, region: str, name: str) -> Any:
+    """moto's model of a cluster, or None. Looking a backend up creates it lazily,
+    exactly as a request to moto would."""
+    from moto.eks.models import eks_backends
+
+    try:
+        return eks_backends[account_id][region].clusters.get(name)
+    except KeyError:
+        return None
+
+
+def matching_moto_clusters(name: str, account_id: Any, region: Any) -> list[Any]:
+    """Every moto cluster with this name, optionally only in one account or region."""
+    from moto.eks.models import eks_backends
+
+    found = []
+    # list() copies, since requests in other threads may create backends meanwhile.
+    for account, regions in list(eks_backends.items()):
+        if account_id is not None and account != account_id:
+            continue
+        for region_name, backend in list(regions.items()):
+            if region is not None and region_name != region:
+                continue
+            cluster = backend.clusters.get(name)
+            if cluster is not None:
+                found.append(cluster)
+    return found
+
+
+def record_request(environ: dict[str, Any], body: bytes) -> None:
+    """Write a request we answer ourselves into moto's recording, through moto's own
+    recorder, so the entry has moto's format and obeys its start/stop switches.
+
+    The recorder reads the body from the request stream itself (as it does for the
+    requests moto answers), so the body already read is put back for it first; that
+    way a bodiless GET is recorded exactly like moto records its own GETs.
+    """
+    from moto.core.request import Request
+    from moto.moto_api import recorder
+
+    recording_environ = dict(environ)
+    recording_environ["wsgi.input"] = io.BytesIO(body)
+    recorder._record_request(Request(recording_environ))
+
+
+def send_json(
+    start_response: Callable[..., Any], status_code: int, document: Any, extra_headers: list[tuple[str, str]]
+) -> Iterable[bytes]:
+    payload = json.dumps(document).encode()
+    try:
+        reason = HTTPStatus(status_code).phrase
+    except ValueError:
+        reason = "Error"
+    headers = [
+        ("Content-Type", EKS_JSON_CONTENT_TYPE),
+        ("Content-Length", str(len(payload))),
+        ("x-amzn-RequestId", str(moto_random().uuid4())),
+    ] + extra_headers
+    start_response(f"{status_code} {reason}", headers)
+    return [payload]
+
+
+# ---------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------
 
 
-def build_application() -> CborTranslator:
+def build_application() -> EksEmulation:
     # moto reads its environment variables (MOTO_ENABLE_RECORDING, MOTO_ACCOUNT_ID, ...)
     # when it is imported, so it is imported only here, after the process started.
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    return CborTranslator(DomainDispatcherApplication(create_backend_app))
+    return EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app)))
 
 
 def exit_on_signal(signum: int, frame: Any) -> None:

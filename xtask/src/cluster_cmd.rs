@@ -12,19 +12,24 @@ use crate::deployer::{self, ClusterRequirement, DeployOptions, Prepared};
 use crate::exit;
 use crate::flags::{ClusterFlags, DeployFlags, DestroyFlags, OutputFormat, PlanFlags};
 use crate::plan::{Plan, Scope};
-use crate::settings::ConfigFile;
+use crate::settings::{ConfigFile, DeployInput, TargetInput};
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-async fn prepare(
-    flags: ClusterFlags,
-    requirement: ClusterRequirement,
-) -> anyhow::Result<(Prepared, DeployOptions, OutputFormat)> {
+/// The inputs of a cluster command: flags over the config file.
+pub(crate) struct Inputs {
+    pub target: TargetInput,
+    pub deploy: DeployInput,
+    pub options: DeployOptions,
+    pub output: OutputFormat,
+}
+
+pub(crate) fn inputs(flags: ClusterFlags) -> anyhow::Result<Inputs> {
     let file = match &flags.config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
@@ -38,14 +43,91 @@ async fn prepare(
         scopes,
         force_conflicts: flags.force_conflicts,
         rollout_timeout: Duration::from_secs(flags.rollout_timeout),
+        allow_downgrade: flags.allow_downgrade,
     };
-    let target = flags.target.or(file.target());
-    let deploy = flags.deploy.or(file.deploy());
-    let prepared = deployer::prepare(catalog()?, target, deploy, &options, requirement).await?;
-    Ok((prepared, options, flags.output))
+    Ok(Inputs {
+        target: flags.target.or(file.target()),
+        deploy: flags.deploy.or(file.deploy()),
+        options,
+        output: flags.output,
+    })
 }
 
-fn print_plan(plan: &Plan, output: OutputFormat, applied: Option<bool>) -> anyhow::Result<()> {
+async fn prepare(
+    flags: ClusterFlags,
+    requirement: ClusterRequirement,
+) -> anyhow::Result<(Prepared, DeployOptions, OutputFormat)> {
+    let inputs = inputs(flags)?;
+    let prepared = deployer::prepare(
+        catalog()?,
+        inputs.target,
+        inputs.deploy,
+        &inputs.options,
+        requirement,
+    )
+    .await?;
+    for check in &prepared.checks {
+        tracing::debug!(ok = check.ok, "preflight {}: {}", check.name, check.detail);
+    }
+    // Destroy also cleans up after a broken or deleted cluster, so only the others insist.
+    if requirement == ClusterRequirement::MustExist {
+        prepared.require_preflight()?;
+    }
+    Ok((prepared, inputs.options, inputs.output))
+}
+
+/// `cargo xtask preflight`: every check, passed or failed, each failure with its fix.
+pub fn preflight(flags: ClusterFlags) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let inputs = inputs(flags)?;
+        let output = inputs.output;
+        let checks = match deployer::prepare(
+            catalog()?,
+            inputs.target,
+            inputs.deploy,
+            &inputs.options,
+            ClusterRequirement::MustExist,
+        )
+        .await
+        {
+            Ok(prepared) => prepared.checks,
+            // A check that stops everything else (no credentials, no cluster) is the answer.
+            Err(error) => vec![crate::preflight::Check::fail(
+                "prerequisites",
+                format!("{error}"),
+                "see the message",
+            )],
+        };
+        let ok = checks.iter().all(|check| check.ok);
+        match output {
+            OutputFormat::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "checks": checks }))
+                    .context("serialising the checks")?
+            ),
+            OutputFormat::Human => {
+                for check in &checks {
+                    println!(
+                        "{} {}: {}",
+                        if check.ok { "✓" } else { "✗" },
+                        check.name,
+                        check.detail
+                    );
+                    if let Some(fix) = &check.fix {
+                        println!("    fix: {fix}");
+                    }
+                }
+            }
+        }
+        Ok(exit::code(if ok { exit::SUCCESS } else { exit::FAILURE }))
+    })
+}
+
+pub(crate) fn print_plan(
+    plan: &Plan,
+    output: OutputFormat,
+    applied: Option<bool>,
+) -> anyhow::Result<()> {
     match output {
         OutputFormat::Human => print!("{}", plan.to_human()),
         OutputFormat::Json => {
@@ -63,7 +145,7 @@ fn print_plan(plan: &Plan, output: OutputFormat, applied: Option<bool>) -> anyho
 }
 
 /// Asks on the terminal; refuses outright when nobody can answer.
-fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+pub(crate) fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
     if yes {
         return Ok(true);
     }

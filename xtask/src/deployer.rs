@@ -15,12 +15,14 @@ use aws_config::SdkConfig;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::catalog::{Catalog, DataError};
+use crate::catalog::{Catalog, DataError, VersionStepError};
 use crate::facts::{self, FactsError, LiveFacts};
 use crate::plan::dashboard::{self, DashboardError};
 use crate::plan::iam::{self, CLUSTER_TAG, DesiredIam, IamError, MANAGED_BY_TAG};
 use crate::plan::kubernetes::{self, KubeError};
+use crate::plan::pod_identity::{self, PodIdentityError};
 use crate::plan::{Plan, Scope, Step};
+use crate::preflight::{self, Check};
 use crate::render::{MANAGED_BY, RenderError, Rendered, render};
 use crate::settings::{DeployInput, IdentityMode, SettingsError, Target, TargetInput};
 
@@ -36,6 +38,8 @@ pub enum DeployError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
+    VersionStep(#[from] VersionStepError),
+    #[error(transparent)]
     Facts(#[from] FactsError),
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -45,6 +49,10 @@ pub enum DeployError {
     Kubernetes(#[from] KubeError),
     #[error(transparent)]
     Dashboard(#[from] DashboardError),
+    #[error(transparent)]
+    PodIdentity(#[from] PodIdentityError),
+    #[error("preflight failed: {0}")]
+    Preflight(String),
     #[error("cannot use the kubeconfig{}: {message}; check --kubeconfig/--context or KUBECONFIG", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
     Kubeconfig {
         path: Option<PathBuf>,
@@ -68,6 +76,8 @@ pub struct DeployOptions {
     pub scopes: Vec<Scope>,
     pub force_conflicts: bool,
     pub rollout_timeout: Duration,
+    /// Allows a version older than the live one.
+    pub allow_downgrade: bool,
 }
 
 /// Whether the EKS cluster must exist: `destroy` also cleans up after a deleted cluster.
@@ -79,6 +89,9 @@ pub enum ClusterRequirement {
 
 /// Everything a plan is computed from.
 pub struct Prepared {
+    /// The preflight checks; [`Prepared::require_preflight`] refuses to go on past a failure.
+    pub checks: Vec<Check>,
+    pub catalog: &'static Catalog,
     pub target: Target,
     pub rendered: Rendered,
     pub iam: DesiredIam,
@@ -136,7 +149,8 @@ fn validate_names(
     Ok((policy_name, dashboard_name, input.tags.clone()))
 }
 
-async fn kube_client(input: &DeployInput) -> Result<Client, DeployError> {
+/// The Kubernetes client from the kubeconfig chain, and the API server URL it talks to.
+async fn kube_client(input: &DeployInput) -> Result<(Client, String), DeployError> {
     let error = |message: String| DeployError::Kubeconfig {
         path: input.kubeconfig.clone(),
         message,
@@ -159,12 +173,14 @@ async fn kube_client(input: &DeployInput) -> Result<Client, DeployError> {
             .await
             .map_err(|e| error(e.to_string()))?
     };
-    Client::try_from(config).map_err(|e| error(e.to_string()))
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| error(e.to_string()))?;
+    Ok((client, url))
 }
 
 /// Reads the live facts and renders the artifacts for them.
 pub async fn prepare(
-    catalog: &Catalog,
+    catalog: &'static Catalog,
     mut target_input: TargetInput,
     deploy_input: DeployInput,
     options: &DeployOptions,
@@ -201,18 +217,95 @@ pub async fn prepare(
     };
     target_input.region = Some(region.clone());
     target_input.account = Some(facts.account.clone());
-    let identity = target_input.identity.unwrap_or(IdentityMode::Irsa);
-    match (&facts.oidc_issuer, identity, requirement) {
-        (Some(issuer), IdentityMode::Irsa, ClusterRequirement::MustExist) => {
-            facts::check_oidc_provider(&sdk, &partition, &facts.account, &region, &cluster, issuer)
-                .await?;
+    let eks = aws_sdk_eks::Client::new(&sdk);
+    let must_exist = requirement == ClusterRequirement::MustExist;
+    let mut checks = vec![
+        Check::pass(
+            "caller",
+            format!(
+                "{} (account {}, partition {})",
+                facts.caller_arn, facts.account, facts.caller_partition
+            ),
+        ),
+        Check::pass(
+            "cluster",
+            if must_exist {
+                format!("{cluster} is ACTIVE in {region}")
+            } else {
+                format!("{cluster} in {region}")
+            },
+        ),
+    ];
+    let identity = match target_input.identity.unwrap_or(IdentityMode::Irsa) {
+        IdentityMode::Auto if must_exist => {
+            if pod_identity::agent_active(&eks, &cluster).await? {
+                tracing::info!(
+                    "identity auto: pod-identity, because the {} add-on is ACTIVE",
+                    pod_identity::AGENT_ADDON
+                );
+                IdentityMode::PodIdentity
+            } else {
+                tracing::info!(
+                    "identity auto: irsa, because the {} add-on is not ACTIVE",
+                    pod_identity::AGENT_ADDON
+                );
+                IdentityMode::Irsa
+            }
         }
-        (None, IdentityMode::Irsa, ClusterRequirement::MustExist) => {
+        // Destroying only needs names, which do not depend on the identity mode.
+        IdentityMode::Auto => IdentityMode::PodIdentity,
+        mode => mode,
+    };
+    target_input.identity = Some(identity);
+    match (&facts.oidc_issuer, identity, must_exist) {
+        (Some(issuer), IdentityMode::Irsa, true) => {
+            checks.push(
+                match facts::check_oidc_provider(
+                    &sdk,
+                    &partition,
+                    &facts.account,
+                    &region,
+                    &cluster,
+                    issuer,
+                )
+                .await
+                {
+                    Ok(()) => Check::pass(
+                        "IAM OIDC provider",
+                        format!("{issuer} is trusted with audience sts.amazonaws.com"),
+                    ),
+                    Err(
+                        error @ (FactsError::OidcProviderMissing { .. }
+                        | FactsError::OidcAudienceMissing { .. }),
+                    ) => {
+                        let text = error.to_string();
+                        let (detail, fix) = text.split_once("; ").unwrap_or((&text, ""));
+                        Check::fail("IAM OIDC provider", detail, fix)
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+            );
+        }
+        (None, IdentityMode::Irsa, true) => {
             return Err(FactsError::NoOidcIssuer { cluster }.into());
         }
         // Destroying only needs the names; an unknown issuer does not change them.
-        (None, IdentityMode::Irsa, ClusterRequirement::MayBeGone) => {
+        (None, IdentityMode::Irsa, false) => {
             target_input.identity = Some(IdentityMode::PodIdentity);
+        }
+        (_, IdentityMode::PodIdentity, true) => {
+            checks.push(if pod_identity::agent_active(&eks, &cluster).await? {
+                Check::pass("Pod Identity agent", format!("the {} add-on is ACTIVE", pod_identity::AGENT_ADDON))
+            } else {
+                Check::fail(
+                    "Pod Identity agent",
+                    format!("the {} add-on is not ACTIVE on {cluster}, so pods would get no credentials", pod_identity::AGENT_ADDON),
+                    format!(
+                        "aws eks create-addon --cluster-name {cluster} --addon-name {} (or use --identity irsa)",
+                        pod_identity::AGENT_ADDON
+                    ),
+                )
+            });
         }
         _ => {}
     }
@@ -241,11 +334,24 @@ pub async fn prepare(
         role_tags: common_tags(Some((CLUSTER_TAG, &cluster))),
     };
     let kube = if options.scopes.contains(&Scope::Kubernetes) {
-        Some(kube_client(&deploy_input).await?)
+        let (client, url) = kube_client(&deploy_input).await?;
+        if must_exist {
+            checks.push(preflight::context_check(
+                &url,
+                facts.cluster_endpoint.as_deref(),
+                &cluster,
+                deploy_input.context.is_some(),
+            ));
+            checks.push(preflight::rbac_check(&client, &target.namespace).await);
+            checks.push(preflight::security_group_reminder(&target.namespace));
+        }
+        Some(client)
     } else {
         None
     };
     Ok(Prepared {
+        checks,
+        catalog,
         target,
         rendered,
         iam,
@@ -254,6 +360,80 @@ pub async fn prepare(
         sdk,
         kube,
     })
+}
+
+impl Prepared {
+    /// Fails with every failed preflight check, each with its fix.
+    pub fn require_preflight(&self) -> Result<(), DeployError> {
+        let failures: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|check| !check.ok)
+            .map(|check| {
+                format!(
+                    "{}: {} (fix: {})",
+                    check.name,
+                    check.detail,
+                    check.fix.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DeployError::Preflight(failures.join("; ")))
+        }
+    }
+
+    /// The Pod Identity association: wanted in pod-identity mode unless destroying.
+    async fn plan_association(
+        &self,
+        destroying: bool,
+    ) -> Result<Option<crate::plan::ResourceChange>, DeployError> {
+        if self.facts.cluster_arn.is_empty() {
+            // The cluster is gone, and its associations with it.
+            return Ok(None);
+        }
+        let eks = aws_sdk_eks::Client::new(&self.sdk);
+        let wanted = (!destroying && self.target.identity == IdentityMode::PodIdentity)
+            .then_some(self.rendered.role_arn.as_str());
+        Ok(pod_identity::plan(
+            &eks,
+            &self.target.cluster,
+            &self.target.namespace,
+            crate::settings::SERVICE_ACCOUNT,
+            wanted,
+            &self.iam.role_tags,
+        )
+        .await?)
+    }
+
+    /// Waits for the live Deployment's current rollout, whether or not this run changed it.
+    pub async fn wait_for_rollout(&self, timeout: Duration) -> Result<(), DeployError> {
+        if let Some(client) = &self.kube {
+            kubernetes::wait_for_current_rollout(
+                client,
+                &self.target.namespace,
+                crate::settings::SERVICE_ACCOUNT,
+                timeout,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The helper's live Deployment, when the Kubernetes scope is in use and it exists.
+    pub async fn live_deployment(&self) -> Result<Option<kubernetes::LiveDeployment>, DeployError> {
+        let Some(client) = &self.kube else {
+            return Ok(None);
+        };
+        Ok(kubernetes::live_deployment(
+            client,
+            &self.target.namespace,
+            crate::settings::SERVICE_ACCOUNT,
+        )
+        .await?)
+    }
 }
 
 fn empty_plan(prepared: &Prepared) -> Plan {
@@ -280,9 +460,19 @@ pub async fn plan(prepared: &Prepared, options: &DeployOptions) -> Result<Plan, 
                 let client = aws_sdk_iam::Client::new(&prepared.sdk);
                 plan.changes
                     .extend(iam::plan(&client, &prepared.iam).await?);
+                plan.changes.extend(prepared.plan_association(false).await?);
             }
             Scope::Kubernetes => {
                 if let Some(client) = &prepared.kube {
+                    if let Some(live) = prepared.live_deployment().await?
+                        && let Some(live_version) = live.version
+                    {
+                        prepared.catalog.check_step(
+                            live_version,
+                            prepared.target.version,
+                            options.allow_downgrade,
+                        )?;
+                    }
                     plan.changes.extend(
                         kubernetes::plan(
                             client,
@@ -335,6 +525,7 @@ pub async fn plan_destroy(
                 }
             }
             Scope::Iam => {
+                plan.changes.extend(prepared.plan_association(true).await?);
                 let client = aws_sdk_iam::Client::new(&prepared.sdk);
                 plan.changes
                     .extend(iam::plan_destroy(&client, &prepared.iam).await?);
@@ -352,6 +543,7 @@ pub async fn execute(
 ) -> Result<(), DeployError> {
     let iam_client = aws_sdk_iam::Client::new(&prepared.sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
+    let eks = aws_sdk_eks::Client::new(&prepared.sdk);
     for change in &plan.changes {
         if !change.steps.is_empty() {
             tracing::info!(kind = change.kind, name = %change.name, "applying");
@@ -366,6 +558,9 @@ pub async fn execute(
                 Step::PutDashboard { .. } | Step::DeleteDashboard { .. } => {
                     dashboard::apply(&cloudwatch, step).await?
                 }
+                Step::CreateAssociation { .. }
+                | Step::UpdateAssociation { .. }
+                | Step::DeleteAssociation { .. } => pod_identity::apply(&eks, step).await?,
                 _ => iam::apply(&iam_client, step).await?,
             }
         }

@@ -39,6 +39,12 @@ pub enum Command {
     Deploy(DeployFlags),
     /// Remove what this tool created (tagged or labelled as ours), plan first
     Destroy(DestroyFlags),
+    /// Check everything a deploy needs (credentials, cluster, identity provider or agent, kube context, RBAC)
+    Preflight(ClusterFlags),
+    /// Upgrade the running helper one minor version at a time, waiting for each rollout
+    Upgrade(UpgradeFlags),
+    /// Live and pinned version, next upgrade step, identity mode, drift and last rollout
+    Status(StatusFlags),
     /// Install the tools the tests need (a project-local Python virtualenv) and run every test
     Test(TestFlags),
     /// The local sandbox: an AWS emulator, a Kubernetes API server and simulated aws-node pods
@@ -66,6 +72,9 @@ pub struct SandboxUpFlags {
     /// Where to write kubeconfig and env
     #[arg(long, default_value = ".sandbox")]
     pub dir: std::path::PathBuf,
+    /// Install the eks-pod-identity-agent add-on on the emulated cluster (for --identity pod-identity or auto)
+    #[arg(long)]
+    pub pod_identity_agent: bool,
 }
 
 const RENDER_EXAMPLES: &str = "Example:\n  cargo xtask render --region eu-west-1 --cluster prod --account 111122223333 \\\n      --oidc-issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE --out rendered/prod";
@@ -104,6 +113,9 @@ pub struct ClusterFlags {
     /// How long to wait for the Deployment's rollout, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub rollout_timeout: u64,
+    /// Allow a version older than the one running in the cluster
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// human: a readable plan; json: the plan as one JSON object
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
@@ -138,6 +150,24 @@ pub struct DestroyFlags {
     /// Delete without asking (required when stdin is not a terminal)
     #[arg(long, alias = "approve")]
     pub yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeFlags {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+    /// The release to end on, vX.Y.Z
+    #[arg(long, value_name = "vX.Y.Z")]
+    pub to: String,
+    /// Upgrade without asking (required when stdin is not a terminal)
+    #[arg(long, alias = "approve")]
+    pub yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusFlags {
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 }
 
 #[derive(Debug, clap::Args)]

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Command::Plan(plan) => xtask::cluster_cmd::plan(plan),
         Command::Deploy(deploy) => xtask::cluster_cmd::deploy(deploy),
         Command::Destroy(destroy) => xtask::cluster_cmd::destroy(destroy),
+        Command::Preflight(preflight) => xtask::cluster_cmd::preflight(preflight),
+        Command::Upgrade(upgrade) => xtask::upgrade_cmd::upgrade(upgrade),
+        Command::Status(status) => xtask::status_cmd::status(status),
         Command::Test(test) => xtask::test_cmd::run(test),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
     };

@@ -30,6 +30,7 @@ async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
         region: flags.region,
         dir: flags.dir,
         aws_endpoint,
+        pod_identity_agent: flags.pod_identity_agent,
     };
     let sandbox = Sandbox::start(&tools, options)
         .await

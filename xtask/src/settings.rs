@@ -32,6 +32,9 @@ pub enum IdentityMode {
     Irsa,
     /// EKS Pod Identity: a role trusting pods.eks.amazonaws.com, bound by an association.
     PodIdentity,
+    /// Pod Identity when the cluster's eks-pod-identity-agent add-on is ACTIVE, else IRSA
+    /// (decided from the live cluster; not for the offline `render`).
+    Auto,
 }
 
 impl IdentityMode {
@@ -39,6 +42,7 @@ impl IdentityMode {
         match self {
             IdentityMode::Irsa => "irsa",
             IdentityMode::PodIdentity => "pod-identity",
+            IdentityMode::Auto => "auto",
         }
     }
 }
@@ -264,6 +268,10 @@ pub enum SettingsError {
     Version(#[from] VersionError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(
+        "--identity auto is decided from the live cluster (its eks-pod-identity-agent add-on); for render choose irsa or pod-identity"
+    )]
+    AutoIdentityOffline,
 }
 
 impl TargetInput {
@@ -290,6 +298,9 @@ impl TargetInput {
             return Err(SettingsError::Account(account));
         }
         let identity = self.identity.unwrap_or(IdentityMode::Irsa);
+        if identity == IdentityMode::Auto {
+            return Err(SettingsError::AutoIdentityOffline);
+        }
         let oidc_issuer_host_path = match self.oidc_issuer {
             Some(issuer) => {
                 Some(issuer_host_path(&issuer).ok_or(SettingsError::OidcIssuer(issuer))?)

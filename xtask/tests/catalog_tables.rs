@@ -255,3 +255,76 @@ fn versions_cover_every_release_from_v1_11_0_oldest_first() {
         a.parse::<xtask::catalog::Version>().expect("v") < b.parse().expect("v")
     }));
 }
+
+fn version(text: &str) -> xtask::catalog::Version {
+    text.parse().expect("a well-formed version")
+}
+
+#[test]
+fn upgrade_paths_step_through_the_newest_patch_of_each_minor() {
+    let catalog = catalog().expect("the embedded catalog parses");
+    let path = |from: &str, to: &str| -> Vec<String> {
+        catalog
+            .upgrade_path(version(from), version(to))
+            .expect("a path")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(path("v1.19.0", "v1.21.1"), ["v1.20.5", "v1.21.1"]);
+    assert_eq!(
+        path("v1.22.0", "v1.22.4"),
+        ["v1.22.4"],
+        "patch jumps are one step"
+    );
+    assert_eq!(
+        path("v1.10.3", "v1.12.6"),
+        ["v1.11.5", "v1.12.6"],
+        "an unlisted live version works"
+    );
+    assert!(path("v1.23.0", "v1.23.0").is_empty());
+    assert!(
+        catalog
+            .upgrade_path(version("v1.23.0"), version("v1.22.4"))
+            .is_err()
+    );
+    assert!(
+        catalog
+            .upgrade_path(version("v1.9.0"), version("v1.12.6"))
+            .is_err(),
+        "no v1.10 release is known"
+    );
+}
+
+#[test]
+fn a_change_that_skips_a_minor_or_goes_back_is_refused_with_the_path() {
+    let catalog = catalog().expect("the embedded catalog parses");
+    assert!(
+        catalog
+            .check_step(version("v1.21.0"), version("v1.22.4"), false)
+            .is_ok()
+    );
+    assert!(
+        catalog
+            .check_step(version("v1.21.0"), version("v1.21.2"), false)
+            .is_ok()
+    );
+    let error = catalog
+        .check_step(version("v1.20.0"), version("v1.23.0"), false)
+        .expect_err("a skip");
+    assert_eq!(
+        error.to_string(),
+        "v1.20.0 -> v1.23.0 skips a minor version; the helper is upgraded one minor at a time, as AWS advises: \
+         run `cargo xtask upgrade --to v1.23.0`, which goes v1.20.0 -> v1.21.2 -> v1.22.4 -> v1.23.0"
+    );
+    assert!(
+        catalog
+            .check_step(version("v1.22.4"), version("v1.21.0"), false)
+            .is_err()
+    );
+    assert!(
+        catalog
+            .check_step(version("v1.22.4"), version("v1.21.0"), true)
+            .is_ok()
+    );
+}

@@ -1,10 +1,13 @@
 //! The xtask integration tests, linked into one binary (see `autotests = false`).
 
 mod support;
+mod upgrade;
+mod world;
 
 mod catalog_tables;
 mod deploy;
 mod iam_lint;
+mod identity;
 mod kubernetes_schemas;
 mod render_cli;
 mod sandbox_up;

@@ -1,9 +1,11 @@
 //! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}` and
-//! `/apis/{group}/{version}`, in the plain (not aggregated) format. kubectl asks for
+//! `/apis/{group}/{version}`, in the plain (not aggregated) format. Besides the stored
+//! types, `authorization.k8s.io/v1` lists `selfsubjectaccessreviews` (create only). kubectl asks for
 //! aggregated discovery first and falls back to these when the response is plain JSON.
 
 use serde_json::{Value, json};
 
+use super::access;
 use super::resources::{RESOURCE_TYPES, ResourceType, named_groups};
 
 /// The verbs every served type supports.
@@ -54,9 +56,17 @@ fn group_document(group: &str, version: &str) -> Value {
     })
 }
 
+/// The named groups of stored types, then `authorization.k8s.io`, which serves only
+/// SelfSubjectAccessReview and stores nothing.
+fn served_groups() -> Vec<(&'static str, &'static str)> {
+    let mut groups = named_groups();
+    groups.push((access::GROUP, access::VERSION));
+    groups
+}
+
 /// `/apis`: every named group.
 pub(crate) fn group_list() -> Value {
-    let groups: Vec<Value> = named_groups()
+    let groups: Vec<Value> = served_groups()
         .into_iter()
         .map(|(group, version)| group_document(group, version))
         .collect();
@@ -65,7 +75,7 @@ pub(crate) fn group_list() -> Value {
 
 /// `/apis/{group}`, or None for an unknown group.
 pub(crate) fn group(name: &str) -> Option<Value> {
-    let (group, version) = named_groups()
+    let (group, version) = served_groups()
         .into_iter()
         .find(|(group, _)| *group == name)?;
     let mut document = group_document(group, version);
@@ -88,6 +98,9 @@ fn resource_entry(rt: &ResourceType) -> Value {
 /// `/api/v1` or `/apis/{group}/{version}`, or None when nothing is served there.
 pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
+    if group == access::GROUP && version == access::VERSION {
+        resources.push(access::discovery_entry());
+    }
     for rt in RESOURCE_TYPES
         .iter()
         .filter(|rt| rt.group == group && rt.version == version)

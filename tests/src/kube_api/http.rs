@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::LoggedRequest;
+use super::access;
 use super::discovery;
 use super::errors::ApiError;
 use super::resources::{self, RESOURCE_TYPES};
@@ -291,6 +292,7 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
             let rest = rest.join("/");
             return proxy(shared, request, &namespace, &pod, &rest).await;
         }
+        ["apis", access::GROUP, access::VERSION, access::PLURAL] => access_review(shared, request),
         ["api", "v1", rest @ ..] => resource(shared, request, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource(shared, request, group, version, rest),
         _ => Err(ApiError::path_not_found(&path)),
@@ -299,6 +301,22 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
         Ok(response) => response,
         Err(error) => error_response(&error),
     }
+}
+
+/// `POST .../selfsubjectaccessreviews`: answers whether the caller may do something.
+/// Nothing is stored, so a dry run answers the same.
+fn access_review(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method != Method::POST {
+        return Err(ApiError::method_not_allowed(&request.method));
+    }
+    request.parse_dry_run()?;
+    let body = request.body_value()?;
+    let denials = shared.lock().denials.clone();
+    let answer = access::review(body, &denials)?;
+    Ok(json_response(StatusCode::CREATED, &answer))
 }
 
 fn get_only(

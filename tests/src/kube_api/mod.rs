@@ -5,7 +5,8 @@
 //! ConfigMap, Event, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Deployment,
 //! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (merge,
 //! JSON and server-side apply), delete and deletecollection, plus discovery, the pods
-//! proxy and the status subresources. Behaviour follows the real server where the tool
+//! proxy, the status subresources and SelfSubjectAccessReview (everything is allowed
+//! unless a test denies it with [`FakeApiServer::deny`]). Behaviour follows the real server where the tool
 //! or kube-rs can observe it: `metav1.Status` errors, resourceVersion and generation
 //! bumped only on real changes, server-side apply with field ownership and conflicts,
 //! dry runs, optimistic concurrency on replace, and watch streams that resume from a
@@ -15,6 +16,7 @@
 //! Tests observe and steer the server through [`FakeApiServer`]: seed objects, read the
 //! request log, inject failures.
 
+mod access;
 mod apply;
 mod clock;
 mod discovery;
@@ -37,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use self::access::Denial;
 use self::http::Shared;
 use self::resources::RESOURCE_TYPES;
 use self::store::{Fault, ObjectKey, State};
@@ -83,9 +86,15 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    /// Whether the request could have changed state: not a GET and not a dry run.
+    /// Whether the request could have changed state: not a GET, not a dry run, and not
+    /// a SelfSubjectAccessReview (a POST that only asks a question and stores nothing).
     pub fn is_write(&self) -> bool {
-        self.method != ::http::Method::GET && !self.dry_run
+        self.method != ::http::Method::GET && !self.dry_run && !self.is_access_review()
+    }
+
+    /// Whether the request was a SelfSubjectAccessReview.
+    pub fn is_access_review(&self) -> bool {
+        self.path.trim_end_matches('/') == access::PATH
     }
 
     /// The value of a query parameter, if sent.
@@ -264,6 +273,29 @@ impl FakeApiServer {
             status,
             remaining: count,
         });
+    }
+
+    /// Makes SelfSubjectAccessReviews for `verb` on `resource` in API `group` (`""` for
+    /// the core group) answer `allowed: false` with a reason, in `namespace`, or in every
+    /// namespace and at the cluster scope when `None`. `verb`, `group` and `resource`
+    /// may be `*` to match anything. Only the reviews change: the requests themselves
+    /// still succeed, since the sandbox has no RBAC.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) {
+        let denial = Denial {
+            verb: verb.to_owned(),
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            namespace: namespace.map(str::to_owned),
+        };
+        let mut state = self.shared.lock();
+        if !state.denials.contains(&denial) {
+            state.denials.push(denial);
+        }
+    }
+
+    /// Takes back every [`FakeApiServer::deny`]: all reviews answer allowed again.
+    pub fn clear_denials(&self) {
+        self.shared.lock().denials.clear();
     }
 
     /// The current global resourceVersion.

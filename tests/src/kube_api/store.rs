@@ -1,6 +1,6 @@
 //! The object store: every object the fake API server holds, the global resourceVersion
 //! counter, the watch event history, field ownership, and the test knobs (stuck
-//! rollouts, injected faults, the request log).
+//! rollouts, injected faults, denied permissions, the request log).
 //!
 //! All writes go through [`State::commit`], which fills server-managed metadata, bumps
 //! `resourceVersion` and `metadata.generation` only when the object really changed,
@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::LoggedRequest;
+use super::access::Denial;
 use super::apply::{self, Ownership, Scope};
 use super::clock::{new_uid, now_rfc3339};
 use super::errors::ApiError;
@@ -124,6 +125,8 @@ pub(crate) struct State {
     pub events: broadcast::Sender<Arc<WatchRecord>>,
     pub stuck_rollouts: BTreeSet<(String, String)>,
     pub faults: Vec<Fault>,
+    /// Permissions that SelfSubjectAccessReviews report as missing.
+    pub denials: Vec<Denial>,
     pub requests: Vec<LoggedRequest>,
 }
 
@@ -137,6 +140,7 @@ impl State {
             events,
             stuck_rollouts: BTreeSet::new(),
             faults: Vec::new(),
+            denials: Vec::new(),
             requests: Vec::new(),
         };
         for namespace in SYSTEM_NAMESPACES {

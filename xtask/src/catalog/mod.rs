@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 pub use partitions::Partition;
 pub use regions::{EcrRegistry, RegionError, ResolvedRegion};
-pub use versions::{Version, VersionError};
+pub use versions::{Version, VersionError, VersionStepError};
 
 /// A malformed embedded data file. This is a bug in the repository, not a user error, and
 /// the table tests catch it before a release; it is still reported, never panicked on.

@@ -66,7 +66,107 @@ impl FromStr for Version {
     }
 }
 
+/// Why a version change is refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VersionStepError {
+    #[error(
+        "{from} -> {to} skips a minor version; the helper is upgraded one minor at a time, as AWS advises: \
+         run `cargo xtask upgrade --to {to}`, which goes {path}"
+    )]
+    SkipsMinor {
+        from: String,
+        to: String,
+        path: String,
+    },
+    #[error("{from} -> {to} is a downgrade; pass --allow-downgrade if that is what you want")]
+    Downgrade { from: String, to: String },
+    #[error("{from} -> {to} changes the major version, which no known release path covers")]
+    MajorChange { from: String, to: String },
+    #[error(
+        "no known release of v{major}.{minor} lies on the way from {from} to {to}; add it to templates/data/versions.txt"
+    )]
+    NoReleaseOfMinor {
+        major: u32,
+        minor: u32,
+        from: String,
+        to: String,
+    },
+}
+
 impl Catalog {
+    /// The releases to step through from `from` to `to`, one minor at a time, each
+    /// intermediate minor at its newest known patch, `to` last. Empty when `to == from`.
+    pub fn upgrade_path(
+        &self,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<Version>, VersionStepError> {
+        let names = || (from.to_string(), to.to_string());
+        if from.major != to.major {
+            let (from, to) = names();
+            return Err(VersionStepError::MajorChange { from, to });
+        }
+        if to < from {
+            let (from, to) = names();
+            return Err(VersionStepError::Downgrade { from, to });
+        }
+        let mut path = Vec::new();
+        for minor in from.minor + 1..to.minor {
+            let newest = self
+                .versions
+                .iter()
+                .filter(|known| known.major == from.major && known.minor == minor)
+                .max()
+                .copied()
+                .ok_or_else(|| {
+                    let (from, to) = names();
+                    VersionStepError::NoReleaseOfMinor {
+                        major: to_major(&from),
+                        minor,
+                        from,
+                        to,
+                    }
+                })?;
+            path.push(newest);
+        }
+        if to != from {
+            path.push(to);
+        }
+        Ok(path)
+    }
+
+    /// Refuses a change from the live version that skips a minor version, or goes back
+    /// without `allow_downgrade`. Patch jumps within a minor are fine.
+    pub fn check_step(
+        &self,
+        live: Version,
+        desired: Version,
+        allow_downgrade: bool,
+    ) -> Result<(), VersionStepError> {
+        if desired < live {
+            if allow_downgrade {
+                return Ok(());
+            }
+            return Err(VersionStepError::Downgrade {
+                from: live.to_string(),
+                to: desired.to_string(),
+            });
+        }
+        if desired.major == live.major && desired.minor <= live.minor + 1 {
+            return Ok(());
+        }
+        let path = self.upgrade_path(live, desired)?;
+        Err(VersionStepError::SkipsMinor {
+            from: live.to_string(),
+            to: desired.to_string(),
+            path: std::iter::once(live)
+                .chain(path)
+                .map(|version| version.to_string())
+                .collect::<Vec<_>>()
+                .join(" -> "),
+        })
+    }
+
     /// The newest known release: the default when no version is pinned.
     pub fn latest_version(&self) -> Option<Version> {
         self.versions.last().copied()
@@ -104,6 +204,16 @@ impl Catalog {
             .map(ToString::to_string)
             .collect()
     }
+}
+
+/// The major number of a version string already known to be well formed.
+fn to_major(version: &str) -> u32 {
+    version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(0)
 }
 
 pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Version>, DataError> {

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Change, ResourceChange, Scope, Step};
+use crate::catalog::Version;
 use crate::documents::diff;
 use crate::render::{MANAGED_BY, ManifestObject};
 
@@ -321,6 +322,22 @@ where
     }
 }
 
+/// Waits until the live Deployment's current generation has rolled out.
+pub async fn wait_for_current_rollout(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let live = api
+        .get(name)
+        .await
+        .map_err(|error| call_error("reading", "Deployment", name, error))?;
+    let generation = live.metadata.generation.unwrap_or(0);
+    wait_for_rollout(api, namespace, name, generation, timeout).await
+}
+
 /// Waits until the Deployment's controller has observed `generation` and the rollout is
 /// complete.
 async fn wait_for_rollout(
@@ -352,6 +369,87 @@ async fn wait_for_rollout(
             seconds: timeout.as_secs(),
         }),
     }
+}
+
+/// Where the helper's Deployment stands in the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveDeployment {
+    /// From the `app.kubernetes.io/version` label, else from the image tag.
+    pub version: Option<Version>,
+    pub image: Option<String>,
+    pub rollout: RolloutState,
+}
+
+/// The Deployment's last rollout, as its status tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutState {
+    pub complete: bool,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i32,
+    pub updated_replicas: i32,
+    pub ready_replicas: i32,
+    /// The Progressing condition's reason, e.g. NewReplicaSetAvailable or ProgressDeadlineExceeded.
+    pub reason: Option<String>,
+}
+
+/// Reads the live Deployment named like the rendered one, if any.
+pub async fn live_deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<LiveDeployment>, KubeError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(deployment) = api
+        .get_opt(name)
+        .await
+        .map_err(|error| call_error("reading", "Deployment", name, error))?
+    else {
+        return Ok(None);
+    };
+    let image = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.image.clone());
+    let version = deployment
+        .labels()
+        .get("app.kubernetes.io/version")
+        .and_then(|label| label.parse().ok())
+        .or_else(|| {
+            image
+                .as_deref()
+                .and_then(|image| image.rsplit(':').next())
+                .and_then(|tag| tag.parse().ok())
+        });
+    let status = deployment.status.clone().unwrap_or_default();
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let observed_generation = status.observed_generation.unwrap_or(0);
+    let reason = status
+        .conditions
+        .as_ref()
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|condition| condition.type_ == "Progressing")
+        })
+        .and_then(|condition| condition.reason.clone());
+    let complete = observed_generation >= generation
+        && is_deployment_completed().matches_object(Some(&deployment));
+    Ok(Some(LiveDeployment {
+        version,
+        image,
+        rollout: RolloutState {
+            complete,
+            generation,
+            observed_generation,
+            replicas: status.replicas.unwrap_or(0),
+            updated_replicas: status.updated_replicas.unwrap_or(0),
+            ready_replicas: status.ready_replicas.unwrap_or(0),
+            reason,
+        },
+    }))
 }
 
 /// Carries out one Kubernetes step.

@@ -7,6 +7,7 @@
 pub mod dashboard;
 pub mod iam;
 pub mod kubernetes;
+pub mod pod_identity;
 
 use std::fmt::Write as _;
 
@@ -143,6 +144,22 @@ pub enum Step {
     },
     DeleteDashboard {
         name: String,
+    },
+    CreateAssociation {
+        cluster: String,
+        namespace: String,
+        service_account: String,
+        role_arn: String,
+        tags: std::collections::BTreeMap<String, String>,
+    },
+    UpdateAssociation {
+        cluster: String,
+        id: String,
+        role_arn: String,
+    },
+    DeleteAssociation {
+        cluster: String,
+        id: String,
     },
 }
 

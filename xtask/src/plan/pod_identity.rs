@@ -1,0 +1,204 @@
+//! The EKS Pod Identity association that binds the helper's service account to its role.
+//! It exists only in pod-identity mode; switching to IRSA removes the one this tool made.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_eks::Client;
+
+use super::{Change, ResourceChange, Scope, Step};
+use crate::aws::describe;
+use crate::plan::iam::MANAGED_BY_TAG;
+use crate::render::MANAGED_BY;
+
+/// The add-on that serves Pod Identity credentials on the nodes.
+pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
+
+#[derive(Debug, thiserror::Error)]
+#[error("eks:{operation} for {resource} failed: {message}")]
+pub struct PodIdentityError {
+    pub operation: &'static str,
+    pub resource: String,
+    pub message: String,
+}
+
+fn call_error<E: std::error::Error>(
+    operation: &'static str,
+    resource: &str,
+) -> impl FnOnce(E) -> PodIdentityError {
+    let resource = resource.to_owned();
+    move |error| PodIdentityError {
+        operation,
+        resource,
+        message: describe(&error),
+    }
+}
+
+/// Whether the Pod Identity agent add-on is ACTIVE on the cluster.
+pub async fn agent_active(client: &Client, cluster: &str) -> Result<bool, PodIdentityError> {
+    match client
+        .describe_addon()
+        .cluster_name(cluster)
+        .addon_name(AGENT_ADDON)
+        .send()
+        .await
+    {
+        Ok(output) => Ok(output
+            .addon
+            .and_then(|addon| addon.status)
+            .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active)),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(call_error("DescribeAddon", cluster)(error)),
+    }
+}
+
+/// The live association for the service account: its id, role and tags.
+async fn live(
+    client: &Client,
+    cluster: &str,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Option<(String, String, HashMap<String, String>)>, PodIdentityError> {
+    let resource = format!("{cluster} {namespace}/{service_account}");
+    let listed = client
+        .list_pod_identity_associations()
+        .cluster_name(cluster)
+        .namespace(namespace)
+        .service_account(service_account)
+        .send()
+        .await
+        .map_err(call_error("ListPodIdentityAssociations", &resource))?;
+    let Some(id) = listed
+        .associations()
+        .first()
+        .and_then(|summary| summary.association_id())
+    else {
+        return Ok(None);
+    };
+    let described = client
+        .describe_pod_identity_association()
+        .cluster_name(cluster)
+        .association_id(id)
+        .send()
+        .await
+        .map_err(call_error("DescribePodIdentityAssociation", &resource))?;
+    let association = described
+        .association
+        .unwrap_or_else(|| aws_sdk_eks::types::PodIdentityAssociation::builder().build());
+    Ok(Some((
+        id.to_owned(),
+        association.role_arn.unwrap_or_default(),
+        association.tags.unwrap_or_default(),
+    )))
+}
+
+/// Plans the association: present with `role_arn` in pod-identity mode (`Some`), absent in
+/// IRSA mode (`None`), where only an association this tool made is removed.
+pub async fn plan(
+    client: &Client,
+    cluster: &str,
+    namespace: &str,
+    service_account: &str,
+    role_arn: Option<&str>,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<ResourceChange>, PodIdentityError> {
+    let kind = "EKS Pod Identity association";
+    let name = format!("{namespace}/{service_account}");
+    let live = live(client, cluster, namespace, service_account).await?;
+    let change = match (role_arn, live) {
+        (Some(role_arn), None) => ResourceChange::new(Scope::Iam, kind, name, Change::Create)
+            .with_steps(vec![Step::CreateAssociation {
+                cluster: cluster.to_owned(),
+                namespace: namespace.to_owned(),
+                service_account: service_account.to_owned(),
+                role_arn: role_arn.to_owned(),
+                tags: tags.clone(),
+            }]),
+        (Some(role_arn), Some((id, live_role, _))) if live_role != role_arn => ResourceChange::new(
+            Scope::Iam,
+            kind,
+            name,
+            Change::Update {
+                diff: vec![format!("~ .roleArn: \"{live_role}\" -> \"{role_arn}\"")],
+            },
+        )
+        .with_steps(vec![Step::UpdateAssociation {
+            cluster: cluster.to_owned(),
+            id,
+            role_arn: role_arn.to_owned(),
+        }]),
+        (Some(_), Some(_)) => ResourceChange::new(Scope::Iam, kind, name, Change::NoOp),
+        (None, Some((id, _, live_tags))) => {
+            if live_tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY) {
+                ResourceChange::new(Scope::Iam, kind, name, Change::Delete).with_steps(vec![
+                    Step::DeleteAssociation {
+                        cluster: cluster.to_owned(),
+                        id,
+                    },
+                ])
+            } else {
+                ResourceChange::new(Scope::Iam, kind, name, Change::NoOp).with_note(
+                    "kept: not made by this tool, but it gives the pods an identity next to IRSA's",
+                )
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(change))
+}
+
+pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError> {
+    match step {
+        Step::CreateAssociation {
+            cluster,
+            namespace,
+            service_account,
+            role_arn,
+            tags,
+        } => {
+            client
+                .create_pod_identity_association()
+                .cluster_name(cluster)
+                .namespace(namespace)
+                .service_account(service_account)
+                .role_arn(role_arn)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(call_error(
+                    "CreatePodIdentityAssociation",
+                    &format!("{namespace}/{service_account}"),
+                ))?;
+        }
+        Step::UpdateAssociation {
+            cluster,
+            id,
+            role_arn,
+        } => {
+            client
+                .update_pod_identity_association()
+                .cluster_name(cluster)
+                .association_id(id)
+                .role_arn(role_arn)
+                .send()
+                .await
+                .map_err(call_error("UpdatePodIdentityAssociation", id))?;
+        }
+        Step::DeleteAssociation { cluster, id } => {
+            client
+                .delete_pod_identity_association()
+                .cluster_name(cluster)
+                .association_id(id)
+                .send()
+                .await
+                .map_err(call_error("DeletePodIdentityAssociation", id))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Preflight: everything that must hold before a deploy can work, checked up front and all
+//! reported at once, each failure with the command that fixes it. `plan`, `deploy`,
+//! `upgrade` and `status` refuse to go on when a check fails; `cargo xtask preflight` prints
+//! the whole list.
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use serde::Serialize;
+
+/// One check and its outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    /// What to run or change when the check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// `scheme://host:port` of a URL, for comparing API server endpoints written differently.
+pub fn normalize_endpoint(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let authority = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        ":80"
+    } else {
+        ":443"
+    };
+    let authority = authority
+        .strip_suffix(default_port)
+        .unwrap_or(&authority)
+        .to_owned();
+    format!("{}://{authority}", scheme.to_ascii_lowercase())
+}
+
+/// The kube context must point at the cluster EKS names, unless the user chose the context
+/// explicitly: "right flags, wrong context" would deploy into another cluster.
+pub fn context_check(
+    kube_url: &str,
+    eks_endpoint: Option<&str>,
+    cluster: &str,
+    explicit_context: bool,
+) -> Check {
+    let name = "kube context";
+    match eks_endpoint {
+        _ if explicit_context => Check::pass(
+            name,
+            format!("--context given explicitly; using {kube_url}"),
+        ),
+        None => Check::pass(
+            name,
+            format!("EKS reports no endpoint for {cluster}; using {kube_url}"),
+        ),
+        Some(endpoint) if normalize_endpoint(endpoint) == normalize_endpoint(kube_url) => {
+            Check::pass(name, format!("{kube_url} is cluster {cluster}'s endpoint"))
+        }
+        Some(endpoint) => Check::fail(
+            name,
+            format!(
+                "the kubeconfig points at {kube_url}, but cluster {cluster}'s endpoint is {endpoint}"
+            ),
+            format!(
+                "aws eks update-kubeconfig --name {cluster} (or pass --context NAME to use another context on purpose)"
+            ),
+        ),
+    }
+}
+
+/// What applying the manifests needs, as (verb, API group, resource, namespace).
+fn needed_permissions(
+    namespace: &str,
+) -> Vec<(&'static str, &'static str, &'static str, Option<String>)> {
+    let ns = || Some(namespace.to_owned());
+    vec![
+        ("patch", "", "serviceaccounts", ns()),
+        ("patch", "rbac.authorization.k8s.io", "clusterroles", None),
+        (
+            "patch",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            None,
+        ),
+        ("patch", "apps", "deployments", ns()),
+        ("watch", "apps", "deployments", ns()),
+    ]
+}
+
+/// Asks the API server, with SelfSubjectAccessReviews, whether the caller may apply.
+pub async fn rbac_check(client: &kube::Client, namespace: &str) -> Check {
+    let name = "Kubernetes permissions";
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource, namespace) in needed_permissions(namespace) {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    namespace: namespace.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let what = match &namespace {
+            Some(namespace) => format!("{verb} {resource} in {namespace}"),
+            None => format!("{verb} {resource}"),
+        };
+        match reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
+            Ok(_) => missing.push(what),
+            Err(error) => {
+                return Check::fail(
+                    name,
+                    format!("cannot ask the API server (SelfSubjectAccessReview): {error}"),
+                    "check the kubeconfig's credentials (kubectl auth can-i --list)",
+                );
+            }
+        }
+    }
+    if missing.is_empty() {
+        Check::pass(
+            name,
+            "the caller may apply the ServiceAccount, RBAC and Deployment and watch the rollout",
+        )
+    } else {
+        Check::fail(
+            name,
+            format!("the caller may not: {}", missing.join(", ")),
+            "use a cluster-admin context, or grant those verbs (kubectl auth can-i patch deployments -n kube-system)",
+        )
+    }
+}
+
+/// Not something the tool can check from outside: the network path the scrape needs.
+pub fn security_group_reminder(namespace: &str) -> Check {
+    Check::pass(
+        "scrape network path",
+        format!(
+            "the helper in {namespace} scrapes ipamd through the API server's pods proxy, so the cluster security group must let \
+             the control plane reach the nodes on tcp/61678 (the EKS-managed cluster security group does; custom node security groups may not)"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_compare_by_scheme_host_and_port() {
+        assert_eq!(
+            normalize_endpoint("https://ABC.eks.amazonaws.com/"),
+            "https://abc.eks.amazonaws.com"
+        );
+        assert_eq!(
+            normalize_endpoint("https://abc.eks.amazonaws.com:443"),
+            "https://abc.eks.amazonaws.com"
+        );
+        assert_ne!(
+            normalize_endpoint("http://127.0.0.1:1"),
+            normalize_endpoint("http://127.0.0.1:2")
+        );
+    }
+
+    #[test]
+    fn a_kubeconfig_for_another_cluster_fails_unless_the_context_is_explicit() {
+        let other = context_check(
+            "https://other.example",
+            Some("https://mine.example"),
+            "prod",
+            false,
+        );
+        assert!(!other.ok);
+        assert!(
+            other
+                .fix
+                .as_deref()
+                .is_some_and(|fix| fix.contains("update-kubeconfig --name prod"))
+        );
+        assert!(
+            context_check(
+                "https://other.example",
+                Some("https://mine.example"),
+                "prod",
+                true
+            )
+            .ok
+        );
+        assert!(
+            context_check(
+                "https://mine.example/",
+                Some("https://mine.example"),
+                "prod",
+                false
+            )
+            .ok
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! `cargo xtask status`: where the helper stands — the live and the pinned version, the next
+//! step on the upgrade path, the identity mode, drift, and the last rollout.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use serde::Serialize;
+
+use crate::catalog::catalog;
+use crate::cluster_cmd::{Inputs, inputs, runtime};
+use crate::deployer::{self, ClusterRequirement};
+use crate::exit;
+use crate::flags::{OutputFormat, StatusFlags};
+use crate::plan::Summary;
+use crate::plan::kubernetes::RolloutState;
+use crate::settings::{SERVICE_ACCOUNT, TargetInput};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub region: String,
+    pub account: String,
+    pub live_version: Option<String>,
+    pub live_image: Option<String>,
+    pub pinned_version: String,
+    pub next_step: Option<String>,
+    pub upgrade_path: Vec<String>,
+    /// What the live service account says: `irsa` (role annotation) or `none`.
+    pub live_identity: String,
+    pub configured_identity: &'static str,
+    /// Differences from the desired state at the live version (an upgrade is not drift).
+    pub drift: Summary,
+    pub last_rollout: Option<RolloutState>,
+}
+
+pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let Inputs {
+            target,
+            deploy,
+            mut options,
+            output,
+        } = inputs(flags.cluster)?;
+        // Status reads; a version difference is reported, not refused.
+        options.allow_downgrade = true;
+        let catalog = catalog()?;
+        let pinned = deployer::prepare(
+            catalog,
+            target.clone(),
+            deploy.clone(),
+            &options,
+            ClusterRequirement::MustExist,
+        )
+        .await?;
+        pinned.require_preflight()?;
+        let live = pinned.live_deployment().await?;
+        let live_version = live.as_ref().and_then(|live| live.version);
+        let upgrade_path = match live_version {
+            Some(live_version) if live_version < pinned.target.version => catalog
+                .upgrade_path(live_version, pinned.target.version)
+                .map(|path| path.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        // Drift is measured at the version that runs, so that a pending upgrade does not
+        // show as drift of every object.
+        let at_live = match live_version {
+            Some(version) if version != pinned.target.version => {
+                let target = TargetInput {
+                    version: Some(version.to_string()),
+                    ..target
+                };
+                deployer::prepare(
+                    catalog,
+                    target,
+                    deploy,
+                    &options,
+                    ClusterRequirement::MustExist,
+                )
+                .await?
+            }
+            _ => pinned,
+        };
+        let drift = deployer::plan(&at_live, &options).await?.summary();
+        let live_identity = match &at_live.kube {
+            Some(client) => {
+                let accounts: Api<ServiceAccount> =
+                    Api::namespaced(client.clone(), &at_live.target.namespace);
+                let account = accounts
+                    .get_opt(SERVICE_ACCOUNT)
+                    .await
+                    .context("reading the service account")?;
+                match account.and_then(|account| account.metadata.annotations) {
+                    Some(annotations) if annotations.contains_key("eks.amazonaws.com/role-arn") => {
+                        "irsa".to_owned()
+                    }
+                    _ => "none".to_owned(),
+                }
+            }
+            None => "unknown".to_owned(),
+        };
+        let status = Status {
+            cluster: at_live.target.cluster.clone(),
+            region: at_live.target.region.clone(),
+            account: at_live.facts.account.clone(),
+            live_version: live_version.map(|version| version.to_string()),
+            live_image: live.as_ref().and_then(|live| live.image.clone()),
+            pinned_version: target_version_text(&at_live, live_version, &upgrade_path),
+            next_step: upgrade_path.first().cloned(),
+            upgrade_path,
+            live_identity,
+            configured_identity: at_live.target.identity.as_str(),
+            drift,
+            last_rollout: live.map(|live| live.rollout),
+        };
+        print_status(&status, output)?;
+        Ok(exit::code(exit::SUCCESS))
+    })
+}
+
+/// The pinned version is the last step of the path when an upgrade is pending.
+fn target_version_text(
+    prepared: &deployer::Prepared,
+    live: Option<crate::catalog::Version>,
+    path: &[String],
+) -> String {
+    match (live, path.last()) {
+        (Some(_), Some(last)) => last.clone(),
+        _ => prepared.target.version.to_string(),
+    }
+}
+
+fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(status).context("serialising the status")?
+        );
+        return Ok(());
+    }
+    let none = || "-".to_owned();
+    println!(
+        "Cluster {} in {} (account {})",
+        status.cluster, status.region, status.account
+    );
+    println!(
+        "  live version     {}",
+        status
+            .live_version
+            .clone()
+            .unwrap_or_else(|| "not deployed".to_owned())
+    );
+    println!(
+        "  live image       {}",
+        status.live_image.clone().unwrap_or_else(none)
+    );
+    println!("  pinned version   {}", status.pinned_version);
+    match &status.next_step {
+        Some(next) => println!(
+            "  next step        {next} (path: {})",
+            status.upgrade_path.join(" -> ")
+        ),
+        None => println!("  next step        none: on the pinned version"),
+    }
+    println!(
+        "  identity         live {}, configured {}",
+        status.live_identity, status.configured_identity
+    );
+    println!(
+        "  drift            {} to create, {} to update, {} to delete, {} unchanged",
+        status.drift.create, status.drift.update, status.drift.delete, status.drift.unchanged
+    );
+    match &status.last_rollout {
+        Some(rollout) => println!(
+            "  last rollout     {} ({}/{} ready, {} updated, generation {} observed {}{})",
+            if rollout.complete {
+                "complete"
+            } else {
+                "in progress or stuck"
+            },
+            rollout.ready_replicas,
+            rollout.replicas,
+            rollout.updated_replicas,
+            rollout.generation,
+            rollout.observed_generation,
+            rollout
+                .reason
+                .as_ref()
+                .map(|reason| format!(", {reason}"))
+                .unwrap_or_default()
+        ),
+        None => println!("  last rollout     -"),
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `cargo xtask upgrade --to vX.Y.Z`: one minor version at a time, as AWS advises for the
+//! VPC CNI and its metrics helper, each step through the newest patch of its minor. Every
+//! step is a full deploy of that version (plan, apply, wait for the rollout, check the pods
+//! are ready). A failed step stops the upgrade with the cluster on the last good version;
+//! running the same command again resumes from the live version.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::catalog::{Version, catalog};
+use crate::cluster_cmd::{Inputs, confirm, inputs, runtime};
+use crate::deployer::{self, ClusterRequirement};
+use crate::exit;
+use crate::flags::{OutputFormat, UpgradeFlags};
+use crate::settings::TargetInput;
+
+/// One step of the upgrade, as `--output json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub version: String,
+    pub image: String,
+    /// `complete`, or `failed`.
+    pub rollout: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeReport {
+    pub from: String,
+    pub to: String,
+    pub path: Vec<String>,
+    pub steps: Vec<StepReport>,
+    pub completed: bool,
+}
+
+fn at_version(target: &TargetInput, version: Version) -> TargetInput {
+    TargetInput {
+        version: Some(version.to_string()),
+        ..target.clone()
+    }
+}
+
+pub fn upgrade(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(run(flags))
+}
+
+async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
+    let Inputs {
+        target,
+        deploy,
+        options,
+        output,
+    } = inputs(flags.cluster)?;
+    let catalog = catalog()?;
+    let to = catalog.known_version(&flags.to).context("invalid --to")?;
+    if let Some(pinned) = &target.version
+        && pinned.as_str() != flags.to
+    {
+        anyhow::bail!(
+            "--version {pinned} (or the config file's version) disagrees with --to {to}; pin the version you upgrade to"
+        );
+    }
+    let first = deployer::prepare(
+        catalog,
+        at_version(&target, to),
+        deploy.clone(),
+        &options,
+        ClusterRequirement::MustExist,
+    )
+    .await?;
+    first.require_preflight()?;
+    if first.kube.is_none() {
+        anyhow::bail!(
+            "upgrade changes the Kubernetes objects: do not leave kubernetes out of --only"
+        );
+    }
+    let live = first.live_deployment().await?.with_context(|| {
+        format!(
+            "the helper is not deployed in {}/{}: run `cargo xtask deploy --version {to}` first",
+            first.target.namespace,
+            crate::settings::SERVICE_ACCOUNT
+        )
+    })?;
+    let from = live
+        .version
+        .context("cannot tell the live version: the Deployment has no app.kubernetes.io/version label and no vX.Y.Z image tag; deploy a version explicitly with `cargo xtask deploy --version vX.Y.Z`")?;
+    let mut path = catalog.upgrade_path(from, to)?;
+    // A rollout left unfinished by an earlier, failed run is finished (and checked) first.
+    if !live.rollout.complete {
+        path.insert(0, from);
+    }
+    let mut report = UpgradeReport {
+        from: from.to_string(),
+        to: to.to_string(),
+        path: path.iter().map(ToString::to_string).collect(),
+        steps: Vec::new(),
+        completed: false,
+    };
+    if path.is_empty() {
+        report.completed = true;
+        print_report(&report, output)?;
+        tracing::info!("already on {to}; nothing to do");
+        return Ok(exit::code(exit::SUCCESS));
+    }
+    if output == OutputFormat::Human {
+        println!("Upgrade path: {} -> {}", from, report.path.join(" -> "));
+    }
+    if !confirm("Upgrade along this path?", flags.yes)? {
+        anyhow::bail!("not upgraded: the answer was not yes");
+    }
+    let mut last_good = if live.rollout.complete {
+        Some(from)
+    } else {
+        None
+    };
+    for version in path {
+        let prepared = deployer::prepare(
+            catalog,
+            at_version(&target, version),
+            deploy.clone(),
+            &options,
+            ClusterRequirement::MustExist,
+        )
+        .await?;
+        tracing::info!(%version, image = %prepared.rendered.image, "upgrading");
+        let outcome = async {
+            let plan = deployer::plan(&prepared, &options).await?;
+            deployer::execute(&prepared, &plan, &options).await?;
+            prepared.wait_for_rollout(options.rollout_timeout).await?;
+            let live = prepared.live_deployment().await?;
+            match live {
+                Some(live)
+                    if live.rollout.complete
+                        && live.rollout.ready_replicas >= live.rollout.replicas =>
+                {
+                    Ok(())
+                }
+                Some(live) => Err(anyhow::format_err!(
+                    "the new pods are not ready ({}/{} ready)",
+                    live.rollout.ready_replicas,
+                    live.rollout.replicas
+                )),
+                None => Err(anyhow::format_err!(
+                    "the Deployment disappeared during the upgrade"
+                )),
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                report.steps.push(StepReport {
+                    version: version.to_string(),
+                    image: prepared.rendered.image.clone(),
+                    rollout: "complete",
+                    error: None,
+                });
+                last_good = Some(version);
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                report.steps.push(StepReport {
+                    version: version.to_string(),
+                    image: prepared.rendered.image.clone(),
+                    rollout: "failed",
+                    error: Some(message.clone()),
+                });
+                print_report(&report, output)?;
+                let last_good = last_good.map_or_else(
+                    || "unknown (the rollout before this run had not completed)".to_owned(),
+                    |v| v.to_string(),
+                );
+                anyhow::bail!(
+                    "the step to {version} failed: {message}; the last version that rolled out is {last_good}. \
+                     Fix the cause, then run `cargo xtask upgrade --to {to}` again to resume from the live version"
+                );
+            }
+        }
+    }
+    report.completed = true;
+    print_report(&report, output)?;
+    Ok(exit::code(exit::SUCCESS))
+}
+
+fn print_report(report: &UpgradeReport, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("serialising the report")?
+        ),
+        OutputFormat::Human => {
+            for step in &report.steps {
+                println!(
+                    "  {} {:<8} {}",
+                    if step.rollout == "complete" {
+                        "✓"
+                    } else {
+                        "✗"
+                    },
+                    step.version,
+                    step.image
+                );
+            }
+            if report.completed {
+                println!("On {}.", report.to);
+            }
+        }
+    }
+    Ok(())
+}

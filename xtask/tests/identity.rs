@@ -1,0 +1,327 @@
+//! Identity modes and preflight end to end in the sandbox: IRSA -> Pod Identity -> IRSA
+//! converges with one restart per switch, `auto` follows the agent add-on, and every
+//! preflight failure names its fix.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use serde_json::Value;
+
+use crate::world::{ROLE, World, changed, stderr};
+
+async fn role_annotation(world: &World) -> Option<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(world.kube().await, "kube-system");
+    let account = accounts
+        .get("cni-metrics-helper")
+        .await
+        .expect("service account");
+    account
+        .metadata
+        .annotations
+        .and_then(|annotations| annotations.get("eks.amazonaws.com/role-arn").cloned())
+}
+
+async fn associations(world: &World) -> Vec<String> {
+    let eks = aws_sdk_eks::Client::new(&world.sandbox.sdk_config());
+    let listed = eks
+        .list_pod_identity_associations()
+        .cluster_name("sandbox")
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .send()
+        .await
+        .expect("listed");
+    let mut roles = Vec::new();
+    for summary in listed.associations() {
+        let described = eks
+            .describe_pod_identity_association()
+            .cluster_name("sandbox")
+            .association_id(summary.association_id().expect("id"))
+            .send()
+            .await
+            .expect("described");
+        roles.push(
+            described
+                .association
+                .and_then(|a| a.role_arn)
+                .unwrap_or_default(),
+        );
+    }
+    roles
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switching_irsa_to_pod_identity_and_back_converges_with_one_restart_each() {
+    let world = World::start().await;
+    world
+        .sandbox
+        .install_pod_identity_agent()
+        .await
+        .expect("agent installed");
+    let role_arn = format!("arn:aws:iam::{}:role/{ROLE}", world.sandbox.account());
+    world.deploy(&[]).await;
+    assert_eq!(
+        role_annotation(&world).await.as_deref(),
+        Some(role_arn.as_str())
+    );
+    assert!(associations(&world).await.is_empty());
+
+    let (code, plan) = world.plan_json(&["--identity", "pod-identity"]).await;
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        changed(&plan),
+        BTreeSet::from([
+            format!("update IAM role {ROLE}"),
+            "create EKS Pod Identity association kube-system/cni-metrics-helper".to_owned(),
+            "update ServiceAccount kube-system/cni-metrics-helper".to_owned(),
+            "update Deployment kube-system/cni-metrics-helper".to_owned(),
+        ])
+    );
+    world.deploy(&["--identity", "pod-identity"]).await;
+    assert_eq!(
+        role_annotation(&world).await,
+        None,
+        "no IRSA annotation in pod-identity mode"
+    );
+    assert_eq!(associations(&world).await, std::slice::from_ref(&role_arn));
+    let (code, _) = world.plan_json(&["--identity", "pod-identity"]).await;
+    assert_eq!(code, Some(0), "pod-identity mode converged");
+
+    let (code, plan) = world.plan_json(&["--identity", "irsa"]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        changed(&plan)
+            .contains("delete EKS Pod Identity association kube-system/cni-metrics-helper"),
+        "{plan}"
+    );
+    assert!(
+        changed(&plan).contains("update Deployment kube-system/cni-metrics-helper"),
+        "{plan}"
+    );
+    world.deploy(&["--identity", "irsa"]).await;
+    assert_eq!(
+        role_annotation(&world).await.as_deref(),
+        Some(role_arn.as_str())
+    );
+    assert!(
+        associations(&world).await.is_empty(),
+        "the old binding is removed"
+    );
+    let (code, _) = world.plan_json(&[]).await;
+    assert_eq!(code, Some(0), "IRSA mode converged");
+    world.sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_picks_pod_identity_only_when_the_agent_is_active_and_says_why() {
+    let world = World::start().await;
+    let output = world
+        .xtask(&[
+            "plan",
+            "--cluster",
+            "sandbox",
+            "--identity",
+            "auto",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert!(
+        stderr(&output).contains(
+            "identity auto: irsa, because the eks-pod-identity-agent add-on is not ACTIVE"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(plan["identity"], "irsa");
+    world
+        .sandbox
+        .install_pod_identity_agent()
+        .await
+        .expect("agent installed");
+    let output = world
+        .xtask(&[
+            "plan",
+            "--cluster",
+            "sandbox",
+            "--identity",
+            "auto",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert!(stderr(&output).contains(
+        "identity auto: pod-identity, because the eks-pod-identity-agent add-on is ACTIVE"
+    ));
+    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(plan["identity"], "pod-identity");
+    world.sandbox.shutdown().await;
+}
+
+fn preflight_json(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("preflight prints JSON: {}", stderr(output)))
+}
+
+fn failed_checks(report: &Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|check| check["ok"] == false)
+        .map(|check| {
+            (
+                check["name"].as_str().unwrap_or_default().to_owned(),
+                check["fix"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
+    let world = World::start().await;
+    let preflight = |extra: &'static [&'static str]| {
+        let mut args = vec!["preflight", "--cluster", "sandbox", "--output", "json"];
+        args.extend(extra);
+        args
+    };
+    let output = world.xtask(&preflight(&[])).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a healthy sandbox passes: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let report = preflight_json(&output);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "caller",
+            "cluster",
+            "IAM OIDC provider",
+            "kube context",
+            "Kubernetes permissions",
+            "scrape network path"
+        ]
+    );
+
+    // Pod Identity without the agent add-on.
+    let output = world
+        .xtask(&preflight(&["--identity", "pod-identity"]))
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let failed = failed_checks(&preflight_json(&output));
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "Pod Identity agent");
+    assert!(failed[0].1.contains(
+        "aws eks create-addon --cluster-name sandbox --addon-name eks-pod-identity-agent"
+    ));
+
+    // Missing RBAC.
+    world
+        .sandbox
+        .api()
+        .deny("patch", "apps", "deployments", Some("kube-system"));
+    let output = world.xtask(&preflight(&[])).await;
+    assert_eq!(output.status.code(), Some(1));
+    let report = preflight_json(&output);
+    let failed = failed_checks(&report);
+    assert_eq!(
+        failed.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["Kubernetes permissions"]
+    );
+    let detail = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["ok"] == false)
+        .expect("failed")["detail"]
+        .to_string();
+    assert!(
+        detail.contains("patch deployments in kube-system"),
+        "{detail}"
+    );
+    // ...and plan refuses with the same reason, changing nothing.
+    let output = world.xtask(&["plan", "--cluster", "sandbox"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("preflight failed: Kubernetes permissions"),
+        "{}",
+        stderr(&output)
+    );
+
+    // The kubeconfig of another cluster, refused unless the context is chosen explicitly.
+    let other = sandbox::kube_api::FakeApiServer::start()
+        .await
+        .expect("another API server");
+    let other_kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+    other
+        .write_kubeconfig(other_kubeconfig.path())
+        .expect("written");
+    let path = other_kubeconfig.path().to_string_lossy().into_owned();
+    let args = [
+        "preflight",
+        "--cluster",
+        "sandbox",
+        "--output",
+        "json",
+        "--kubeconfig",
+        path.as_str(),
+    ];
+    let output = world.xtask(&args).await;
+    assert_eq!(output.status.code(), Some(1));
+    let failed = failed_checks(&preflight_json(&output));
+    assert!(
+        failed.iter().any(|(name, fix)| name == "kube context"
+            && fix.contains("aws eks update-kubeconfig --name sandbox")),
+        "{failed:?}"
+    );
+    let mut explicit = args.to_vec();
+    explicit.extend(["--context", "sandbox"]);
+    let output = world.xtask(&explicit).await;
+    let failed = failed_checks(&preflight_json(&output));
+    assert!(
+        !failed.iter().any(|(name, _)| name == "kube context"),
+        "{failed:?}"
+    );
+    other.shutdown().await;
+
+    // A missing OIDC provider.
+    let provider_arn = format!(
+        "arn:aws:iam::{}:oidc-provider/{}",
+        world.sandbox.account(),
+        world.sandbox.oidc_issuer().trim_start_matches("https://")
+    );
+    world
+        .iam()
+        .delete_open_id_connect_provider()
+        .open_id_connect_provider_arn(provider_arn)
+        .send()
+        .await
+        .expect("deleted");
+    let output = world.xtask(&preflight(&[])).await;
+    let failed = failed_checks(&preflight_json(&output));
+    assert!(
+        failed.iter().any(|(name, fix)| name == "IAM OIDC provider"
+            && fix.contains("eksctl utils associate-iam-oidc-provider")),
+        "{failed:?}"
+    );
+
+    // No cluster at all: one failed prerequisite.
+    let output = world
+        .xtask(&["preflight", "--cluster", "nope", "--output", "json"])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    let failed = failed_checks(&preflight_json(&output));
+    assert_eq!(failed.len(), 1);
+    world.sandbox.shutdown().await;
+}

@@ -1,0 +1,158 @@
+//! A sandbox with the xtask binary pointed at it, shared by the end-to-end tests of the
+//! cluster commands.
+
+use std::collections::BTreeSet;
+use std::process::Output;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use sandbox::environment::{Sandbox, SandboxOptions};
+use sandbox::python_tools::{PythonTools, workspace_root};
+use serde_json::Value;
+
+pub const ROLE: &str = "AmazonEKSVPCCNIMetricsHelperRole-sandbox";
+pub const POLICY: &str = "AmazonEKSVPCCNIMetricsHelperPolicy";
+pub const DASHBOARD: &str = "CNI-Metrics-sandbox";
+
+pub struct World {
+    pub sandbox: Sandbox,
+    home: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn start() -> World {
+        let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+        let home = tempfile::tempdir().expect("temp dir");
+        let options = SandboxOptions {
+            nodes: 1,
+            ..SandboxOptions::new(home.path().join("sandbox"))
+        };
+        let sandbox = Sandbox::start(&tools, options)
+            .await
+            .expect("the sandbox starts");
+        World { sandbox, home }
+    }
+
+    /// Runs xtask with the sandbox's environment only.
+    pub async fn xtask(&self, args: &[&str]) -> Output {
+        self.xtask_with_env(args, &[]).await
+    }
+
+    pub async fn xtask_with_env(&self, args: &[&str], remove: &[&str]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::null());
+        for (name, value) in self.sandbox.env_vars() {
+            if !remove.contains(&name.as_str()) {
+                command.env(name, value);
+            }
+        }
+        command.output().await.expect("xtask runs")
+    }
+
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sandbox.sdk_config())
+    }
+
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::new(&self.sandbox.sdk_config())
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(self.sandbox.kubeconfig_path()).expect("kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    pub fn policy_arn(&self) -> String {
+        format!("arn:aws:iam::{}:policy/{POLICY}", self.sandbox.account())
+    }
+
+    /// Forgets the requests seen so far, so that a count covers one command.
+    pub fn clear_request_logs(&self) {
+        self.sandbox
+            .emulator()
+            .expect("own emulator")
+            .clear_recording()
+            .expect("cleared");
+        self.sandbox.api().clear_requests();
+    }
+
+    pub fn mutating_aws_calls(&self) -> Vec<String> {
+        self.sandbox
+            .emulator()
+            .expect("own emulator")
+            .recorded_requests()
+            .expect("recording")
+            .into_iter()
+            .filter(|request| request.is_mutating())
+            .map(|request| format!("{} {:?} {}", request.method, request.action, request.path))
+            .collect()
+    }
+
+    pub fn kubernetes_writes(&self) -> Vec<String> {
+        self.sandbox
+            .api()
+            .requests()
+            .into_iter()
+            .filter(|request| request.is_write())
+            .map(|request| format!("{} {}", request.method, request.path))
+            .collect()
+    }
+
+    pub async fn plan_json(&self, extra: &[&str]) -> (Option<i32>, Value) {
+        let mut args = vec![
+            "plan",
+            "--cluster",
+            "sandbox",
+            "--output",
+            "json",
+            "--detailed-exitcode",
+        ];
+        args.extend(extra);
+        let output = self.xtask(&args).await;
+        let value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("plan prints JSON; stderr: {}", stderr(&output)));
+        (output.status.code(), value)
+    }
+
+    pub async fn deploy(&self, extra: &[&str]) {
+        let mut args = vec!["deploy", "--cluster", "sandbox", "--yes"];
+        args.extend(extra);
+        let output = self.xtask(&args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "deploy failed: {}",
+            stderr(&output)
+        );
+    }
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `kind name` of every change that is not a no-op.
+pub fn changed(plan: &Value) -> BTreeSet<String> {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|change| change["action"] != "no-op")
+        .map(|change| {
+            format!(
+                "{} {} {}",
+                change["action"].as_str().unwrap_or(""),
+                change["kind"].as_str().unwrap_or(""),
+                change["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
