@@ -1,9 +1,19 @@
 //! `cni-metrics-publisher`: scrapes every aws-node pod's ipamd metrics, aggregates them per
 //! cluster and publishes them to CloudWatch, as a drop-in for the upstream helper image.
-//!
-//! Not implemented yet: the scraper, parser, aggregator and CloudWatch publisher are the
-//! subject of their own issue. What is fixed already is the contract with existing
-//! dashboards and alarms, below.
+
+pub mod aggregate;
+pub mod cli;
+pub mod cloudwatch;
+pub mod config;
+pub mod cycle;
+pub mod datum;
+pub mod discovery;
+pub mod exposition;
+pub mod ipamd_metrics;
+pub mod leader;
+pub mod offline;
+pub mod scrape;
+pub mod serve;
 
 /// The CloudWatch namespace upstream publishes to.
 pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";

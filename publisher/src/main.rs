@@ -1,12 +1,156 @@
-//! The `cni-metrics-publisher` binary. The publisher itself is not implemented yet; until it
-//! is, the binary says so and fails rather than pretending to publish.
+//! The `cni-metrics-publisher` binary: parses the command line, sets up logging on stderr and
+//! the Tokio runtime, runs the command and turns any error into one line on stderr and exit
+//! code 1. Data (the JSON of `once --dry-run` and `aggregate`) goes to stdout.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::Parser;
+use clap::error::ErrorKind;
+use cni_metrics_publisher::cli::{Cli, Command, LoggingArgs};
+use cni_metrics_publisher::config::{Purpose, Settings};
+use cni_metrics_publisher::{cycle, datum, offline};
+
 fn main() -> ExitCode {
-    eprintln!(
-        "error: cni-metrics-publisher is not implemented yet; use the upstream cni-metrics-helper image \
-         (cargo xtask render picks the right one for your region)"
-    );
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    let command = cli.into_command();
+    init_logging(logging_of(&command));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::debug!("failed: {error:?}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let settings = Settings::from_args(&args, Purpose::Run)?;
+            cycle::run(&settings, shutdown_signal()).await?;
+        }
+        Command::Once(once) => {
+            let purpose = if once.dry_run {
+                Purpose::DryRun
+            } else {
+                Purpose::Once
+            };
+            let settings = Settings::from_args(&once.publisher, purpose)?;
+            let rounds = cycle::once(&settings, once.dry_run).await?;
+            if once.dry_run {
+                print_json(&rounds)?;
+            }
+        }
+        Command::Aggregate(args) => {
+            let cluster_id = args
+                .cluster_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .context("no cluster id: set AWS_CLUSTER_ID or pass --cluster-id")?;
+            let rounds = offline::aggregate_rounds(&args.rounds, cluster_id, args.per_az)?;
+            print_json(&rounds)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_json(rounds: &datum::Rounds) -> anyhow::Result<()> {
+    let text = serde_json::to_string(rounds).context("cannot serialize the datums")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+fn logging_of(command: &Command) -> &LoggingArgs {
+    match command {
+        Command::Run(args) => &args.logging,
+        Command::Once(once) => &once.publisher.logging,
+        Command::Aggregate(args) => &args.logging,
+    }
+}
+
+fn init_logging(logging: &LoggingArgs) {
+    // Our own crate logs at the chosen level; dependencies one notch quieter at debug and
+    // trace, so that a debug log shows the publisher's work rather than every HTTP frame.
+    let ours = logging.log_level;
+    let theirs = ours.min(tracing::Level::INFO);
+    // kube's HTTP layer logs every 5xx answer at ERROR, which would repeat each failed
+    // scrape (already reported once, with its pod) as an error; it speaks only at trace.
+    let kube_http = if ours == tracing::Level::TRACE {
+        "trace"
+    } else {
+        "off"
+    };
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "{theirs},cni_metrics_publisher={ours},kube_client::client::builder={kube_http}"
+    ));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Help and version go to stdout with exit 0; anything else is one line on stderr and 1.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // Printing help can only fail when stdout is closed; nothing is left to report to.
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.to_string();
+    let first_paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{} (see --help)", first_paragraph.join(" "));
     ExitCode::FAILURE
 }

@@ -45,11 +45,15 @@ pub enum Command {
     Upgrade(UpgradeFlags),
     /// Live and pinned version, next upgrade step, identity mode, drift and last rollout
     Status(StatusFlags),
+    /// The whole flow on this machine, no AWS account: sandbox, deploy, publisher rounds, CloudWatch read-back
+    Demo(DemoFlags),
     /// Install the tools the tests need (a project-local Python virtualenv) and run every test
     Test(TestFlags),
     /// The local sandbox: an AWS emulator, a Kubernetes API server and simulated aws-node pods
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The benchmarks (rounds at scale, parser, CloudWatch calls, soak, deploy, binary size), with ratios side by side
+    Bench(BenchFlags),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,10 +175,39 @@ pub struct StatusFlags {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DemoFlags {
+    /// Simulated nodes, each with an aws-node pod
+    #[arg(long, default_value_t = 20)]
+    pub nodes: usize,
+    /// Publisher rounds to run (2 s apart)
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Keep the sandbox files and the dashboard body here [default: a temporary directory]
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct TestFlags {
     /// Extra arguments for `cargo test` (after --), e.g. a test name filter
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchFlags {
+    /// Smaller runs of every scenario (about 3 minutes after the build)
+    #[arg(long)]
+    pub quick: bool,
+    /// Also measure a clean debug build of the workspace in a scratch target directory (minutes)
+    #[arg(long)]
+    pub clean_build: bool,
+    /// Use the release binaries already built instead of running cargo build first
+    #[arg(long)]
+    pub no_build: bool,
+    /// human: a table; json: one JSON object on stdout
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,8 +6,10 @@
 //! module named after it.
 
 pub mod aws;
+pub mod bench_cmd;
 pub mod catalog;
 pub mod cluster_cmd;
+pub mod demo_cmd;
 pub mod deployer;
 pub mod documents;
 pub mod exit;

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
         Command::Upgrade(upgrade) => xtask::upgrade_cmd::upgrade(upgrade),
         Command::Status(status) => xtask::status_cmd::status(status),
         Command::Test(test) => xtask::test_cmd::run(test),
+        Command::Demo(demo) => xtask::demo_cmd::demo(demo),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
+        Command::Bench(bench) => xtask::bench_cmd::run(bench),
     };
     result.unwrap_or_else(|error| {
         // One line with the whole cause chain: what failed, on what, and what to do.

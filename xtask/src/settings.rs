@@ -78,6 +78,12 @@ pub struct TargetInput {
     /// IAM role name [default: AmazonEKSVPCCNIMetricsHelperRole-<cluster>, shortened to 64 characters]
     #[arg(long)]
     pub role_name: Option<String>,
+    /// Run our cni-metrics-publisher image instead of the upstream helper (e.g. your registry's copy)
+    #[arg(long, value_name = "REF")]
+    pub publisher_image: Option<String>,
+    /// With --publisher-image: run two replicas with Lease-based leader election
+    #[arg(long)]
+    pub leader_elect: bool,
 }
 
 impl TargetInput {
@@ -93,6 +99,8 @@ impl TargetInput {
             namespace: self.namespace.or(file.namespace),
             image: self.image.or(file.image),
             role_name: self.role_name.or(file.role_name),
+            publisher_image: self.publisher_image.or(file.publisher_image),
+            leader_elect: self.leader_elect || file.leader_elect,
         }
     }
 }
@@ -161,6 +169,9 @@ pub struct ConfigFile {
     namespace: Option<String>,
     image: Option<String>,
     role_name: Option<String>,
+    publisher_image: Option<String>,
+    #[serde(default)]
+    leader_elect: bool,
     policy_name: Option<String>,
     dashboard_name: Option<String>,
     #[serde(default)]
@@ -195,6 +206,8 @@ impl ConfigFile {
             namespace: self.namespace.clone(),
             image: self.image.clone(),
             role_name: self.role_name.clone(),
+            publisher_image: self.publisher_image.clone(),
+            leader_elect: self.leader_elect,
         }
     }
 
@@ -224,6 +237,9 @@ pub struct Target {
     pub namespace: String,
     pub image_override: Option<String>,
     pub role_name: String,
+    /// Our publisher's image, when it runs instead of the upstream helper.
+    pub publisher_image: Option<String>,
+    pub leader_elect: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +284,12 @@ pub enum SettingsError {
     Version(#[from] VersionError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error("--image and --publisher-image both choose the image to run; give one of them")]
+    TwoImages,
+    #[error(
+        "--leader-elect needs --publisher-image: the upstream helper has no leader election, so it runs one replica"
+    )]
+    LeaderElectNeedsPublisher,
     #[error(
         "--identity auto is decided from the live cluster (its eks-pod-identity-agent add-on); for render choose irsa or pod-identity"
     )]
@@ -330,6 +352,17 @@ impl TargetInput {
         {
             return Err(SettingsError::Image(image.clone()));
         }
+        if let Some(image) = &self.publisher_image
+            && !is_image_reference(image)
+        {
+            return Err(SettingsError::Image(image.clone()));
+        }
+        if self.publisher_image.is_some() && self.image.is_some() {
+            return Err(SettingsError::TwoImages);
+        }
+        if self.leader_elect && self.publisher_image.is_none() {
+            return Err(SettingsError::LeaderElectNeedsPublisher);
+        }
         let role_name = match self.role_name {
             Some(name) if is_role_name(&name) => name,
             Some(name) => return Err(SettingsError::RoleName(name)),
@@ -345,6 +378,8 @@ impl TargetInput {
             namespace,
             image_override: self.image,
             role_name,
+            publisher_image: self.publisher_image,
+            leader_elect: self.leader_elect,
         })
     }
 }

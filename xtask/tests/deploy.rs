@@ -676,3 +676,53 @@ async fn a_changed_identity_rolls_the_pods_once() {
     assert_eq!(code, Some(0));
     world.sandbox.shutdown().await;
 }
+
+/// Our publisher instead of the upstream helper: a namespaced Role instead of the
+/// ClusterRole, leader election with its Lease Role, two replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_publisher_image_deploys_with_its_narrower_rbac_and_converges() {
+    let world = World::start().await;
+    let publisher = [
+        "--publisher-image",
+        "registry.example.com/cni-metrics-publisher:v0.1.0",
+        "--leader-elect",
+    ];
+    world.deploy(&publisher).await;
+    let client = world.kube().await;
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> =
+        Api::namespaced(client.clone(), "kube-system");
+    let role = roles.get("cni-metrics-helper").await.expect("the Role");
+    let resources: Vec<String> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|rule| rule.resources.unwrap_or_default())
+        .collect();
+    assert_eq!(resources, ["pods", "pods/proxy"]);
+    let lease_role = roles
+        .get("cni-metrics-helper-leader-election")
+        .await
+        .expect("the Lease Role");
+    assert_eq!(
+        lease_role.rules.expect("rules")[0].resources.as_deref(),
+        Some(&["leases".to_owned()][..])
+    );
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    assert!(
+        cluster_roles
+            .get_opt("cni-metrics-helper")
+            .await
+            .expect("read")
+            .is_none(),
+        "no cluster-wide role"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client, "kube-system");
+    let live = deployments
+        .get("cni-metrics-helper")
+        .await
+        .expect("deployment");
+    assert_eq!(live.spec.as_ref().and_then(|spec| spec.replicas), Some(2));
+    let (code, _) = world.plan_json(&publisher).await;
+    assert_eq!(code, Some(0), "converged");
+    world.sandbox.shutdown().await;
+}

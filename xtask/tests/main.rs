@@ -5,6 +5,7 @@ mod upgrade;
 mod world;
 
 mod catalog_tables;
+mod demo;
 mod deploy;
 mod iam_lint;
 mod identity;

@@ -260,6 +260,21 @@ fn bad_input_gets_one_clear_error_line_exit_1_and_writes_nothing() {
             "unexpected argument '--bogus'",
         ),
         (
+            with(base("eu-west-1"), &["--leader-elect"]),
+            "--leader-elect needs --publisher-image",
+        ),
+        (
+            with(
+                with(base("eu-west-1"), &["--image", "a/b:c"]),
+                &["--publisher-image", "d/e:f"],
+            ),
+            "--image and --publisher-image both choose the image",
+        ),
+        (
+            with(base("eu-west-1"), &["--identity", "auto"]),
+            "--identity auto is decided from the live cluster",
+        ),
+        (
             [
                 "render",
                 "--out",

@@ -97,6 +97,24 @@ pub fn scenarios() -> Vec<Scenario> {
         .to_vec(),
     });
     all.push(Scenario {
+        name: "aws-us-west-2-publisher-leader-election",
+        args: [
+            "--region",
+            "us-west-2",
+            "--cluster",
+            "prod",
+            "--account",
+            "111122223333",
+            "--identity",
+            "pod-identity",
+            "--publisher-image",
+            "registry.example.com/cni-metrics-publisher:v0.1.0",
+            "--leader-elect",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all.push(Scenario {
         name: "aws-eu-west-1-overrides",
         args: [
             "--region",

@@ -100,6 +100,42 @@ fn parse_live(text: &str, resource: &str) -> Result<Value, IamError> {
     })
 }
 
+/// The policy, or `None` when IAM has no such policy.
+async fn get_policy(
+    client: &Client,
+    arn: &str,
+) -> Result<Option<aws_sdk_iam::types::Policy>, IamError> {
+    match client.get_policy().policy_arn(arn).send().await {
+        Ok(output) => Ok(output.policy),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(call_error("GetPolicy", arn)(error)),
+    }
+}
+
+/// The role, or `None` when IAM has no such role.
+async fn get_role(
+    client: &Client,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::Role>, IamError> {
+    match client.get_role().role_name(name).send().await {
+        Ok(output) => Ok(output.role),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(call_error("GetRole", name)(error)),
+    }
+}
+
 /// Plans the policy, the role and the attachment, in that order.
 pub async fn plan(client: &Client, desired: &DesiredIam) -> Result<Vec<ResourceChange>, IamError> {
     let policy = plan_policy(client, desired).await?;
@@ -112,17 +148,7 @@ async fn plan_policy(client: &Client, desired: &DesiredIam) -> Result<ResourceCh
     let arn = &desired.policy_arn;
     let kind = "IAM policy";
     let desired_tags: Vec<(String, String)> = desired.policy_tags.clone().into_iter().collect();
-    let live = match client.get_policy().policy_arn(arn).send().await {
-        Ok(output) => output.policy,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(call_error("GetPolicy", arn)(error)),
-    };
+    let live = get_policy(client, arn).await?;
     let Some(live) = live else {
         return Ok(
             ResourceChange::new(Scope::Iam, kind, &desired.policy_name, Change::Create).with_steps(
@@ -210,17 +236,7 @@ async fn plan_role(
 ) -> Result<(ResourceChange, bool), IamError> {
     let name = &desired.role_name;
     let kind = "IAM role";
-    let live = match client.get_role().role_name(name).send().await {
-        Ok(output) => output.role,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(call_error("GetRole", name)(error)),
-    };
+    let live = get_role(client, name).await?;
     let Some(live) = live else {
         let change = ResourceChange::new(Scope::Iam, kind, name, Change::Create).with_steps(vec![
             Step::CreateRole {
@@ -320,17 +336,7 @@ pub async fn plan_destroy(
 ) -> Result<Vec<ResourceChange>, IamError> {
     let mut changes = Vec::new();
     let role_name = &desired.role_name;
-    let role = match client.get_role().role_name(role_name).send().await {
-        Ok(output) => output.role,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(call_error("GetRole", role_name)(error)),
-    };
+    let role = get_role(client, role_name).await?;
     match role {
         Some(role) if is_ours(role.tags()) => {
             let attached = attached_policies(client, role_name).await?;
@@ -369,17 +375,7 @@ pub async fn plan_destroy(
     }
 
     let arn = &desired.policy_arn;
-    let policy = match client.get_policy().policy_arn(arn).send().await {
-        Ok(output) => output.policy,
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            None
-        }
-        Err(error) => return Err(call_error("GetPolicy", arn)(error)),
-    };
+    let policy = get_policy(client, arn).await?;
     let Some(policy) = policy else {
         return Ok(changes);
     };

@@ -12,7 +12,6 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::{Condition, await_condition, conditions::is_deployment_completed};
@@ -95,6 +94,41 @@ fn comparable(object: &impl Serialize) -> Value {
         }
     }
     value
+}
+
+/// Runs `$body` with `$api` (the typed `Api` for the object's kind and scope) and `$object`
+/// (the typed object) for any rendered manifest: one place that knows which kinds are
+/// namespaced, instead of a match per operation.
+macro_rules! with_typed_api {
+    ($client:expr, $manifest:expr, |$api:ident, $object:ident| $body:expr) => {
+        match $manifest {
+            ManifestObject::ServiceAccount($object) => {
+                let $api = api_for($client, $object);
+                $body
+            }
+            ManifestObject::ClusterRole($object) => {
+                let $api = Api::<ClusterRole>::all($client.clone());
+                $body
+            }
+            ManifestObject::ClusterRoleBinding($object) => {
+                let $api = Api::<ClusterRoleBinding>::all($client.clone());
+                $body
+            }
+            ManifestObject::Role($object) => {
+                let $api = api_for($client, $object);
+                $body
+            }
+            ManifestObject::RoleBinding($object) => {
+                let $api = api_for($client, $object);
+                $body
+            }
+            ManifestObject::Deployment(boxed) => {
+                let $object = boxed.as_ref();
+                let $api = api_for($client, $object);
+                $body
+            }
+        }
+    };
 }
 
 fn api_for<K>(client: &Client, object: &K) -> Api<K>
@@ -180,39 +214,9 @@ pub async fn plan(
 ) -> Result<Vec<ResourceChange>, KubeError> {
     let mut changes = Vec::with_capacity(objects.len());
     for manifest in objects {
-        let change = match manifest {
-            ManifestObject::ServiceAccount(object) => {
-                plan_one(api_for(client, object), object, manifest, force_conflicts).await?
-            }
-            ManifestObject::ClusterRole(object) => {
-                plan_one(
-                    Api::<ClusterRole>::all(client.clone()),
-                    object,
-                    manifest,
-                    force_conflicts,
-                )
-                .await?
-            }
-            ManifestObject::ClusterRoleBinding(object) => {
-                plan_one(
-                    Api::<ClusterRoleBinding>::all(client.clone()),
-                    object,
-                    manifest,
-                    force_conflicts,
-                )
-                .await?
-            }
-            ManifestObject::Deployment(object) => {
-                plan_one(
-                    api_for(client, object.as_ref()),
-                    object.as_ref(),
-                    manifest,
-                    force_conflicts,
-                )
-                .await?
-            }
-        };
-        changes.push(change);
+        changes.push(with_typed_api!(client, manifest, |api, object| {
+            plan_one(api, object, manifest, force_conflicts).await?
+        }));
     }
     Ok(changes)
 }
@@ -261,26 +265,9 @@ pub async fn plan_destroy(
 ) -> Result<Vec<ResourceChange>, KubeError> {
     let mut changes = Vec::new();
     for manifest in objects.iter().rev() {
-        let change = match manifest {
-            ManifestObject::ServiceAccount(object) => {
-                plan_delete_one(api_for(client, object), object, manifest).await?
-            }
-            ManifestObject::ClusterRole(object) => {
-                plan_delete_one(Api::<ClusterRole>::all(client.clone()), object, manifest).await?
-            }
-            ManifestObject::ClusterRoleBinding(object) => {
-                plan_delete_one(
-                    Api::<ClusterRoleBinding>::all(client.clone()),
-                    object,
-                    manifest,
-                )
-                .await?
-            }
-            ManifestObject::Deployment(object) => {
-                plan_delete_one(api_for(client, object.as_ref()), object.as_ref(), manifest).await?
-            }
-        };
-        changes.extend(change);
+        changes.extend(with_typed_api!(client, manifest, |api, object| {
+            plan_delete_one(api, object, manifest).await?
+        }));
     }
     Ok(changes)
 }
@@ -463,37 +450,11 @@ pub async fn apply(
             object,
             force,
             wait_for_rollout: wait,
-        } => match object.as_ref() {
-            ManifestObject::ServiceAccount(object) => {
-                apply_one::<ServiceAccount>(
-                    &api_for(client, object),
-                    object,
-                    "ServiceAccount",
-                    *force,
-                )
-                .await?;
-            }
-            ManifestObject::ClusterRole(object) => {
-                apply_one(
-                    &Api::<ClusterRole>::all(client.clone()),
-                    object,
-                    "ClusterRole",
-                    *force,
-                )
-                .await?;
-            }
-            ManifestObject::ClusterRoleBinding(object) => {
-                apply_one(
-                    &Api::<ClusterRoleBinding>::all(client.clone()),
-                    object,
-                    "ClusterRoleBinding",
-                    *force,
-                )
-                .await?;
-            }
-            ManifestObject::Deployment(object) => {
-                let api = api_for(client, object.as_ref());
-                let applied = apply_one(&api, object.as_ref(), "Deployment", *force).await?;
+        } => {
+            let kind = object.kind();
+            if let ManifestObject::Deployment(deployment) = object.as_ref() {
+                let api = api_for(client, deployment.as_ref());
+                let applied = apply_one(&api, deployment.as_ref(), kind, *force).await?;
                 if *wait {
                     let namespace = applied.namespace().unwrap_or_default();
                     let generation = applied.metadata.generation.unwrap_or(0);
@@ -507,37 +468,18 @@ pub async fn apply(
                     )
                     .await?;
                 }
+            } else {
+                with_typed_api!(client, object.as_ref(), |api, typed| {
+                    apply_one(&api, typed, kind, *force).await.map(drop)?
+                });
             }
-        },
-        Step::DeleteObject { object } => match object.as_ref() {
-            ManifestObject::ServiceAccount(object) => {
-                delete_one(&api_for(client, object), object, "ServiceAccount").await?
-            }
-            ManifestObject::ClusterRole(object) => {
-                delete_one(
-                    &Api::<ClusterRole>::all(client.clone()),
-                    object,
-                    "ClusterRole",
-                )
-                .await?;
-            }
-            ManifestObject::ClusterRoleBinding(object) => {
-                delete_one(
-                    &Api::<ClusterRoleBinding>::all(client.clone()),
-                    object,
-                    "ClusterRoleBinding",
-                )
-                .await?;
-            }
-            ManifestObject::Deployment(object) => {
-                delete_one(
-                    &api_for(client, object.as_ref()),
-                    object.as_ref(),
-                    "Deployment",
-                )
-                .await?;
-            }
-        },
+        }
+        Step::DeleteObject { object } => {
+            let kind = object.kind();
+            with_typed_api!(client, object.as_ref(), |api, typed| {
+                delete_one(&api, typed, kind).await?
+            });
+        }
         _ => {}
     }
     Ok(())

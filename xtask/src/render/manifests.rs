@@ -7,7 +7,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +17,8 @@ pub enum ManifestObject {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     // Boxed: a Deployment is several times larger than the other objects.
     Deployment(Box<Deployment>),
 }
@@ -27,6 +29,8 @@ impl ManifestObject {
             ManifestObject::ServiceAccount(_) => "ServiceAccount",
             ManifestObject::ClusterRole(_) => "ClusterRole",
             ManifestObject::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            ManifestObject::Role(_) => "Role",
+            ManifestObject::RoleBinding(_) => "RoleBinding",
             ManifestObject::Deployment(_) => "Deployment",
         }
     }
@@ -36,6 +40,8 @@ impl ManifestObject {
             ManifestObject::ServiceAccount(object) => serde_json::to_value(object),
             ManifestObject::ClusterRole(object) => serde_json::to_value(object),
             ManifestObject::ClusterRoleBinding(object) => serde_json::to_value(object),
+            ManifestObject::Role(object) => serde_json::to_value(object),
+            ManifestObject::RoleBinding(object) => serde_json::to_value(object),
             ManifestObject::Deployment(object) => serde_json::to_value(object),
         };
         // Serialising these types into a Value cannot fail: they hold only strings,
@@ -72,6 +78,8 @@ pub fn parse(text: &str) -> Result<Vec<ManifestObject>, ManifestError> {
             "ClusterRoleBinding" => {
                 ManifestObject::ClusterRoleBinding(typed(&value).map_err(error)?)
             }
+            "Role" => ManifestObject::Role(typed(&value).map_err(error)?),
+            "RoleBinding" => ManifestObject::RoleBinding(typed(&value).map_err(error)?),
             "Deployment" => ManifestObject::Deployment(Box::new(typed(&value).map_err(error)?)),
             other => return Err(error(format!("unexpected kind {other}"))),
         };

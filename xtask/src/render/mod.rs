@@ -71,9 +71,9 @@ pub enum RenderError {
 pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderError> {
     let region = catalog.resolve_region(&target.region)?;
     let partition = &region.partition.id;
-    let image = match &target.image_override {
-        Some(image) => image.clone(),
-        None => region.upstream_image(catalog, &target.version.to_string())?,
+    let image = match (&target.publisher_image, &target.image_override) {
+        (Some(image), _) | (None, Some(image)) => image.clone(),
+        (None, None) => region.upstream_image(catalog, &target.version.to_string())?,
     };
     let role_arn = format!(
         "arn:{partition}:iam::{}:role/{}",
@@ -89,6 +89,10 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
         "service_account_subject": format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", target.namespace),
         "image": image,
         "irsa": irsa,
+        "publisher": target.publisher_image.is_some(),
+        "leader_election": target.leader_elect,
+        "replicas": if target.leader_elect { 2 } else { 1 },
+        "aws_node_namespace": "kube-system",
         "identity_fingerprint": format!("{}:{role_arn}", target.identity.as_str()),
         "role_arn": role_arn,
         "cluster_arn": format!("arn:{partition}:eks:{}:{}:cluster/{}", target.region, target.account, target.cluster),

@@ -1,0 +1,610 @@
+//! Folds one round of per-pod ipamd scrapes into the cluster-level datums to publish, keeping
+//! the per-pod counter state between rounds. This is DESIGN.md "Metric semantics":
+//!
+//! - **Type per scrape.** Each pod's samples are handled by the type their family has in that
+//!   pod's exposition (`# TYPE`), so a family that is a gauge on one aws-node version and a
+//!   counter on another works, between rounds and between pods of one round (during a rolling
+//!   upgrade the published value then adds the gauge pods' values to the counter pods'
+//!   increases, which is each pod's own meaning). Untyped samples are ignored: without a type
+//!   it is unknown whether the value is cumulative.
+//! - **Gauge**: the sum over all series of all pods.
+//! - **Counter**: per pod (keyed by pod UID) and per series (the full label set), the increase
+//!   since the pod's previous successful scrape: `cur - prev`, or `cur` when `cur < prev` (the
+//!   counter restarted), or 0 the first time the series is seen. The cluster value is the sum
+//!   of the increases.
+//! - **`awsAPILatency`**: the largest finite 0.99 quantile over all pods and series when any
+//!   pod exposes one; otherwise the mean latency over the interval, the summed `_sum` increases
+//!   divided by the summed `_count` increases (the same per-pod, per-series counter rules),
+//!   published only when the `_count` increase is above 0. Unit `Milliseconds`; everything else
+//!   is `Count`.
+//! - **Union, no invented values.** A metric is published when any pod exposed its family in
+//!   the round, and not at all when none did.
+//! - **Failures.** A pod whose scrape failed or whose body does not parse contributes nothing
+//!   to the round (a body is parsed completely before any of it is used) and is counted in
+//!   [`RoundStats`]. Its counter state is **kept**: when it comes back, its increase covers
+//!   every interval since its last good scrape, so nothing is lost and nothing is counted
+//!   twice. Dropping the state instead would turn the recovery into a first sight and lose the
+//!   increase of the missed intervals. (If it restarted meanwhile, the reset rule applies.)
+//! - **Bounded memory.** The state of a pod that is not in the round's pod list at all (deleted,
+//!   or replaced by a pod with a new UID) is dropped. A series that a pod no longer exposes is
+//!   forgotten with that pod's next successful scrape.
+//! - **Never NaN or infinity.** Non-finite samples, and negative counter samples (a counter
+//!   cannot go below 0), are ignored as if absent; a counter series that reports such a value
+//!   keeps its previous value as state. A total that still overflows to infinity is not
+//!   published.
+//!
+//! Samples are kept compactly: a counter series is a metric index, a part (value, `_sum` or
+//! `_count`) and an interned label set, 8 bytes plus its 8-byte value. Label sets are interned
+//! once for all pods (their vocabulary is small: API and function names), and the interner is
+//! compacted when it outgrows the live state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use crate::CLUSTER_DIMENSION;
+use crate::datum::{Datum, Dimension, Round, Unit};
+use crate::exposition::{MetricType, ParseError, Samples, Suffix};
+use crate::ipamd_metrics::{Aggregation, IPAMD_METRIC_COUNT, IPAMD_METRICS, index_of_family};
+
+/// The dimension name of the per-availability-zone datums.
+pub const AVAILABILITY_ZONE_DIMENSION: &str = "AvailabilityZone";
+
+/// How the aggregator labels its datums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorOptions {
+    /// The value of the `CLUSTER_ID` dimension on every datum.
+    pub cluster_id: String,
+    /// Also publish the capacity metrics once per availability zone.
+    pub per_az: bool,
+}
+
+/// One pod's part of a round: who it is and what its scrape returned.
+#[derive(Debug, Clone, Copy)]
+pub struct PodScrape<'a> {
+    /// The pod's UID: its identity for counter state. A replaced pod has a new UID and starts
+    /// fresh. UIDs are expected to be unique within a round; a repeated UID is ignored.
+    pub uid: &'a str,
+    /// The pod's name, used in [`ParseFailure`].
+    pub name: &'a str,
+    /// The availability zone of the pod's node, for the per-AZ datums.
+    pub zone: Option<&'a str>,
+    pub outcome: ScrapeOutcome<'a>,
+}
+
+/// What a pod's scrape returned.
+#[derive(Debug, Clone, Copy)]
+pub enum ScrapeOutcome<'a> {
+    /// The response body: an exposition in the text format.
+    Body(&'a str),
+    /// The scrape failed (connection error, timeout, error status, body too large).
+    Failed,
+}
+
+/// What happened to the pods of one round.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundStats {
+    /// Pods whose body was parsed and used.
+    pub pods_scraped: usize,
+    /// Pods whose scrape failed ([`ScrapeOutcome::Failed`]).
+    pub scrape_errors: usize,
+    /// Pods whose body did not parse; [`RoundStats::parse_failures`] says why.
+    pub parse_errors: usize,
+    /// Which pod did not parse, and why, for the log.
+    pub parse_failures: Vec<ParseFailure>,
+}
+
+/// A pod whose body did not parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseFailure {
+    pub pod: String,
+    pub error: ParseError,
+}
+
+/// Which counter of a family a series is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Part {
+    /// The family's own samples (a counter family).
+    Value,
+    /// The `_sum` samples of the latency summary.
+    Sum,
+    /// The `_count` samples of the latency summary.
+    Count,
+}
+
+/// A counter series of one pod: 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    metric: u8,
+    part: Part,
+    labels: LabelSetId,
+}
+
+type LabelSetId = u32;
+
+/// What the aggregator remembers about one pod.
+#[derive(Debug, Default)]
+struct PodState {
+    /// The number of the last round the pod was in; pods not in the current round are dropped.
+    last_round: u64,
+    /// The last good value of each counter series.
+    counters: HashMap<SeriesKey, f64>,
+}
+
+/// Label sets (the raw label text of a series) shared by all pods, each stored once.
+#[derive(Debug)]
+struct LabelInterner {
+    ids: HashMap<Box<str>, LabelSetId>,
+    /// Compact when there are more label sets than this.
+    compact_above: usize,
+}
+
+/// The interner is never compacted below this many label sets: compaction walks every pod's
+/// state, which is not worth doing for a small interner.
+const MIN_INTERNER_COMPACTION: usize = 4096;
+
+impl LabelInterner {
+    fn new() -> Self {
+        Self {
+            ids: HashMap::new(),
+            compact_above: MIN_INTERNER_COMPACTION,
+        }
+    }
+
+    /// The id of `labels`, adding it when new. `None` only if 2^32 label sets are live at
+    /// once, which the per-round compaction makes impossible in practice; the series is then
+    /// not tracked.
+    fn intern(&mut self, labels: &str) -> Option<LabelSetId> {
+        if let Some(id) = self.ids.get(labels) {
+            return Some(*id);
+        }
+        let id = LabelSetId::try_from(self.ids.len()).ok()?;
+        self.ids.insert(labels.into(), id);
+        Some(id)
+    }
+
+    /// Drops the label sets no pod refers to any more, once the interner has doubled since the
+    /// last compaction, and renumbers the rest.
+    fn compact_if_needed(&mut self, pods: &mut HashMap<Box<str>, PodState>) {
+        if self.ids.len() <= self.compact_above {
+            return;
+        }
+        let mut live = vec![false; self.ids.len()];
+        for state in pods.values() {
+            for key in state.counters.keys() {
+                if let Some(flag) = live.get_mut(key.labels as usize) {
+                    *flag = true;
+                }
+            }
+        }
+        let mut renumbered: Vec<Option<LabelSetId>> = vec![None; self.ids.len()];
+        let mut next_id: LabelSetId = 0;
+        self.ids.retain(|_, id| {
+            let index = *id as usize;
+            if !live.get(index).copied().unwrap_or(false) {
+                return false;
+            }
+            if let Some(slot) = renumbered.get_mut(index) {
+                *slot = Some(next_id);
+            }
+            *id = next_id;
+            next_id += 1;
+            true
+        });
+        for state in pods.values_mut() {
+            state.counters = state
+                .counters
+                .drain()
+                .filter_map(|(key, value)| {
+                    let labels = renumbered.get(key.labels as usize).copied().flatten()?;
+                    Some((SeriesKey { labels, ..key }, value))
+                })
+                .collect();
+        }
+        self.ids.shrink_to_fit();
+        self.compact_above = MIN_INTERNER_COMPACTION.max(2 * self.ids.len());
+    }
+}
+
+/// The pod map is only shrunk when its capacity is this many entries or more, so that small
+/// clusters never reallocate it.
+const MIN_SHRINK_CAPACITY: usize = 64;
+
+/// One sample of a pod, classified for aggregation; borrowed from the pod's body.
+#[derive(Debug, Clone, Copy)]
+enum Observation<'a> {
+    /// A gauge sample of metric `metric`.
+    Gauge { metric: usize, value: f64 },
+    /// A counter sample (including the latency summary's `_sum` and `_count`).
+    Counter {
+        metric: usize,
+        part: Part,
+        labels: &'a str,
+        value: f64,
+    },
+    /// A 0.99 quantile of the latency summary.
+    LatencyQuantile { value: f64 },
+}
+
+/// The label value of the quantile the latency metric uses.
+const LATENCY_QUANTILE: f64 = 0.99;
+
+/// Parses `body`, keeping only the samples of the ipamd families, classified. Nothing is
+/// aggregated until the whole body has parsed.
+fn observe<'a>(body: &'a str, observations: &mut Vec<Observation<'a>>) -> Result<(), ParseError> {
+    observations.clear();
+    for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
+        let sample = sample?;
+        let Some(metric) = index_of_family(sample.family) else {
+            continue;
+        };
+        let Some(definition) = IPAMD_METRICS.get(metric) else {
+            continue;
+        };
+        let observation = match (definition.aggregation, sample.family_type, sample.suffix) {
+            (Aggregation::Value, MetricType::Gauge, Suffix::None) => Observation::Gauge {
+                metric,
+                value: sample.value,
+            },
+            (Aggregation::Value, MetricType::Counter, Suffix::None) => Observation::Counter {
+                metric,
+                part: Part::Value,
+                labels: sample.raw_labels,
+                value: sample.value,
+            },
+            (Aggregation::Latency, MetricType::Summary, Suffix::None) => {
+                let is_wanted_quantile = sample
+                    .label("quantile")
+                    .and_then(|quantile| quantile.parse::<f64>().ok())
+                    .is_some_and(|quantile| quantile == LATENCY_QUANTILE);
+                if !is_wanted_quantile {
+                    continue;
+                }
+                Observation::LatencyQuantile {
+                    value: sample.value,
+                }
+            }
+            (
+                Aggregation::Latency,
+                MetricType::Summary | MetricType::Histogram,
+                suffix @ (Suffix::Sum | Suffix::Count),
+            ) => Observation::Counter {
+                metric,
+                part: if suffix == Suffix::Sum {
+                    Part::Sum
+                } else {
+                    Part::Count
+                },
+                labels: sample.raw_labels,
+                value: sample.value,
+            },
+            // Untyped samples, histogram buckets and types that make no sense for the family.
+            _ => continue,
+        };
+        observations.push(observation);
+    }
+    Ok(())
+}
+
+/// The per-metric totals of one round (for the cluster, or for one zone).
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    /// `Some` once any pod exposed the metric; the sum of gauge values and counter increases.
+    values: [Option<f64>; IPAMD_METRIC_COUNT],
+}
+
+impl Totals {
+    fn new() -> Self {
+        Self {
+            values: [None; IPAMD_METRIC_COUNT],
+        }
+    }
+
+    fn add(&mut self, metric: usize, amount: f64) {
+        if let Some(total) = self.values.get_mut(metric) {
+            *total = Some(total.unwrap_or(0.0) + amount);
+        }
+    }
+
+    fn get(&self, metric: usize) -> Option<f64> {
+        self.values.get(metric).copied().flatten()
+    }
+}
+
+/// The latency summary's totals of one round.
+#[derive(Debug, Clone, Copy, Default)]
+struct LatencyTotals {
+    max_quantile: Option<f64>,
+    sum_increase: f64,
+    count_increase: f64,
+}
+
+impl LatencyTotals {
+    /// The published latency, per the module docs.
+    fn value(&self) -> Option<f64> {
+        self.max_quantile.or_else(|| {
+            (self.count_increase > 0.0).then(|| self.sum_increase / self.count_increase)
+        })
+    }
+}
+
+/// Everything one round adds up.
+struct RoundTotals<'a> {
+    cluster: Totals,
+    latency: LatencyTotals,
+    /// Per zone, only with `per_az` and only for the capacity metrics.
+    zones: BTreeMap<&'a str, Totals>,
+}
+
+/// Keeps per-pod counter state between rounds and turns each round of scrapes into datums.
+#[derive(Debug)]
+pub struct Aggregator {
+    options: AggregatorOptions,
+    pods: HashMap<Box<str>, PodState>,
+    labels: LabelInterner,
+    /// The number of rounds run so far.
+    round_number: u64,
+}
+
+impl Aggregator {
+    pub fn new(options: AggregatorOptions) -> Self {
+        Self {
+            options,
+            pods: HashMap::new(),
+            labels: LabelInterner::new(),
+            round_number: 0,
+        }
+    }
+
+    /// The options the aggregator was created with.
+    pub fn options(&self) -> &AggregatorOptions {
+        &self.options
+    }
+
+    /// Runs one round over `pods` (every pod of the round, including the failed ones, whose
+    /// state is kept) and returns the datums to publish, stamped `timestamp`, in table order
+    /// with each capacity metric's per-zone datums (by zone name) right after its cluster datum.
+    pub fn round(&mut self, pods: &[PodScrape<'_>], timestamp: SystemTime) -> (Round, RoundStats) {
+        self.round_number += 1;
+        let mut stats = RoundStats::default();
+        let mut totals = RoundTotals {
+            cluster: Totals::new(),
+            latency: LatencyTotals::default(),
+            zones: BTreeMap::new(),
+        };
+        let mut observations = Vec::new();
+        for pod in pods {
+            if !self.mark_in_round(pod.uid) {
+                continue;
+            }
+            let body = match pod.outcome {
+                ScrapeOutcome::Failed => {
+                    stats.scrape_errors += 1;
+                    continue;
+                }
+                ScrapeOutcome::Body(body) => body,
+            };
+            if let Err(error) = observe(body, &mut observations) {
+                stats.parse_errors += 1;
+                stats.parse_failures.push(ParseFailure {
+                    pod: pod.name.to_owned(),
+                    error,
+                });
+                continue;
+            }
+            stats.pods_scraped += 1;
+            let zone = pod.zone.filter(|_| self.options.per_az);
+            self.commit(pod.uid, zone, &observations, &mut totals);
+        }
+        let round_number = self.round_number;
+        self.pods
+            .retain(|_, state| state.last_round == round_number);
+        // Give memory back after a cluster shrinks a lot (a hash map never shrinks by itself).
+        if self.pods.capacity() > 4 * self.pods.len().max(MIN_SHRINK_CAPACITY) {
+            self.pods.shrink_to_fit();
+        }
+        self.labels.compact_if_needed(&mut self.pods);
+        (self.datums(&totals, timestamp), stats)
+    }
+
+    /// The number of pods whose state is kept (the pods of the last round).
+    pub fn tracked_pods(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The number of counter series kept over all pods.
+    pub fn tracked_series(&self) -> usize {
+        self.pods.values().map(|state| state.counters.len()).sum()
+    }
+
+    /// A rough estimate of the heap memory the state takes, in bytes, from the allocated
+    /// capacities (for diagnostics and the memory test; allocator overhead not included).
+    pub fn approximate_state_bytes(&self) -> usize {
+        // A hashbrown table holds one control byte per bucket besides the entry itself.
+        let pod_entry = size_of::<(Box<str>, PodState)>() + 1;
+        let series_entry = size_of::<(SeriesKey, f64)>() + 1;
+        let label_entry = size_of::<(Box<str>, LabelSetId)>() + 1;
+        let pods: usize = self
+            .pods
+            .iter()
+            .map(|(uid, state)| uid.len() + state.counters.capacity() * series_entry)
+            .sum();
+        let labels: usize = self.labels.ids.keys().map(|labels| labels.len()).sum();
+        self.pods.capacity() * pod_entry + pods + self.labels.ids.capacity() * label_entry + labels
+    }
+
+    /// Records that the pod `uid` is in the current round; false when it already was (a
+    /// repeated UID, which is ignored).
+    fn mark_in_round(&mut self, uid: &str) -> bool {
+        let round_number = self.round_number;
+        match self.pods.get_mut(uid) {
+            Some(state) if state.last_round == round_number => false,
+            Some(state) => {
+                state.last_round = round_number;
+                true
+            }
+            None => {
+                self.pods.insert(
+                    uid.into(),
+                    PodState {
+                        last_round: round_number,
+                        counters: HashMap::new(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Adds a successfully parsed pod's observations to the round and replaces its counter
+    /// state with this scrape's values.
+    fn commit<'a>(
+        &mut self,
+        uid: &str,
+        zone: Option<&'a str>,
+        observations: &[Observation<'_>],
+        totals: &mut RoundTotals<'a>,
+    ) {
+        let Some(state) = self.pods.get_mut(uid) else {
+            return;
+        };
+        let mut current: HashMap<SeriesKey, f64> = HashMap::with_capacity(state.counters.len());
+        // Series whose sample this round was unusable: they keep their previous value.
+        let mut carried_over = Vec::new();
+        let mut zone_totals = Totals::new();
+        for observation in observations {
+            match *observation {
+                Observation::Gauge { metric, value } => {
+                    if value.is_finite() {
+                        totals.cluster.add(metric, value);
+                        zone_totals.add(metric, value);
+                    }
+                }
+                Observation::LatencyQuantile { value } => {
+                    if value.is_finite() {
+                        let max = &mut totals.latency.max_quantile;
+                        *max = Some(max.map_or(value, |max| max.max(value)));
+                    }
+                }
+                Observation::Counter {
+                    metric,
+                    part,
+                    labels,
+                    value,
+                } => {
+                    let Ok(metric_index) = u8::try_from(metric) else {
+                        continue;
+                    };
+                    let Some(labels) = self.labels.intern(labels) else {
+                        continue;
+                    };
+                    let key = SeriesKey {
+                        metric: metric_index,
+                        part,
+                        labels,
+                    };
+                    if !(value.is_finite() && value >= 0.0) {
+                        carried_over.push(key);
+                        continue;
+                    }
+                    // A series repeated within one scrape counts once, the first time.
+                    if current.contains_key(&key) {
+                        continue;
+                    }
+                    current.insert(key, value);
+                    let increase = match state.counters.get(&key) {
+                        None => 0.0,
+                        Some(previous) if value < *previous => value,
+                        Some(previous) => value - previous,
+                    };
+                    match part {
+                        Part::Value => {
+                            totals.cluster.add(metric, increase);
+                            zone_totals.add(metric, increase);
+                        }
+                        Part::Sum => totals.latency.sum_increase += increase,
+                        Part::Count => totals.latency.count_increase += increase,
+                    }
+                }
+            }
+        }
+        for key in carried_over {
+            if let Some(previous) = state.counters.get(&key) {
+                current.entry(key).or_insert(*previous);
+            }
+        }
+        state.counters = current;
+
+        if let Some(zone) = zone {
+            let zone_entry = totals.zones.entry(zone).or_insert_with(Totals::new);
+            for (index, definition) in IPAMD_METRICS.iter().enumerate() {
+                if let (true, Some(value)) = (definition.capacity, zone_totals.get(index)) {
+                    zone_entry.add(index, value);
+                }
+            }
+        }
+    }
+
+    /// The datums of a round, in table order.
+    fn datums(&self, totals: &RoundTotals<'_>, timestamp: SystemTime) -> Round {
+        let cluster_dimension = Dimension {
+            name: CLUSTER_DIMENSION.to_owned(),
+            value: self.options.cluster_id.clone(),
+        };
+        let datum = |metric_name: &str, value: f64, unit: Unit, dimensions: Vec<Dimension>| Datum {
+            metric_name: metric_name.to_owned(),
+            value,
+            unit,
+            dimensions,
+            timestamp,
+        };
+        let mut datums = Vec::new();
+        for (index, definition) in IPAMD_METRICS.iter().enumerate() {
+            match definition.aggregation {
+                Aggregation::Latency => {
+                    if let Some(value) = totals.latency.value().filter(|value| value.is_finite()) {
+                        datums.push(datum(
+                            definition.metric_name,
+                            value,
+                            Unit::Milliseconds,
+                            vec![cluster_dimension.clone()],
+                        ));
+                    }
+                }
+                Aggregation::Value => {
+                    let Some(value) = totals.cluster.get(index).filter(|value| value.is_finite())
+                    else {
+                        continue;
+                    };
+                    datums.push(datum(
+                        definition.metric_name,
+                        value,
+                        Unit::Count,
+                        vec![cluster_dimension.clone()],
+                    ));
+                    if !(definition.capacity && self.options.per_az) {
+                        continue;
+                    }
+                    for (zone, zone_totals) in &totals.zones {
+                        if let Some(value) =
+                            zone_totals.get(index).filter(|value| value.is_finite())
+                        {
+                            datums.push(datum(
+                                definition.metric_name,
+                                value,
+                                Unit::Count,
+                                vec![
+                                    cluster_dimension.clone(),
+                                    Dimension {
+                                        name: AVAILABILITY_ZONE_DIMENSION.to_owned(),
+                                        value: (*zone).to_owned(),
+                                    },
+                                ],
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Round { datums }
+    }
+}

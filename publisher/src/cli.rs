@@ -1,0 +1,384 @@
+//! The command line: every flag, the upstream environment variables they fall back to, and
+//! the value parsers that turn text into typed values with messages naming the flag and the
+//! variable. Validation that needs more than one value (cluster id and region present,
+//! leader-election settings coherent) lives in [`crate::config`].
+//!
+//! Without a subcommand the binary runs `run` with the top-level flags, so the upstream
+//! image's entrypoint (no arguments, configuration from the environment) keeps working.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The port ipamd serves `/metrics` on.
+pub const DEFAULT_IPAMD_METRICS_PORT: u16 = 61678;
+/// The port upstream's helper serves its Prometheus endpoint on when `USE_PROMETHEUS=true`.
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 61681;
+
+/// Scrapes every aws-node (ipamd) pod, aggregates per cluster and publishes to CloudWatch.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cni-metrics-publisher",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The flags of `run`, for the default command.
+    #[command(flatten)]
+    pub run: PublisherArgs,
+}
+
+impl Cli {
+    /// The command to execute, `run` with the top-level flags when none was named.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scrape, aggregate and publish every interval until SIGTERM (the default).
+    Run(PublisherArgs),
+    /// Run one cycle and exit.
+    Once(OnceArgs),
+    /// Offline: aggregate rounds of exposition files and print the datums as JSON.
+    Aggregate(AggregateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    /// Print the datums as JSON on stdout and publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub publisher: PublisherArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// A directory holding one exposition file per pod (file name = pod name); one per
+    /// round, in order.
+    #[arg(long = "round", value_name = "DIR", required = true)]
+    pub rounds: Vec<PathBuf>,
+    /// The value of the CLUSTER_ID dimension.
+    #[arg(long, env = "AWS_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// Also publish the capacity metrics per availability zone.
+    #[arg(long)]
+    pub per_az: bool,
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+}
+
+/// How scrapes reach ipamd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScrapeVia {
+    /// Through the API server's pods proxy (upstream's path); needs control plane -> nodes
+    /// tcp/61678.
+    Proxy,
+    /// Straight to `hostIP:61678`; needs publisher pod -> nodes tcp/61678.
+    Direct,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoggingArgs {
+    /// Log level: trace, debug, info, warn, error (upstream's DEBUG/INFO/WARN/ERROR/FATAL
+    /// are accepted too). Scrape bodies are logged only at trace.
+    #[arg(long, env = "AWS_VPC_K8S_CNI_LOGLEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: tracing::Level,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublisherArgs {
+    /// The value of the CLUSTER_ID dimension on every datum (required).
+    #[arg(long, env = "AWS_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// The AWS region to publish to (required; IMDS is never asked).
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Seconds between rounds.
+    #[arg(long = "interval", env = "METRIC_UPDATE_INTERVAL", value_name = "SECONDS",
+          default_value = "30", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Publish to CloudWatch (yes/true or no/false).
+    #[arg(long, env = "USE_CLOUDWATCH", value_name = "BOOL", default_value = "true",
+          value_parser = parse_upstream_bool,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true")]
+    pub cloudwatch: bool,
+    /// Serve /metrics, /healthz and /readyz on :61681 unless --listen says otherwise
+    /// (yes/true or no/false).
+    #[arg(long, env = "USE_PROMETHEUS", value_name = "BOOL", default_value = "false",
+          value_parser = parse_upstream_bool,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true")]
+    pub prometheus: bool,
+    /// Serve /metrics, /healthz and /readyz on this address (implies --prometheus).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// The CloudWatch namespace.
+    #[arg(long, default_value = crate::CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
+    pub cloudwatch_namespace: String,
+    /// Also publish maxIPAddresses, totalIPAddresses and assignIPAddresses per availability
+    /// zone (needs get/list/watch on nodes).
+    #[arg(long)]
+    pub per_az: bool,
+
+    /// The namespace of the aws-node pods.
+    #[arg(long, default_value = "kube-system", value_name = "NAMESPACE")]
+    pub aws_node_namespace: String,
+    /// The label selector of the aws-node pods.
+    #[arg(long, default_value = "k8s-app=aws-node", value_name = "SELECTOR")]
+    pub aws_node_selector: String,
+    /// How scrapes reach ipamd.
+    #[arg(long, value_enum, default_value_t = ScrapeVia::Proxy)]
+    pub scrape_via: ScrapeVia,
+    /// The port ipamd serves /metrics on.
+    #[arg(long, default_value_t = DEFAULT_IPAMD_METRICS_PORT, value_name = "PORT")]
+    pub metrics_port: u16,
+    /// How many pods are scraped at the same time.
+    #[arg(long, default_value = "64", value_name = "N", value_parser = parse_positive_usize)]
+    pub scrape_concurrency: usize,
+    /// How long one pod's scrape may take, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    pub scrape_timeout: Duration,
+    /// The largest scrape body accepted, e.g. 4MiB; a larger body fails that pod.
+    #[arg(long, default_value = "4MiB", value_name = "BYTES", value_parser = parse_bytes)]
+    pub scrape_body_limit: usize,
+
+    /// The most datums kept for CloudWatch while it cannot be reached; the oldest are
+    /// dropped (and counted) beyond it.
+    #[arg(long, default_value = "20000", value_name = "DATUMS", value_parser = parse_positive_usize)]
+    pub queue_capacity: usize,
+    /// The most datums in one PutMetricData call (CloudWatch allows 1000).
+    #[arg(long, default_value = "1000", value_name = "DATUMS", value_parser = parse_batch_datums)]
+    pub batch_datums: usize,
+    /// The most bytes one PutMetricData call may carry, estimated conservatively
+    /// (CloudWatch allows 1 MB).
+    #[arg(long, default_value = "1000000", value_name = "BYTES", value_parser = parse_batch_bytes)]
+    pub batch_bytes: usize,
+
+    /// Run only while holding a coordination.k8s.io Lease, so that 2+ replicas are safe.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "cni-metrics-publisher", value_name = "NAME")]
+    pub lease_name: String,
+    /// The Lease's namespace; the pod's own namespace by default.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease stays valid without renewal, e.g. 15s.
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease; the pod name (or hostname) plus a random
+    /// suffix by default.
+    #[arg(long, env = "POD_NAME", value_name = "ID")]
+    pub leader_identity: Option<String>,
+
+    /// How long shutdown may take to flush what is queued for CloudWatch.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+}
+
+/// Upstream accepts yes/true and no/false in any case for USE_CLOUDWATCH and USE_PROMETHEUS.
+/// Anything else is refused here rather than silently ignored as upstream does.
+pub fn parse_upstream_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err("expected yes/true or no/false".to_owned()),
+    }
+}
+
+/// METRIC_UPDATE_INTERVAL is whole seconds, above zero, as upstream reads it.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(
+            "the interval (METRIC_UPDATE_INTERVAL or --interval) must be a whole number of \
+             seconds above 0"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Maps upstream's log levels (and the usual ones) to a tracing level.
+pub fn parse_log_level(text: &str) -> Result<tracing::Level, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "trace" => Ok(tracing::Level::TRACE),
+        "debug" => Ok(tracing::Level::DEBUG),
+        "info" => Ok(tracing::Level::INFO),
+        "warn" | "warning" => Ok(tracing::Level::WARN),
+        "error" | "fatal" | "panic" => Ok(tracing::Level::ERROR),
+        _ => Err("expected trace, debug, info, warn or error".to_owned()),
+    }
+}
+
+/// A duration: a number with `ms`, `s` or `m`, or plain seconds (fractions allowed).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(number) = text.strip_suffix("ms") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('m') {
+        (number, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| "expected a duration such as 5s, 500ms or 1m".to_owned())?;
+    let seconds = value * scale;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
+        return Err("the duration must be above 0 and at most a day".to_owned());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A byte count: a number with an optional `KiB`/`MiB` (or `Ki`/`Mi`, `KB`/`MB`) suffix.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let suffixes: [(&str, usize); 6] = [
+        ("KiB", 1024),
+        ("MiB", 1024 * 1024),
+        ("Ki", 1024),
+        ("Mi", 1024 * 1024),
+        ("KB", 1000),
+        ("MB", 1_000_000),
+    ];
+    let (number, scale) = suffixes
+        .iter()
+        .find_map(|(suffix, scale)| text.strip_suffix(suffix).map(|number| (number, *scale)))
+        .unwrap_or((text, 1));
+    let count: usize = number
+        .trim()
+        .parse()
+        .map_err(|_| "expected a byte count such as 4MiB, 512KiB or 1000000".to_owned())?;
+    match count.checked_mul(scale) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        _ => Err("the byte count must be above 0".to_owned()),
+    }
+}
+
+fn parse_positive_usize(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err("expected a whole number above 0".to_owned()),
+    }
+}
+
+fn parse_batch_datums(text: &str) -> Result<usize, String> {
+    let count = parse_positive_usize(text)?;
+    if count > crate::cloudwatch::MAX_DATUMS_PER_CALL {
+        return Err(format!(
+            "CloudWatch accepts at most {} datums per PutMetricData call",
+            crate::cloudwatch::MAX_DATUMS_PER_CALL
+        ));
+    }
+    Ok(count)
+}
+
+fn parse_batch_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes > crate::cloudwatch::MAX_BYTES_PER_CALL {
+        return Err(format!(
+            "CloudWatch accepts at most {} bytes per PutMetricData call",
+            crate::cloudwatch::MAX_BYTES_PER_CALL
+        ));
+    }
+    if bytes < crate::cloudwatch::MIN_BATCH_BYTES {
+        return Err(format!(
+            "a batch must allow at least {} bytes, enough for one datum",
+            crate::cloudwatch::MIN_BATCH_BYTES
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_plain_seconds() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn byte_counts_take_binary_and_decimal_suffixes() {
+        assert_eq!(parse_bytes("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn upstream_booleans_and_levels() {
+        assert_eq!(parse_upstream_bool("YES"), Ok(true));
+        assert_eq!(parse_upstream_bool("False"), Ok(false));
+        assert!(parse_upstream_bool("maybe").is_err());
+        assert_eq!(parse_log_level("DEBUG"), Ok(tracing::Level::DEBUG));
+        assert_eq!(parse_log_level("FATAL"), Ok(tracing::Level::ERROR));
+        assert!(parse_log_level("loud").is_err());
+    }
+
+    #[test]
+    fn intervals_are_whole_positive_seconds() {
+        assert_eq!(parse_interval("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("1.5").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_run_with_top_level_flags() {
+        let cli = Cli::try_parse_from(["cni-metrics-publisher", "--cluster-id", "c"])
+            .expect("top-level flags parse");
+        match cli.into_command() {
+            Command::Run(args) => assert_eq!(args.cluster_id.as_deref(), Some("c")),
+            other => panic!("expected run, got {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["cni-metrics-publisher", "run", "--prometheus"])
+            .expect("a bare boolean flag parses");
+        assert!(matches!(
+            cli.into_command(),
+            Command::Run(PublisherArgs {
+                prometheus: true,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["cni-metrics-publisher", "once", "--dry-run"])
+            .expect("once parses");
+        assert!(matches!(
+            cli.into_command(),
+            Command::Once(OnceArgs { dry_run: true, .. })
+        ));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

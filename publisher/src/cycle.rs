@@ -1,0 +1,473 @@
+//! One round, and the commands built from rounds.
+//!
+//! A round: take the aws-node pods from the watch cache, scrape them concurrently, fold the
+//! scrapes into cluster values, add the self-metrics `podsScraped` and `scrapeErrors`, then
+//! queue for CloudWatch and flush, and refresh `/metrics`. Every datum of a round carries
+//! the round's start time.
+//!
+//! - [`run`]: a round every interval until shutdown (SIGTERM/SIGINT); with leader election
+//!   only while leading. On shutdown the round in flight is abandoned, what is queued is
+//!   flushed within the shutdown timeout, and the Lease is released.
+//! - [`once`]: one round; published, or returned for printing with `--dry-run`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use tokio::sync::watch;
+
+use crate::cli::ScrapeVia;
+use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
+use crate::config::Settings;
+use crate::datum::{Datum, Dimension, Round, Rounds, Unit};
+use crate::discovery::{DiscoveryError, PodDiscovery};
+use crate::leader::{LeaderElector, LeadershipState, run_election};
+use crate::scrape::{ScrapeResult, Scraper};
+use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
+
+/// The self-metric counting pods whose scrape was read and parsed this round.
+pub const PODS_SCRAPED_METRIC: &str = "podsScraped";
+/// The self-metric counting pods that failed to scrape or parse this round.
+pub const SCRAPE_ERRORS_METRIC: &str = "scrapeErrors";
+
+/// How long `run` waits for the first pod listing before it starts rounds anyway (the
+/// rounds then see no pods until the cache fills, and say so in the logs).
+const RUN_DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+/// How long `once` waits for the first pod listing before it fails.
+const ONCE_DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error(
+        "no Kubernetes configuration: neither KUBECONFIG / ~/.kube/config nor the in-cluster \
+         service account works: {0}"
+    )]
+    KubeConfig(#[source] kube::config::InferConfigError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    KubeClient(#[source] kube::Error),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Publish(#[from] crate::cloudwatch::PublishError),
+}
+
+/// What the aggregator reports about a round besides its datums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    /// Pods whose body was read and parsed.
+    pub pods_scraped: usize,
+    /// Pods that failed to scrape or to parse.
+    pub scrape_errors: usize,
+}
+
+/// Folds one round's scrapes into cluster datums, keeping per-pod state across rounds.
+pub trait RoundAggregator: Send {
+    fn aggregate(
+        &mut self,
+        scrapes: &[ScrapeResult],
+        timestamp: SystemTime,
+    ) -> (Round, RoundCounts);
+    /// Drops all per-pod state, e.g. when this replica stops being the leader and its state
+    /// would be stale by the time it leads again.
+    fn forget(&mut self);
+}
+
+/// The aggregator of this crate (DESIGN.md "Metric semantics") behind [`RoundAggregator`].
+pub struct ClusterAggregator {
+    options: crate::aggregate::AggregatorOptions,
+    inner: crate::aggregate::Aggregator,
+}
+
+impl ClusterAggregator {
+    pub fn new(cluster_id: &str, per_az: bool) -> Self {
+        let options = crate::aggregate::AggregatorOptions {
+            cluster_id: cluster_id.to_owned(),
+            per_az,
+        };
+        ClusterAggregator {
+            inner: crate::aggregate::Aggregator::new(options.clone()),
+            options,
+        }
+    }
+}
+
+impl RoundAggregator for ClusterAggregator {
+    fn aggregate(
+        &mut self,
+        scrapes: &[ScrapeResult],
+        timestamp: SystemTime,
+    ) -> (Round, RoundCounts) {
+        use crate::aggregate::{PodScrape, ScrapeOutcome};
+        let pods: Vec<PodScrape<'_>> = scrapes
+            .iter()
+            .map(|scrape| PodScrape {
+                uid: &scrape.target.uid,
+                name: &scrape.target.name,
+                zone: scrape.target.zone.as_deref(),
+                outcome: match &scrape.outcome {
+                    Ok(body) => ScrapeOutcome::Body(body),
+                    Err(_) => ScrapeOutcome::Failed,
+                },
+            })
+            .collect();
+        let (round, stats) = self.inner.round(&pods, timestamp);
+        for failure in &stats.parse_failures {
+            tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
+        }
+        let counts = RoundCounts {
+            pods_scraped: stats.pods_scraped,
+            scrape_errors: stats.scrape_errors + stats.parse_errors,
+        };
+        (round, counts)
+    }
+
+    fn forget(&mut self) {
+        self.inner = crate::aggregate::Aggregator::new(self.options.clone());
+    }
+}
+
+/// The self-metrics of a round, with the CLUSTER_ID dimension.
+pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts) -> Vec<Datum> {
+    [
+        (PODS_SCRAPED_METRIC, counts.pods_scraped),
+        (SCRAPE_ERRORS_METRIC, counts.scrape_errors),
+    ]
+    .into_iter()
+    .map(|(name, count)| Datum {
+        metric_name: name.to_owned(),
+        value: count as f64,
+        unit: Unit::Count,
+        dimensions: vec![Dimension {
+            name: crate::CLUSTER_DIMENSION.to_owned(),
+            value: cluster_id.to_owned(),
+        }],
+        timestamp,
+    })
+    .collect()
+}
+
+/// Discovery, scraping and aggregation: everything a round needs before publishing.
+pub struct RoundRunner<A> {
+    discovery: PodDiscovery,
+    scraper: Scraper,
+    aggregator: A,
+    cluster_id: String,
+}
+
+impl<A: RoundAggregator> RoundRunner<A> {
+    pub fn new(discovery: PodDiscovery, scraper: Scraper, aggregator: A, cluster_id: &str) -> Self {
+        RoundRunner {
+            discovery,
+            scraper,
+            aggregator,
+            cluster_id: cluster_id.to_owned(),
+        }
+    }
+
+    /// Runs one round and returns its datums, self-metrics last.
+    pub async fn round(&mut self) -> Round {
+        let timestamp = SystemTime::now();
+        let started = Instant::now();
+        let targets = self.discovery.targets();
+        if targets.is_empty() {
+            tracing::warn!(
+                "no Running aws-node pods found; check --aws-node-namespace and --aws-node-selector"
+            );
+        }
+        let scrapes = self.scraper.scrape_all(targets).await;
+        let (mut round, counts) = self.aggregator.aggregate(&scrapes, timestamp);
+        round
+            .datums
+            .extend(self_metrics(&self.cluster_id, timestamp, counts));
+        tracing::info!(
+            pods_scraped = counts.pods_scraped,
+            scrape_errors = counts.scrape_errors,
+            datums = round.datums.len(),
+            elapsed = ?started.elapsed(),
+            "round done"
+        );
+        round
+    }
+
+    pub fn forget(&mut self) {
+        self.aggregator.forget();
+    }
+}
+
+/// Builds the kube clients, the discovery and the scraper for `settings`.
+async fn round_runner(
+    settings: &Settings,
+) -> Result<(RoundRunner<ClusterAggregator>, kube::Client), CycleError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(CycleError::KubeConfig)?;
+    let client = kube::Client::try_from(config.clone()).map_err(CycleError::KubeClient)?;
+    let scraper = match settings.scrape.via {
+        ScrapeVia::Proxy => {
+            Scraper::via_proxy(config, &settings.scrape).map_err(CycleError::KubeClient)?
+        }
+        ScrapeVia::Direct => Scraper::direct(&settings.scrape),
+    };
+    let discovery = PodDiscovery::start(
+        client.clone(),
+        &settings.scrape.namespace,
+        &settings.scrape.selector,
+        settings.per_az,
+    );
+    let aggregator = ClusterAggregator::new(&settings.cluster_id, settings.per_az);
+    Ok((
+        RoundRunner::new(discovery, scraper, aggregator, &settings.cluster_id),
+        client,
+    ))
+}
+
+async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
+    let cloudwatch = settings.cloudwatch.as_ref()?;
+    let sdk_config = load_sdk_config(&cloudwatch.region).await;
+    Some(CloudWatchPublisher::new(&sdk_config, cloudwatch))
+}
+
+/// One cycle. With `dry_run` nothing is published and the round is returned for printing.
+pub async fn once(settings: &Settings, dry_run: bool) -> Result<Rounds, CycleError> {
+    let (mut runner, _client) = round_runner(settings).await?;
+    runner
+        .discovery
+        .wait_until_ready(ONCE_DISCOVERY_WAIT)
+        .await?;
+    let round = runner.round().await;
+    if !dry_run && let Some(mut publisher) = cloudwatch_publisher(settings).await {
+        publisher.enqueue(round.datums.clone());
+        let report = publisher.flush().await?;
+        tracing::info!(
+            calls = report.calls,
+            datums = report.datums_sent,
+            "published to CloudWatch"
+        );
+    }
+    Ok(Rounds {
+        rounds: vec![round],
+    })
+}
+
+/// Rounds every interval until `shutdown` completes.
+pub async fn run(
+    settings: &Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CycleError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let serve_state = ServeState::new();
+    let server = match settings.listen {
+        Some(address) => Some(Server::start(address, Arc::clone(&serve_state)).await?),
+        None => None,
+    };
+    let (mut runner, client) = round_runner(settings).await?;
+    let mut publisher = cloudwatch_publisher(settings).await;
+
+    // Leadership: a constant "leader" without election, else the election task's view.
+    let (leadership_sender, mut leadership) = watch::channel(LeadershipState {
+        is_leader: settings.leader.is_none(),
+        healthy: settings.leader.is_none(),
+    });
+    let (stop_election, stop_receiver) = watch::channel(false);
+    let election = settings.leader.as_ref().map(|leader| {
+        let namespace = leader
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
+        let elector = LeaderElector::new(
+            api,
+            &namespace,
+            &leader.lease_name,
+            &leader.identity,
+            leader.lease_duration,
+        );
+        tokio::spawn(run_election(
+            elector,
+            leadership_sender.clone(),
+            stop_receiver,
+        ))
+    });
+
+    // `shutdown` must not be polled again once it completed, so its completion here is
+    // remembered and the round loop skipped.
+    let stopped_early = tokio::select! {
+        ready = runner.discovery.wait_until_ready(RUN_DISCOVERY_WAIT) => {
+            if let Err(error) = ready {
+                tracing::warn!("{error}; starting rounds anyway");
+            }
+            false
+        }
+        () = &mut shutdown => true,
+    };
+
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status = PublisherStatus::default();
+    let mut was_leader = false;
+    let mut last_round: Vec<Datum> = Vec::new();
+    'rounds: loop {
+        if stopped_early {
+            break 'rounds;
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = leadership.changed() => {
+                let state = *leadership.borrow_and_update();
+                let became_leader = changed.is_ok() && state.is_leader && !was_leader;
+                if !became_leader {
+                    if !state.is_leader {
+                        standby(&mut runner, &serve_state, &mut was_leader, state, &mut status, &last_round);
+                    }
+                    continue 'rounds;
+                }
+                // A new leader starts its first round at once rather than an interval later.
+                ticker.reset();
+            }
+            () = &mut shutdown => break 'rounds,
+        }
+        let state = *leadership.borrow_and_update();
+        if !state.is_leader {
+            standby(
+                &mut runner,
+                &serve_state,
+                &mut was_leader,
+                state,
+                &mut status,
+                &last_round,
+            );
+            continue;
+        }
+        was_leader = true;
+        let started = Instant::now();
+        let round = tokio::select! {
+            round = runner.round() => round,
+            () = &mut shutdown => {
+                tracing::info!("shutting down: abandoned the round in flight");
+                break 'rounds;
+            }
+        };
+        // Leadership may have been lost while scraping; a former leader must not publish.
+        if !leadership.borrow().is_leader {
+            tracing::warn!("lost leadership during the round; not publishing it");
+            continue;
+        }
+        if let Some(publisher) = publisher.as_mut() {
+            publisher.enqueue(round.datums.clone());
+            let flushed = tokio::select! {
+                flushed = publisher.flush() => flushed,
+                () = &mut shutdown => break 'rounds,
+            };
+            match flushed {
+                Ok(report) => tracing::debug!(
+                    calls = report.calls,
+                    datums = report.datums_sent,
+                    "published to CloudWatch"
+                ),
+                Err(error) => tracing::warn!("{error}"),
+            }
+        }
+        status.round_duration_seconds = started.elapsed().as_secs_f64();
+        status.last_round_unix_seconds = round
+            .datums
+            .first()
+            .map_or(0.0, |datum| unix_seconds(datum.timestamp));
+        status.rounds_total += 1;
+        status.is_leader = true;
+        if let Some(publisher) = publisher.as_ref() {
+            status.cloudwatch_queued_datums = publisher.queued();
+            status.cloudwatch_dropped_datums_total = publisher.dropped_total();
+        }
+        last_round = round.datums;
+        serve_state.publish(&last_round, &status);
+        serve_state.set_ready(true);
+    }
+
+    serve_state.set_ready(false);
+    if let Some(publisher) = publisher.as_mut()
+        && publisher.queued() > 0
+    {
+        match tokio::time::timeout(settings.shutdown_timeout, publisher.flush()).await {
+            Ok(Ok(report)) => {
+                tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
+            }
+            Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
+            Err(_) => tracing::warn!(
+                queued = publisher.queued(),
+                "the final flush did not finish within {:?}; dropping what is left",
+                settings.shutdown_timeout
+            ),
+        }
+    }
+    stop_election.send_replace(true);
+    if let Some(election) = election
+        && let Err(error) = election.await
+    {
+        tracing::warn!("the leader election task failed: {error}");
+    }
+    drop(server);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A replica that does not lead: forget per-pod state once (it would be stale by the time
+/// this replica leads again), stay ready while the election is healthy, and keep serving
+/// the last values marked as not leading.
+fn standby<A: RoundAggregator>(
+    runner: &mut RoundRunner<A>,
+    serve_state: &ServeState,
+    was_leader: &mut bool,
+    state: LeadershipState,
+    status: &mut PublisherStatus,
+    last_round: &[Datum],
+) {
+    if *was_leader {
+        runner.forget();
+        *was_leader = false;
+        status.is_leader = false;
+        serve_state.publish(last_round, status);
+    }
+    serve_state.set_ready(state.healthy);
+}
+
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_metrics_carry_the_cluster_and_the_round_time() {
+        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let datums = self_metrics(
+            "prod",
+            timestamp,
+            RoundCounts {
+                pods_scraped: 47,
+                scrape_errors: 3,
+            },
+        );
+        let summary: Vec<(&str, f64)> = datums
+            .iter()
+            .map(|datum| (datum.metric_name.as_str(), datum.value))
+            .collect();
+        assert_eq!(summary, [("podsScraped", 47.0), ("scrapeErrors", 3.0)]);
+        for datum in &datums {
+            assert_eq!(datum.timestamp, timestamp);
+            assert_eq!(datum.unit, Unit::Count);
+            assert_eq!(
+                datum.dimensions,
+                [Dimension {
+                    name: "CLUSTER_ID".to_owned(),
+                    value: "prod".to_owned()
+                }]
+            );
+        }
+    }
+}

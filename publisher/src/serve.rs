@@ -1,0 +1,413 @@
+//! The HTTP endpoint for `USE_PROMETHEUS=true` / `--listen`: `/metrics` with the last
+//! round's cluster aggregates and the publisher's own metrics in Prometheus text format
+//! 0.0.4, `/healthz` (the process serves) and `/readyz` (a round completed, or, on a standby
+//! replica, the lease is being watched successfully).
+//!
+//! Names: every datum becomes `cni_metrics_<CloudWatch name>` (e.g.
+//! `cni_metrics_assignIPAddresses`), typed gauge because each value is one round's number
+//! (counter metrics are already per-interval deltas), with the dimensions as snake_case
+//! labels (`cluster_id`, and the zone label with `--per-az`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::datum::Datum;
+
+/// The content type of the 0.0.4 text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The prefix of every exposed aggregate.
+pub const METRIC_PREFIX: &str = "cni_metrics_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address} for /metrics: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The publisher's own numbers, exposed next to the aggregates.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PublisherStatus {
+    pub round_duration_seconds: f64,
+    pub last_round_unix_seconds: f64,
+    pub rounds_total: u64,
+    pub cloudwatch_queued_datums: usize,
+    pub cloudwatch_dropped_datums_total: u64,
+    pub is_leader: bool,
+}
+
+/// What the endpoint serves; shared with the round loop.
+#[derive(Debug, Default)]
+pub struct ServeState {
+    ready: AtomicBool,
+    exposition: RwLock<String>,
+}
+
+impl ServeState {
+    pub fn new() -> Arc<ServeState> {
+        Arc::new(ServeState::default())
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Replaces what `/metrics` serves.
+    pub fn publish(&self, datums: &[Datum], status: &PublisherStatus) {
+        let text = render(datums, status);
+        *self
+            .exposition
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = text;
+    }
+
+    fn exposition(&self) -> String {
+        self.exposition
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A running endpoint; dropping it stops serving.
+pub struct Server {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `address` and serves until dropped.
+    pub async fn start(address: SocketAddr, state: Arc<ServeState>) -> Result<Server, ServeError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { address, source })?;
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+        let task = tokio::spawn(accept_loop(listener, state));
+        Ok(Server { address, task })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<ServeState>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!("accepting a /metrics connection failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let state = Arc::clone(&state);
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(
+                        &state,
+                        request.method(),
+                        request.uri().path(),
+                    ))
+                }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("a /metrics connection ended with an error: {error}");
+            }
+        });
+    }
+}
+
+fn respond(state: &ServeState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, content_type: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = header::HeaderValue::from_str(content_type) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        response
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".to_owned(),
+        );
+    }
+    match path {
+        "/metrics" => text(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, state.exposition()),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if state.is_ready() => text(StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: no round has completed yet\n".to_owned(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    }
+}
+
+/// Renders datums and the publisher's status in the Prometheus text format: one HELP and
+/// TYPE per family, families sorted by name, non-finite values left out.
+pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
+    let mut families: BTreeMap<String, Vec<&Datum>> = BTreeMap::new();
+    for datum in datums.iter().filter(|datum| datum.value.is_finite()) {
+        families
+            .entry(format!(
+                "{METRIC_PREFIX}{}",
+                sanitize_metric_name(&datum.metric_name)
+            ))
+            .or_default()
+            .push(datum);
+    }
+    let mut out = String::with_capacity(4096);
+    for (name, members) in &families {
+        let cloudwatch_name = members
+            .first()
+            .map_or("", |datum| datum.metric_name.as_str());
+        let _ = writeln!(
+            out,
+            "# HELP {name} The cluster value of CloudWatch metric {cloudwatch_name} in the last round."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for datum in members {
+            out.push_str(name);
+            if !datum.dimensions.is_empty() {
+                out.push('{');
+                for (position, dimension) in datum.dimensions.iter().enumerate() {
+                    if position > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(
+                        out,
+                        "{}=\"{}\"",
+                        label_name(&dimension.name),
+                        escape_label_value(&dimension.value)
+                    );
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", datum.value);
+        }
+    }
+    let own: [(&str, &str, &str, f64); 6] = [
+        (
+            "cni_metrics_publisher_round_duration_seconds",
+            "gauge",
+            "How long the last round took.",
+            status.round_duration_seconds,
+        ),
+        (
+            "cni_metrics_publisher_last_round_timestamp_seconds",
+            "gauge",
+            "When the last round started, in Unix seconds.",
+            status.last_round_unix_seconds,
+        ),
+        (
+            "cni_metrics_publisher_rounds_total",
+            "counter",
+            "Rounds completed since start.",
+            status.rounds_total as f64,
+        ),
+        (
+            "cni_metrics_publisher_cloudwatch_queued_datums",
+            "gauge",
+            "Datums waiting for CloudWatch.",
+            status.cloudwatch_queued_datums as f64,
+        ),
+        (
+            "cni_metrics_publisher_cloudwatch_dropped_datums_total",
+            "counter",
+            "Datums dropped because the CloudWatch queue was full.",
+            status.cloudwatch_dropped_datums_total as f64,
+        ),
+        (
+            "cni_metrics_publisher_leader",
+            "gauge",
+            "1 while this replica scrapes and publishes.",
+            if status.is_leader { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, kind, help, value) in own {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
+/// Metric names may hold `[a-zA-Z0-9_:]`; anything else becomes `_`.
+fn sanitize_metric_name(name: &str) -> String {
+    name.chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() || character == '_' || character == ':' {
+                character
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `CLUSTER_ID` becomes `cluster_id`, `AvailabilityZone` becomes `availability_zone`.
+fn label_name(dimension: &str) -> String {
+    let mut out = String::with_capacity(dimension.len() + 4);
+    let mut previous_lower = false;
+    for character in dimension.chars() {
+        if character.is_ascii_uppercase() {
+            if previous_lower {
+                out.push('_');
+            }
+            out.push(character.to_ascii_lowercase());
+            previous_lower = false;
+        } else if character.is_ascii_alphanumeric() || character == '_' {
+            out.push(character);
+            previous_lower = character.is_ascii_lowercase() || character.is_ascii_digit();
+        } else {
+            out.push('_');
+            previous_lower = false;
+        }
+    }
+    if out.starts_with(|character: char| character.is_ascii_digit()) || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for character in value.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::datum::{Dimension, Unit};
+
+    fn datum(name: &str, value: f64, dimensions: &[(&str, &str)]) -> Datum {
+        Datum {
+            metric_name: name.to_owned(),
+            value,
+            unit: Unit::Count,
+            dimensions: dimensions
+                .iter()
+                .map(|(name, value)| Dimension {
+                    name: (*name).to_owned(),
+                    value: (*value).to_owned(),
+                })
+                .collect(),
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn renders_one_family_per_metric_with_escaped_labels() {
+        let datums = [
+            datum("assignIPAddresses", 12.0, &[("CLUSTER_ID", "c\"1")]),
+            datum(
+                "assignIPAddresses",
+                5.0,
+                &[("CLUSTER_ID", "c\"1"), ("AvailabilityZone", "us-west-2a")],
+            ),
+            datum("awsAPILatency", 1.5, &[("CLUSTER_ID", "c\"1")]),
+            datum("broken", f64::NAN, &[]),
+        ];
+        let text = render(&datums, &PublisherStatus::default());
+        assert_eq!(
+            text.matches("# TYPE cni_metrics_assignIPAddresses gauge")
+                .count(),
+            1
+        );
+        assert!(
+            text.contains("cni_metrics_assignIPAddresses{cluster_id=\"c\\\"1\"} 12\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "cni_metrics_assignIPAddresses{cluster_id=\"c\\\"1\",availability_zone=\"us-west-2a\"} 5\n"
+        ));
+        assert!(text.contains("cni_metrics_awsAPILatency{cluster_id=\"c\\\"1\"} 1.5\n"));
+        assert!(!text.contains("broken"));
+        assert!(text.contains("cni_metrics_publisher_rounds_total 0\n"));
+    }
+
+    #[test]
+    fn label_names_are_snake_case() {
+        assert_eq!(label_name("CLUSTER_ID"), "cluster_id");
+        assert_eq!(label_name("AvailabilityZone"), "availability_zone");
+        assert_eq!(label_name("zone-id"), "zone_id");
+        assert_eq!(label_name("1x"), "_1x");
+    }
+
+    #[test]
+    fn readiness_follows_the_state() {
+        let state = ServeState::default();
+        assert_eq!(
+            respond(&state, &Method::GET, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.set_ready(true);
+        assert_eq!(
+            respond(&state, &Method::GET, "/readyz").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&state, &Method::GET, "/healthz").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&state, &Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            respond(&state, &Method::POST, "/metrics").status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

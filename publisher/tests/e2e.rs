@@ -1,0 +1,647 @@
+//! End-to-end tests of the real `cni-metrics-publisher` binary against the sandbox: the AWS
+//! emulator (CloudWatch), the fake Kubernetes API server (pods, nodes, pods proxy, Leases)
+//! and a simulated aws-node fleet on 127.x.y.z:61678. Every test starts its own sandbox and
+//! passes its configuration to the child process only, so the tests run in parallel and in
+//! any order. Only processes these tests start are ever signalled, by their PID.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sandbox::aws_emulator::RecordedRequest;
+use sandbox::environment::{Sandbox, SandboxOptions};
+use sandbox::fleet::Fault;
+use sandbox::python_tools::{PythonTools, workspace_root};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cni-metrics-publisher");
+const CLUSTER_ID: &str = "e2e-cluster";
+/// The gauge families a correct publisher sums over every scraped pod, with their
+/// CloudWatch names.
+const GAUGES: [(&str, &str); 5] = [
+    ("awscni_assigned_ip_addresses", "assignIPAddresses"),
+    ("awscni_total_ip_addresses", "totalIPAddresses"),
+    ("awscni_ip_max", "maxIPAddresses"),
+    ("awscni_eni_allocated", "eniAllocated"),
+    ("awscni_eni_max", "eniMaxAvailable"),
+];
+
+struct TestSandbox {
+    sandbox: Sandbox,
+    // Held so the directory outlives the sandbox; removed on drop.
+    dir: TempDir,
+}
+
+async fn start_sandbox(nodes: usize) -> TestSandbox {
+    let dir = tempfile::tempdir().expect("a temp dir for the sandbox");
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let options = SandboxOptions {
+        nodes,
+        ..SandboxOptions::new(dir.path().join("sandbox"))
+    };
+    let sandbox = Sandbox::start(&tools, options)
+        .await
+        .unwrap_or_else(|error| panic!("the sandbox starts: {error:?}"));
+    TestSandbox { sandbox, dir }
+}
+
+impl TestSandbox {
+    /// The publisher binary with only the sandbox's environment (nothing inherited from the
+    /// test process, so a developer's own AWS or KUBECONFIG settings never leak in).
+    fn publisher(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .envs(self.sandbox.env_vars())
+            .env("HOME", self.dir.path())
+            .env("AWS_CLUSTER_ID", CLUSTER_ID)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    fn cloudwatch_requests(&self) -> Vec<RecordedRequest> {
+        self.sandbox
+            .emulator()
+            .expect("the sandbox started an emulator")
+            .recorded_requests()
+            .expect("the emulator's recording is readable")
+            .into_iter()
+            .filter(|request| request.service.as_deref() == Some("monitoring"))
+            .collect()
+    }
+
+    fn put_metric_data(&self) -> Vec<RecordedRequest> {
+        self.cloudwatch_requests()
+            .into_iter()
+            .filter(|request| request.action.as_deref() == Some("PutMetricData"))
+            .collect()
+    }
+
+    fn fault(&self, faults: &[(usize, Fault)]) {
+        for (index, fault) in faults {
+            self.sandbox.fleet().node(*index).set_fault(*fault);
+        }
+    }
+}
+
+/// One datum as the emulator recorded it.
+#[derive(Debug, Clone)]
+struct PublishedDatum {
+    name: String,
+    value: f64,
+    unit: String,
+    dimensions: BTreeMap<String, String>,
+    timestamp: String,
+}
+
+/// Every datum of every PutMetricData call, checking each call against CloudWatch's limits.
+fn published_datums(requests: &[RecordedRequest]) -> Vec<PublishedDatum> {
+    let mut datums = Vec::new();
+    for request in requests {
+        assert!(
+            request.body.len() <= 1_000_000,
+            "a PutMetricData body of {} bytes exceeds 1 MB",
+            request.body.len()
+        );
+        let body = request.json_body().expect("a PutMetricData body is JSON");
+        assert_eq!(body["Namespace"], "Kubernetes");
+        let data = body["MetricData"].as_array().expect("MetricData is a list");
+        assert!(
+            !data.is_empty() && data.len() <= 1000,
+            "a call carries {} datums",
+            data.len()
+        );
+        for datum in data {
+            let value = datum["Value"].as_f64().expect("every datum has a Value");
+            assert!(value.is_finite(), "a non-finite value was sent: {datum}");
+            let dimensions = datum["Dimensions"]
+                .as_array()
+                .map(|dimensions| {
+                    dimensions
+                        .iter()
+                        .map(|dimension| {
+                            (
+                                dimension["Name"].as_str().unwrap_or_default().to_owned(),
+                                dimension["Value"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            datums.push(PublishedDatum {
+                name: datum["MetricName"].as_str().unwrap_or_default().to_owned(),
+                value,
+                unit: datum["Unit"].as_str().unwrap_or_default().to_owned(),
+                dimensions,
+                timestamp: datum["Timestamp"].to_string(),
+            });
+        }
+    }
+    datums
+}
+
+fn cluster_value(datums: &[PublishedDatum], cluster: &str, name: &str) -> Option<f64> {
+    let matching: Vec<&PublishedDatum> = datums
+        .iter()
+        .filter(|datum| {
+            datum.name == name
+                && datum.dimensions.len() == 1
+                && datum.dimensions.get("CLUSTER_ID").map(String::as_str) == Some(cluster)
+        })
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} was published {} times in one round",
+        matching.len()
+    );
+    matching.first().map(|datum| datum.value)
+}
+
+fn assert_close(actual: f64, expected: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+        "{what}: published {actual}, expected {expected}"
+    );
+}
+
+/// Runs `once` against 50 nodes, three of them broken, through `transport`.
+async fn once_against_a_partly_broken_fleet(transport: &str) {
+    let sandbox = start_sandbox(50).await;
+    sandbox.fault(&[(7, Fault::Hang), (21, Fault::Http500), (42, Fault::Garbage)]);
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let output = sandbox
+        .publisher(&["once", "--scrape-via", transport, "--scrape-timeout", "2s"])
+        .output()
+        .await
+        .expect("the publisher runs");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "once failed: {stderr}");
+    // A hung node costs at most the scrape timeout; the margin covers process start, the
+    // initial pod listing and the CloudWatch call.
+    assert!(
+        elapsed < timeout + Duration::from_secs(10),
+        "once took {elapsed:?} with a {timeout:?} scrape timeout"
+    );
+    eprintln!("once via {transport} against 50 nodes took {elapsed:?}");
+
+    let puts = sandbox.put_metric_data();
+    assert!(!puts.is_empty(), "nothing was published: {stderr}");
+    let datums = published_datums(&puts);
+    let fleet = sandbox.sandbox.fleet();
+    for (family, metric) in GAUGES {
+        let published = cluster_value(&datums, CLUSTER_ID, metric)
+            .unwrap_or_else(|| panic!("{metric} was not published"));
+        assert_close(published, fleet.expected_gauge_sum(family), metric);
+    }
+    assert_eq!(
+        cluster_value(&datums, CLUSTER_ID, "podsScraped"),
+        Some(47.0)
+    );
+    assert_eq!(
+        cluster_value(&datums, CLUSTER_ID, "scrapeErrors"),
+        Some(3.0)
+    );
+    // One round: counters are seen for the first time, so their deltas are 0.
+    assert_eq!(cluster_value(&datums, CLUSTER_ID, "addReqCount"), Some(0.0));
+    for datum in &datums {
+        let expected_unit = if datum.name == "awsAPILatency" {
+            "Milliseconds"
+        } else {
+            "Count"
+        };
+        assert_eq!(datum.unit, expected_unit, "unit of {}", datum.name);
+        assert_ne!(datum.timestamp, "null", "{} has no timestamp", datum.name);
+    }
+    let timestamps: BTreeSet<&str> = datums
+        .iter()
+        .map(|datum| datum.timestamp.as_str())
+        .collect();
+    assert_eq!(
+        timestamps.len(),
+        1,
+        "one round, one timestamp: {timestamps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_through_the_pods_proxy_survives_hung_erroring_and_garbage_nodes() {
+    once_against_a_partly_broken_fleet("proxy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_direct_to_the_nodes_survives_hung_erroring_and_garbage_nodes() {
+    once_against_a_partly_broken_fleet("direct").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_body_fails_only_that_pod() {
+    let sandbox = start_sandbox(4).await;
+    sandbox.fault(&[(1, Fault::Oversized(200_000))]);
+    let output = sandbox
+        .publisher(&["once", "--dry-run", "--scrape-body-limit", "100KiB"])
+        .output()
+        .await
+        .expect("the publisher runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "once --dry-run failed: {stderr}");
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    let datums = printed["rounds"][0]["datums"].as_array().expect("datums");
+    let value_of = |name: &str| {
+        datums
+            .iter()
+            .find(|datum| datum["MetricName"] == name)
+            .and_then(|datum| datum["Value"].as_f64())
+    };
+    assert_eq!(value_of("podsScraped"), Some(3.0));
+    assert_eq!(value_of("scrapeErrors"), Some(1.0));
+    assert!(stderr.contains("larger than the limit"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_dry_run_prints_the_round_and_calls_no_cloudwatch() {
+    let sandbox = start_sandbox(5).await;
+    let output = sandbox
+        .publisher(&["once", "--dry-run", "--per-az"])
+        .output()
+        .await
+        .expect("the publisher runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "once --dry-run failed: {stderr}");
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is only JSON");
+    let rounds = printed["rounds"].as_array().expect("a rounds list");
+    assert_eq!(rounds.len(), 1);
+    let datums = rounds[0]["datums"].as_array().expect("a datums list");
+    let fleet = sandbox.sandbox.fleet();
+    let cluster_only = |datum: &&Value| {
+        datum["Dimensions"] == serde_json::json!([{"Name": "CLUSTER_ID", "Value": CLUSTER_ID}])
+    };
+    for (family, metric) in GAUGES {
+        let datum = datums
+            .iter()
+            .filter(cluster_only)
+            .find(|datum| datum["MetricName"] == metric)
+            .unwrap_or_else(|| panic!("{metric} is printed"));
+        assert_eq!(datum["Unit"], "Count");
+        assert_close(
+            datum["Value"].as_f64().expect("a number"),
+            fleet.expected_gauge_sum(family),
+            metric,
+        );
+    }
+    let pods_scraped = datums
+        .iter()
+        .find(|datum| datum["MetricName"] == "podsScraped")
+        .expect("podsScraped is printed");
+    assert_eq!(pods_scraped["Value"], 5.0);
+    // --per-az: the capacity metrics per zone, from the Nodes' topology label.
+    let zones: BTreeSet<String> = datums
+        .iter()
+        .filter(|datum| datum["MetricName"] == "maxIPAddresses")
+        .filter_map(|datum| {
+            datum["Dimensions"]
+                .as_array()?
+                .iter()
+                .find(|dimension| dimension["Name"] != "CLUSTER_ID")
+                .and_then(|dimension| dimension["Value"].as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        zones,
+        ["us-west-2a", "us-west-2b", "us-west-2c"]
+            .map(str::to_owned)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(
+        sandbox.cloudwatch_requests().is_empty(),
+        "a dry run called CloudWatch"
+    );
+}
+
+/// A `run` process with its stderr collected line by line.
+struct RunningPublisher {
+    child: Child,
+    pid: u32,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl RunningPublisher {
+    fn start(mut command: Command) -> RunningPublisher {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the publisher starts");
+        let pid = child.id().expect("a running child has a PID");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        RunningPublisher { child, pid, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    async fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|line| line.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal to this child, by its PID.
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-s", signal, &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid);
+    }
+
+    async fn wait(&mut self, within: Duration) -> ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("waiting for the child works"),
+            Err(_) => panic!(
+                "the publisher did not exit within {within:?}:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+/// GETs a path from the publisher's endpoint: (status, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{address}{path}")
+        .parse()
+        .expect("a valid URI");
+    let response = client.get(uri).await.expect("the endpoint answers");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the body is readable")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls until `condition` holds, failing with `what` after `within`.
+async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
+    let sandbox = start_sandbox(6).await;
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrape-via",
+        "direct",
+    ]));
+    let line = publisher
+        .wait_for_log("serving /metrics", Duration::from_secs(20))
+        .await;
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .expect("the log line names the address")
+        .to_owned();
+    assert_eq!(http_get(&address, "/healthz").await.0, 200);
+
+    // Three rounds published: podsScraped appears once per round.
+    eventually(Duration::from_secs(30), "three published rounds", || {
+        published_datums(&sandbox.put_metric_data())
+            .iter()
+            .filter(|datum| datum.name == "podsScraped")
+            .count()
+            >= 3
+    })
+    .await;
+    assert_eq!(http_get(&address, "/readyz").await.0, 200);
+    let (status, metrics) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    let expected_line = format!("cni_metrics_podsScraped{{cluster_id=\"{CLUSTER_ID}\"}} 6");
+    assert!(metrics.contains(&expected_line), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE cni_metrics_assignIPAddresses gauge"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cni_metrics_scrapeErrors{cluster_id=\"e2e-cluster\"} 0"),
+        "{metrics}"
+    );
+
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        publisher.log()
+    );
+
+    // One datum per metric per round, every datum stamped with its round's time.
+    let datums = published_datums(&sandbox.put_metric_data());
+    let mut rounds: BTreeMap<&str, Vec<&PublishedDatum>> = BTreeMap::new();
+    for datum in &datums {
+        rounds
+            .entry(datum.timestamp.as_str())
+            .or_default()
+            .push(datum);
+    }
+    assert!(rounds.len() >= 3, "{} rounds", rounds.len());
+    for (timestamp, round) in &rounds {
+        let mut seen = BTreeSet::new();
+        for datum in round {
+            assert!(
+                seen.insert((datum.name.as_str(), &datum.dimensions)),
+                "{} published twice in the round at {timestamp}",
+                datum.name
+            );
+        }
+        assert!(seen.iter().any(|(name, _)| *name == "podsScraped"));
+        assert!(seen.iter().any(|(name, _)| *name == "assignIPAddresses"));
+    }
+}
+
+fn lease_holder(sandbox: &TestSandbox, name: &str) -> Option<String> {
+    sandbox
+        .sandbox
+        .api()
+        .get_json("coordination.k8s.io/v1", "Lease", Some("default"), name)?
+        .pointer("/spec/holderIdentity")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn rounds_published_for(sandbox: &TestSandbox, cluster: &str) -> usize {
+    published_datums(&sandbox.put_metric_data())
+        .iter()
+        .filter(|datum| {
+            datum.name == "podsScraped"
+                && datum.dimensions.get("CLUSTER_ID").map(String::as_str) == Some(cluster)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_election_lets_only_one_replica_publish_and_fails_over() {
+    let sandbox = start_sandbox(3).await;
+    const LEASE: &str = "cni-metrics-publisher";
+    // Each replica publishes under its own cluster id, so the request log shows who
+    // published; they share one Lease.
+    let replica = |cluster: &str, identity: &str| {
+        let mut command = sandbox.publisher(&[
+            "run",
+            "--interval",
+            "1",
+            "--leader-elect",
+            "--lease-duration",
+            "2s",
+            "--lease-namespace",
+            "default",
+            "--leader-identity",
+            identity,
+            "--cluster-id",
+            cluster,
+        ]);
+        command.env("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG");
+        RunningPublisher::start(command)
+    };
+    let mut first = replica("cluster-a", "replica-a");
+    eventually(Duration::from_secs(20), "replica a to lead", || {
+        lease_holder(&sandbox, LEASE).is_some_and(|holder| holder.starts_with("replica-a_"))
+    })
+    .await;
+    let mut second = replica("cluster-b", "replica-b");
+    second
+        .wait_for_log("standing by", Duration::from_secs(20))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "replica a to publish 3 rounds",
+        || rounds_published_for(&sandbox, "cluster-a") >= 3,
+    )
+    .await;
+    assert_eq!(
+        rounds_published_for(&sandbox, "cluster-b"),
+        0,
+        "the standby published:\n{}",
+        second.log()
+    );
+
+    // The leader dies without releasing: the standby takes over once the lease expires.
+    first.signal("KILL");
+    let killed_at = Instant::now();
+    first.wait(Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(20), "replica b to take over", || {
+        lease_holder(&sandbox, LEASE).is_some_and(|holder| holder.starts_with("replica-b_"))
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover >= Duration::from_secs(1),
+        "replica b took over after {takeover:?}, before the 2 s lease could expire"
+    );
+    eprintln!("failover took {takeover:?} with a 2 s lease");
+    let published_by_a = rounds_published_for(&sandbox, "cluster-a");
+    eventually(Duration::from_secs(20), "replica b to publish", || {
+        rounds_published_for(&sandbox, "cluster-b") >= 2
+    })
+    .await;
+    assert_eq!(rounds_published_for(&sandbox, "cluster-a"), published_by_a);
+
+    // A graceful stop releases the Lease.
+    second.signal("TERM");
+    let status = second.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", second.log());
+    assert_eq!(
+        lease_holder(&sandbox, LEASE),
+        None,
+        "the Lease was not released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_abandons_a_round_stuck_on_a_hung_node() {
+    let sandbox = start_sandbox(3).await;
+    sandbox.fault(&[(0, Fault::Hang)]);
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--scrape-timeout",
+        "60s",
+        "--scrape-via",
+        "direct",
+        "--log-level",
+        "debug",
+    ]));
+    // The two healthy nodes answered, so the round now waits only for the hung one.
+    eventually(
+        Duration::from_secs(20),
+        "the healthy nodes to be scraped",
+        || {
+            let fleet = sandbox.sandbox.fleet();
+            fleet.node(1).scrape_count() >= 1 && fleet.node(2).scrape_count() >= 1
+        },
+    )
+    .await;
+    let signalled = Instant::now();
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "shutdown waited for the hung node"
+    );
+    assert!(
+        publisher.log().contains("abandoned the round"),
+        "{}",
+        publisher.log()
+    );
+    assert!(
+        sandbox.put_metric_data().is_empty(),
+        "an abandoned round was published"
+    );
+}

@@ -1,0 +1,5 @@
+//! The publisher's integration tests, linked into one binary.
+mod aggregation;
+mod cli;
+mod e2e;
+mod parser;

@@ -1,0 +1,224 @@
+//! `cargo xtask demo`: the whole product on one machine, no AWS account. It starts the
+//! sandbox with a fleet of simulated nodes, deploys with the real `deploy` command, runs our
+//! publisher against the fleet for a few rounds (as a local process with the sandbox's
+//! kubeconfig: the sandbox has no kubelet to run the Deployment's pods), shows what
+//! CloudWatch now holds next to what the nodes served, saves the dashboard body, and tears
+//! everything down.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use sandbox::environment::{Sandbox, SandboxOptions};
+use sandbox::python_tools::{PythonTools, workspace_root};
+
+use crate::exit;
+use crate::flags::DemoFlags;
+
+/// The metrics the demo reads back, with the statistic the dashboard uses and the fleet
+/// sample they come from (None for the publisher's own metrics).
+const SHOWN: [(&str, &str, Option<&str>); 7] = [
+    ("maxIPAddresses", "Maximum", Some("awscni_ip_max")),
+    (
+        "totalIPAddresses",
+        "Maximum",
+        Some("awscni_total_ip_addresses"),
+    ),
+    (
+        "assignIPAddresses",
+        "Maximum",
+        Some("awscni_assigned_ip_addresses"),
+    ),
+    ("eniAllocated", "Maximum", Some("awscni_eni_allocated")),
+    ("eniMaxAvailable", "Maximum", Some("awscni_eni_max")),
+    ("podsScraped", "Maximum", None),
+    ("scrapeErrors", "Maximum", None),
+];
+
+pub fn demo(flags: DemoFlags) -> anyhow::Result<ExitCode> {
+    crate::cluster_cmd::runtime()?.block_on(run(flags))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+async fn run(flags: DemoFlags) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("Building the publisher...");
+    let built = tokio::process::Command::new(&cargo)
+        .args(["build", "--quiet", "--package", "cni-metrics-publisher"])
+        .current_dir(&root)
+        .status()
+        .await
+        .context("running cargo build")?;
+    anyhow::ensure!(
+        built.success(),
+        "building cni-metrics-publisher failed ({built})"
+    );
+    let publisher = target_dir(&root).join("debug/cni-metrics-publisher");
+
+    let tools = PythonTools::ensure(&root).context("installing the AWS emulator")?;
+    let work = tempfile::Builder::new()
+        .prefix("cni-metrics-demo")
+        .tempdir()
+        .context("creating a work directory")?;
+    let dir = flags.dir.clone().unwrap_or_else(|| work.path().to_owned());
+    println!(
+        "Starting the sandbox: AWS emulator, Kubernetes API server, {} simulated nodes...",
+        flags.nodes
+    );
+    let sandbox = Sandbox::start(
+        &tools,
+        SandboxOptions {
+            nodes: flags.nodes,
+            cluster: "demo".to_owned(),
+            ..SandboxOptions::new(dir.join("sandbox"))
+        },
+    )
+    .await
+    .context("starting the sandbox")?;
+    let result = drive(&sandbox, &publisher, &dir, &flags).await;
+    sandbox.shutdown().await;
+    result?;
+    Ok(exit::code(exit::SUCCESS))
+}
+
+async fn drive(
+    sandbox: &Sandbox,
+    publisher: &Path,
+    dir: &Path,
+    flags: &DemoFlags,
+) -> anyhow::Result<()> {
+    let env = sandbox.env_vars();
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
+    println!("\n$ cargo xtask deploy --cluster demo --yes");
+    let deployed = tokio::process::Command::new(&xtask)
+        .args(["deploy", "--cluster", "demo", "--yes", "--quiet"])
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .context("running deploy")?;
+    anyhow::ensure!(deployed.success(), "deploy failed ({deployed})");
+
+    let interval = 2;
+    println!(
+        "\n$ cni-metrics-publisher run --interval {interval}   # {} rounds against {} aws-node pods",
+        flags.rounds,
+        sandbox.fleet().len()
+    );
+    let started = SystemTime::now();
+    let mut child = tokio::process::Command::new(publisher)
+        .args([
+            "run",
+            "--interval",
+            &interval.to_string(),
+            "--cluster-id",
+            "demo",
+        ])
+        .envs(env.iter().cloned())
+        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "WARN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the publisher")?;
+    // Enough time for the rounds, plus one interval for the first scrape and the flush.
+    tokio::time::sleep(Duration::from_secs(
+        interval * (u64::from(flags.rounds) + 1),
+    ))
+    .await;
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    let stopped = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    match stopped {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => anyhow::bail!("the publisher exited with {status}"),
+        Ok(Err(error)) => anyhow::bail!("waiting for the publisher: {error}"),
+        Err(_) => {
+            child.kill().await.ok();
+            anyhow::bail!("the publisher did not stop within 20 s of SIGTERM");
+        }
+    }
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
+    let mut request = cloudwatch
+        .get_metric_data()
+        .start_time(DateTime::from(started - Duration::from_secs(120)))
+        .end_time(DateTime::from(SystemTime::now() + Duration::from_secs(120)));
+    for (index, (name, stat, _)) in SHOWN.iter().enumerate() {
+        let metric = Metric::builder()
+            .namespace("Kubernetes")
+            .metric_name(*name)
+            .dimensions(
+                Dimension::builder()
+                    .name("CLUSTER_ID")
+                    .value("demo")
+                    .build(),
+            )
+            .build();
+        request = request.metric_data_queries(
+            MetricDataQuery::builder()
+                .id(format!("m{index}"))
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(60)
+                        .stat(*stat)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let data = request
+        .send()
+        .await
+        .map_err(|error| anyhow::format_err!("{}", crate::aws::describe(&error)))?;
+    println!(
+        "\nWhat CloudWatch now holds (namespace Kubernetes, CLUSTER_ID=demo), next to what the nodes served last:"
+    );
+    println!(
+        "  {:<20} {:>10} {:>14}",
+        "metric", "CloudWatch", "nodes' sum"
+    );
+    let results = data.metric_data_results();
+    for (index, (name, stat, sample)) in SHOWN.iter().enumerate() {
+        let value = results
+            .iter()
+            .find(|result| result.id() == Some(&format!("m{index}")))
+            .and_then(|result| result.values().first().copied());
+        let served = sample.map(|sample| sandbox.fleet().expected_gauge_sum(sample));
+        println!(
+            "  {name:<20} {:>10} {:>14}   ({stat})",
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v}")),
+            served.map_or_else(|| "".to_owned(), |v| format!("{v}")),
+        );
+    }
+    let dashboard = cloudwatch
+        .get_dashboard()
+        .dashboard_name("CNI-Metrics-demo")
+        .send()
+        .await
+        .map_err(|error| anyhow::format_err!("{}", crate::aws::describe(&error)))?;
+    let body_path = dir.join("dashboard.json");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&body_path, dashboard.dashboard_body().unwrap_or_default()))
+        .with_context(|| format!("writing {}", body_path.display()))?;
+    println!(
+        "\nThe dashboard CNI-Metrics-demo is in the emulator; its body is saved in {}",
+        body_path.display()
+    );
+    if flags.dir.is_none() {
+        println!("(that directory is removed when the demo ends; pass --dir DIR to keep it)");
+    }
+    println!("Stopping the sandbox.");
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask demo`, the README's first command, end to end.
+
+use crate::support::{stderr, stdout, xtask};
+
+#[test]
+fn the_demo_deploys_publishes_and_reads_the_metrics_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keep = dir.path().join("demo");
+    let keep_arg = keep.to_string_lossy().into_owned();
+    let output = xtask(
+        dir.path(),
+        &["demo", "--nodes", "3", "--rounds", "1", "--dir", &keep_arg],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("Plan: 8 to create"), "{text}");
+    let row = |name: &str| -> Vec<String> {
+        text.lines()
+            .find(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("podsScraped")[1], "3", "{text}");
+    assert_eq!(row("scrapeErrors")[1], "0", "{text}");
+    let assigned = row("assignIPAddresses");
+    assert_ne!(
+        assigned[1], "-",
+        "CloudWatch holds the capacity metrics: {text}"
+    );
+    let body =
+        std::fs::read_to_string(keep.join("dashboard.json")).expect("the dashboard body is kept");
+    assert!(body.contains("assignIPAddresses"));
+}
