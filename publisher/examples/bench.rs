@@ -25,23 +25,20 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
-use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
+use aws_sdk_cloudwatch::types::MetricDatum;
 use clap::{Parser, Subcommand};
-use cni_metrics_publisher::aggregate::{
-    Aggregator, AggregatorOptions, PodScrape, RoundStats, ScrapeOutcome,
-};
+use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, PodScrape, RoundStats};
 use cni_metrics_publisher::cli::ScrapeVia;
 use cni_metrics_publisher::cloudwatch::{
-    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL,
+    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
 };
 use cni_metrics_publisher::config::{CloudWatchSettings, ScrapeSettings};
 use cni_metrics_publisher::cycle::{RoundCounts, self_metrics};
-use cni_metrics_publisher::datum::{Datum, Unit};
+use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
 use cni_metrics_publisher::exposition::Samples;
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
-use cni_metrics_publisher::scrape::Scraper;
+use cni_metrics_publisher::scrape::{ScrapeResult, Scraper};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::fleet::{AWS_NODE_LABEL, AWS_NODE_NAMESPACE, Fault, IPAMD_METRICS_PORT};
 use sandbox::python_tools::{PythonTools, workspace_root};
@@ -465,18 +462,7 @@ impl Publisher {
             targets.truncate(subset);
         }
         let scrapes = self.scraper.scrape_all(targets).await;
-        let pods: Vec<PodScrape<'_>> = scrapes
-            .iter()
-            .map(|scrape| PodScrape {
-                uid: &scrape.target.uid,
-                name: &scrape.target.name,
-                zone: scrape.target.zone.as_deref(),
-                outcome: match &scrape.outcome {
-                    Ok(body) => ScrapeOutcome::Body(body),
-                    Err(_) => ScrapeOutcome::Failed,
-                },
-            })
-            .collect();
+        let pods: Vec<PodScrape<'_>> = scrapes.iter().map(ScrapeResult::as_pod_scrape).collect();
         let (mut round, stats) = self.aggregator.round(&pods, timestamp);
         let counts = RoundCounts {
             pods_scraped: stats.pods_scraped,
@@ -518,31 +504,6 @@ fn cloudwatch_batches(mut datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
         );
     }
     batches
-}
-
-/// The same conversion as the publisher's flush (`cloudwatch::to_metric_datum`, private).
-fn to_metric_datum(datum: &Datum) -> MetricDatum {
-    let unit = match datum.unit {
-        Unit::Count => StandardUnit::Count,
-        Unit::Milliseconds => StandardUnit::Milliseconds,
-    };
-    let dimensions = datum
-        .dimensions
-        .iter()
-        .map(|dimension| {
-            CwDimension::builder()
-                .name(&dimension.name)
-                .value(&dimension.value)
-                .build()
-        })
-        .collect();
-    MetricDatum::builder()
-        .metric_name(&datum.metric_name)
-        .value(datum.value)
-        .unit(unit)
-        .timestamp(DateTime::from(datum.timestamp))
-        .set_dimensions(Some(dimensions))
-        .build()
 }
 
 /// A field of `/proc/self/status` in KiB (`VmHWM` is the peak RSS, `VmRSS` the current).

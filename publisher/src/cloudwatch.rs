@@ -193,7 +193,8 @@ where
     }
 }
 
-fn to_metric_datum(datum: &Datum) -> MetricDatum {
+/// One datum as the CloudWatch SDK takes it.
+pub fn to_metric_datum(datum: &Datum) -> MetricDatum {
     let unit = match datum.unit {
         Unit::Count => StandardUnit::Count,
         Unit::Milliseconds => StandardUnit::Milliseconds,

@@ -100,19 +100,7 @@ impl RoundAggregator for ClusterAggregator {
         scrapes: &[ScrapeResult],
         timestamp: SystemTime,
     ) -> (Round, RoundCounts) {
-        use crate::aggregate::{PodScrape, ScrapeOutcome};
-        let pods: Vec<PodScrape<'_>> = scrapes
-            .iter()
-            .map(|scrape| PodScrape {
-                uid: &scrape.target.uid,
-                name: &scrape.target.name,
-                zone: scrape.target.zone.as_deref(),
-                outcome: match &scrape.outcome {
-                    Ok(body) => ScrapeOutcome::Body(body),
-                    Err(_) => ScrapeOutcome::Failed,
-                },
-            })
-            .collect();
+        let pods: Vec<_> = scrapes.iter().map(ScrapeResult::as_pod_scrape).collect();
         let (round, stats) = self.inner.round(&pods, timestamp);
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
