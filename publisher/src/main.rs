@@ -43,7 +43,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             let settings = Settings::from_args(&args, Purpose::Run)?;
-            cycle::run(&settings, shutdown_signal()).await?;
+            cycle::run(&settings, shutdown_signal()?).await?;
         }
         Command::Once(once) => {
             let purpose = if once.dry_run {
@@ -77,29 +77,19 @@ fn print_json(rounds: &datum::Rounds) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for SIGINT: {error}");
-            std::future::pending::<()>().await;
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C). The handlers are
+/// installed here, before the first round, so that a signal arriving during start-up is
+/// not lost to the default action (which would skip the lease release and the flush).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!("cannot listen for SIGTERM: {error}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
-    }
+    })
 }
 
 fn logging_of(command: &Command) -> &LoggingArgs {

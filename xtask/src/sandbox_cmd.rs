@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::flags::SandboxUpFlags;
 
@@ -19,6 +20,10 @@ pub fn up(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
+    // Listen for the signals before anything is started or printed: a supervisor (or a
+    // test) may send SIGTERM as soon as it reads the usage, and a signal that arrives
+    // before the handler exists would kill the process without stopping the sandbox.
+    let mut interrupts = Interrupts::listen()?;
     // An endpoint in the environment means the user brought their own emulator.
     let aws_endpoint = std::env::var("AWS_ENDPOINT_URL")
         .ok()
@@ -36,7 +41,7 @@ async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the sandbox")?;
     print_usage(&sandbox);
-    wait_for_interrupt().await?;
+    interrupts.wait().await;
     tracing::info!("stopping the sandbox");
     sandbox.shutdown().await;
     Ok(crate::exit::code(crate::exit::SUCCESS))
@@ -72,12 +77,23 @@ fn print_usage(sandbox: &Sandbox) {
 }
 
 /// Ctrl-C from a terminal, or SIGTERM from a supervisor or a test.
-async fn wait_for_interrupt() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("listening for Ctrl-C")?,
-        _ = terminate.recv() => {}
+struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    fn listen() -> anyhow::Result<Interrupts> {
+        Ok(Interrupts {
+            interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
