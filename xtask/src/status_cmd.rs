@@ -55,6 +55,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
         )
         .await?;
         pinned.require_preflight()?;
+        let pinned_version = pinned.target.version;
         let live = pinned.live_deployment().await?;
         let live_version = live.as_ref().and_then(|live| live.version);
         let upgrade_path = match live_version {
@@ -107,7 +108,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             account: at_live.facts.account.clone(),
             live_version: live_version.map(|version| version.to_string()),
             live_image: live.as_ref().and_then(|live| live.image.clone()),
-            pinned_version: target_version_text(&at_live, live_version, &upgrade_path),
+            pinned_version: pinned_version.to_string(),
             next_step: upgrade_path.first().cloned(),
             upgrade_path,
             live_identity,
@@ -118,18 +119,6 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
         print_status(&status, output)?;
         Ok(exit::code(exit::SUCCESS))
     })
-}
-
-/// The pinned version is the last step of the path when an upgrade is pending.
-fn target_version_text(
-    prepared: &deployer::Prepared,
-    live: Option<crate::catalog::Version>,
-    path: &[String],
-) -> String {
-    match (live, path.last()) {
-        (Some(_), Some(last)) => last.clone(),
-        _ => prepared.target.version.to_string(),
-    }
 }
 
 fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{Change, ResourceChange, Scope, Step};
 use crate::aws::describe;
 use crate::documents::diff;
-use crate::render::MANAGED_BY;
+use crate::render::dashboard_marker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -26,7 +26,7 @@ pub enum DashboardError {
 
 /// Our dashboards say so in their header; a dashboard without the marker is someone else's.
 fn is_ours(body: &str) -> bool {
-    body.contains(&format!("Managed by `{MANAGED_BY}`"))
+    body.contains(&dashboard_marker())
 }
 
 async fn live_body(client: &Client, name: &str) -> Result<Option<String>, DashboardError> {

@@ -28,6 +28,12 @@ pub const DASHBOARD_FILE: &str = "dashboard.json";
 /// `managed-by` tag on every AWS resource: what `destroy` keys on.
 pub const MANAGED_BY: &str = "cni-metrics-xtask";
 
+/// The words in our dashboards' header that mark them as ours: `destroy` deletes, and
+/// `deploy` overwrites without --force-conflicts, only a dashboard that carries them.
+pub fn dashboard_marker() -> String {
+    format!("Managed by `{MANAGED_BY}`")
+}
+
 /// The four artifacts, as text (what is written) and parsed (what later steps use).
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -112,8 +118,10 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
              Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
              Capacity gauges use the Maximum statistic (Sum would add up every data point of a period); \
              error and call counters are per-interval deltas and use Sum. \
-             Managed by `{MANAGED_BY}`: edits made here are replaced by the next deploy.",
-            target.cluster, target.region
+             {}: edits made here are replaced by the next deploy.",
+            target.cluster,
+            target.region,
+            dashboard_marker()
         ),
     });
     let trust_template = if irsa {
