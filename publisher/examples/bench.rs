@@ -22,23 +22,23 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use aws_sdk_cloudwatch::types::MetricDatum;
 use clap::{Parser, Subcommand};
-use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, PodScrape, RoundStats};
+use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats};
 use cni_metrics_publisher::cli::ScrapeVia;
 use cni_metrics_publisher::cloudwatch::{
     CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
 };
 use cni_metrics_publisher::config::{CloudWatchSettings, ScrapeSettings};
-use cni_metrics_publisher::cycle::{RoundCounts, self_metrics};
+use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
 use cni_metrics_publisher::exposition::Samples;
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
-use cni_metrics_publisher::scrape::{ScrapeResult, Scraper};
+use cni_metrics_publisher::scrape::Scraper;
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::fleet::{AWS_NODE_LABEL, AWS_NODE_NAMESPACE, Fault, IPAMD_METRICS_PORT};
 use sandbox::python_tools::{PythonTools, workspace_root};
@@ -53,6 +53,10 @@ const BODY_LIMIT: usize = 4 * 1024 * 1024;
 const DISCOVERY_WAIT: Duration = Duration::from_secs(120);
 /// How long any child process may take before it is killed and the scenario fails.
 const CHILD_DEADLINE: Duration = Duration::from_secs(600);
+/// The round deadline of the sequential baselines, longer than any of them takes:
+/// concurrency 1 is upstream's way, which has no round deadline, and the baseline must
+/// scrape every pod of its subset.
+const SEQUENTIAL_ROUND_TIMEOUT_MS: u64 = 500_000;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark driver for `cargo xtask bench`; prints one JSON object")]
@@ -113,6 +117,9 @@ struct RoundOptions {
     concurrency: usize,
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// The round's deadline (default: the scrape timeout, as the publisher's default)
+    #[arg(long)]
+    round_timeout_ms: Option<u64>,
     /// Scrape only the first N pods of each round (for the sequential baseline)
     #[arg(long)]
     subset: Option<usize>,
@@ -125,7 +132,7 @@ struct ScaleOptions {
     /// Measuring processes with all nodes healthy
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Rounds per process; the first one opens the connections
+    /// Rounds per process; the first one is reported apart (cold caches and allocator)
     #[arg(long, default_value_t = 4)]
     rounds: usize,
     #[arg(long, default_value_t = 64)]
@@ -135,7 +142,7 @@ struct ScaleOptions {
     /// Also measure concurrency 1 on the first N pods (0: off)
     #[arg(long, default_value_t = 0)]
     sequential_subset: usize,
-    /// Rounds of the sequential process (the first opens the connections)
+    /// Rounds of the sequential process (the first is not used)
     #[arg(long, default_value_t = 2)]
     sequential_rounds: usize,
     /// Also measure with every N-th node hung (0: off; 100 = 1%)
@@ -144,6 +151,10 @@ struct ScaleOptions {
     /// Rounds of the hung process
     #[arg(long, default_value_t = 2)]
     hung_rounds: usize,
+    /// Also measure concurrent and sequential rounds with every node answering after this
+    /// many milliseconds, a modelled network and gather latency (0: off)
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -231,6 +242,13 @@ async fn serve_fleet(nodes: usize) -> anyhow::Result<()> {
                     }
                 }
                 json!({ "hung": hung })
+            }
+            ["slow", millis] => {
+                let millis: u64 = millis.parse().context("slow takes milliseconds")?;
+                sandbox
+                    .fleet()
+                    .set_fault_all(Fault::Slow(Duration::from_millis(millis)));
+                json!({ "slow_ms": millis })
             }
             ["clear"] => {
                 sandbox.fleet().set_fault_all(Fault::None);
@@ -389,15 +407,13 @@ impl FleetChild {
 }
 
 // ---------------------------------------------------------------------------------------
-// Rounds: the publisher's library code, composed as `RoundRunner::round` composes it, so
-// that a subset can be scraped and the aggregator's state inspected.
+// Rounds: the publisher's own `RoundRunner`, as `cni-metrics-publisher run --scrape-via
+// direct` builds it.
 
 /// Everything a round needs, built the way `cni-metrics-publisher run --scrape-via direct`
 /// builds it.
 struct Publisher {
-    discovery: PodDiscovery,
-    scraper: Scraper,
-    aggregator: Aggregator,
+    runner: RoundRunner,
     /// How long the first LIST of the aws-node pods took.
     initial_list: Duration,
 }
@@ -407,32 +423,36 @@ impl Publisher {
         kubeconfig: &Path,
         concurrency: usize,
         timeout: Duration,
+        round_timeout: Duration,
     ) -> anyhow::Result<Publisher> {
         let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
         let selector = format!("{}={}", AWS_NODE_LABEL.0, AWS_NODE_LABEL.1);
-        let settings = ScrapeSettings {
-            namespace: AWS_NODE_NAMESPACE.to_owned(),
-            selector: selector.clone(),
-            via: ScrapeVia::Direct,
-            port: IPAMD_METRICS_PORT,
-            concurrency,
-            timeout,
-            body_limit: BODY_LIMIT,
-        };
+        let mut settings = scrape_settings(&selector, concurrency, timeout);
+        settings.round_timeout = round_timeout;
         let listing = Instant::now();
         let discovery = PodDiscovery::start(client, AWS_NODE_NAMESPACE, &selector, false);
-        discovery.wait_until_ready(DISCOVERY_WAIT).await?;
-        Ok(Publisher {
+        let runner = RoundRunner::new(
             discovery,
-            scraper: Scraper::direct(&settings),
-            aggregator: Aggregator::new(AggregatorOptions {
+            Scraper::direct(&settings),
+            Aggregator::new(AggregatorOptions {
                 cluster_id: CLUSTER_ID.to_owned(),
                 per_az: false,
             }),
+        );
+        runner.wait_until_ready(DISCOVERY_WAIT).await?;
+        Ok(Publisher {
+            runner,
             initial_list: listing.elapsed(),
         })
+    }
+
+    /// A publisher with the defaults of `cni-metrics-publisher run`: concurrency 64, a 5 s
+    /// scrape timeout and a round deadline equal to it.
+    async fn with_defaults(kubeconfig: &Path) -> anyhow::Result<Publisher> {
+        let timeout = Duration::from_secs(5);
+        Publisher::start(kubeconfig, 64, timeout, timeout).await
     }
 
     /// One round: discover, scrape, parse, aggregate, add the self-metrics and build the
@@ -453,25 +473,31 @@ impl Publisher {
         }
     }
 
-    /// Discover, scrape, parse and aggregate, as `RoundRunner::round` does: the round's
-    /// datums with the self-metrics last, the aggregator's statistics and the pod count.
+    /// Discover, scrape, parse and aggregate: the round's datums with the self-metrics
+    /// last, the aggregator's statistics and the pod count.
     async fn round_datums(&mut self, subset: Option<usize>) -> (Vec<Datum>, RoundStats, usize) {
-        let timestamp = SystemTime::now();
-        let mut targets: Vec<ScrapeTarget> = self.discovery.targets();
+        let mut targets: Vec<ScrapeTarget> = self.runner.targets();
         if let Some(subset) = subset {
             targets.truncate(subset);
         }
-        let scrapes = self.scraper.scrape_all(targets).await;
-        let pods: Vec<PodScrape<'_>> = scrapes.iter().map(ScrapeResult::as_pod_scrape).collect();
-        let (mut round, stats) = self.aggregator.round(&pods, timestamp);
-        let counts = RoundCounts {
-            pods_scraped: stats.pods_scraped,
-            scrape_errors: stats.scrape_errors + stats.parse_errors,
-        };
-        round
-            .datums
-            .extend(self_metrics(CLUSTER_ID, timestamp, counts));
-        (round.datums, stats, pods.len())
+        let pods = targets.len();
+        let (round, stats) = self.runner.round_over(targets).await;
+        (round.datums, stats, pods)
+    }
+}
+
+/// The publisher's scrape settings for the benchmark's fleet; the round deadline is the
+/// scrape timeout, as by default.
+fn scrape_settings(selector: &str, concurrency: usize, timeout: Duration) -> ScrapeSettings {
+    ScrapeSettings {
+        namespace: AWS_NODE_NAMESPACE.to_owned(),
+        selector: selector.to_owned(),
+        via: ScrapeVia::Direct,
+        port: IPAMD_METRICS_PORT,
+        concurrency,
+        timeout,
+        round_timeout: timeout,
+        body_limit: BODY_LIMIT,
     }
 }
 
@@ -519,10 +545,15 @@ fn proc_status_kib(field: &str) -> anyhow::Result<u64> {
 }
 
 async fn measure_rounds(options: &RoundOptions) -> anyhow::Result<Value> {
+    let timeout = Duration::from_millis(options.timeout_ms);
+    let round_timeout = options
+        .round_timeout_ms
+        .map_or(timeout, Duration::from_millis);
     let mut publisher = Publisher::start(
         &options.kubeconfig,
         options.concurrency,
-        Duration::from_millis(options.timeout_ms),
+        timeout,
+        round_timeout,
     )
     .await?;
     let mut rounds = Vec::new();
@@ -591,8 +622,36 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
     }
     let sequential = if options.sequential_subset > 0 {
         let mut arguments = common(options.sequential_rounds, 1);
+        arguments.extend([
+            "--round-timeout-ms".to_owned(),
+            SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
+        ]);
         arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
         Some(round_process(&kubeconfig, &arguments).await?)
+    } else {
+        None
+    };
+    let latency = if options.latency_ms > 0 {
+        fleet
+            .command(&format!("slow {}", options.latency_ms))
+            .await?;
+        let concurrent =
+            round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?;
+        let mut arguments = common(options.sequential_rounds, 1);
+        arguments.extend([
+            "--round-timeout-ms".to_owned(),
+            SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
+        ]);
+        if options.sequential_subset > 0 {
+            arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
+        }
+        let sequential = round_process(&kubeconfig, &arguments).await?;
+        fleet.command("clear").await?;
+        Some(json!({
+            "latency_ms": options.latency_ms,
+            "run": concurrent,
+            "sequential": sequential,
+        }))
     } else {
         None
     };
@@ -617,6 +676,7 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
         "timeout_s": options.timeout_ms as f64 / 1000.0,
         "runs": runs,
         "sequential": sequential,
+        "latency": latency,
         "hung": hung,
     }))
 }
@@ -683,15 +743,7 @@ async fn parser(seconds: f64, runs: usize) -> anyhow::Result<Value> {
         ..Default::default()
     })
     .await?;
-    let scraper = Scraper::direct(&ScrapeSettings {
-        namespace: AWS_NODE_NAMESPACE.to_owned(),
-        selector: String::new(),
-        via: ScrapeVia::Direct,
-        port: IPAMD_METRICS_PORT,
-        concurrency: 8,
-        timeout: Duration::from_secs(5),
-        body_limit: BODY_LIMIT,
-    });
+    let scraper = Scraper::direct(&scrape_settings("", 8, Duration::from_secs(5)));
     let mut bodies = Vec::new();
     for node in fleet.nodes() {
         let target = ScrapeTarget {
@@ -742,7 +794,7 @@ async fn parser(seconds: f64, runs: usize) -> anyhow::Result<Value> {
 
 async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Result<Value> {
     let mut fleet = FleetChild::start(nodes).await?;
-    let mut publisher = Publisher::start(&fleet.kubeconfig()?, 64, Duration::from_secs(5)).await?;
+    let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
     let started = Instant::now();
     let mut rss_samples = Vec::new();
     let mut baseline_rss_kib = None;
@@ -760,7 +812,7 @@ async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Res
         pods_scraped += report.pods_scraped;
         // The per-pod state may hold only pods of this round, and never more than the
         // fleet runs: a replaced pod's state must be gone.
-        let tracked = publisher.aggregator.tracked_pods();
+        let tracked = publisher.runner.aggregator().tracked_pods();
         max_tracked = max_tracked.max(tracked);
         if tracked > live_pods || tracked > report.pods {
             state_violations += 1;
@@ -789,7 +841,7 @@ async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Res
         "pods_scraped": pods_scraped,
         "scrape_errors": scrape_errors,
         "parse_errors": parse_errors,
-        "tracked_series": publisher.aggregator.tracked_series(),
+        "tracked_series": publisher.runner.aggregator().tracked_series(),
         "elapsed_s": started.elapsed().as_secs_f64(),
     }))
 }
@@ -807,7 +859,7 @@ async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyho
         .as_str()
         .unwrap_or("us-west-2")
         .to_owned();
-    let mut publisher = Publisher::start(&fleet.kubeconfig()?, 64, Duration::from_secs(5)).await?;
+    let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
     let sdk_config = sandbox::aws_emulator::sdk_config_for(&endpoint, &region);
     let settings = CloudWatchSettings {
         region,

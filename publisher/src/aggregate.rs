@@ -327,6 +327,20 @@ impl LatencyTotals {
     }
 }
 
+/// What one pod added to a round. Contributions are kept until the round is finished and
+/// summed in target order, so the datums do not depend on the order in which scrapes
+/// complete (floating-point addition is not associative).
+#[derive(Debug)]
+struct PodContribution {
+    /// The pod's place in the round's target list.
+    position: usize,
+    /// The pod's zone, when per-AZ datums are wanted and the zone is known.
+    zone: Option<Box<str>>,
+    /// Gauge values and counter increases of the `Value` metrics.
+    totals: Totals,
+    latency: LatencyTotals,
+}
+
 /// Everything one round adds up.
 struct RoundTotals<'a> {
     cluster: Totals,
@@ -364,46 +378,27 @@ impl Aggregator {
     /// state is kept) and returns the datums to publish, stamped `timestamp`, in table order
     /// with each capacity metric's per-zone datums (by zone name) right after its cluster datum.
     pub fn round(&mut self, pods: &[PodScrape<'_>], timestamp: SystemTime) -> (Round, RoundStats) {
+        let mut round = self.begin_round();
+        for (position, pod) in pods.iter().enumerate() {
+            round.add(position, *pod);
+        }
+        round.finish(timestamp)
+    }
+
+    /// Starts a round whose pods are added one at a time with [`RoundInProgress::add`], as
+    /// their scrapes complete, so that no body has to be kept once it is folded in. A round
+    /// must be finished for its pods' state to be pruned; dropping it unfinished leaves the
+    /// counter state of the pods added so far advanced (their increases are not published),
+    /// which is what a publisher that stops or loses leadership mid-round wants anyway, as it
+    /// then exits or forgets all state.
+    pub fn begin_round(&mut self) -> RoundInProgress<'_> {
         self.round_number += 1;
-        let mut stats = RoundStats::default();
-        let mut totals = RoundTotals {
-            cluster: Totals::new(),
-            latency: LatencyTotals::default(),
-            zones: BTreeMap::new(),
-        };
-        let mut observations = Vec::new();
-        for pod in pods {
-            if !self.mark_in_round(pod.uid) {
-                continue;
-            }
-            let body = match pod.outcome {
-                ScrapeOutcome::Failed => {
-                    stats.scrape_errors += 1;
-                    continue;
-                }
-                ScrapeOutcome::Body(body) => body,
-            };
-            if let Err(error) = observe(body, &mut observations) {
-                stats.parse_errors += 1;
-                stats.parse_failures.push(ParseFailure {
-                    pod: pod.name.to_owned(),
-                    error,
-                });
-                continue;
-            }
-            stats.pods_scraped += 1;
-            let zone = pod.zone.filter(|_| self.options.per_az);
-            self.commit(pod.uid, zone, &observations, &mut totals);
+        RoundInProgress {
+            aggregator: self,
+            stats: RoundStats::default(),
+            contributions: Vec::new(),
+            observation_capacity: 0,
         }
-        let round_number = self.round_number;
-        self.pods
-            .retain(|_, state| state.last_round == round_number);
-        // Give memory back after a cluster shrinks a lot (a hash map never shrinks by itself).
-        if self.pods.capacity() > 4 * self.pods.len().max(MIN_SHRINK_CAPACITY) {
-            self.pods.shrink_to_fit();
-        }
-        self.labels.compact_if_needed(&mut self.pods);
-        (self.datums(&totals, timestamp), stats)
     }
 
     /// The number of pods whose state is kept (the pods of the last round).
@@ -455,33 +450,35 @@ impl Aggregator {
         }
     }
 
-    /// Adds a successfully parsed pod's observations to the round and replaces its counter
-    /// state with this scrape's values.
-    fn commit<'a>(
+    /// Turns a successfully parsed pod's observations into its contribution to the round and
+    /// replaces its counter state with this scrape's values.
+    fn commit(
         &mut self,
         uid: &str,
-        zone: Option<&'a str>,
+        position: usize,
+        zone: Option<&str>,
         observations: &[Observation<'_>],
-        totals: &mut RoundTotals<'a>,
-    ) {
-        let Some(state) = self.pods.get_mut(uid) else {
-            return;
+    ) -> Option<PodContribution> {
+        let state = self.pods.get_mut(uid)?;
+        let mut contribution = PodContribution {
+            position,
+            zone: zone.map(Box::from),
+            totals: Totals::new(),
+            latency: LatencyTotals::default(),
         };
         let mut current: HashMap<SeriesKey, f64> = HashMap::with_capacity(state.counters.len());
         // Series whose sample this round was unusable: they keep their previous value.
         let mut carried_over = Vec::new();
-        let mut zone_totals = Totals::new();
         for observation in observations {
             match *observation {
                 Observation::Gauge { metric, value } => {
                     if value.is_finite() {
-                        totals.cluster.add(metric, value);
-                        zone_totals.add(metric, value);
+                        contribution.totals.add(metric, value);
                     }
                 }
                 Observation::LatencyQuantile { value } => {
                     if value.is_finite() {
-                        let max = &mut totals.latency.max_quantile;
+                        let max = &mut contribution.latency.max_quantile;
                         *max = Some(max.map_or(value, |max| max.max(value)));
                     }
                 }
@@ -517,12 +514,9 @@ impl Aggregator {
                         Some(previous) => value - previous,
                     };
                     match part {
-                        Part::Value => {
-                            totals.cluster.add(metric, increase);
-                            zone_totals.add(metric, increase);
-                        }
-                        Part::Sum => totals.latency.sum_increase += increase,
-                        Part::Count => totals.latency.count_increase += increase,
+                        Part::Value => contribution.totals.add(metric, increase),
+                        Part::Sum => contribution.latency.sum_increase += increase,
+                        Part::Count => contribution.latency.count_increase += increase,
                     }
                 }
             }
@@ -533,15 +527,55 @@ impl Aggregator {
             }
         }
         state.counters = current;
+        Some(contribution)
+    }
 
-        if let Some(zone) = zone {
-            let zone_entry = totals.zones.entry(zone).or_insert_with(Totals::new);
-            for (index, definition) in IPAMD_METRICS.iter().enumerate() {
-                if let (true, Some(value)) = (definition.capacity, zone_totals.get(index)) {
-                    zone_entry.add(index, value);
+    /// Ends a round: sums the contributions in target order, drops the state of pods that
+    /// were not in the round, and returns the datums.
+    fn finish_round(
+        &mut self,
+        mut contributions: Vec<PodContribution>,
+        timestamp: SystemTime,
+    ) -> Round {
+        contributions.sort_by_key(|contribution| contribution.position);
+        let mut totals = RoundTotals {
+            cluster: Totals::new(),
+            latency: LatencyTotals::default(),
+            zones: BTreeMap::new(),
+        };
+        for contribution in &contributions {
+            for index in 0..IPAMD_METRIC_COUNT {
+                if let Some(value) = contribution.totals.get(index) {
+                    totals.cluster.add(index, value);
+                }
+            }
+            let latency = &contribution.latency;
+            if let Some(value) = latency.max_quantile {
+                let max = &mut totals.latency.max_quantile;
+                *max = Some(max.map_or(value, |max| max.max(value)));
+            }
+            totals.latency.sum_increase += latency.sum_increase;
+            totals.latency.count_increase += latency.count_increase;
+            if let Some(zone) = contribution.zone.as_deref() {
+                let zone_entry = totals.zones.entry(zone).or_insert_with(Totals::new);
+                for (index, definition) in IPAMD_METRICS.iter().enumerate() {
+                    if let (true, Some(value)) =
+                        (definition.capacity, contribution.totals.get(index))
+                    {
+                        zone_entry.add(index, value);
+                    }
                 }
             }
         }
+        let round_number = self.round_number;
+        self.pods
+            .retain(|_, state| state.last_round == round_number);
+        // Give memory back after a cluster shrinks a lot (a hash map never shrinks by itself).
+        if self.pods.capacity() > 4 * self.pods.len().max(MIN_SHRINK_CAPACITY) {
+            self.pods.shrink_to_fit();
+        }
+        self.labels.compact_if_needed(&mut self.pods);
+        self.datums(&totals, timestamp)
     }
 
     /// The datums of a round, in table order.
@@ -606,5 +640,61 @@ impl Aggregator {
             }
         }
         Round { datums }
+    }
+}
+
+/// A round being assembled pod by pod; see [`Aggregator::begin_round`].
+#[derive(Debug)]
+pub struct RoundInProgress<'a> {
+    aggregator: &'a mut Aggregator,
+    stats: RoundStats,
+    contributions: Vec<PodContribution>,
+    /// Reused between pods: the observations of the body being folded in.
+    observation_capacity: usize,
+}
+
+impl RoundInProgress<'_> {
+    /// Folds one pod's scrape into the round. `position` is the pod's place in the round's
+    /// target list; contributions are summed in that order. The body is parsed completely
+    /// before any of it is used, and is not referred to after this call.
+    pub fn add(&mut self, position: usize, pod: PodScrape<'_>) {
+        let aggregator = &mut *self.aggregator;
+        if !aggregator.mark_in_round(pod.uid) {
+            return;
+        }
+        let body = match pod.outcome {
+            ScrapeOutcome::Failed => {
+                self.stats.scrape_errors += 1;
+                return;
+            }
+            ScrapeOutcome::Body(body) => body,
+        };
+        let mut observations = Vec::with_capacity(self.observation_capacity);
+        if let Err(error) = observe(body, &mut observations) {
+            self.stats.parse_errors += 1;
+            self.stats.parse_failures.push(ParseFailure {
+                pod: pod.name.to_owned(),
+                error,
+            });
+            return;
+        }
+        self.observation_capacity = self.observation_capacity.max(observations.len());
+        self.stats.pods_scraped += 1;
+        let zone = pod.zone.filter(|_| aggregator.options.per_az);
+        if let Some(contribution) = aggregator.commit(pod.uid, position, zone, &observations) {
+            self.contributions.push(contribution);
+        }
+    }
+
+    /// What the round has seen so far.
+    pub fn stats(&self) -> &RoundStats {
+        &self.stats
+    }
+
+    /// Ends the round: the datums to publish, stamped `timestamp`, and what happened to the
+    /// pods.
+    pub fn finish(self, timestamp: SystemTime) -> (Round, RoundStats) {
+        let round = self.aggregator.finish_round(self.contributions, timestamp);
+        (round, self.stats)
     }
 }

@@ -149,6 +149,10 @@ pub struct PublisherArgs {
     /// How long one pod's scrape may take, e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub scrape_timeout: Duration,
+    /// How long all scrapes of a round may take together, counted from the round's start;
+    /// pods still unanswered then count as scrape errors. Default: the scrape timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub round_timeout: Option<Duration>,
     /// The largest scrape body accepted, e.g. 4MiB; a larger body fails that pod.
     #[arg(long, default_value = "4MiB", value_name = "BYTES", value_parser = parse_bytes)]
     pub scrape_body_limit: usize,

@@ -51,7 +51,10 @@ pub struct ScrapeSettings {
     pub via: ScrapeVia,
     pub port: u16,
     pub concurrency: usize,
+    /// How long one pod's scrape may take.
     pub timeout: Duration,
+    /// How long all scrapes of a round may take, counted from the round's start.
+    pub round_timeout: Duration,
     pub body_limit: usize,
 }
 
@@ -157,6 +160,7 @@ impl Settings {
                 port: args.metrics_port,
                 concurrency: args.scrape_concurrency,
                 timeout: args.scrape_timeout,
+                round_timeout: args.round_timeout.unwrap_or(args.scrape_timeout),
                 body_limit: args.scrape_body_limit,
             },
             cloudwatch,
@@ -216,6 +220,35 @@ mod tests {
             Command::Run(args) => args,
             other => panic!("expected run, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_round_deadline_defaults_to_the_scrape_timeout() {
+        let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
+        let settings = Settings::from_args(&defaults, Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.timeout, Duration::from_secs(5));
+        assert_eq!(settings.scrape.round_timeout, Duration::from_secs(5));
+        let slow = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--scrape-timeout",
+            "20s",
+        ]);
+        let settings = Settings::from_args(&slow, Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.round_timeout, Duration::from_secs(20));
+        let explicit = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--round-timeout",
+            "1500ms",
+        ]);
+        let settings = Settings::from_args(&explicit, Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.timeout, Duration::from_secs(5));
+        assert_eq!(settings.scrape.round_timeout, Duration::from_millis(1500));
     }
 
     #[test]

@@ -14,16 +14,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
+use crate::aggregate::{Aggregator, AggregatorOptions, RoundStats};
 use crate::cli::ScrapeVia;
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
 use crate::config::Settings;
 use crate::datum::{Datum, Dimension, Round, Rounds, Unit};
-use crate::discovery::{DiscoveryError, PodDiscovery};
+use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
-use crate::scrape::{ScrapeResult, Scraper};
+use crate::scrape::{ScrapeError, Scraper};
 use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
 
 /// The self-metric counting pods whose scrape was read and parsed this round.
@@ -63,57 +65,12 @@ pub struct RoundCounts {
     pub scrape_errors: usize,
 }
 
-/// Folds one round's scrapes into cluster datums, keeping per-pod state across rounds.
-pub trait RoundAggregator: Send {
-    fn aggregate(
-        &mut self,
-        scrapes: &[ScrapeResult],
-        timestamp: SystemTime,
-    ) -> (Round, RoundCounts);
-    /// Drops all per-pod state, e.g. when this replica stops being the leader and its state
-    /// would be stale by the time it leads again.
-    fn forget(&mut self);
-}
-
-/// The aggregator of this crate (DESIGN.md "Metric semantics") behind [`RoundAggregator`].
-pub struct ClusterAggregator {
-    options: crate::aggregate::AggregatorOptions,
-    inner: crate::aggregate::Aggregator,
-}
-
-impl ClusterAggregator {
-    pub fn new(cluster_id: &str, per_az: bool) -> Self {
-        let options = crate::aggregate::AggregatorOptions {
-            cluster_id: cluster_id.to_owned(),
-            per_az,
-        };
-        ClusterAggregator {
-            inner: crate::aggregate::Aggregator::new(options.clone()),
-            options,
-        }
-    }
-}
-
-impl RoundAggregator for ClusterAggregator {
-    fn aggregate(
-        &mut self,
-        scrapes: &[ScrapeResult],
-        timestamp: SystemTime,
-    ) -> (Round, RoundCounts) {
-        let pods: Vec<_> = scrapes.iter().map(ScrapeResult::as_pod_scrape).collect();
-        let (round, stats) = self.inner.round(&pods, timestamp);
-        for failure in &stats.parse_failures {
-            tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
-        }
-        let counts = RoundCounts {
+impl RoundCounts {
+    pub fn from_stats(stats: &RoundStats) -> Self {
+        RoundCounts {
             pods_scraped: stats.pods_scraped,
             scrape_errors: stats.scrape_errors + stats.parse_errors,
-        };
-        (round, counts)
-    }
-
-    fn forget(&mut self) {
-        self.inner = crate::aggregate::Aggregator::new(self.options.clone());
+        }
     }
 }
 
@@ -138,38 +95,65 @@ pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts
 }
 
 /// Discovery, scraping and aggregation: everything a round needs before publishing.
-pub struct RoundRunner<A> {
+pub struct RoundRunner {
     discovery: PodDiscovery,
     scraper: Scraper,
-    aggregator: A,
-    cluster_id: String,
+    aggregator: Aggregator,
 }
 
-impl<A: RoundAggregator> RoundRunner<A> {
-    pub fn new(discovery: PodDiscovery, scraper: Scraper, aggregator: A, cluster_id: &str) -> Self {
+impl RoundRunner {
+    pub fn new(discovery: PodDiscovery, scraper: Scraper, aggregator: Aggregator) -> Self {
         RoundRunner {
             discovery,
             scraper,
             aggregator,
-            cluster_id: cluster_id.to_owned(),
         }
     }
 
-    /// Runs one round and returns its datums, self-metrics last.
+    /// Runs one round over the pods in the watch cache and returns its datums,
+    /// self-metrics last.
     pub async fn round(&mut self) -> Round {
-        let timestamp = SystemTime::now();
-        let started = Instant::now();
         let targets = self.discovery.targets();
         if targets.is_empty() {
             tracing::warn!(
                 "no Running aws-node pods found; check --aws-node-namespace and --aws-node-selector"
             );
         }
-        let scrapes = self.scraper.scrape_all(targets).await;
-        let (mut round, counts) = self.aggregator.aggregate(&scrapes, timestamp);
+        self.round_over(targets).await.0
+    }
+
+    /// Runs one round over `targets`: each scrape is folded into the aggregate as it
+    /// completes and its body dropped, so a round holds at most `--scrape-concurrency`
+    /// bodies however many nodes there are. Returns the datums (self-metrics last) and
+    /// what happened to the pods.
+    pub async fn round_over(&mut self, targets: Vec<ScrapeTarget>) -> (Round, RoundStats) {
+        let timestamp = SystemTime::now();
+        let started = Instant::now();
+        let mut not_started = 0_usize;
+        let mut round = self.aggregator.begin_round();
+        let mut scrapes = std::pin::pin!(self.scraper.scrape_each(targets));
+        while let Some((position, scrape)) = scrapes.next().await {
+            if matches!(scrape.outcome, Err(ScrapeError::NotStarted(_))) {
+                not_started += 1;
+            }
+            round.add(position, scrape.as_pod_scrape());
+        }
+        let (mut round, stats) = round.finish(timestamp);
+        for failure in &stats.parse_failures {
+            tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
+        }
+        if not_started > 0 {
+            tracing::warn!(
+                not_started,
+                "the round's deadline passed before every pod was scraped; raise \
+                 --scrape-concurrency or --round-timeout"
+            );
+        }
+        let counts = RoundCounts::from_stats(&stats);
+        let cluster_id = &self.aggregator.options().cluster_id;
         round
             .datums
-            .extend(self_metrics(&self.cluster_id, timestamp, counts));
+            .extend(self_metrics(cluster_id, timestamp, counts));
         tracing::info!(
             pods_scraped = counts.pods_scraped,
             scrape_errors = counts.scrape_errors,
@@ -177,18 +161,33 @@ impl<A: RoundAggregator> RoundRunner<A> {
             elapsed = ?started.elapsed(),
             "round done"
         );
-        round
+        (round, stats)
     }
 
+    /// The pods the next round would scrape.
+    pub fn targets(&self) -> Vec<ScrapeTarget> {
+        self.discovery.targets()
+    }
+
+    /// Waits until the watch cache holds its first full listing.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), DiscoveryError> {
+        self.discovery.wait_until_ready(timeout).await
+    }
+
+    /// The aggregator and its per-pod state.
+    pub fn aggregator(&self) -> &Aggregator {
+        &self.aggregator
+    }
+
+    /// Drops all per-pod state, e.g. when this replica stops being the leader and its state
+    /// would be stale by the time it leads again.
     pub fn forget(&mut self) {
-        self.aggregator.forget();
+        self.aggregator = Aggregator::new(self.aggregator.options().clone());
     }
 }
 
 /// Builds the kube clients, the discovery and the scraper for `settings`.
-async fn round_runner(
-    settings: &Settings,
-) -> Result<(RoundRunner<ClusterAggregator>, kube::Client), CycleError> {
+async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client), CycleError> {
     let config = kube::Config::infer()
         .await
         .map_err(CycleError::KubeConfig)?;
@@ -205,11 +204,11 @@ async fn round_runner(
         &settings.scrape.selector,
         settings.per_az,
     );
-    let aggregator = ClusterAggregator::new(&settings.cluster_id, settings.per_az);
-    Ok((
-        RoundRunner::new(discovery, scraper, aggregator, &settings.cluster_id),
-        client,
-    ))
+    let aggregator = Aggregator::new(AggregatorOptions {
+        cluster_id: settings.cluster_id.clone(),
+        per_az: settings.per_az,
+    });
+    Ok((RoundRunner::new(discovery, scraper, aggregator), client))
 }
 
 async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
@@ -221,10 +220,7 @@ async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher
 /// One cycle. With `dry_run` nothing is published and the round is returned for printing.
 pub async fn once(settings: &Settings, dry_run: bool) -> Result<Rounds, CycleError> {
     let (mut runner, _client) = round_runner(settings).await?;
-    runner
-        .discovery
-        .wait_until_ready(ONCE_DISCOVERY_WAIT)
-        .await?;
+    runner.wait_until_ready(ONCE_DISCOVERY_WAIT).await?;
     let round = runner.round().await;
     if !dry_run && let Some(mut publisher) = cloudwatch_publisher(settings).await {
         publisher.enqueue(round.datums.clone());
@@ -283,7 +279,7 @@ pub async fn run(
     // `shutdown` must not be polled again once it completed, so its completion here is
     // remembered and the round loop skipped.
     let stopped_early = tokio::select! {
-        ready = runner.discovery.wait_until_ready(RUN_DISCOVERY_WAIT) => {
+        ready = runner.wait_until_ready(RUN_DISCOVERY_WAIT) => {
             if let Err(error) = ready {
                 tracing::warn!("{error}; starting rounds anyway");
             }
@@ -404,8 +400,8 @@ pub async fn run(
 /// A replica that does not lead: forget per-pod state once (it would be stale by the time
 /// this replica leads again), stay ready while the election is healthy, and keep serving
 /// the last values marked as not leading.
-fn standby<A: RoundAggregator>(
-    runner: &mut RoundRunner<A>,
+fn standby(
+    runner: &mut RoundRunner,
     serve_state: &ServeState,
     was_leader: &mut bool,
     state: LeadershipState,

@@ -4,12 +4,20 @@
 //!
 //! Only Running pods with an IP that are not being deleted are scraped. Pods are keyed by
 //! UID, so a replaced pod (same name, new UID) starts with fresh counter state.
+//!
+//! The caches hold slim objects ([`AwsNodePod`], [`ZoneNode`]) rather than `Pod` and
+//! `Node`: serde skips every field discovery does not read while the listing and the watch
+//! events are decoded, and the metadata that is decoded but unused (managed fields,
+//! annotations, owner references) is cleared before an object enters the cache. An EKS
+//! aws-node pod is 10-30 KB of JSON (two containers with their environment, volumes, managed
+//! fields); kept whole, 5,000 of them would be most of the publisher's memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -42,11 +50,91 @@ pub struct ScrapeTarget {
     pub zone: Option<String>,
 }
 
+/// Declares `$view`, a struct with a `metadata: ObjectMeta` field, to be a view of the
+/// core/v1 kind `$kind`, so that `Api<$view>` lists and watches that kind's objects and
+/// decodes only the fields `$view` declares.
+macro_rules! core_v1_view {
+    ($view:ty, kind: $kind:literal, path: $path:literal, scope: $scope:ty) => {
+        impl k8s_openapi::Resource for $view {
+            const API_VERSION: &'static str = "v1";
+            const GROUP: &'static str = "";
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = $path;
+            type Scope = $scope;
+        }
+
+        impl k8s_openapi::Metadata for $view {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// The fields of a core/v1 Pod that discovery reads; the API server's other fields are
+/// skipped when an object is decoded.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AwsNodePod {
+    pub metadata: ObjectMeta,
+    pub spec: Option<AwsNodePodSpec>,
+    pub status: Option<AwsNodePodStatus>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsNodePodSpec {
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AwsNodePodStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "hostIP")]
+    pub host_ip: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+}
+
+core_v1_view!(AwsNodePod, kind: "Pod", path: "pods", scope: NamespaceResourceScope);
+
+/// A core/v1 Node reduced to its metadata, for the zone label.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ZoneNode {
+    pub metadata: ObjectMeta,
+}
+
+core_v1_view!(ZoneNode, kind: "Node", path: "nodes", scope: ClusterResourceScope);
+
+/// Clears the metadata discovery never reads, before an object enters a cache. Labels are
+/// kept only when `keep_labels` (a Node's zone is a label; a pod was selected by its labels
+/// already).
+fn trim_metadata(metadata: &mut ObjectMeta, keep_labels: bool) {
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata.owner_references = None;
+    metadata.finalizers = None;
+    metadata.generate_name = None;
+    if keep_labels {
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.retain(|key, _| key == ZONE_LABEL);
+        }
+    } else {
+        metadata.labels = None;
+    }
+}
+
 /// Watch-backed caches of aws-node pods (and Nodes, for zones). Dropping it stops the
 /// watches.
 pub struct PodDiscovery {
-    pods: Store<Pod>,
-    nodes: Option<Store<Node>>,
+    pods: Store<AwsNodePod>,
+    nodes: Option<Store<ZoneNode>>,
     namespace: String,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -54,18 +142,22 @@ pub struct PodDiscovery {
 impl PodDiscovery {
     /// Starts the watches. Must run inside a Tokio runtime.
     pub fn start(client: Client, namespace: &str, selector: &str, watch_nodes: bool) -> Self {
-        let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let pods_api: Api<AwsNodePod> = Api::namespaced(client.clone(), namespace);
         let (pods, pod_writer) = reflector::store();
         let pod_stream = reflector::reflector(
             pod_writer,
-            watcher(pods_api, watcher::Config::default().labels(selector)),
+            watcher(pods_api, watcher::Config::default().labels(selector))
+                .modify(|pod: &mut AwsNodePod| trim_metadata(&mut pod.metadata, false)),
         );
         let mut tasks = vec![tokio::spawn(drive("pods", pod_stream))];
         let nodes = watch_nodes.then(|| {
-            let nodes_api: Api<Node> = Api::all(client);
+            let nodes_api: Api<ZoneNode> = Api::all(client);
             let (nodes, node_writer) = reflector::store();
-            let node_stream =
-                reflector::reflector(node_writer, watcher(nodes_api, watcher::Config::default()));
+            let node_stream = reflector::reflector(
+                node_writer,
+                watcher(nodes_api, watcher::Config::default())
+                    .modify(|node: &mut ZoneNode| trim_metadata(&mut node.metadata, true)),
+            );
             tasks.push(tokio::spawn(drive("nodes", node_stream)));
             nodes
         });
@@ -136,7 +228,7 @@ where
 /// The scrapeable pods among `pods`: Running, with an IP and a UID, not being deleted.
 /// Sorted by name so rounds and logs are stable.
 pub fn scrape_targets(
-    pods: &[Arc<Pod>],
+    pods: &[Arc<AwsNodePod>],
     zone_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<ScrapeTarget> {
     let mut targets: Vec<ScrapeTarget> = pods
@@ -175,7 +267,7 @@ pub fn scrape_targets(
 }
 
 /// The zone label of a Node.
-pub fn node_zone(node: &Node) -> Option<String> {
+pub fn node_zone(node: &ZoneNode) -> Option<String> {
     node.metadata
         .labels
         .as_ref()?
@@ -186,30 +278,59 @@ pub fn node_zone(node: &Node) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
 
-    fn pod(name: &str, phase: &str, ip: Option<&str>) -> Arc<Pod> {
-        Arc::new(Pod {
+    fn pod(name: &str, phase: &str, ip: Option<&str>) -> Arc<AwsNodePod> {
+        Arc::new(AwsNodePod {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some("kube-system".to_owned()),
                 uid: Some(format!("uid-{name}")),
                 ..ObjectMeta::default()
             },
-            spec: Some(PodSpec {
+            spec: Some(AwsNodePodSpec {
                 node_name: Some(format!("node-{name}")),
-                ..PodSpec::default()
             }),
-            status: Some(PodStatus {
+            status: Some(AwsNodePodStatus {
                 phase: Some(phase.to_owned()),
                 pod_ip: ip.map(str::to_owned),
                 host_ip: ip.map(str::to_owned),
-                ..PodStatus::default()
             }),
         })
+    }
+
+    #[test]
+    fn cached_metadata_keeps_only_what_discovery_reads() {
+        let mut metadata = ObjectMeta {
+            name: Some("aws-node-abcde".to_owned()),
+            uid: Some("uid-1".to_owned()),
+            namespace: Some("kube-system".to_owned()),
+            labels: Some(
+                [(ZONE_LABEL, "us-west-2a"), ("k8s-app", "aws-node")]
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                    .collect(),
+            ),
+            annotations: Some([("a".to_owned(), "b".repeat(1000))].into_iter().collect()),
+            managed_fields: Some(vec![Default::default()]),
+            ..ObjectMeta::default()
+        };
+        let mut node_metadata = metadata.clone();
+        trim_metadata(&mut metadata, false);
+        assert_eq!(metadata.labels, None);
+        assert_eq!(metadata.annotations, None);
+        assert_eq!(metadata.managed_fields, None);
+        assert_eq!(metadata.uid.as_deref(), Some("uid-1"));
+        assert_eq!(metadata.name.as_deref(), Some("aws-node-abcde"));
+        trim_metadata(&mut node_metadata, true);
+        let labels = node_metadata.labels.expect("the zone label is kept");
+        assert_eq!(labels.len(), 1);
+        assert_eq!(
+            labels.get(ZONE_LABEL).map(String::as_str),
+            Some("us-west-2a")
+        );
     }
 
     #[test]

@@ -1,26 +1,36 @@
 //! Fetches every target's `/metrics` concurrently, each bounded by a timeout and a body
 //! limit, so one hung or misbehaving node costs at most the timeout and never the round.
+//! The round as a whole is bounded too: every scrape ends by the round's deadline
+//! (`--round-timeout`, by default the scrape timeout, counted from the round's start). A
+//! hung node holds one of the `--scrape-concurrency` slots while it waits, so without the
+//! deadline the hung nodes that come late in the target list would start late and end a
+//! whole timeout after that.
+//!
+//! Results are yielded as they complete ([`Scraper::scrape_each`]), so a round can fold
+//! each body into the aggregate and drop it at once: at most `concurrency` bodies are in
+//! memory, not one per node.
 //!
 //! Two transports:
 //! - **proxy** (default, upstream's path): `GET /api/v1/namespaces/{ns}/pods/{name}:61678/proxy/metrics`
 //!   through the API server. Needs RBAC `get pods/proxy` and a security-group rule allowing
 //!   the EKS control plane (cluster security group) to reach the nodes on tcp/61678.
-//! - **direct**: `GET http://{hostIP}:61678/metrics` from the publisher pod, with a pooled
-//!   plain HTTP client. No API-server load; needs the nodes' security group to allow
+//! - **direct**: `GET http://{hostIP}:61678/metrics` from the publisher pod, with a plain
+//!   HTTP client and a new connection per scrape. No API-server load; needs the nodes' security group to allow
 //!   tcp/61678 from the publisher pod's node (or its pod security group).
 //!
 //! The proxy transport uses a kube client with its built-in retries turned off: kube
 //! retries 429/503/504 up to 15 times with backoff, and the API server answers 503 for an
 //! unreachable node, which would otherwise cost minutes per node.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use crate::config::ScrapeSettings;
 use crate::discovery::ScrapeTarget;
@@ -33,6 +43,13 @@ const ACCEPT_TEXT_FORMAT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
 pub enum ScrapeError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("no answer before the round's deadline ({0:?} after its start)")]
+    RoundDeadline(Duration),
+    #[error(
+        "not scraped: the round's deadline ({0:?} after its start) passed before its turn; \
+         raise --scrape-concurrency or --round-timeout"
+    )]
+    NotStarted(Duration),
     #[error("HTTP {status}: {snippet}")]
     Status { status: u16, snippet: String },
     #[error("the body is larger than the limit of {limit} bytes")]
@@ -80,6 +97,7 @@ pub struct Scraper {
     port: u16,
     concurrency: usize,
     timeout: Duration,
+    round_timeout: Duration,
     body_limit: usize,
 }
 
@@ -98,14 +116,19 @@ impl Scraper {
         Ok(Scraper::new(Transport::Proxy(client), settings))
     }
 
-    /// A scraper that talks to `hostIP:port` directly with a pooled HTTP/1 client.
+    /// A scraper that talks to `hostIP:port` directly with a plain HTTP/1 client.
+    ///
+    /// Connections are not kept between scrapes. Each node is scraped once per interval
+    /// (30-60 s), so a pooled connection would sit idle almost all the time while holding
+    /// its read and write buffers (tens of KiB) in the publisher: 5,000 nodes made that the
+    /// largest part of the publisher's memory (BENCHMARKS.md). A new TCP connection costs
+    /// one round trip, well under a millisecond inside a VPC.
     pub fn direct(settings: &ScrapeSettings) -> Scraper {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.timeout));
         connector.set_nodelay(true);
         let client = HttpClient::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(0)
             .build(connector);
         Scraper::new(Transport::Direct(Box::new(client)), settings)
     }
@@ -116,29 +139,56 @@ impl Scraper {
             port: settings.port,
             concurrency: settings.concurrency.max(1),
             timeout: settings.timeout,
+            round_timeout: settings.round_timeout,
             body_limit: settings.body_limit,
         }
     }
 
-    /// Scrapes every target, at most `concurrency` at a time. The results come back in the
-    /// order of `targets`.
-    pub async fn scrape_all(&self, targets: Vec<ScrapeTarget>) -> Vec<ScrapeResult> {
-        let mut results: Vec<(usize, ScrapeResult)> =
-            futures::stream::iter(targets.into_iter().enumerate())
-                .map(|(position, target)| async move { (position, self.scrape(target).await) })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
-        results.sort_by_key(|(position, _)| *position);
-        results.into_iter().map(|(_, result)| result).collect()
+    /// Scrapes every target, at most `concurrency` at a time, and yields each result with
+    /// the target's position in `targets` as soon as it completes. The round's deadline
+    /// starts now: a scrape still waiting for its answer then fails with
+    /// [`ScrapeError::RoundDeadline`], and a target not started by then fails at once with
+    /// [`ScrapeError::NotStarted`].
+    pub fn scrape_each(
+        &self,
+        targets: Vec<ScrapeTarget>,
+    ) -> impl Stream<Item = (usize, ScrapeResult)> + '_ {
+        let round_deadline = Instant::now() + self.round_timeout;
+        futures::stream::iter(targets.into_iter().enumerate())
+            .map(move |(position, target)| async move {
+                (position, self.scrape_by(target, round_deadline).await)
+            })
+            .buffer_unordered(self.concurrency)
     }
 
     /// Scrapes one target within the timeout.
     pub async fn scrape(&self, target: ScrapeTarget) -> ScrapeResult {
+        self.scrape_by(target, Instant::now() + self.timeout).await
+    }
+
+    /// Scrapes one target within the timeout and before `round_deadline`.
+    async fn scrape_by(&self, target: ScrapeTarget, round_deadline: Instant) -> ScrapeResult {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, self.fetch(&target)).await {
+        if started >= round_deadline {
+            tracing::debug!(pod = %target.name, "not scraped: the round's deadline passed");
+            return ScrapeResult {
+                target,
+                outcome: Err(ScrapeError::NotStarted(self.round_timeout)),
+                elapsed: Duration::ZERO,
+            };
+        }
+        let own_deadline = started + self.timeout;
+        let (deadline, expired) = if own_deadline <= round_deadline {
+            (own_deadline, ScrapeError::Timeout(self.timeout))
+        } else {
+            (
+                round_deadline,
+                ScrapeError::RoundDeadline(self.round_timeout),
+            )
+        };
+        let outcome = match tokio::time::timeout_at(deadline, self.fetch(&target)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(ScrapeError::Timeout(self.timeout)),
+            Err(_) => Err(expired),
         };
         let elapsed = started.elapsed();
         match &outcome {
@@ -199,7 +249,9 @@ impl Scraper {
                 snippet: snippet.chars().take(200).collect(),
             });
         }
-        String::from_utf8(body.to_vec()).map_err(|_| ScrapeError::NotUtf8)
+        // `Vec::from` takes the collected buffer over without a copy when it is the only
+        // reference to it, which a collected body is.
+        String::from_utf8(Vec::from(body)).map_err(|_| ScrapeError::NotUtf8)
     }
 }
 

@@ -761,3 +761,89 @@ fn offline_rounds_report_the_failed_pods() {
         "line 1: unterminated label value"
     );
 }
+
+#[test]
+fn pods_folded_in_as_their_scrapes_complete_give_the_datums_of_target_order() {
+    // Values whose sums depend on the order of addition in floating point: 0.1 + 0.2 + 0.3
+    // is not 0.3 + 0.2 + 0.1. Latency sums, gauges and counters all take such values.
+    let bodies: Vec<String> = [0.1, 0.2, 0.3, 1e16, 1.0, 0.7]
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            format!(
+                "{}{}{}",
+                gauge("awscni_total_ip_addresses", &value.to_string()),
+                latency_summary(
+                    value * 3.0 + 100.0 * index as f64,
+                    10.0 * (index + 1) as f64
+                ),
+                add_requests(&(value * 10.0).to_string()),
+            )
+        })
+        .collect();
+    let uids: Vec<String> = (0..bodies.len())
+        .map(|index| format!("pod-{index}"))
+        .collect();
+    let zones = ["us-west-2a", "us-west-2b"];
+    let scrapes: Vec<PodScrape<'_>> = uids
+        .iter()
+        .zip(&bodies)
+        .enumerate()
+        .map(|(index, (uid, body))| in_zone(zones[index % 2], pod(uid, body)))
+        .chain(std::iter::once(failed("pod-failed")))
+        .collect();
+    let options = AggregatorOptions {
+        cluster_id: "c".to_owned(),
+        per_az: true,
+    };
+
+    // The reference: one round in target order, then a second round so the counters have
+    // increases.
+    let mut in_order = Aggregator::new(options.clone());
+    in_order.round(&scrapes, at(0));
+    let (expected, expected_stats) = in_order.round(&scrapes, at(60));
+
+    // The same rounds with the pods arriving in other orders, each with its target position.
+    let arrival_orders: [&[usize]; 3] = [
+        &[6, 5, 4, 3, 2, 1, 0],
+        &[3, 0, 6, 1, 5, 2, 4],
+        &[1, 3, 5, 0, 2, 4, 6],
+    ];
+    for arrival in arrival_orders {
+        let mut streamed = Aggregator::new(options.clone());
+        let mut round = streamed.begin_round();
+        for &position in arrival {
+            round.add(position, scrapes[position]);
+        }
+        round.finish(at(0));
+        let mut round = streamed.begin_round();
+        for &position in arrival.iter().rev() {
+            round.add(position, scrapes[position]);
+        }
+        let (datums, stats) = round.finish(at(60));
+        assert_eq!(datums, expected, "arrival order {arrival:?}");
+        assert_eq!(stats.pods_scraped, expected_stats.pods_scraped);
+        assert_eq!(stats.scrape_errors, expected_stats.scrape_errors);
+    }
+    // The values really do depend on the order of addition, or this test proves nothing.
+    let forward: f64 = [0.1, 0.2, 0.3, 1e16, 1.0, 0.7].iter().sum();
+    let backward: f64 = [0.7, 1.0, 1e16, 0.3, 0.2, 0.1].iter().sum();
+    assert_ne!(forward, backward);
+}
+
+#[test]
+fn an_unfinished_round_prunes_nothing_and_the_next_round_goes_on() {
+    let mut aggregator = aggregator();
+    let (a, b) = (add_requests("10"), add_requests("5"));
+    aggregator.round(&[pod("a", &a), pod("b", &b)], at(0));
+    // A round abandoned after one pod (shutdown, lost leadership): dropped unfinished.
+    {
+        let mut round = aggregator.begin_round();
+        round.add(0, pod("a", &a));
+    }
+    assert_eq!(aggregator.tracked_pods(), 2);
+    let (a, b) = (add_requests("12"), add_requests("9"));
+    let (round, stats) = aggregator.round(&[pod("a", &a), pod("b", &b)], at(120));
+    assert_eq!(stats.pods_scraped, 2);
+    assert_eq!(value_of(&round, "addReqCount"), Some(2.0 + 4.0));
+}

@@ -1,5 +1,7 @@
 //! The publisher's integration tests, linked into one binary.
 mod aggregation;
 mod cli;
+mod discovery;
 mod e2e;
 mod parser;
+mod scrape;

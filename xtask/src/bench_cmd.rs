@@ -27,6 +27,14 @@ const CLEAN_BUILD_MARKER: &str = "clean_debug_build_s:";
 const DRIVER_DEADLINE: Duration = Duration::from_secs(900);
 /// The publisher's default per-pod scrape timeout, which the hung-node scenario runs with.
 const SCRAPE_TIMEOUT_MS: u64 = 5000;
+/// The latency every simulated node answers with in the concurrency comparison. On
+/// loopback a scrape costs only CPU, and two cores shared with the fleet cannot make 64
+/// concurrent scrapes much faster than one at a time; a real scrape also waits on the
+/// network and on ipamd gathering its ~1,300 samples. Through the API server's pods proxy
+/// (upstream's path, and our default) that is two network hops plus the API server, so
+/// 5 ms is a conservative figure for it. Both comparisons are reported: on loopback and
+/// with this latency.
+const NODE_LATENCY_MS: u64 = 5;
 /// The batch size upstream's helper sends per PutMetricData call.
 const UPSTREAM_DATUMS_PER_CALL: f64 = 20.0;
 
@@ -436,6 +444,8 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
         let is_largest = nodes == largest;
         if is_largest {
             arguments.extend(args(&[
+                "--latency-ms",
+                &NODE_LATENCY_MS.to_string(),
                 "--sequential-subset",
                 &sizes.sequential_subset.to_string(),
                 "--hang-every",
@@ -467,7 +477,7 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
         let rss = Summary::of(&peak_rss_mib).context("no peak RSS measured")?;
         let list = Summary::of(&initial_list).context("no listing measured")?;
         report.line(format!(
-            "round at {nodes} nodes (concurrency 64, direct): {}; first round with connects {}; peak RSS {}; initial LIST+WATCH {}; failed scrapes {errors}",
+            "round at {nodes} nodes (concurrency 64, direct): {}; first round of the process {}; peak RSS {}; initial LIST+WATCH {}; failed scrapes {errors}",
             warm.text("s"),
             cold.text("s"),
             rss.text("MiB"),
@@ -498,25 +508,46 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
             format!("{:.1} MiB", rss.median),
         );
 
-        let sequential = &result["sequential"];
-        let (_, sequential_warm) = round_seconds(sequential);
-        if let Some(sequential_warm) = Summary::of(&sequential_warm) {
-            let subset = sequential["subset"].as_f64().unwrap_or(nodes as f64);
-            let estimated = sequential_warm.median / subset * nodes as f64;
-            let ratio = estimated / warm.median;
+        if let Some(ratio) = sequential_comparison(
+            report,
+            "sequential_loopback",
+            "on loopback",
+            nodes,
+            warm.median,
+            &result["sequential"],
+        ) {
+            report.set("round_vs_sequential_ratio_loopback", ratio);
+        }
+        if let Some(latency) = result["latency"].as_object() {
+            let latency_ms = latency["latency_ms"].as_u64().unwrap_or(NODE_LATENCY_MS);
+            let (_, concurrent) = round_seconds(&latency["run"]);
+            let concurrent =
+                Summary::of(&concurrent).context("no rounds measured with node latency")?;
+            let label = format!("with {latency_ms} ms per scrape");
             report.line(format!(
-                "sequential (concurrency 1) measured on {subset} of {nodes} pods and scaled per pod: {:.3} s for {subset} -> {estimated:.2} s for {nodes}; concurrent is {ratio:.1}x faster",
-                sequential_warm.median
+                "round at {nodes} nodes {label} (concurrency 64): {}",
+                concurrent.text("s")
             ));
-            report.set("sequential_subset_pods", subset);
-            report.set("sequential_subset_s", sequential_warm.median);
-            report.set("sequential_estimated_s", estimated);
-            report.set("round_vs_sequential_ratio", ratio);
-            report.target(
-                "round >= 20x faster than concurrency 1",
-                ratio >= 20.0,
-                format!("{ratio:.1}x"),
+            report.set(
+                &format!("round_{nodes}_latency_median_s"),
+                concurrent.median,
             );
+            report.set("node_latency_ms", latency_ms);
+            if let Some(ratio) = sequential_comparison(
+                report,
+                "sequential_latency",
+                &label,
+                nodes,
+                concurrent.median,
+                &latency["sequential"],
+            ) {
+                report.set("round_vs_sequential_ratio", ratio);
+                report.target(
+                    &format!("round >= 20x faster than concurrency 1 ({label})"),
+                    ratio >= 20.0,
+                    format!("{ratio:.1}x"),
+                );
+            }
         }
 
         if let Some(hung) = result["hung"].as_object() {
@@ -541,6 +572,31 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// Compares a concurrent round with the sequential (concurrency 1) run of the same scale
+/// result, which scraped a subset of the pods and is scaled per pod; returns the ratio.
+fn sequential_comparison(
+    report: &mut Report,
+    key: &str,
+    label: &str,
+    nodes: usize,
+    concurrent_median: f64,
+    sequential: &Value,
+) -> Option<f64> {
+    let (_, sequential_warm) = round_seconds(sequential);
+    let sequential_warm = Summary::of(&sequential_warm)?;
+    let subset = sequential["subset"].as_f64().unwrap_or(nodes as f64);
+    let estimated = sequential_warm.median / subset * nodes as f64;
+    let ratio = estimated / concurrent_median;
+    report.line(format!(
+        "sequential (concurrency 1) {label}, measured on {subset} of {nodes} pods and scaled per pod: {:.3} s for {subset} -> {estimated:.2} s for {nodes}; concurrent is {ratio:.1}x faster",
+        sequential_warm.median
+    ));
+    report.set(&format!("{key}_subset_pods"), subset);
+    report.set(&format!("{key}_subset_s"), sequential_warm.median);
+    report.set(&format!("{key}_estimated_s"), estimated);
+    Some(ratio)
 }
 
 async fn cloudwatch(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {

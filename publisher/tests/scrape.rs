@@ -1,0 +1,114 @@
+//! The scraper against simulated aws-node endpoints: the round's deadline bounds a round
+//! however many hung nodes hold the concurrency slots, and results stream out as they
+//! complete.
+
+use std::time::{Duration, Instant};
+
+use cni_metrics_publisher::cli::ScrapeVia;
+use cni_metrics_publisher::config::ScrapeSettings;
+use cni_metrics_publisher::discovery::ScrapeTarget;
+use cni_metrics_publisher::scrape::{ScrapeError, Scraper};
+use futures::StreamExt;
+use sandbox::fleet::{AWS_NODE_NAMESPACE, Fault, Fleet, FleetOptions, IPAMD_METRICS_PORT};
+
+fn settings(concurrency: usize, timeout: Duration, round_timeout: Duration) -> ScrapeSettings {
+    ScrapeSettings {
+        namespace: AWS_NODE_NAMESPACE.to_owned(),
+        selector: "k8s-app=aws-node".to_owned(),
+        via: ScrapeVia::Direct,
+        port: IPAMD_METRICS_PORT,
+        concurrency,
+        timeout,
+        round_timeout,
+        body_limit: 4 * 1024 * 1024,
+    }
+}
+
+async fn start_fleet(nodes: usize) -> Fleet {
+    Fleet::start(FleetOptions {
+        nodes,
+        ..FleetOptions::default()
+    })
+    .await
+    .expect("the fleet starts")
+}
+
+fn targets(fleet: &Fleet) -> Vec<ScrapeTarget> {
+    fleet
+        .nodes()
+        .iter()
+        .map(|node| ScrapeTarget {
+            uid: node.pod_uid(),
+            name: node.pod_name(),
+            namespace: AWS_NODE_NAMESPACE.to_owned(),
+            host_ip: node.address().ip().to_string(),
+            zone: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_round_deadline_ends_a_round_stuck_behind_a_hung_node() {
+    let fleet = start_fleet(4).await;
+    // One slot, the second node hung: the first node answers, the second holds the slot
+    // until the round's deadline, and the last two never get their turn. The per-pod
+    // timeout alone would let the hung node hold the slot for a minute.
+    fleet.node(1).set_fault(Fault::Hang);
+    let round_timeout = Duration::from_millis(1500);
+    let scraper = Scraper::direct(&settings(1, Duration::from_secs(60), round_timeout));
+    let started = Instant::now();
+    let mut results: Vec<_> = scraper.scrape_each(targets(&fleet)).collect().await;
+    let elapsed = started.elapsed();
+    results.sort_by_key(|(position, _)| *position);
+
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the round waited for the hung node: {elapsed:?}"
+    );
+    let outcomes: Vec<String> = results
+        .iter()
+        .map(|(_, result)| match &result.outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(ScrapeError::RoundDeadline(limit)) => format!("deadline {limit:?}"),
+            Err(ScrapeError::NotStarted(limit)) => format!("not started {limit:?}"),
+            Err(other) => format!("other: {other}"),
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "deadline 1.5s",
+            "not started 1.5s",
+            "not started 1.5s"
+        ]
+    );
+    // The pods that never started were not contacted.
+    assert_eq!(fleet.node(2).request_count(), 0);
+    assert_eq!(fleet.node(3).request_count(), 0);
+    let message = results[2]
+        .1
+        .outcome
+        .as_ref()
+        .expect_err("not started")
+        .to_string();
+    assert!(message.contains("--round-timeout"), "{message}");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_pod_timeout_applies_when_it_ends_before_the_round() {
+    let fleet = start_fleet(3).await;
+    fleet.node(0).set_fault(Fault::Hang);
+    let timeout = Duration::from_millis(300);
+    let scraper = Scraper::direct(&settings(4, timeout, Duration::from_secs(60)));
+    let mut results: Vec<_> = scraper.scrape_each(targets(&fleet)).collect().await;
+    results.sort_by_key(|(position, _)| *position);
+    assert!(matches!(
+        results[0].1.outcome,
+        Err(ScrapeError::Timeout(limit)) if limit == timeout
+    ));
+    assert!(results[1].1.outcome.is_ok());
+    assert!(results[2].1.outcome.is_ok());
+    fleet.shutdown().await;
+}
