@@ -30,13 +30,13 @@ use clap::{Parser, Subcommand};
 use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats};
 use cni_metrics_publisher::cli::ScrapeVia;
 use cni_metrics_publisher::cloudwatch::{
-    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
+    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL,
 };
 use cni_metrics_publisher::config::{CloudWatchSettings, ScrapeSettings};
 use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
-use cni_metrics_publisher::exposition::Samples;
+use cni_metrics_publisher::exposition::{Sample, Samples};
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
 use cni_metrics_publisher::scrape::Scraper;
 use sandbox::environment::{Sandbox, SandboxOptions};
@@ -511,23 +511,16 @@ struct RoundReport {
     batches: usize,
 }
 
-/// Splits datums into PutMetricData batches with the publisher's own batch planner
-/// ([`DatumQueue::next_batch_len`]) and converts them to SDK datums, as a flush does.
-fn cloudwatch_batches(mut datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
+/// Splits datums into PutMetricData batches of SDK datums with the publisher's own queue,
+/// as a flush does.
+fn cloudwatch_batches(datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
+    let mut queue = DatumQueue::new(datums.len());
+    queue.push(datums);
     let mut batches = Vec::new();
-    while !datums.is_empty() {
-        // The queue is only the planner here; the datums stay in `datums`.
-        let mut planner = DatumQueue::new(datums.len());
-        planner.push(datums.clone());
-        let batch_len = planner
-            .next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL)
-            .max(1);
-        batches.push(
-            datums
-                .drain(..batch_len)
-                .map(|datum| to_metric_datum(&datum))
-                .collect(),
-        );
+    while !queue.is_empty() {
+        let batch = queue.next_batch(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
+        queue.remove_oldest(batch.len());
+        batches.push(batch);
     }
     batches
 }
@@ -687,23 +680,22 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
 /// Parses every sample with our parser and decodes every label, the work prometheus-parse
 /// does too.
 fn parse_ours_fully(body: &str) -> usize {
-    let mut count = 0;
-    for sample in Samples::new(body) {
-        let Ok(sample) = sample else { break };
-        for label in sample.labels() {
-            black_box(&label);
-        }
-        black_box(sample.value);
-        count += 1;
-    }
-    count
+    consume_samples(Samples::new(body))
 }
 
 /// What the publisher does with a body: skip the families it does not publish (go_,
 /// process_, ...) and parse the rest.
 fn parse_ours_as_published(body: &str) -> usize {
+    consume_samples(Samples::filtered(body, |family| {
+        index_of_family(family).is_some()
+    }))
+}
+
+/// Reads every sample of `samples` up to the first error, decoding every label, and counts
+/// them.
+fn consume_samples<'a, E>(samples: impl Iterator<Item = Result<Sample<'a>, E>>) -> usize {
     let mut count = 0;
-    for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
+    for sample in samples {
         let Ok(sample) = sample else { break };
         for label in sample.labels() {
             black_box(&label);

@@ -120,19 +120,11 @@ impl CloudWatchPublisher {
     pub async fn flush(&mut self) -> Result<FlushReport, PublishError> {
         let mut report = FlushReport::default();
         loop {
-            let batch_len = self
-                .queue
-                .next_batch_len(self.batch_datums, self.batch_bytes);
+            let metric_data = self.queue.next_batch(self.batch_datums, self.batch_bytes);
+            let batch_len = metric_data.len();
             if batch_len == 0 {
                 return Ok(report);
             }
-            let metric_data: Vec<MetricDatum> = self
-                .queue
-                .datums
-                .iter()
-                .take(batch_len)
-                .map(to_metric_datum)
-                .collect();
             let sent = self
                 .client
                 .put_metric_data()
@@ -142,13 +134,13 @@ impl CloudWatchPublisher {
                 .await;
             match sent {
                 Ok(_) => {
-                    self.queue.datums.drain(..batch_len);
+                    self.queue.remove_oldest(batch_len);
                     report.calls += 1;
                     report.datums_sent += batch_len;
                     tracing::debug!(datums = batch_len, namespace = %self.namespace, "PutMetricData sent");
                 }
                 Err(error) if is_permanent(&error) => {
-                    self.queue.datums.drain(..batch_len);
+                    self.queue.remove_oldest(batch_len);
                     report.calls += 1;
                     report.datums_rejected += batch_len;
                     tracing::warn!(
@@ -315,6 +307,23 @@ impl DatumQueue {
         }
         count
     }
+
+    /// The next call's datums as the SDK takes them: the [`DatumQueue::next_batch_len`]
+    /// oldest. They stay queued until [`DatumQueue::remove_oldest`] removes them, once
+    /// CloudWatch has answered.
+    pub fn next_batch(&self, max_datums: usize, max_bytes: usize) -> Vec<MetricDatum> {
+        let batch_len = self.next_batch_len(max_datums, max_bytes);
+        self.datums
+            .iter()
+            .take(batch_len)
+            .map(to_metric_datum)
+            .collect()
+    }
+
+    /// Removes the `count` oldest datums (all of them when fewer are queued).
+    pub fn remove_oldest(&mut self, count: usize) {
+        self.datums.drain(..count.min(self.datums.len()));
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +358,29 @@ mod tests {
             queue.next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL),
             1000
         );
+    }
+
+    #[test]
+    fn batches_are_taken_oldest_first_and_stay_queued_until_removed() {
+        let mut queue = DatumQueue::new(5000);
+        queue.push(
+            (0..2500)
+                .map(|index| datum(&format!("m{index}"), 1.0, 4))
+                .collect(),
+        );
+        let mut sizes = Vec::new();
+        let mut first_names = Vec::new();
+        while !queue.is_empty() {
+            let batch = queue.next_batch(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
+            assert_eq!(queue.len(), 2500 - sizes.iter().sum::<usize>());
+            first_names.push(batch[0].metric_name().unwrap_or_default().to_owned());
+            sizes.push(batch.len());
+            queue.remove_oldest(batch.len());
+        }
+        assert_eq!(sizes, [1000, 1000, 500]);
+        assert_eq!(first_names, ["m0", "m1000", "m2000"]);
+        queue.remove_oldest(10);
+        assert!(queue.is_empty());
     }
 
     #[test]

@@ -18,6 +18,20 @@ pub async fn load(region: Option<&str>) -> SdkConfig {
     loader.load().await
 }
 
+/// The outcome of a read whose "no such resource" error is an answer, not a failure:
+/// `Ok(None)` when `is_missing` says the service error means the resource does not exist,
+/// the output otherwise; every other error is passed on.
+pub fn missing_as_none<T, E, R>(
+    result: Result<T, aws_sdk_iam::error::SdkError<E, R>>,
+    is_missing: impl FnOnce(&E) -> bool,
+) -> Result<Option<T>, aws_sdk_iam::error::SdkError<E, R>> {
+    match result {
+        Ok(output) => Ok(Some(output)),
+        Err(error) if error.as_service_error().is_some_and(is_missing) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// An SDK error with its whole cause chain on one line: the SDK's own `Display` says only
 /// "service error".
 pub fn describe<E: std::error::Error>(error: &E) -> String {

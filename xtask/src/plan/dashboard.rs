@@ -5,7 +5,7 @@ use aws_sdk_cloudwatch::Client;
 use serde_json::Value;
 
 use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::describe;
+use crate::aws::{describe, missing_as_none};
 use crate::documents::diff;
 use crate::render::dashboard_marker;
 
@@ -30,21 +30,14 @@ fn is_ours(body: &str) -> bool {
 }
 
 async fn live_body(client: &Client, name: &str) -> Result<Option<String>, DashboardError> {
-    match client.get_dashboard().dashboard_name(name).send().await {
-        Ok(output) => Ok(Some(output.dashboard_body.unwrap_or_default())),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_dashboard_not_found_error()) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(DashboardError::Call {
+    let result = client.get_dashboard().dashboard_name(name).send().await;
+    missing_as_none(result, |error| error.is_dashboard_not_found_error())
+        .map(|output| output.map(|output| output.dashboard_body.unwrap_or_default()))
+        .map_err(|error| DashboardError::Call {
             operation: "GetDashboard",
             name: name.to_owned(),
             message: describe(&error),
-        }),
-    }
+        })
 }
 
 pub async fn plan(

@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::describe;
+use crate::aws::{describe, missing_as_none};
 use crate::documents::{diff, normalize_policy, parse_iam_document};
 use crate::render::MANAGED_BY;
 
@@ -105,17 +105,10 @@ async fn get_policy(
     client: &Client,
     arn: &str,
 ) -> Result<Option<aws_sdk_iam::types::Policy>, IamError> {
-    match client.get_policy().policy_arn(arn).send().await {
-        Ok(output) => Ok(output.policy),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(call_error("GetPolicy", arn)(error)),
-    }
+    let result = client.get_policy().policy_arn(arn).send().await;
+    missing_as_none(result, |error| error.is_no_such_entity_exception())
+        .map(|output| output.and_then(|output| output.policy))
+        .map_err(call_error("GetPolicy", arn))
 }
 
 /// The role, or `None` when IAM has no such role.
@@ -123,17 +116,10 @@ async fn get_role(
     client: &Client,
     name: &str,
 ) -> Result<Option<aws_sdk_iam::types::Role>, IamError> {
-    match client.get_role().role_name(name).send().await {
-        Ok(output) => Ok(output.role),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_no_such_entity_exception()) =>
-        {
-            Ok(None)
-        }
-        Err(error) => Err(call_error("GetRole", name)(error)),
-    }
+    let result = client.get_role().role_name(name).send().await;
+    missing_as_none(result, |error| error.is_no_such_entity_exception())
+        .map(|output| output.and_then(|output| output.role))
+        .map_err(call_error("GetRole", name))
 }
 
 /// Plans the policy, the role and the attachment, in that order.

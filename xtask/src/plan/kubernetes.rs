@@ -160,19 +160,7 @@ where
         live.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
     });
     let force = force_conflicts || ours;
-    let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
-    params.force = force;
-    let applied = api
-        .patch(&name, &params, &Patch::Apply(object))
-        .await
-        .map_err(|error| match error {
-            kube::Error::Api(status) if status.code == 409 => KubeError::Conflict {
-                kind,
-                name: name.clone(),
-                message: status.message,
-            },
-            other => call_error("planning (server-side apply dry run)", kind, &name, other),
-        })?;
+    let applied = apply_one(&api, object, kind, force, ApplyMode::DryRun).await?;
     let display_name = match object.meta().namespace.as_deref() {
         Some(namespace) => format!("{namespace}/{name}"),
         None => name.clone(),
@@ -272,17 +260,36 @@ pub async fn plan_destroy(
     Ok(changes)
 }
 
+/// Whether a server-side apply changes the object or only returns what it would become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApplyMode {
+    /// Planning: the API server computes the result and stores nothing.
+    DryRun,
+    /// Deploying.
+    Commit,
+}
+
+/// Server-side applies `object` with our field manager and returns the object as the API
+/// server has it afterwards (or would have it, in a dry run). A 409 is a field conflict with
+/// another manager.
 async fn apply_one<K>(
     api: &Api<K>,
     object: &K,
     kind: &'static str,
     force: bool,
+    mode: ApplyMode,
 ) -> Result<K, KubeError>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let name = object.name_any();
-    let mut params = PatchParams::apply(FIELD_MANAGER);
+    let (mut params, action) = match mode {
+        ApplyMode::DryRun => (
+            PatchParams::apply(FIELD_MANAGER).dry_run(),
+            "planning (server-side apply dry run)",
+        ),
+        ApplyMode::Commit => (PatchParams::apply(FIELD_MANAGER), "applying"),
+    };
     params.force = force;
     api.patch(&name, &params, &Patch::Apply(object))
         .await
@@ -292,7 +299,7 @@ where
                 name: name.clone(),
                 message: status.message,
             },
-            other => call_error("applying", kind, &name, other),
+            other => call_error(action, kind, &name, other),
         })
 }
 
@@ -454,7 +461,8 @@ pub async fn apply(
             let kind = object.kind();
             if let ManifestObject::Deployment(deployment) = object.as_ref() {
                 let api = api_for(client, deployment.as_ref());
-                let applied = apply_one(&api, deployment.as_ref(), kind, *force).await?;
+                let applied =
+                    apply_one(&api, deployment.as_ref(), kind, *force, ApplyMode::Commit).await?;
                 if *wait {
                     let namespace = applied.namespace().unwrap_or_default();
                     let generation = applied.metadata.generation.unwrap_or(0);
@@ -470,7 +478,9 @@ pub async fn apply(
                 }
             } else {
                 with_typed_api!(client, object.as_ref(), |api, typed| {
-                    apply_one(&api, typed, kind, *force).await.map(drop)?
+                    apply_one(&api, typed, kind, *force, ApplyMode::Commit)
+                        .await
+                        .map(drop)?
                 });
             }
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_eks::Client;
 
 use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::describe;
+use crate::aws::{describe, missing_as_none};
 use crate::plan::iam::MANAGED_BY_TAG;
 use crate::render::MANAGED_BY;
 
@@ -35,26 +35,18 @@ fn call_error<E: std::error::Error>(
 
 /// Whether the Pod Identity agent add-on is ACTIVE on the cluster.
 pub async fn agent_active(client: &Client, cluster: &str) -> Result<bool, PodIdentityError> {
-    match client
+    let result = client
         .describe_addon()
         .cluster_name(cluster)
         .addon_name(AGENT_ADDON)
         .send()
-        .await
-    {
-        Ok(output) => Ok(output
-            .addon
-            .and_then(|addon| addon.status)
-            .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active)),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_not_found_exception()) =>
-        {
-            Ok(false)
-        }
-        Err(error) => Err(call_error("DescribeAddon", cluster)(error)),
-    }
+        .await;
+    let addon = missing_as_none(result, |error| error.is_resource_not_found_exception())
+        .map_err(call_error("DescribeAddon", cluster))?
+        .and_then(|output| output.addon);
+    Ok(addon
+        .and_then(|addon| addon.status)
+        .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active))
 }
 
 /// The live association for the service account: its id, role and tags.
