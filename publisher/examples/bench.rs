@@ -613,14 +613,20 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
     for _ in 0..options.runs {
         runs.push(round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?);
     }
-    let sequential = if options.sequential_subset > 0 {
+    // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
+    let sequential_arguments = || {
         let mut arguments = common(options.sequential_rounds, 1);
         arguments.extend([
             "--round-timeout-ms".to_owned(),
             SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
         ]);
-        arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
-        Some(round_process(&kubeconfig, &arguments).await?)
+        if options.sequential_subset > 0 {
+            arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
+        }
+        arguments
+    };
+    let sequential = if options.sequential_subset > 0 {
+        Some(round_process(&kubeconfig, &sequential_arguments()).await?)
     } else {
         None
     };
@@ -630,15 +636,7 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
             .await?;
         let concurrent =
             round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?;
-        let mut arguments = common(options.sequential_rounds, 1);
-        arguments.extend([
-            "--round-timeout-ms".to_owned(),
-            SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
-        ]);
-        if options.sequential_subset > 0 {
-            arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
-        }
-        let sequential = round_process(&kubeconfig, &arguments).await?;
+        let sequential = round_process(&kubeconfig, &sequential_arguments()).await?;
         fleet.command("clear").await?;
         Some(json!({
             "latency_ms": options.latency_ms,

@@ -38,6 +38,7 @@
 //! once for all pods (their vocabulary is small: API and function names), and the interner is
 //! compacted when it outgrows the live state.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
@@ -319,6 +320,20 @@ struct LatencyTotals {
 }
 
 impl LatencyTotals {
+    /// Keeps the largest 0.99 quantile seen.
+    fn add_quantile(&mut self, value: f64) {
+        self.max_quantile = Some(self.max_quantile.map_or(value, |max| max.max(value)));
+    }
+
+    /// Adds another pod's latency totals to these.
+    fn merge(&mut self, other: &LatencyTotals) {
+        if let Some(value) = other.max_quantile {
+            self.add_quantile(value);
+        }
+        self.sum_increase += other.sum_increase;
+        self.count_increase += other.count_increase;
+    }
+
     /// The published latency, per the module docs.
     fn value(&self) -> Option<f64> {
         self.max_quantile.or_else(|| {
@@ -478,8 +493,7 @@ impl Aggregator {
                 }
                 Observation::LatencyQuantile { value } => {
                     if value.is_finite() {
-                        let max = &mut contribution.latency.max_quantile;
-                        *max = Some(max.map_or(value, |max| max.max(value)));
+                        contribution.latency.add_quantile(value);
                     }
                 }
                 Observation::Counter {
@@ -504,10 +518,12 @@ impl Aggregator {
                         continue;
                     }
                     // A series repeated within one scrape counts once, the first time.
-                    if current.contains_key(&key) {
-                        continue;
+                    match current.entry(key) {
+                        Entry::Occupied(_) => continue,
+                        Entry::Vacant(slot) => {
+                            slot.insert(value);
+                        }
                     }
-                    current.insert(key, value);
                     let increase = match state.counters.get(&key) {
                         None => 0.0,
                         Some(previous) if value < *previous => value,
@@ -549,13 +565,7 @@ impl Aggregator {
                     totals.cluster.add(index, value);
                 }
             }
-            let latency = &contribution.latency;
-            if let Some(value) = latency.max_quantile {
-                let max = &mut totals.latency.max_quantile;
-                *max = Some(max.map_or(value, |max| max.max(value)));
-            }
-            totals.latency.sum_increase += latency.sum_increase;
-            totals.latency.count_increase += latency.count_increase;
+            totals.latency.merge(&contribution.latency);
             if let Some(zone) = contribution.zone.as_deref() {
                 let zone_entry = totals.zones.entry(zone).or_insert_with(Totals::new);
                 for (index, definition) in IPAMD_METRICS.iter().enumerate() {
@@ -684,11 +694,6 @@ impl RoundInProgress<'_> {
         if let Some(contribution) = aggregator.commit(pod.uid, position, zone, &observations) {
             self.contributions.push(contribution);
         }
-    }
-
-    /// What the round has seen so far.
-    pub fn stats(&self) -> &RoundStats {
-        &self.stats
     }
 
     /// Ends the round: the datums to publish, stamped `timestamp`, and what happened to the

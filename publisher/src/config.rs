@@ -171,7 +171,8 @@ impl Settings {
     }
 }
 
-fn non_empty(value: Option<&str>) -> Option<String> {
+/// The trimmed value, or `None` when it is missing or blank.
+pub fn non_empty(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|value| !value.is_empty())

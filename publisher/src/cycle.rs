@@ -302,14 +302,15 @@ pub async fn run(
             changed = leadership.changed() => {
                 let state = *leadership.borrow_and_update();
                 let became_leader = changed.is_ok() && state.is_leader && !was_leader;
-                if !became_leader {
-                    if !state.is_leader {
-                        standby(&mut runner, &serve_state, &mut was_leader, state, &mut status, &last_round);
-                    }
+                if became_leader {
+                    // A new leader starts its first round at once rather than an interval
+                    // later.
+                    ticker.reset();
+                } else if state.is_leader {
+                    // Still leading: the next round comes with the ticker.
                     continue 'rounds;
                 }
-                // A new leader starts its first round at once rather than an interval later.
-                ticker.reset();
+                // Not leading: the check below stands by.
             }
             () = &mut shutdown => break 'rounds,
         }

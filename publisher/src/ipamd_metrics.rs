@@ -91,11 +91,6 @@ pub fn index_of_family(family: &str) -> Option<usize> {
         .position(|metric| metric.family == family)
 }
 
-/// The metric read from the ipamd family `family`.
-pub fn by_family(family: &str) -> Option<&'static IpamdMetric> {
-    index_of_family(family).and_then(|index| IPAMD_METRICS.get(index))
-}
-
 /// The metric published as CloudWatch `MetricName` `metric_name`.
 pub fn by_metric_name(metric_name: &str) -> Option<&'static IpamdMetric> {
     IPAMD_METRICS

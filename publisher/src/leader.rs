@@ -298,7 +298,9 @@ pub async fn run_election(
                 tracing::warn!(identity = %elector.identity(), "no longer the leader");
             }
         }
-        state.send_replace(next);
+        // Only a change wakes the round loop; an unchanged state every retry period would
+        // make it re-run its standby bookkeeping for nothing.
+        state.send_if_modified(|current| std::mem::replace(current, next) != next);
         tokio::select! {
             () = tokio::time::sleep(retry_period) => {}
             _ = stop.wait_for(|stop| *stop) => break,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
 use cni_metrics_publisher::cli::{Cli, Command, LoggingArgs};
-use cni_metrics_publisher::config::{Purpose, Settings};
+use cni_metrics_publisher::config::{ConfigError, Purpose, Settings, non_empty};
 use cni_metrics_publisher::{cycle, datum, offline};
 
 fn main() -> ExitCode {
@@ -58,13 +58,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Aggregate(args) => {
-            let cluster_id = args
-                .cluster_id
-                .as_deref()
-                .map(str::trim)
-                .filter(|id| !id.is_empty())
-                .context("no cluster id: set AWS_CLUSTER_ID or pass --cluster-id")?;
-            let rounds = offline::aggregate_rounds(&args.rounds, cluster_id, args.per_az)?;
+            let cluster_id =
+                non_empty(args.cluster_id.as_deref()).ok_or(ConfigError::MissingClusterId)?;
+            let rounds = offline::aggregate_rounds(&args.rounds, &cluster_id, args.per_az)?;
             print_json(&rounds)?;
         }
     }

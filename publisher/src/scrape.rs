@@ -65,7 +65,6 @@ pub enum ScrapeError {
 pub struct ScrapeResult {
     pub target: ScrapeTarget,
     pub outcome: Result<String, ScrapeError>,
-    pub elapsed: Duration,
 }
 
 impl ScrapeResult {
@@ -174,7 +173,6 @@ impl Scraper {
             return ScrapeResult {
                 target,
                 outcome: Err(ScrapeError::NotStarted(self.round_timeout)),
-                elapsed: Duration::ZERO,
             };
         }
         let own_deadline = started + self.timeout;
@@ -200,11 +198,7 @@ impl Scraper {
                 tracing::warn!(pod = %target.name, ip = %target.host_ip, ?elapsed, "scrape failed: {error}");
             }
         }
-        ScrapeResult {
-            target,
-            outcome,
-            elapsed,
-        }
+        ScrapeResult { target, outcome }
     }
 
     async fn fetch(&self, target: &ScrapeTarget) -> Result<String, ScrapeError> {

@@ -89,7 +89,6 @@ impl ServeState {
 
 /// A running endpoint; dropping it stops serving.
 pub struct Server {
-    address: SocketAddr,
     task: JoinHandle<()>,
 }
 
@@ -104,12 +103,7 @@ impl Server {
             .map_err(|source| ServeError::Bind { address, source })?;
         tracing::info!(%address, "serving /metrics, /healthz and /readyz");
         let task = tokio::spawn(accept_loop(listener, state));
-        Ok(Server { address, task })
-    }
-
-    /// The bound address (with the real port when 0 was asked for).
-    pub fn address(&self) -> SocketAddr {
-        self.address
+        Ok(Server { task })
     }
 }
 
