@@ -9,7 +9,7 @@
 //! minutes of both cores, so it is measured only with `--clean-build` and otherwise read
 //! from the value recorded in BENCHMARKS.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 use serde_json::{Map, Value, json};
 
+use crate::cargo_tool::{cargo, target_dir};
 use crate::exit;
 use crate::flags::{BenchFlags, OutputFormat};
 
@@ -227,14 +228,6 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit::code(exit::SUCCESS))
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-fn cargo() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 fn build_release(root: &Path) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 //! CloudWatch now holds next to what the nodes served, saves the dashboard body, and tears
 //! everything down.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +15,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 
+use crate::cargo_tool::{cargo, target_dir};
 use crate::exit;
 use crate::flags::DemoFlags;
 
@@ -42,13 +43,9 @@ pub fn demo(flags: DemoFlags) -> anyhow::Result<ExitCode> {
     crate::cluster_cmd::runtime()?.block_on(run(flags))
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
 async fn run(flags: DemoFlags) -> anyhow::Result<ExitCode> {
     let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = cargo();
     println!("Building the publisher...");
     let built = tokio::process::Command::new(&cargo)
         .args(["build", "--quiet", "--package", "cni-metrics-publisher"])

@@ -15,7 +15,7 @@ use aws_config::SdkConfig;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::catalog::{Catalog, DataError, VersionStepError};
+use crate::catalog::{Catalog, Version, VersionStepError};
 use crate::facts::{self, FactsError, LiveFacts};
 use crate::plan::dashboard::{self, DashboardError};
 use crate::plan::iam::{self, CLUSTER_TAG, DesiredIam, IamError, MANAGED_BY_TAG};
@@ -24,7 +24,9 @@ use crate::plan::pod_identity::{self, PodIdentityError};
 use crate::plan::{Plan, Scope, Step};
 use crate::preflight::{self, Check};
 use crate::render::{MANAGED_BY, RenderError, Rendered, render};
-use crate::settings::{DeployInput, IdentityMode, SettingsError, Target, TargetInput};
+use crate::settings::{
+    DeployInput, IdentityMode, POLICY_NAME_MAX, SettingsError, Target, TargetInput, is_iam_name,
+};
 
 /// The default name of the permission policy, as in the EKS user guide.
 pub const DEFAULT_POLICY_NAME: &str = "AmazonEKSVPCCNIMetricsHelperPolicy";
@@ -35,8 +37,6 @@ pub enum DeployError {
     NoRegion,
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error(transparent)]
-    Data(#[from] DataError),
     #[error(transparent)]
     VersionStep(#[from] VersionStepError),
     #[error(transparent)]
@@ -109,11 +109,7 @@ fn validate_names(
         .policy_name
         .clone()
         .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
-    let policy_ok = (1..=128).contains(&policy_name.len())
-        && policy_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
-    if !policy_ok {
+    if !is_iam_name(&policy_name, POLICY_NAME_MAX) {
         return Err(DeployError::PolicyName(policy_name));
     }
     let dashboard_name = input
@@ -236,9 +232,14 @@ pub async fn prepare(
             },
         ),
     ];
+    // The agent's state, once asked: `--identity auto` and the Pod Identity check both
+    // need it.
+    let mut agent_active = None;
     let identity = match target_input.identity.unwrap_or(IdentityMode::Irsa) {
         IdentityMode::Auto if must_exist => {
-            if pod_identity::agent_active(&eks, &cluster).await? {
+            let active = pod_identity::agent_active(&eks, &cluster).await?;
+            agent_active = Some(active);
+            if active {
                 tracing::info!(
                     "identity auto: pod-identity, because the {} add-on is ACTIVE",
                     pod_identity::AGENT_ADDON
@@ -294,7 +295,11 @@ pub async fn prepare(
             target_input.identity = Some(IdentityMode::PodIdentity);
         }
         (_, IdentityMode::PodIdentity, true) => {
-            checks.push(if pod_identity::agent_active(&eks, &cluster).await? {
+            let active = match agent_active {
+                Some(active) => active,
+                None => pod_identity::agent_active(&eks, &cluster).await?,
+            };
+            checks.push(if active {
                 Check::pass("Pod Identity agent", format!("the {} add-on is ACTIVE", pod_identity::AGENT_ADDON))
             } else {
                 Check::fail(
@@ -363,6 +368,34 @@ pub async fn prepare(
 }
 
 impl Prepared {
+    /// The same deployment at another version of the helper. Only the rendered artifacts
+    /// depend on the version (the image, and the documents rendered beside it), so the live
+    /// facts, the preflight checks and the clients are kept instead of asked for again:
+    /// `upgrade` moves through several versions and `status` compares two.
+    pub fn at_version(&self, version: Version) -> Result<Prepared, DeployError> {
+        let target = Target {
+            version,
+            ..self.target.clone()
+        };
+        let rendered = render(&target, self.catalog)?;
+        let iam = DesiredIam {
+            policy_document: rendered.iam_policy.clone(),
+            trust_document: rendered.trust_policy.clone(),
+            ..self.iam.clone()
+        };
+        Ok(Prepared {
+            checks: self.checks.clone(),
+            catalog: self.catalog,
+            target,
+            rendered,
+            iam,
+            dashboard_name: self.dashboard_name.clone(),
+            facts: self.facts.clone(),
+            sdk: self.sdk.clone(),
+            kube: self.kube.clone(),
+        })
+    }
+
     /// Fails with every failed preflight check, each with its fix.
     pub fn require_preflight(&self) -> Result<(), DeployError> {
         let failures: Vec<String> = self

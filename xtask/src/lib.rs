@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod bench_cmd;
+pub mod cargo_tool;
 pub mod catalog;
 pub mod cluster_cmd;
 pub mod demo_cmd;

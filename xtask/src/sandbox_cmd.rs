@@ -12,11 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::flags::SandboxUpFlags;
 
 pub fn up(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run(flags))
+    crate::cluster_cmd::runtime()?.block_on(run(flags))
 }
 
 async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {

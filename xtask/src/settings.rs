@@ -23,6 +23,8 @@ pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 pub const DEFAULT_ROLE_PREFIX: &str = "AmazonEKSVPCCNIMetricsHelperRole";
 /// IAM's limit on role names.
 pub const ROLE_NAME_MAX: usize = 64;
+/// The longest IAM managed policy name.
+pub const POLICY_NAME_MAX: usize = 128;
 
 /// How the helper's pods get AWS credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, serde::Serialize)]
@@ -316,7 +318,7 @@ impl TargetInput {
             flag: "--account",
             hint: " (aws sts get-caller-identity --query Account)",
         })?;
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !crate::catalog::is_account_id(&account) {
             return Err(SettingsError::Account(account));
         }
         let identity = self.identity.unwrap_or(IdentityMode::Irsa);
@@ -424,7 +426,13 @@ fn is_dns_label(name: &str) -> bool {
 }
 
 fn is_role_name(name: &str) -> bool {
-    (1..=ROLE_NAME_MAX).contains(&name.len())
+    is_iam_name(name, ROLE_NAME_MAX)
+}
+
+/// Whether `name` is a valid IAM role or policy name of at most `max` characters: letters,
+/// digits and `+=,.@_-`.
+pub fn is_iam_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))

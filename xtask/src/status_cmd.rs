@@ -15,7 +15,7 @@ use crate::exit;
 use crate::flags::{OutputFormat, StatusFlags};
 use crate::plan::Summary;
 use crate::plan::kubernetes::RolloutState;
-use crate::settings::{SERVICE_ACCOUNT, TargetInput};
+use crate::settings::SERVICE_ACCOUNT;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -68,20 +68,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
         // Drift is measured at the version that runs, so that a pending upgrade does not
         // show as drift of every object.
         let at_live = match live_version {
-            Some(version) if version != pinned.target.version => {
-                let target = TargetInput {
-                    version: Some(version.to_string()),
-                    ..target
-                };
-                deployer::prepare(
-                    catalog,
-                    target,
-                    deploy,
-                    &options,
-                    ClusterRequirement::MustExist,
-                )
-                .await?
-            }
+            Some(version) if version != pinned.target.version => pinned.at_version(version)?,
             _ => pinned,
         };
         let drift = deployer::plan(&at_live, &options).await?.summary();

@@ -12,7 +12,7 @@ pub fn run(flags: TestFlags) -> anyhow::Result<ExitCode> {
     let root = workspace_root();
     let tools = PythonTools::ensure(&root).context("installing the Python test tools")?;
     tracing::info!(venv = %tools.venv().display(), "Python test tools are ready");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = crate::cargo_tool::cargo();
     let status = Command::new(&cargo)
         .args(["test", "--workspace", "--locked"])
         .args(&flags.cargo_test_args)

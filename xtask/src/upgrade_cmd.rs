@@ -117,14 +117,7 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
         None
     };
     for version in path {
-        let prepared = deployer::prepare(
-            catalog,
-            at_version(&target, version),
-            deploy.clone(),
-            &options,
-            ClusterRequirement::MustExist,
-        )
-        .await?;
+        let prepared = first.at_version(version)?;
         tracing::info!(%version, image = %prepared.rendered.image, "upgrading");
         let outcome = async {
             let plan = deployer::plan(&prepared, &options).await?;

@@ -13,7 +13,7 @@ mod versions;
 use std::sync::LazyLock;
 
 pub use partitions::Partition;
-pub use regions::{EcrRegistry, RegionError, ResolvedRegion};
+pub use regions::{EcrRegistry, RegionError, ResolvedRegion, is_account_id};
 pub use versions::{Version, VersionError, VersionStepError};
 
 /// A malformed embedded data file. This is a bug in the repository, not a user error, and

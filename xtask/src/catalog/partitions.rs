@@ -19,11 +19,6 @@ impl Partition {
     pub fn matches_region(&self, region: &str) -> bool {
         self.region_pattern.is_match(region)
     }
-
-    /// The source of the region pattern, for diagnostics.
-    pub fn region_pattern(&self) -> &str {
-        self.region_pattern.as_str()
-    }
 }
 
 pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Partition>, DataError> {

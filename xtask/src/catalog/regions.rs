@@ -139,6 +139,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// Whether `account` is an AWS account id: exactly 12 digits.
+pub fn is_account_id(account: &str) -> bool {
+    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+}
+
 pub(super) fn parse(
     file: &'static str,
     text: &str,
@@ -153,7 +158,7 @@ pub(super) fn parse(
             problem,
         };
         let [region, account, domain, partition_id] = [0, 1, 2, 3].map(|i| row.fields[i]);
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_account_id(account) {
             return Err(problem(format!("account '{account}' is not 12 digits")));
         }
         let partition = partitions

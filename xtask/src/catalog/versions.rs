@@ -119,9 +119,10 @@ impl Catalog {
                 .max()
                 .copied()
                 .ok_or_else(|| {
+                    let major = from.major;
                     let (from, to) = names();
                     VersionStepError::NoReleaseOfMinor {
-                        major: to_major(&from),
+                        major,
                         minor,
                         from,
                         to,
@@ -204,16 +205,6 @@ impl Catalog {
             .map(ToString::to_string)
             .collect()
     }
-}
-
-/// The major number of a version string already known to be well formed.
-fn to_major(version: &str) -> u32 {
-    version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|major| major.parse().ok())
-        .unwrap_or(0)
 }
 
 pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Version>, DataError> {

@@ -141,6 +141,20 @@ where
     }
 }
 
+/// Whether a live object carries our managed-by label: ours to update, take back and delete.
+fn is_ours<K: Resource>(live: &K) -> bool {
+    live.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+}
+
+/// `namespace/name`, or the name of a cluster-scoped object, as plans show it.
+fn display_name<K: Resource>(object: &K) -> String {
+    let name = object.name_any();
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name,
+    }
+}
+
 async fn plan_one<K>(
     api: Api<K>,
     object: &K,
@@ -156,15 +170,10 @@ where
         .get_opt(&name)
         .await
         .map_err(|error| call_error("reading", kind, &name, error))?;
-    let ours = live.as_ref().is_none_or(|live| {
-        live.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
-    });
+    let ours = live.as_ref().is_none_or(is_ours);
     let force = force_conflicts || ours;
     let applied = apply_one(&api, object, kind, force, ApplyMode::DryRun).await?;
-    let display_name = match object.meta().namespace.as_deref() {
-        Some(namespace) => format!("{namespace}/{name}"),
-        None => name.clone(),
-    };
+    let display_name = display_name(object);
     let change = match &live {
         None => Change::Create,
         Some(live) => {
@@ -226,11 +235,8 @@ where
     else {
         return Ok(None);
     };
-    let display_name = match object.meta().namespace.as_deref() {
-        Some(namespace) => format!("{namespace}/{name}"),
-        None => name.clone(),
-    };
-    if live.labels().get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+    let display_name = display_name(object);
+    if !is_ours(&live) {
         return Ok(Some(
             ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::NoOp).with_note(
                 format!("kept: not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"),
