@@ -198,7 +198,6 @@ pub struct AwsEmulator {
     child: Option<Child>,
     pid: u32,
     port: u16,
-    account_id: String,
     recording_path: PathBuf,
     stderr_path: PathBuf,
     /// Holds the script, the recording and the logs; removed on drop, after the
@@ -268,7 +267,6 @@ impl AwsEmulator {
             child: Some(child),
             pid,
             port,
-            account_id,
             recording_path,
             stderr_path,
             dir,
@@ -280,19 +278,9 @@ impl AwsEmulator {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The port the emulator listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The emulator's process id.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The account the emulator reports.
-    pub fn account_id(&self) -> &str {
-        &self.account_id
     }
 
     /// The emulator's temporary directory (script, recording and logs).
@@ -300,35 +288,10 @@ impl AwsEmulator {
         self.dir.path()
     }
 
-    /// The JSON-lines file moto records every request into.
-    pub fn recording_path(&self) -> &Path {
-        &self.recording_path
-    }
-
-    /// The emulator's stderr log (moto's request log and any Python traceback).
-    pub fn stderr_path(&self) -> &Path {
-        &self.stderr_path
-    }
-
     /// An SDK configuration that sends every service to this emulator; see
     /// [`sdk_config_for`].
     pub fn sdk_config(&self, region: &str) -> SdkConfig {
         sdk_config_for(&self.endpoint_url(), region)
-    }
-
-    /// The environment variables that point a process using the default AWS credential
-    /// and region chains (our binaries) at this emulator.
-    pub fn client_env(&self, region: &str) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint_url()),
-            ("AWS_REGION", region.to_owned()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.to_owned()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
     }
 
     /// Wipes all emulated AWS state (`POST /moto-api/reset`). The recording is kept;

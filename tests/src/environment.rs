@@ -8,7 +8,7 @@
 //! the tests exercise.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 use aws_sdk_eks::error::DisplayErrorContext;
@@ -229,10 +229,6 @@ impl Sandbox {
 
     pub fn oidc_issuer(&self) -> &str {
         &self.oidc_issuer
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.options.dir
     }
 
     /// An SDK configuration pointed at this sandbox's AWS endpoint.

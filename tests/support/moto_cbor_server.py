@@ -686,6 +686,24 @@ class EksEmulation:
         self.next_app = next_app
         self.lock = threading.Lock()
         self.extras: "weakref.WeakKeyDictionary[Any, ClusterExtras]" = weakref.WeakKeyDictionary()
+        # The EKS operations we answer ourselves, by path pattern and method; built once,
+        # as every request (IAM, STS and CloudWatch too) is looked up here.
+        self.routes: list[tuple[re.Pattern[str], dict[str, Callable[[EksRequest, re.Match[str]], tuple[int, dict[str, Any]]]]]] = [
+            (
+                POD_IDENTITY_COLLECTION,
+                {"POST": self.create_pod_identity_association, "GET": self.list_pod_identity_associations},
+            ),
+            (
+                POD_IDENTITY_ITEM,
+                {
+                    "GET": self.describe_pod_identity_association,
+                    "POST": self.update_pod_identity_association,
+                    "DELETE": self.delete_pod_identity_association,
+                },
+            ),
+            (ADDON_COLLECTION, {"POST": self.create_addon, "GET": self.list_addons}),
+            (ADDON_ITEM, {"GET": self.describe_addon, "DELETE": self.delete_addon}),
+        ]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -730,23 +748,7 @@ class EksEmulation:
         self, method: str, path: str
     ) -> tuple[Callable[[EksRequest, re.Match[str]], tuple[int, dict[str, Any]]], re.Match[str]] | None:
         """The operation for a method and path, or None when moto should answer."""
-        routes: list[tuple[re.Pattern[str], dict[str, Callable[[EksRequest, re.Match[str]], tuple[int, dict[str, Any]]]]]] = [
-            (
-                POD_IDENTITY_COLLECTION,
-                {"POST": self.create_pod_identity_association, "GET": self.list_pod_identity_associations},
-            ),
-            (
-                POD_IDENTITY_ITEM,
-                {
-                    "GET": self.describe_pod_identity_association,
-                    "POST": self.update_pod_identity_association,
-                    "DELETE": self.delete_pod_identity_association,
-                },
-            ),
-            (ADDON_COLLECTION, {"POST": self.create_addon, "GET": self.list_addons}),
-            (ADDON_ITEM, {"GET": self.describe_addon, "DELETE": self.delete_addon}),
-        ]
-        for pattern, operations in routes:
+        for pattern, operations in self.routes:
             match = pattern.match(path)
             if match is not None and method in operations:
                 return operations[method], match

@@ -116,17 +116,7 @@ async fn switching_irsa_to_pod_identity_and_back_converges_with_one_restart_each
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_picks_pod_identity_only_when_the_agent_is_active_and_says_why() {
     let world = World::start().await;
-    let output = world
-        .xtask(&[
-            "plan",
-            "--cluster",
-            "sandbox",
-            "--identity",
-            "auto",
-            "--output",
-            "json",
-        ])
-        .await;
+    let (output, plan) = world.json("plan", &["--identity", "auto"]).await;
     assert!(
         stderr(&output).contains(
             "identity auto: irsa, because the eks-pod-identity-agent add-on is not ACTIVE"
@@ -134,35 +124,18 @@ async fn auto_picks_pod_identity_only_when_the_agent_is_active_and_says_why() {
         "{}",
         stderr(&output)
     );
-    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(plan["identity"], "irsa");
     world
         .sandbox
         .install_pod_identity_agent()
         .await
         .expect("agent installed");
-    let output = world
-        .xtask(&[
-            "plan",
-            "--cluster",
-            "sandbox",
-            "--identity",
-            "auto",
-            "--output",
-            "json",
-        ])
-        .await;
+    let (output, plan) = world.json("plan", &["--identity", "auto"]).await;
     assert!(stderr(&output).contains(
         "identity auto: pod-identity, because the eks-pod-identity-agent add-on is ACTIVE"
     ));
-    let plan: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(plan["identity"], "pod-identity");
     world.sandbox.shutdown().await;
-}
-
-fn preflight_json(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("preflight prints JSON: {}", stderr(output)))
 }
 
 fn failed_checks(report: &Value) -> Vec<(String, String)> {
@@ -183,19 +156,13 @@ fn failed_checks(report: &Value) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
     let world = World::start().await;
-    let preflight = |extra: &'static [&'static str]| {
-        let mut args = vec!["preflight", "--cluster", "sandbox", "--output", "json"];
-        args.extend(extra);
-        args
-    };
-    let output = world.xtask(&preflight(&[])).await;
+    let (output, report) = world.json("preflight", &[]).await;
     assert_eq!(
         output.status.code(),
         Some(0),
         "a healthy sandbox passes: {}",
         String::from_utf8_lossy(&output.stdout)
     );
-    let report = preflight_json(&output);
     let names: Vec<&str> = report["checks"]
         .as_array()
         .expect("checks")
@@ -215,11 +182,11 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
     );
 
     // Pod Identity without the agent add-on.
-    let output = world
-        .xtask(&preflight(&["--identity", "pod-identity"]))
+    let (output, report) = world
+        .json("preflight", &["--identity", "pod-identity"])
         .await;
     assert_eq!(output.status.code(), Some(1));
-    let failed = failed_checks(&preflight_json(&output));
+    let failed = failed_checks(&report);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].0, "Pod Identity agent");
     assert!(failed[0].1.contains(
@@ -231,9 +198,8 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         .sandbox
         .api()
         .deny("patch", "apps", "deployments", Some("kube-system"));
-    let output = world.xtask(&preflight(&[])).await;
+    let (output, report) = world.json("preflight", &[]).await;
     assert_eq!(output.status.code(), Some(1));
-    let report = preflight_json(&output);
     let failed = failed_checks(&report);
     assert_eq!(
         failed.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
@@ -268,27 +234,21 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         .write_kubeconfig(other_kubeconfig.path())
         .expect("written");
     let path = other_kubeconfig.path().to_string_lossy().into_owned();
-    let args = [
-        "preflight",
-        "--cluster",
-        "sandbox",
-        "--output",
-        "json",
-        "--kubeconfig",
-        path.as_str(),
-    ];
-    let output = world.xtask(&args).await;
+    let (output, report) = world.json("preflight", &["--kubeconfig", &path]).await;
     assert_eq!(output.status.code(), Some(1));
-    let failed = failed_checks(&preflight_json(&output));
+    let failed = failed_checks(&report);
     assert!(
         failed.iter().any(|(name, fix)| name == "kube context"
             && fix.contains("aws eks update-kubeconfig --name sandbox")),
         "{failed:?}"
     );
-    let mut explicit = args.to_vec();
-    explicit.extend(["--context", "sandbox"]);
-    let output = world.xtask(&explicit).await;
-    let failed = failed_checks(&preflight_json(&output));
+    let (_, report) = world
+        .json(
+            "preflight",
+            &["--kubeconfig", &path, "--context", "sandbox"],
+        )
+        .await;
+    let failed = failed_checks(&report);
     assert!(
         !failed.iter().any(|(name, _)| name == "kube context"),
         "{failed:?}"
@@ -308,8 +268,8 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         .send()
         .await
         .expect("deleted");
-    let output = world.xtask(&preflight(&[])).await;
-    let failed = failed_checks(&preflight_json(&output));
+    let (_, report) = world.json("preflight", &[]).await;
+    let failed = failed_checks(&report);
     assert!(
         failed.iter().any(|(name, fix)| name == "IAM OIDC provider"
             && fix.contains("eksctl utils associate-iam-oidc-provider")),
@@ -321,7 +281,9 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         .xtask(&["preflight", "--cluster", "nope", "--output", "json"])
         .await;
     assert_eq!(output.status.code(), Some(1));
-    let failed = failed_checks(&preflight_json(&output));
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("preflight prints JSON: {}", stderr(&output)));
+    let failed = failed_checks(&report);
     assert_eq!(failed.len(), 1);
     world.sandbox.shutdown().await;
 }

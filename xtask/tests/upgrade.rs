@@ -45,20 +45,8 @@ async fn an_upgrade_two_minors_up_goes_through_the_one_between_and_waits_for_eac
     let world = World::start().await;
     world.deploy(&["--version", "v1.19.0"]).await;
     world.sandbox.api().clear_requests();
-    let output = world
-        .xtask(&[
-            "upgrade",
-            "--cluster",
-            "sandbox",
-            "--to",
-            "v1.21.1",
-            "--yes",
-            "--output",
-            "json",
-        ])
-        .await;
+    let (output, report) = world.json("upgrade", &["--to", "v1.21.1", "--yes"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(report["from"], "v1.19.0");
     assert_eq!(report["path"], serde_json::json!(["v1.20.5", "v1.21.1"]));
     assert_eq!(
@@ -157,19 +145,8 @@ async fn a_failed_step_stops_the_upgrade_and_running_it_again_resumes() {
         .sandbox
         .api()
         .set_rollout_stuck("kube-system", "cni-metrics-helper", true);
-    let args = [
-        "upgrade",
-        "--cluster",
-        "sandbox",
-        "--to",
-        "v1.21.1",
-        "--yes",
-        "--output",
-        "json",
-        "--rollout-timeout",
-        "2",
-    ];
-    let output = world.xtask(&args).await;
+    let args = ["--to", "v1.21.1", "--yes", "--rollout-timeout", "2"];
+    let (output, report) = world.json("upgrade", &args).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(message.contains("the step to v1.20.5 failed"), "{message}");
@@ -181,16 +158,14 @@ async fn a_failed_step_stops_the_upgrade_and_running_it_again_resumes() {
         message.contains("run `cargo xtask upgrade --to v1.21.1` again"),
         "{message}"
     );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(
         steps(&report),
         [("v1.20.5".to_owned(), image("v1.20.5"), "failed".to_owned())]
     );
 
     // Still stuck: the unfinished rollout of v1.20.5 is the first step again, and fails.
-    let output = world.xtask(&args).await;
+    let (output, report) = world.json("upgrade", &args).await;
     assert_eq!(output.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(report["from"], "v1.20.5");
     assert_eq!(report["path"], serde_json::json!(["v1.20.5", "v1.21.1"]));
     assert_eq!(
@@ -203,9 +178,8 @@ async fn a_failed_step_stops_the_upgrade_and_running_it_again_resumes() {
         .sandbox
         .api()
         .set_rollout_stuck("kube-system", "cni-metrics-helper", false);
-    let output = world.xtask(&args).await;
+    let (output, report) = world.json("upgrade", &args).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(report["from"], "v1.20.5", "resumed from the live version");
     assert_eq!(
         steps(&report),
@@ -223,19 +197,8 @@ async fn a_failed_step_stops_the_upgrade_and_running_it_again_resumes() {
 async fn status_reports_versions_next_step_identity_drift_and_rollout() {
     let world = World::start().await;
     world.deploy(&["--version", "v1.19.0"]).await;
-    let output = world
-        .xtask(&[
-            "status",
-            "--cluster",
-            "sandbox",
-            "--version",
-            "v1.21.1",
-            "--output",
-            "json",
-        ])
-        .await;
+    let (output, status) = world.json("status", &["--version", "v1.21.1"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let status: Value = serde_json::from_slice(&output.stdout).expect("JSON status");
     assert_eq!(status["live_version"], "v1.19.0");
     assert_eq!(status["pinned_version"], "v1.21.1");
     assert_eq!(status["next_step"], "v1.20.5");

@@ -106,19 +106,21 @@ impl World {
             .collect()
     }
 
-    pub async fn plan_json(&self, extra: &[&str]) -> (Option<i32>, Value) {
-        let mut args = vec![
-            "plan",
-            "--cluster",
-            "sandbox",
-            "--output",
-            "json",
-            "--detailed-exitcode",
-        ];
+    /// Runs `command --cluster sandbox --output json` with `extra`, and parses what it
+    /// prints; the test fails, with the command's stderr, when that is not JSON.
+    pub async fn json(&self, command: &str, extra: &[&str]) -> (Output, Value) {
+        let mut args = vec![command, "--cluster", "sandbox", "--output", "json"];
         args.extend(extra);
         let output = self.xtask(&args).await;
         let value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|_| panic!("plan prints JSON; stderr: {}", stderr(&output)));
+            .unwrap_or_else(|_| panic!("{command} prints JSON; stderr: {}", stderr(&output)));
+        (output, value)
+    }
+
+    pub async fn plan_json(&self, extra: &[&str]) -> (Option<i32>, Value) {
+        let mut args = vec!["--detailed-exitcode"];
+        args.extend(extra);
+        let (output, value) = self.json("plan", &args).await;
         (output.status.code(), value)
     }
 
@@ -135,9 +137,7 @@ impl World {
     }
 }
 
-pub fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+pub use crate::support::stderr;
 
 /// The `kind name` of every change that is not a no-op.
 pub fn changed(plan: &Value) -> BTreeSet<String> {

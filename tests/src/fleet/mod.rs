@@ -25,6 +25,9 @@ mod kube_objects;
 mod server;
 mod simulation;
 
+/// The fake API server spreads its UID seeds with it too.
+pub(crate) use simulation::splitmix64;
+
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -302,11 +305,6 @@ impl SimNode {
         self.shared.address
     }
 
-    /// `http://127.x.y.z:61678/metrics`.
-    pub fn metrics_url(&self) -> String {
-        format!("http://{}/metrics", self.shared.address)
-    }
-
     /// The name of the current aws-node pod, `aws-node-xxxxx`.
     pub fn pod_name(&self) -> String {
         lock(&self.shared.live).identity.name.clone()
@@ -359,10 +357,6 @@ impl SimNode {
         self.shared
             .type_drift
             .store(gauges_instead_of_counters, Ordering::Relaxed);
-    }
-
-    pub fn type_drift(&self) -> bool {
-        self.shared.type_drift.load(Ordering::Relaxed)
     }
 
     /// How many valid expositions this node has served (plain, slow and oversized answers).
@@ -485,13 +479,9 @@ impl Fleet {
     /// The node at `index`.
     ///
     /// # Panics
-    /// When `index` is out of range, like slice indexing; use [`Fleet::get`] to check.
+    /// When `index` is out of range, like slice indexing.
     pub fn node(&self, index: usize) -> &SimNode {
         &self.nodes[index]
-    }
-
-    pub fn get(&self, index: usize) -> Option<&SimNode> {
-        self.nodes.get(index)
     }
 
     pub fn nodes(&self) -> &[SimNode] {
@@ -514,12 +504,6 @@ impl Fleet {
         self.node(index).pod_object()
     }
 
-    /// # Panics
-    /// When `index` is out of range.
-    pub fn node_object(&self, index: usize) -> Node {
-        self.node(index).node_object()
-    }
-
     /// Simulates the DaemonSet replacing a node's aws-node pod: a new pod name suffix and UID,
     /// restart count 0, and counters that start again near zero. The node keeps its address.
     ///
@@ -540,18 +524,6 @@ impl Fleet {
         for node in &self.nodes {
             node.set_fault(fault);
         }
-    }
-
-    /// Switches type drift on every node.
-    pub fn set_type_drift_all(&self, gauges_instead_of_counters: bool) {
-        for node in &self.nodes {
-            node.set_type_drift(gauges_instead_of_counters);
-        }
-    }
-
-    /// The last served exposition of every node, in node order.
-    pub fn last_served_all(&self) -> Vec<Option<ServedExposition>> {
-        self.nodes.iter().map(SimNode::last_served).collect()
     }
 
     /// The sum of a sample name over every series of every node's last served exposition:

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::fleet::splitmix64;
+
 /// The current time as RFC 3339 with second precision, the format of
 /// `metadata.creationTimestamp`.
 pub(crate) fn now_rfc3339() -> String {
@@ -73,13 +75,6 @@ pub(crate) fn new_uid() -> String {
         &hex[17..20],
         &hex[20..32]
     )
-}
-
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

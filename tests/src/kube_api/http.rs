@@ -405,7 +405,8 @@ fn resource(
                 Ok(json_response(StatusCode::CREATED, &created))
             }
             Method::DELETE => {
-                let dry_run = delete_dry_run(request)?;
+                let options = delete_options(request);
+                let dry_run = delete_dry_run(request, options.as_ref())?;
                 let query = list_query(request, namespace)?;
                 let mut state = shared.lock();
                 let keys: Vec<ObjectKey> = state
@@ -537,8 +538,8 @@ fn object(
             Ok(json_response(StatusCode::OK, &patched))
         }
         Method::DELETE if target == Target::Main => {
-            let dry_run = delete_dry_run(request)?;
-            let options: Option<Value> = serde_json::from_slice(&request.body).ok();
+            let options = delete_options(request);
+            let dry_run = delete_dry_run(request, options.as_ref())?;
             let preconditions = options.as_ref().and_then(|o| o.get("preconditions"));
             let deleted = shared.lock().delete(&key, dry_run, preconditions)?;
             Ok(json_response(StatusCode::OK, &deleted))
@@ -547,15 +548,18 @@ fn object(
     }
 }
 
+/// A DELETE's DeleteOptions body, when it has one that is JSON.
+fn delete_options(request: &ApiRequest) -> Option<Value> {
+    serde_json::from_slice(&request.body).ok()
+}
+
 /// A DELETE is a dry run through the query or through `dryRun: ["All"]` in the
 /// DeleteOptions body, which is where kube-rs puts it.
-fn delete_dry_run(request: &mut ApiRequest) -> Result<bool, ApiError> {
+fn delete_dry_run(request: &mut ApiRequest, options: Option<&Value>) -> Result<bool, ApiError> {
     if request.parse_dry_run()? {
         return Ok(true);
     }
-    let options: Option<Value> = serde_json::from_slice(&request.body).ok();
     let in_body = options
-        .as_ref()
         .and_then(|o| o.get("dryRun"))
         .and_then(Value::as_array)
         .is_some_and(|values| values.iter().any(|v| v == "All"));

@@ -299,18 +299,7 @@ impl State {
             .objects
             .get(&key)
             .ok_or_else(|| ApiError::not_found(rt, &key.name))?;
-        if let Some(sent) = body
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && !sent.is_empty()
-            && Some(sent)
-                != stored
-                    .object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-        {
-            return Err(ApiError::stale_resource_version(rt, &key.name));
-        }
+        check_resource_version(rt, &key.name, sent_resource_version(&body), &stored.object)?;
         let candidate = match target {
             Target::Main => body,
             Target::Status => with_status_of(&stored.object, &body),
@@ -344,15 +333,14 @@ impl State {
                     .map_err(|message| ApiError::new(422, "Invalid", message))?;
             }
         }
-        if let Some(sent) = patch_resource_version(patch)
-            && Some(sent.as_str())
-                != stored
-                    .object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-        {
-            return Err(ApiError::stale_resource_version(rt, &key.name));
-        }
+        // The precondition as the patch names it; unlike a full object's, an empty one
+        // counts too.
+        check_resource_version(
+            rt,
+            &key.name,
+            patch_resource_version(patch).as_deref(),
+            &stored.object,
+        )?;
         check_identity(rt, &key.namespace, Some(&key.name), &candidate)?;
         let candidate = match target {
             Target::Main => candidate,
@@ -434,19 +422,13 @@ impl State {
             ));
         }
         let stored = self.objects.get(&key);
-        if let (Some(sent), Some(stored)) = (
-            config
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str),
-            stored,
-        ) && !sent.is_empty()
-            && Some(sent)
-                != stored
-                    .object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-        {
-            return Err(ApiError::stale_resource_version(rt, &key.name));
+        if let Some(stored) = stored {
+            check_resource_version(
+                rt,
+                &key.name,
+                sent_resource_version(&config),
+                &stored.object,
+            )?;
         }
         let live = stored
             .map(|s| s.object.clone())
@@ -965,6 +947,32 @@ fn set_name(body: &mut Value, name: &str) {
 }
 
 /// The resourceVersion a merge patch sends as a precondition, if any.
+/// The resourceVersion a full object sent with a write names as its precondition; an empty
+/// one is no precondition.
+fn sent_resource_version(object: &Value) -> Option<&str> {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|sent| !sent.is_empty())
+}
+
+/// Optimistic concurrency: a write whose precondition `sent` is not the stored object's
+/// resourceVersion is refused with 409 Conflict.
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    sent: Option<&str>,
+    stored: &Value,
+) -> Result<(), ApiError> {
+    let current = stored
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str);
+    match sent {
+        Some(sent) if Some(sent) != current => Err(ApiError::stale_resource_version(rt, name)),
+        _ => Ok(()),
+    }
+}
+
 fn patch_resource_version(patch: &PatchBody) -> Option<String> {
     match patch {
         PatchBody::Merge(value) => value
