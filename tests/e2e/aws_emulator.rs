@@ -291,6 +291,112 @@ async fn dashboards_are_stored_returned_and_deleted() {
     emulator.stop().expect("emulator stops");
 }
 
+fn dashboard_names(
+    listed: &aws_sdk_cloudwatch::operation::list_dashboards::ListDashboardsOutput,
+) -> Vec<String> {
+    listed
+        .dashboard_entries()
+        .iter()
+        .filter_map(|entry| entry.dashboard_name().map(str::to_owned))
+        .collect()
+}
+
+/// CloudWatch dashboards are global per account, not per region, as on AWS: the same name
+/// put from two regions is one dashboard. moto keeps them per region; the sandbox does
+/// not, so that a collision real AWS would have shows up in tests. boto3, a client we did
+/// not write, sees the same.
+#[tokio::test]
+async fn dashboards_are_global_per_account_as_on_aws() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let west = aws_sdk_cloudwatch::Client::new(&emulator.sdk_config("us-west-2"));
+    let ireland = aws_sdk_cloudwatch::Client::new(&emulator.sdk_config("eu-west-1"));
+    let beijing = aws_sdk_cloudwatch::Client::new(&emulator.sdk_config("cn-north-1"));
+    let body = |region: &str| {
+        format!(
+            r#"{{"widgets":[{{"type":"text","x":0,"y":0,"width":6,"height":2,"properties":{{"markdown":"from {region}"}}}}]}}"#
+        )
+    };
+    west.put_dashboard()
+        .dashboard_name("shared")
+        .dashboard_body(body("us-west-2"))
+        .send()
+        .await
+        .expect("put from us-west-2");
+    let seen = ireland
+        .get_dashboard()
+        .dashboard_name("shared")
+        .send()
+        .await
+        .expect("eu-west-1 sees the dashboard put from us-west-2");
+    assert_eq!(seen.dashboard_body(), Some(body("us-west-2").as_str()));
+    assert_eq!(
+        dashboard_names(&ireland.list_dashboards().send().await.expect("listed")),
+        ["shared"]
+    );
+    // A put from the other region replaces the one dashboard, as it would on AWS.
+    ireland
+        .put_dashboard()
+        .dashboard_name("shared")
+        .dashboard_body(body("eu-west-1"))
+        .send()
+        .await
+        .expect("put from eu-west-1");
+    let seen = west
+        .get_dashboard()
+        .dashboard_name("shared")
+        .send()
+        .await
+        .expect("still one dashboard");
+    assert_eq!(seen.dashboard_body(), Some(body("eu-west-1").as_str()));
+    // Another partition is another set of accounts.
+    assert!(dashboard_names(&beijing.list_dashboards().send().await.expect("listed")).is_empty());
+
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let script = "import boto3, json, sys\n\
+        client = boto3.client('cloudwatch', region_name='ap-southeast-2', endpoint_url=sys.argv[1],\n\
+            aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+        print(json.dumps([d['DashboardName'] for d in client.list_dashboards()['DashboardEntries']]))\n";
+    let output = std::process::Command::new(tools.python())
+        .args(["-c", script, &emulator.endpoint_url()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        r#"["shared"]"#
+    );
+
+    ireland
+        .delete_dashboards()
+        .dashboard_names("shared")
+        .send()
+        .await
+        .expect("deleted from eu-west-1");
+    assert!(
+        west.get_dashboard()
+            .dashboard_name("shared")
+            .send()
+            .await
+            .is_err(),
+        "gone everywhere"
+    );
+
+    // A reset empties the shared table too.
+    west.put_dashboard()
+        .dashboard_name("before-reset")
+        .dashboard_body(body("us-west-2"))
+        .send()
+        .await
+        .expect("put");
+    emulator.reset().await.expect("reset");
+    assert!(dashboard_names(&ireland.list_dashboards().send().await.expect("listed")).is_empty());
+    emulator.stop().expect("emulator stops");
+}
+
 #[tokio::test]
 async fn invalid_dashboard_json_is_a_typed_error() {
     let emulator = start_emulator(EmulatorOptions::default()).await;
@@ -795,6 +901,92 @@ async fn pod_identity_associations_are_created_listed_updated_and_deleted() {
         .await
         .expect("a list");
     assert_eq!(remaining.associations().len(), 1);
+    emulator.stop().expect("emulator stops");
+}
+
+/// TagResource on an association's ARN is answered by the emulation (moto knows only
+/// cluster tags); on a cluster's ARN it still reaches moto.
+#[tokio::test]
+async fn pod_identity_associations_can_be_tagged() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = eks(&emulator);
+    create_cluster(&emulator, CLUSTER).await;
+    let created = client
+        .create_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .namespace("kube-system")
+        .service_account("cni-metrics-helper")
+        .role_arn(role("someone-elses"))
+        .tags("team", "network")
+        .send()
+        .await
+        .expect("created")
+        .association
+        .expect("association");
+    let arn = created.association_arn().expect("arn");
+    client
+        .tag_resource()
+        .resource_arn(arn)
+        .tags("managed-by", "cni-metrics-xtask")
+        .send()
+        .await
+        .expect("TagResource is accepted");
+    let described = client
+        .describe_pod_identity_association()
+        .cluster_name(CLUSTER)
+        .association_id(created.association_id().expect("id"))
+        .send()
+        .await
+        .expect("described")
+        .association
+        .expect("association");
+    let tags: BTreeMap<&str, &str> = described
+        .tags()
+        .expect("tags")
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        tags,
+        BTreeMap::from([("managed-by", "cni-metrics-xtask"), ("team", "network")])
+    );
+    let empty = client
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(std::collections::HashMap::new()))
+        .send()
+        .await;
+    assert!(empty.is_err(), "EKS refuses an empty tag map");
+
+    let cluster_arn = client
+        .describe_cluster()
+        .name(CLUSTER)
+        .send()
+        .await
+        .expect("described")
+        .cluster
+        .and_then(|cluster| cluster.arn)
+        .expect("arn");
+    client
+        .tag_resource()
+        .resource_arn(&cluster_arn)
+        .tags("team", "network")
+        .send()
+        .await
+        .expect("moto tags the cluster");
+    let cluster_tags = client
+        .list_tags_for_resource()
+        .resource_arn(&cluster_arn)
+        .send()
+        .await
+        .expect("listed");
+    assert_eq!(
+        cluster_tags
+            .tags()
+            .and_then(|tags| tags.get("team"))
+            .map(String::as_str),
+        Some("network")
+    );
     emulator.stop().expect("emulator stops");
 }
 

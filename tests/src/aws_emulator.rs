@@ -382,7 +382,7 @@ impl AwsEmulator {
         cluster: &str,
         endpoint: &str,
     ) -> Result<(), EmulatorError> {
-        set_cluster_endpoint_at(&self.endpoint_url(), cluster, endpoint).await
+        set_cluster_endpoint_at(&self.endpoint_url(), cluster, None, endpoint).await
     }
 
     /// Sets the status (an EKS `AddonStatus`, e.g. `DEGRADED`) of the emulated add-on
@@ -429,16 +429,23 @@ impl AwsEmulator {
 
 /// [`AwsEmulator::set_cluster_endpoint`] for an emulator this process did not start,
 /// given by its URL, which must be `http://127.0.0.1:PORT` or `http://localhost:PORT`:
-/// the control API is only ever called on loopback.
+/// the control API is only ever called on loopback. With `region`, only the cluster of
+/// that name in that region changes (two sandboxes may share one emulator with the same
+/// cluster name in two regions).
 pub async fn set_cluster_endpoint_at(
     aws_endpoint_url: &str,
     cluster: &str,
+    region: Option<&str>,
     endpoint: &str,
 ) -> Result<(), EmulatorError> {
     let port = loopback_port(aws_endpoint_url).ok_or_else(|| EmulatorError::NotLoopback {
         endpoint: aws_endpoint_url.to_owned(),
     })?;
-    let body = serde_json::json!({ "endpoint": endpoint }).to_string();
+    let mut body = serde_json::json!({ "endpoint": endpoint });
+    if let Some(region) = region {
+        body["region"] = region.into();
+    }
+    let body = body.to_string();
     control_post(
         aws_endpoint_url,
         port,

@@ -114,6 +114,7 @@ impl Sandbox {
             emulator.as_ref(),
             &aws_endpoint,
             &options.cluster,
+            &options.region,
             &api.url(),
         )
         .await?;
@@ -372,12 +373,10 @@ async fn register_cluster_endpoint(
     emulator: Option<&AwsEmulator>,
     aws_endpoint: &str,
     cluster: &str,
+    region: &str,
     api_url: &str,
 ) -> Result<(), SandboxError> {
-    let registered = match emulator {
-        Some(emulator) => emulator.set_cluster_endpoint(cluster, api_url).await,
-        None => set_cluster_endpoint_at(aws_endpoint, cluster, api_url).await,
-    };
+    let registered = set_cluster_endpoint_at(aws_endpoint, cluster, Some(region), api_url).await;
     match registered {
         Ok(()) => Ok(()),
         Err(error @ (EmulatorError::NotLoopback { .. } | EmulatorError::ControlRefused { .. }))

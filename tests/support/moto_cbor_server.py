@@ -28,6 +28,13 @@ process:
   `POST /sandbox-api/clusters/{name}/addons/{addonName}/status` with
   `{"status": "DEGRADED"}` sets an emulated add-on's status. Both accept optional
   `"region"` and `"accountId"` members; without them every cluster of that name changes.
+* EKS TagResource (`POST /tags/{arn}`) on a Pod Identity association's ARN is answered
+  here too (moto only knows cluster tags); on any other ARN it goes to moto.
+* CloudWatch dashboards are global per account, as on AWS (its docs: "All dashboards in
+  your account are global, not region-specific"), while moto keeps them per region: every
+  region's CloudWatch backend of an account (and partition) is given one shared
+  dashboards table, so PutDashboard in one region is seen by GetDashboard and
+  ListDashboards in every other, and a test can see the collisions real AWS would have.
 * Every other request (IAM, STS, the rest of EKS, /moto-api/) goes to moto untouched.
 
 moto's recorder (MOTO_ENABLE_RECORDING, MOTO_RECORDER_FILEPATH) sees the request after
@@ -460,6 +467,7 @@ POD_IDENTITY_COLLECTION = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identit
 POD_IDENTITY_ITEM = re.compile(r"^/clusters/(?P<cluster>[^/]+)/pod-identity-associations/(?P<item>[^/]+)/?$")
 ADDON_COLLECTION = re.compile(r"^/clusters/(?P<cluster>[^/]+)/addons/?$")
 ADDON_ITEM = re.compile(r"^/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/?$")
+TAGS_ITEM = re.compile(r"^/tags/(?P<arn>.+)$")
 CONTROL_ENDPOINT = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/endpoint/?$")
 CONTROL_ADDON_STATUS = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/status/?$")
 
@@ -715,7 +723,13 @@ class EksEmulation:
             # our state with the old ones; clearing it here as well frees it at once.
             with self.lock:
                 self.extras.clear()
+            forget_shared_dashboards()
             return self.next_app(environ, start_response)
+        tags_match = TAGS_ITEM.match(path)
+        if tags_match is not None and method == "POST" and request_service(environ) in (EKS_SIGNING_NAME, None):
+            answered = self.tag_association(environ, start_response, urllib.parse.unquote(tags_match["arn"]))
+            if answered is not None:
+                return answered
         handler = self.eks_handler(method, path)
         if handler is None or request_service(environ) not in (EKS_SIGNING_NAME, None):
             return self.next_app(environ, start_response)
@@ -743,6 +757,42 @@ class EksEmulation:
                 [("x-amzn-ErrorType", "ServerException")],
             )
         return send_json(start_response, status, document, [])
+
+    def tag_association(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], arn: str
+    ) -> Iterable[bytes] | None:
+        """TagResource on a Pod Identity association, or None when the ARN is not one."""
+        with self.lock:
+            association = next(
+                (
+                    association
+                    for extras in list(self.extras.values())
+                    for association in extras.associations.values()
+                    if association.association_arn == arn
+                ),
+                None,
+            )
+        if association is None:
+            return None
+        body = read_bodiless_safe(environ)
+        record_request(environ, body)
+        try:
+            document = json.loads(body or b"{}")
+            if not isinstance(document, dict):
+                raise invalid_parameter("the body is not a JSON object")
+            tags = tags_member(document)
+            if not tags:
+                raise invalid_parameter("tags must not be empty")
+        except ValueError as error:
+            return send_json(
+                start_response, 400, {"message": f"the body is not JSON: {error}"}, [("x-amzn-ErrorType", "BadRequestException")]
+            )
+        except EksError as error:
+            return send_json(start_response, error.status, error.members, [("x-amzn-ErrorType", error.code)])
+        with self.lock:
+            association.tags.update(tags)
+            association.modified_at = now_epoch()
+        return send_json(start_response, 200, {}, [])
 
     def eks_handler(
         self, method: str, path: str
@@ -1130,11 +1180,40 @@ def send_json(
 # ---------------------------------------------------------------------------
 
 
+# One dashboards table per (account, partition), shared by that account's CloudWatch
+# backends in every region of the partition. Guarded by its own lock: backends are created
+# lazily, from whichever request thread first needs one.
+SHARED_DASHBOARDS: dict[tuple[str, str], dict[str, Any]] = {}
+SHARED_DASHBOARDS_LOCK = threading.Lock()
+
+
+def share_dashboards_across_regions() -> None:
+    """Make every region's CloudWatch backend of an account use one dashboards table."""
+    from moto.cloudwatch.models import CloudWatchBackend
+    from moto.utilities.utils import get_partition
+
+    original_init = CloudWatchBackend.__init__
+
+    def init(self: Any, region_name: str, account_id: str) -> None:
+        original_init(self, region_name, account_id)
+        with SHARED_DASHBOARDS_LOCK:
+            self.dashboards = SHARED_DASHBOARDS.setdefault((account_id, get_partition(region_name)), {})
+
+    CloudWatchBackend.__init__ = init
+
+
+def forget_shared_dashboards() -> None:
+    """On moto's reset: the new backends start with empty tables, as moto's own would."""
+    with SHARED_DASHBOARDS_LOCK:
+        SHARED_DASHBOARDS.clear()
+
+
 def build_application() -> EksEmulation:
     # moto reads its environment variables (MOTO_ENABLE_RECORDING, MOTO_ACCOUNT_ID, ...)
     # when it is imported, so it is imported only here, after the process started.
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    share_dashboards_across_regions()
     return EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app)))
 
 
