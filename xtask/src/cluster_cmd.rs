@@ -41,7 +41,7 @@ pub(crate) fn inputs(flags: ClusterFlags) -> anyhow::Result<Inputs> {
     };
     let options = DeployOptions {
         scopes,
-        force_conflicts: flags.force_conflicts,
+        adopt: flags.adopt,
         rollout_timeout: Duration::from_secs(flags.rollout_timeout),
         allow_downgrade: flags.allow_downgrade,
     };
@@ -170,6 +170,8 @@ pub fn plan(flags: PlanFlags) -> anyhow::Result<ExitCode> {
             prepare(flags.cluster, ClusterRequirement::MustExist).await?;
         let plan = deployer::plan(&prepared, &options).await?;
         print_plan(&plan, output, None)?;
+        // The plan is shown in full first, so every conflict can be seen with its reason.
+        plan.refuse_conflicts()?;
         Ok(exit::code(
             if flags.detailed_exitcode && plan.has_changes() {
                 exit::CHANGES
@@ -184,6 +186,12 @@ pub fn deploy(flags: DeployFlags) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (prepared, options, output) = prepare(flags.cluster, ClusterRequirement::MustExist).await?;
         let plan = deployer::plan(&prepared, &options).await?;
+        if let Err(conflicts) = plan.refuse_conflicts() {
+            // Shown in full, so that every conflict can be seen with its reason; nothing
+            // has been written anywhere.
+            print_plan(&plan, output, Some(false))?;
+            return Err(conflicts.into());
+        }
         if flags.dry_run || !plan.has_changes() {
             print_plan(&plan, output, Some(false))?;
             if !plan.has_changes() {

@@ -199,9 +199,11 @@ async fn drive(
             served.map_or_else(|| "".to_owned(), |v| format!("{v}")),
         );
     }
+    let dashboard_name =
+        crate::settings::default_dashboard_name(sandbox.cluster(), sandbox.region());
     let dashboard = cloudwatch
         .get_dashboard()
-        .dashboard_name("CNI-Metrics-demo")
+        .dashboard_name(&dashboard_name)
         .send()
         .await
         .map_err(|error| anyhow::format_err!("{}", crate::aws::describe(&error)))?;
@@ -210,7 +212,7 @@ async fn drive(
         .and_then(|()| std::fs::write(&body_path, dashboard.dashboard_body().unwrap_or_default()))
         .with_context(|| format!("writing {}", body_path.display()))?;
     println!(
-        "\nThe dashboard CNI-Metrics-demo is in the emulator; its body is saved in {}",
+        "\nThe dashboard {dashboard_name} is in the emulator; its body is saved in {}",
         body_path.display()
     );
     if flags.dir.is_none() {

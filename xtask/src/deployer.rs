@@ -17,15 +17,17 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::catalog::{Catalog, Version, VersionStepError};
 use crate::facts::{self, FactsError, LiveFacts};
-use crate::plan::dashboard::{self, DashboardError};
-use crate::plan::iam::{self, CLUSTER_TAG, DesiredIam, IamError, MANAGED_BY_TAG};
+use crate::plan::dashboard::{self, DashboardError, DesiredDashboard};
+use crate::plan::iam::{self, DesiredIam, IamError};
 use crate::plan::kubernetes::{self, KubeError};
+use crate::plan::ownership::{CLUSTER_TAG, MANAGED_BY_TAG, REGION_TAG, RESERVED_TAGS};
 use crate::plan::pod_identity::{self, PodIdentityError};
-use crate::plan::{Plan, Scope, Step};
+use crate::plan::{ConflictError, Plan, Scope, Step};
 use crate::preflight::{self, Check};
-use crate::render::{MANAGED_BY, RenderError, Rendered, render};
+use crate::render::{MANAGED_BY, ManifestObject, RenderError, Rendered, possible_objects, render};
 use crate::settings::{
-    DeployInput, IdentityMode, POLICY_NAME_MAX, SettingsError, Target, TargetInput, is_iam_name,
+    DeployInput, IdentityMode, POLICY_NAME_MAX, SettingsError, Target, TargetInput,
+    default_dashboard_name, is_iam_name,
 };
 
 /// The default name of the permission policy, as in the EKS user guide.
@@ -51,6 +53,8 @@ pub enum DeployError {
     Dashboard(#[from] DashboardError),
     #[error(transparent)]
     PodIdentity(#[from] PodIdentityError),
+    #[error(transparent)]
+    Conflicts(#[from] ConflictError),
     #[error("preflight failed: {0}")]
     Preflight(String),
     #[error("cannot use the kubeconfig{}: {message}; check --kubeconfig/--context or KUBECONFIG", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
@@ -74,7 +78,8 @@ pub enum DeployError {
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
     pub scopes: Vec<Scope>,
-    pub force_conflicts: bool,
+    /// Take over same-named resources that are not ours (`--adopt`).
+    pub adopt: bool,
     pub rollout_timeout: Duration,
     /// Allows a version older than the live one.
     pub allow_downgrade: bool,
@@ -94,6 +99,8 @@ pub struct Prepared {
     pub catalog: &'static Catalog,
     pub target: Target,
     pub rendered: Rendered,
+    /// Every Kubernetes object the tool may have made for this target, in any mode.
+    pub possible_objects: Vec<ManifestObject>,
     pub iam: DesiredIam,
     pub dashboard_name: String,
     pub facts: LiveFacts,
@@ -104,6 +111,7 @@ pub struct Prepared {
 fn validate_names(
     input: &DeployInput,
     cluster: &str,
+    region: &str,
 ) -> Result<(String, String, BTreeMap<String, String>), DeployError> {
     let policy_name = input
         .policy_name
@@ -115,7 +123,7 @@ fn validate_names(
     let dashboard_name = input
         .dashboard_name
         .clone()
-        .unwrap_or_else(|| format!("CNI-Metrics-{cluster}"));
+        .unwrap_or_else(|| default_dashboard_name(cluster, region));
     let dashboard_ok = (1..=255).contains(&dashboard_name.len())
         && dashboard_name
             .bytes()
@@ -124,13 +132,20 @@ fn validate_names(
         return Err(DeployError::DashboardName(dashboard_name));
     }
     for (key, value) in &input.tags {
-        let problem = if key.is_empty() || key.len() > 128 {
+        let problem = if key.is_empty() || key.chars().count() > 128 {
             Some("a tag key is 1-128 characters")
-        } else if value.len() > 256 {
+        } else if value.chars().count() > 256 {
             Some("a tag value is at most 256 characters")
+        } else if !key.chars().all(is_tag_character) || !value.chars().all(is_tag_character) {
+            // Refused here rather than by IAM, after earlier steps would have run.
+            Some("IAM tags allow only letters, digits, spaces and _ . : / = + - @")
         } else if key.to_ascii_lowercase().starts_with("aws:") {
             Some("the aws: prefix is reserved by AWS")
-        } else if key == MANAGED_BY_TAG || key == CLUSTER_TAG {
+        } else if RESERVED_TAGS
+            .iter()
+            .any(|reserved| key.eq_ignore_ascii_case(reserved))
+        {
+            // IAM tag keys are case-insensitive: `Managed-By` would replace our mark.
             Some("this tool sets that tag itself")
         } else {
             None
@@ -143,6 +158,11 @@ fn validate_names(
         }
     }
     Ok((policy_name, dashboard_name, input.tags.clone()))
+}
+
+/// IAM's tag alphabet: `[\p{L}\p{Z}\p{N}_.:/=+\-@]`.
+fn is_tag_character(c: char) -> bool {
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 /// The Kubernetes client from the kubeconfig chain, and the API server URL it talks to.
@@ -195,7 +215,8 @@ pub async fn prepare(
         flag: "--cluster",
         hint: " (the EKS cluster name)",
     })?;
-    let (policy_name, dashboard_name, user_tags) = validate_names(&deploy_input, &cluster)?;
+    let (policy_name, dashboard_name, user_tags) =
+        validate_names(&deploy_input, &cluster, &region)?;
     let facts = match facts::gather(
         &sdk,
         &region,
@@ -325,7 +346,10 @@ pub async fn prepare(
         }
         tags
     };
+    let possible_objects = possible_objects(&target, catalog)?;
     let iam = DesiredIam {
+        cluster: cluster.clone(),
+        region: region.clone(),
         policy_arn: format!(
             "arn:{partition}:iam::{}:policy/{policy_name}",
             facts.account
@@ -336,7 +360,11 @@ pub async fn prepare(
         policy_tags: common_tags(None),
         role_name: target.role_name.clone(),
         trust_document: rendered.trust_policy.clone(),
-        role_tags: common_tags(Some((CLUSTER_TAG, &cluster))),
+        role_tags: {
+            let mut tags = common_tags(Some((CLUSTER_TAG, &cluster)));
+            tags.insert(REGION_TAG.to_owned(), region.clone());
+            tags
+        },
     };
     let kube = if options.scopes.contains(&Scope::Kubernetes) {
         let (client, url) = kube_client(&deploy_input).await?;
@@ -359,6 +387,7 @@ pub async fn prepare(
         catalog,
         target,
         rendered,
+        possible_objects,
         iam,
         dashboard_name,
         facts,
@@ -388,6 +417,7 @@ impl Prepared {
             catalog: self.catalog,
             target,
             rendered,
+            possible_objects: self.possible_objects.clone(),
             iam,
             dashboard_name: self.dashboard_name.clone(),
             facts: self.facts.clone(),
@@ -422,6 +452,7 @@ impl Prepared {
     async fn plan_association(
         &self,
         destroying: bool,
+        adopt: bool,
     ) -> Result<Option<crate::plan::ResourceChange>, DeployError> {
         if self.facts.cluster_arn.is_empty() {
             // The cluster is gone, and its associations with it.
@@ -437,6 +468,7 @@ impl Prepared {
             crate::settings::SERVICE_ACCOUNT,
             wanted,
             &self.iam.role_tags,
+            adopt,
         )
         .await?)
     }
@@ -492,8 +524,9 @@ pub async fn plan(prepared: &Prepared, options: &DeployOptions) -> Result<Plan, 
             Scope::Iam => {
                 let client = aws_sdk_iam::Client::new(&prepared.sdk);
                 plan.changes
-                    .extend(iam::plan(&client, &prepared.iam).await?);
-                plan.changes.extend(prepared.plan_association(false).await?);
+                    .extend(iam::plan(&client, &prepared.iam, options.adopt).await?);
+                plan.changes
+                    .extend(prepared.plan_association(false, options.adopt).await?);
             }
             Scope::Kubernetes => {
                 if let Some(client) = &prepared.kube {
@@ -510,7 +543,8 @@ pub async fn plan(prepared: &Prepared, options: &DeployOptions) -> Result<Plan, 
                         kubernetes::plan(
                             client,
                             &prepared.rendered.objects,
-                            options.force_conflicts,
+                            &prepared.possible_objects,
+                            options.adopt,
                         )
                         .await?,
                     );
@@ -521,9 +555,13 @@ pub async fn plan(prepared: &Prepared, options: &DeployOptions) -> Result<Plan, 
                 plan.changes.push(
                     dashboard::plan(
                         &client,
-                        &prepared.dashboard_name,
-                        &prepared.rendered.dashboard,
-                        options.force_conflicts,
+                        DesiredDashboard {
+                            name: &prepared.dashboard_name,
+                            body: &prepared.rendered.dashboard,
+                            cluster: &prepared.target.cluster,
+                            region: &prepared.target.region,
+                        },
+                        options.adopt,
                     )
                     .await?,
                 );
@@ -547,18 +585,26 @@ pub async fn plan_destroy(
         match scope {
             Scope::Dashboard => {
                 let client = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
-                plan.changes
-                    .extend(dashboard::plan_destroy(&client, &prepared.dashboard_name).await?);
+                plan.changes.extend(
+                    dashboard::plan_destroy(
+                        &client,
+                        &prepared.dashboard_name,
+                        &prepared.target.cluster,
+                        &prepared.target.region,
+                    )
+                    .await?,
+                );
             }
             Scope::Kubernetes => {
                 if let Some(client) = &prepared.kube {
                     plan.changes.extend(
-                        kubernetes::plan_destroy(client, &prepared.rendered.objects).await?,
+                        kubernetes::plan_destroy(client, &prepared.possible_objects).await?,
                     );
                 }
             }
             Scope::Iam => {
-                plan.changes.extend(prepared.plan_association(true).await?);
+                plan.changes
+                    .extend(prepared.plan_association(true, false).await?);
                 let client = aws_sdk_iam::Client::new(&prepared.sdk);
                 plan.changes
                     .extend(iam::plan_destroy(&client, &prepared.iam).await?);
@@ -568,12 +614,14 @@ pub async fn plan_destroy(
     Ok(plan)
 }
 
-/// Carries out every step of `plan`, in order, stopping at the first failure.
+/// Carries out every step of `plan`, in order, stopping at the first failure. A plan with
+/// conflicts is refused before its first step: nothing anywhere changes.
 pub async fn execute(
     prepared: &Prepared,
     plan: &Plan,
     options: &DeployOptions,
 ) -> Result<(), DeployError> {
+    plan.refuse_conflicts()?;
     let iam_client = aws_sdk_iam::Client::new(&prepared.sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
     let eks = aws_sdk_eks::Client::new(&prepared.sdk);
@@ -593,6 +641,7 @@ pub async fn execute(
                 }
                 Step::CreateAssociation { .. }
                 | Step::UpdateAssociation { .. }
+                | Step::TagAssociation { .. }
                 | Step::DeleteAssociation { .. } => pod_identity::apply(&eks, step).await?,
                 _ => iam::apply(&iam_client, step).await?,
             }

@@ -111,9 +111,9 @@ pub struct ClusterFlags {
     /// Only these scopes, comma-separated: iam,kubernetes,dashboard [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scope>,
-    /// Take over fields (or a dashboard) that another tool manages
-    #[arg(long)]
-    pub force_conflicts: bool,
+    /// Take over same-named resources this tool did not create (IAM role and policy, dashboard, Kubernetes objects, Pod Identity association): plan shows each as an adoption; deploy marks them ours and converges them
+    #[arg(long, alias = "force-conflicts")]
+    pub adopt: bool,
     /// How long to wait for the Deployment's rollout, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub rollout_timeout: u64,

@@ -77,7 +77,7 @@ pub struct TargetInput {
     /// Image to run instead of the region's ECR image (e.g. a mirror)
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
-    /// IAM role name [default: AmazonEKSVPCCNIMetricsHelperRole-<cluster>, shortened to 64 characters]
+    /// IAM role name [default: AmazonEKSVPCCNIMetricsHelperRole-<cluster>-<region>, shortened to 64 characters]
     #[arg(long)]
     pub role_name: Option<String>,
     /// Run our cni-metrics-publisher image instead of the upstream helper (e.g. your registry's copy)
@@ -114,7 +114,7 @@ pub struct DeployInput {
     /// IAM policy name, shared by the clusters of one account [default: AmazonEKSVPCCNIMetricsHelperPolicy]
     #[arg(long)]
     pub policy_name: Option<String>,
-    /// CloudWatch dashboard name [default: CNI-Metrics-<cluster>]
+    /// CloudWatch dashboard name [default: CNI-Metrics-<cluster>-<region>]
     #[arg(long)]
     pub dashboard_name: Option<String>,
     /// Extra tag for the IAM role and policy, KEY=VALUE (repeatable)
@@ -368,7 +368,7 @@ impl TargetInput {
         let role_name = match self.role_name {
             Some(name) if is_role_name(&name) => name,
             Some(name) => return Err(SettingsError::RoleName(name)),
-            None => default_role_name(&cluster),
+            None => default_role_name(&cluster, &region),
         };
         Ok(Target {
             region,
@@ -386,18 +386,36 @@ impl TargetInput {
     }
 }
 
-/// `AmazonEKSVPCCNIMetricsHelperRole-<cluster>`, kept within IAM's 64 characters: a long
-/// cluster name is cut and suffixed with a hash of the whole name, so two long names that
-/// share a prefix still get different roles.
-pub fn default_role_name(cluster: &str) -> String {
-    let full = format!("{DEFAULT_ROLE_PREFIX}-{cluster}");
+/// `AmazonEKSVPCCNIMetricsHelperRole-<cluster>-<region>`, kept within IAM's 64 characters.
+///
+/// The region is part of the name because IAM roles are per account, not per region: two
+/// clusters called `prod` in two regions must not share (and rewrite) one role. When the
+/// whole name does not fit, the cluster name is cut and a hash of the cluster and region is
+/// put after it, so two long names that share a prefix still get different roles; the
+/// region stays readable at the end.
+pub fn default_role_name(cluster: &str, region: &str) -> String {
+    let full = format!("{DEFAULT_ROLE_PREFIX}-{cluster}-{region}");
     if full.len() <= ROLE_NAME_MAX {
         return full;
     }
-    let hash = format!("{:08x}", fnv1a_32(cluster.as_bytes()));
-    let room = ROLE_NAME_MAX - DEFAULT_ROLE_PREFIX.len() - 2 - hash.len();
-    // Cluster names are ASCII, so cutting at a byte index is cutting at a character.
-    format!("{DEFAULT_ROLE_PREFIX}-{}-{hash}", &cluster[..room])
+    let hash = format!("{:08x}", fnv1a_32(format!("{cluster}/{region}").as_bytes()));
+    // PREFIX-<cluster cut>-<hash>-<region>
+    let fixed = DEFAULT_ROLE_PREFIX.len() + 1 + 1 + hash.len() + 1 + region.len();
+    match ROLE_NAME_MAX.checked_sub(fixed).filter(|room| *room > 0) {
+        // Cluster names are ASCII, so cutting at a byte index is cutting at a character.
+        Some(room) => format!(
+            "{DEFAULT_ROLE_PREFIX}-{}-{hash}-{region}",
+            &cluster[..room.min(cluster.len())]
+        ),
+        // A region name too long to show (none is today): the hash alone keeps it apart.
+        None => format!("{DEFAULT_ROLE_PREFIX}-{hash}"),
+    }
+}
+
+/// `CNI-Metrics-<cluster>-<region>`: dashboards are global per account, so the region is
+/// part of the name for the same reason as in [`default_role_name`].
+pub fn default_dashboard_name(cluster: &str, region: &str) -> String {
+    format!("CNI-Metrics-{cluster}-{region}")
 }
 
 /// FNV-1a: tiny, stable across releases and platforms, which is all a name suffix needs.
@@ -466,26 +484,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_role_name_fits_iam_for_every_valid_cluster_name() {
+    fn default_role_name_fits_iam_for_every_valid_cluster_name_and_region() {
         assert_eq!(
-            default_role_name("prod"),
-            "AmazonEKSVPCCNIMetricsHelperRole-prod"
+            default_role_name("prod", "eu-west-1"),
+            "AmazonEKSVPCCNIMetricsHelperRole-prod-eu-west-1"
         );
-        let exactly_fits = "c".repeat(ROLE_NAME_MAX - DEFAULT_ROLE_PREFIX.len() - 1);
-        assert_eq!(
-            default_role_name(&exactly_fits).len(),
-            ROLE_NAME_MAX,
-            "a name that fits is kept whole"
+        assert_ne!(
+            default_role_name("prod", "us-east-1"),
+            default_role_name("prod", "eu-west-1"),
+            "the same cluster name in two regions gets two roles"
         );
-        assert!(default_role_name(&exactly_fits).ends_with(&exactly_fits));
-        for length in [32, 33, 64, 99, 100] {
-            let name = default_role_name(&"x".repeat(length));
-            assert!(name.len() <= ROLE_NAME_MAX, "{name} is too long");
-            assert!(is_role_name(&name));
+        let region = "us-west-2";
+        let exactly_fits = "c".repeat(ROLE_NAME_MAX - DEFAULT_ROLE_PREFIX.len() - 2 - region.len());
+        let name = default_role_name(&exactly_fits, region);
+        assert_eq!(name.len(), ROLE_NAME_MAX, "a name that fits is kept whole");
+        assert!(name.ends_with(&format!("{exactly_fits}-{region}")));
+        // The longest region names of every partition, and every cluster name length.
+        for region in [
+            "us-west-2",
+            "us-isof-south-1",
+            "eusc-de-east-1",
+            "cn-northwest-1",
+        ] {
+            for length in [1, 20, 22, 23, 32, 33, 64, 99, 100] {
+                let name = default_role_name(&"x".repeat(length), region);
+                assert!(name.len() <= ROLE_NAME_MAX, "{name} is too long");
+                assert!(is_role_name(&name), "{name}");
+                assert!(name.ends_with(region), "{name} shows its region");
+            }
         }
         let a = "a-very-long-cluster-name-for-the-payments-team-1";
         let b = "a-very-long-cluster-name-for-the-payments-team-2";
-        assert_ne!(default_role_name(a), default_role_name(b));
+        assert_ne!(default_role_name(a, region), default_role_name(b, region));
+        assert_ne!(
+            default_role_name(a, "us-east-1"),
+            default_role_name(a, "us-east-2")
+        );
+        assert_eq!(
+            default_role_name(&"x".repeat(10), &"r".repeat(40)).len(),
+            DEFAULT_ROLE_PREFIX.len() + 9,
+            "a region too long to show leaves the hash alone"
+        );
+    }
+
+    #[test]
+    fn default_dashboard_name_names_cluster_and_region() {
+        assert_eq!(
+            default_dashboard_name("prod", "eu-west-1"),
+            "CNI-Metrics-prod-eu-west-1"
+        );
     }
 
     #[test]

@@ -176,8 +176,8 @@ async fn drift_behind_the_tools_back_is_shown_exactly_and_repaired() {
     assert_eq!(
         changed(&plan),
         BTreeSet::from([
-            "update IAM role AmazonEKSVPCCNIMetricsHelperRole-sandbox".to_owned(),
-            "update CloudWatch dashboard CNI-Metrics-sandbox".to_owned(),
+            format!("update IAM role {ROLE}"),
+            format!("update CloudWatch dashboard {DASHBOARD}"),
             "update Deployment kube-system/cni-metrics-helper".to_owned(),
         ])
     );
@@ -416,7 +416,7 @@ async fn a_deploy_that_fails_midway_converges_on_the_next_run() {
     assert_eq!(code, Some(2));
     assert_eq!(
         changed(&plan),
-        BTreeSet::from(["create CloudWatch dashboard CNI-Metrics-sandbox".to_owned()])
+        BTreeSet::from([format!("create CloudWatch dashboard {DASHBOARD}")])
     );
     world.deploy(&[]).await;
     let (code, _) = world.plan_json(&[]).await;
@@ -445,51 +445,6 @@ async fn only_kubernetes_touches_no_aws_resource() {
     let (code, plan) = world.plan_json(&["--only", "iam,dashboard"]).await;
     assert_eq!(code, Some(2));
     assert_eq!(plan["summary"]["create"], 4, "{plan}");
-    world.sandbox.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_object_someone_else_manages_is_a_conflict_unless_forced() {
-    let world = World::start().await;
-    let deployments: Api<Deployment> = Api::namespaced(world.kube().await, "kube-system");
-    let helm_owned = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "cni-metrics-helper", "namespace": "kube-system", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"k8s-app": "cni-metrics-helper"}},
-            "template": {"metadata": {"labels": {"k8s-app": "cni-metrics-helper"}},
-                "spec": {"containers": [{"name": "cni-metrics-helper", "image": "example/helper:old"}]}}}});
-    deployments
-        .patch(
-            "cni-metrics-helper",
-            &PatchParams::apply("helm"),
-            &Patch::Apply(&helm_owned),
-        )
-        .await
-        .expect("helm release");
-    world.clear_request_logs();
-    let output = world
-        .xtask(&["deploy", "--cluster", "sandbox", "--yes"])
-        .await;
-    assert_eq!(output.status.code(), Some(1));
-    let message = stderr(&output);
-    assert!(
-        message.contains("managed by someone else") && message.contains("--force-conflicts"),
-        "{message}"
-    );
-    assert_eq!(
-        world.mutating_aws_calls(),
-        Vec::<String>::new(),
-        "a failed plan changes nothing"
-    );
-    assert_eq!(world.kubernetes_writes(), Vec::<String>::new());
-    world.deploy(&["--force-conflicts"]).await;
-    let live = deployments
-        .get("cni-metrics-helper")
-        .await
-        .expect("deployment");
-    assert_eq!(
-        live.metadata.labels.expect("labels")["app.kubernetes.io/managed-by"],
-        "cni-metrics-xtask"
-    );
     world.sandbox.shutdown().await;
 }
 
@@ -542,6 +497,23 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             ],
             vec![],
             "reserved by AWS",
+        ),
+        (
+            vec![
+                "deploy",
+                "--cluster",
+                "sandbox",
+                "--tag",
+                "Managed-By=me",
+                "--yes",
+            ],
+            vec![],
+            "this tool sets that tag itself",
+        ),
+        (
+            vec!["deploy", "--cluster", "sandbox", "--tag", "a*b=c", "--yes"],
+            vec![],
+            "IAM tags allow only",
         ),
         (
             vec![

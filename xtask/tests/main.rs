@@ -10,6 +10,7 @@ mod deploy;
 mod iam_lint;
 mod identity;
 mod kubernetes_schemas;
+mod ownership;
 mod render_cli;
 mod sandbox_up;
 mod snapshots;

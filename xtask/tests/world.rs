@@ -9,9 +9,10 @@ use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 use serde_json::Value;
 
-pub const ROLE: &str = "AmazonEKSVPCCNIMetricsHelperRole-sandbox";
+/// The default names for the cluster `sandbox` in the sandbox's default region, us-west-2.
+pub const ROLE: &str = "AmazonEKSVPCCNIMetricsHelperRole-sandbox-us-west-2";
 pub const POLICY: &str = "AmazonEKSVPCCNIMetricsHelperPolicy";
-pub const DASHBOARD: &str = "CNI-Metrics-sandbox";
+pub const DASHBOARD: &str = "CNI-Metrics-sandbox-us-west-2";
 
 pub struct World {
     pub sandbox: Sandbox,
@@ -20,16 +21,98 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
-        let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+        World::start_with(|_| {}).await
+    }
+
+    /// A sandbox with its options changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut SandboxOptions)) -> World {
+        let tools = python_tools();
         let home = tempfile::tempdir().expect("temp dir");
-        let options = SandboxOptions {
+        let mut options = SandboxOptions {
             nodes: 1,
             ..SandboxOptions::new(home.path().join("sandbox"))
         };
+        adjust(&mut options);
         let sandbox = Sandbox::start(&tools, options)
             .await
             .expect("the sandbox starts");
         World { sandbox, home }
+    }
+
+    /// A second cluster of the same name in `region`, in the same AWS account: it uses
+    /// `other`'s AWS emulator, with a Kubernetes API server and fleet of its own.
+    pub async fn start_beside(other: &World, region: &str) -> World {
+        World::start_with(|options| {
+            options.region = region.to_owned();
+            options.aws_endpoint = Some(other.sandbox.aws_endpoint().to_owned());
+        })
+        .await
+    }
+
+    /// Runs the real `kubectl` against this sandbox's API server, as a user would after
+    /// `source .sandbox/env`; the test fails, with kubectl's stderr, when it fails.
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let output = tokio::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.sandbox.kubeconfig_path())
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("kubectl runs (cargo xtask test installs it)");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            stderr(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `kubectl create KIND ...` as a user types it. kubectl sends the objects of such
+    /// generator commands as protobuf, which the sandbox's API server does not speak; the
+    /// same object, generated client-side as YAML and created from a file, is sent as JSON.
+    pub async fn kubectl_create(&self, args: &[&str]) {
+        let mut generate = vec!["create"];
+        generate.extend(args);
+        generate.extend(["--dry-run=client", "-o", "yaml"]);
+        let yaml = self.kubectl(&generate).await;
+        let file = self.home.path().join("kubectl-create.yaml");
+        std::fs::write(&file, yaml).expect("written");
+        // The sandbox serves no OpenAPI documents for kubectl to validate against yet.
+        self.kubectl(&[
+            "create",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ])
+        .await;
+    }
+
+    /// Runs a Python script with boto3 (installed with the emulator) against this
+    /// sandbox's AWS endpoint, as the AWS CLI a user follows the EKS user guide with would;
+    /// `args` go to the script.
+    pub async fn boto3(&self, script: &std::path::Path, args: &[&str]) -> String {
+        let mut command = tokio::process::Command::new(python_tools().python());
+        command
+            .arg(script)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::null());
+        for (name, value) in self.sandbox.env_vars() {
+            command.env(name, value);
+        }
+        // botocore reads the region from AWS_DEFAULT_REGION only.
+        command.env("AWS_DEFAULT_REGION", self.sandbox.region());
+        let output = command.output().await.expect("python runs");
+        assert!(
+            output.status.success(),
+            "{} failed: {}",
+            script.display(),
+            stderr(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Runs xtask with the sandbox's environment only.
@@ -138,6 +221,18 @@ impl World {
 }
 
 pub use crate::support::stderr;
+
+fn python_tools() -> PythonTools {
+    PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// The role and dashboard names `deploy` picks for the cluster `sandbox` in `region`.
+pub fn default_names(region: &str) -> (String, String) {
+    (
+        xtask::settings::default_role_name("sandbox", region),
+        xtask::settings::default_dashboard_name("sandbox", region),
+    )
+}
 
 /// The `kind name` of every change that is not a no-op.
 pub fn changed(plan: &Value) -> BTreeSet<String> {

@@ -4,10 +4,13 @@
 use aws_sdk_cloudwatch::Client;
 use serde_json::Value;
 
+use super::ownership::{Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope, Step};
 use crate::aws::{describe, missing_as_none};
 use crate::documents::diff;
-use crate::render::dashboard_marker;
+use crate::render::{dashboard_marker, dashboard_marker_prefix};
+
+pub const KIND: &str = "CloudWatch dashboard";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -17,16 +20,21 @@ pub enum DashboardError {
         name: String,
         message: String,
     },
-    #[error(
-        "a CloudWatch dashboard named {name} already exists and was not made by this tool; \
-         choose another --dashboard-name, or re-run with --force-conflicts to replace it"
-    )]
-    NotOurs { name: String },
 }
 
-/// Our dashboards say so in their header; a dashboard without the marker is someone else's.
-fn is_ours(body: &str) -> bool {
-    body.contains(&dashboard_marker())
+/// Our dashboards say in their header that we made them, and for which cluster and region:
+/// dashboards are global per account, so the same cluster name in another region is
+/// another owner.
+pub fn ownership(body: &str, cluster: &str, region: &str) -> Ownership {
+    if body.contains(&dashboard_marker(cluster, region)) {
+        Ownership::Ours
+    } else if body.contains(&dashboard_marker_prefix()) {
+        Ownership::NotOurs(
+            "made by this tool for another cluster or region (see its header)".to_owned(),
+        )
+    } else {
+        Ownership::NotOurs("its header has no cni-metrics-xtask marker".to_owned())
+    }
 }
 
 async fn live_body(client: &Client, name: &str) -> Result<Option<String>, DashboardError> {
@@ -40,63 +48,66 @@ async fn live_body(client: &Client, name: &str) -> Result<Option<String>, Dashbo
         })
 }
 
+/// The dashboard of our name, for `cluster` in `region`.
+#[derive(Debug, Clone, Copy)]
+pub struct DesiredDashboard<'a> {
+    pub name: &'a str,
+    pub body: &'a str,
+    pub cluster: &'a str,
+    pub region: &'a str,
+}
+
 pub async fn plan(
     client: &Client,
-    name: &str,
-    body: &str,
-    force_conflicts: bool,
+    desired: DesiredDashboard<'_>,
+    adopt: bool,
 ) -> Result<ResourceChange, DashboardError> {
-    let kind = "CloudWatch dashboard";
+    let name = desired.name;
     let put = vec![Step::PutDashboard {
         name: name.to_owned(),
-        body: body.to_owned(),
+        body: desired.body.to_owned(),
     }];
     let Some(live) = live_body(client, name).await? else {
         return Ok(
-            ResourceChange::new(Scope::Dashboard, kind, name, Change::Create).with_steps(put),
+            ResourceChange::new(Scope::Dashboard, KIND, name, Change::Create).with_steps(put),
         );
     };
-    if !is_ours(&live) && !force_conflicts {
-        return Err(DashboardError::NotOurs {
-            name: name.to_owned(),
-        });
-    }
-    let desired: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let ownership = ownership(&live, desired.cluster, desired.region);
+    let wanted: Value = serde_json::from_str(desired.body).unwrap_or(Value::Null);
     // A body that is not JSON at all is drift like any other; it shows as one replaced value.
     let live: Value = serde_json::from_str(&live).unwrap_or(Value::String(live));
-    let lines = diff(&live, &desired);
-    if lines.is_empty() {
-        Ok(ResourceChange::new(
-            Scope::Dashboard,
-            kind,
-            name,
-            Change::NoOp,
-        ))
+    let lines = diff(&live, &wanted);
+    let convergence = if lines.is_empty() {
+        Convergence::default()
     } else {
-        Ok(
-            ResourceChange::new(Scope::Dashboard, kind, name, Change::Update { diff: lines })
-                .with_steps(put),
-        )
-    }
+        Convergence {
+            diff: lines,
+            steps: put,
+        }
+    };
+    let (change, steps) = settle(ownership, adopt, convergence);
+    Ok(ResourceChange::new(Scope::Dashboard, KIND, name, change).with_steps(steps))
 }
 
+/// Plans the deletion of the dashboard when it is ours, for this cluster and region.
 pub async fn plan_destroy(
     client: &Client,
     name: &str,
+    cluster: &str,
+    region: &str,
 ) -> Result<Option<ResourceChange>, DashboardError> {
-    let kind = "CloudWatch dashboard";
-    Ok(live_body(client, name).await?.map(|live| {
-        if is_ours(&live) {
-            ResourceChange::new(Scope::Dashboard, kind, name, Change::Delete).with_steps(vec![
-                Step::DeleteDashboard {
+    Ok(live_body(client, name)
+        .await?
+        .map(|live| match ownership(&live, cluster, region) {
+            Ownership::Ours => ResourceChange::new(Scope::Dashboard, KIND, name, Change::Delete)
+                .with_steps(vec![Step::DeleteDashboard {
                     name: name.to_owned(),
-                },
-            ])
-        } else {
-            ResourceChange::new(Scope::Dashboard, kind, name, Change::NoOp)
-                .with_note("kept: not made by this tool")
-        }
-    }))
+                }]),
+            Ownership::NotOurs(reason) => {
+                ResourceChange::new(Scope::Dashboard, KIND, name, Change::NoOp)
+                    .with_note(format!("kept: not ours ({reason})"))
+            }
+        }))
 }
 
 pub async fn apply(client: &Client, step: &Step) -> Result<(), DashboardError> {

@@ -7,17 +7,16 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
+use super::ownership::{self, Convergence, Ownership, missing_tags, settle, tag_lines};
 use super::{Change, ResourceChange, Scope, Step};
 use crate::aws::{describe, missing_as_none};
 use crate::documents::{diff, normalize_policy, parse_iam_document};
-use crate::render::MANAGED_BY;
 
 /// IAM keeps at most five versions of a managed policy.
 const MAX_POLICY_VERSIONS: usize = 5;
-/// The tag that marks what this tool created, and that `destroy` keys on.
-pub const MANAGED_BY_TAG: &str = "managed-by";
-/// The tag naming the cluster a role serves.
-pub const CLUSTER_TAG: &str = "cni-metrics-xtask/cluster";
+pub const POLICY_KIND: &str = "IAM policy";
+pub const ROLE_KIND: &str = "IAM role";
+pub const ATTACHMENT_KIND: &str = "IAM role policy attachment";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IamError {
@@ -34,6 +33,9 @@ pub enum IamError {
 /// What the IAM scope should look like.
 #[derive(Debug, Clone)]
 pub struct DesiredIam {
+    /// The cluster and region the role serves, as its tags must name them.
+    pub cluster: String,
+    pub region: String,
     pub policy_name: String,
     pub policy_arn: String,
     pub policy_document: String,
@@ -64,25 +66,6 @@ fn tag_list(tags: &[(String, String)]) -> Vec<Tag> {
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .map(|tag| (tag.key().to_owned(), tag.value().to_owned()))
-        .collect()
-}
-
-/// The desired tags that are missing from `live` or differ there. Tags someone else added
-/// are left alone.
-fn missing_tags(
-    live: &BTreeMap<String, String>,
-    desired: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
-    desired
-        .iter()
-        .filter(|(key, value)| live.get(*key) != Some(*value))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
-}
-
-fn tag_diff(tags: &[(String, String)]) -> Vec<String> {
-    tags.iter()
-        .map(|(key, value)| format!("+ tag {key}={value}"))
         .collect()
 }
 
@@ -122,30 +105,67 @@ async fn get_role(
         .map_err(call_error("GetRole", name))
 }
 
-/// Plans the policy, the role and the attachment, in that order.
-pub async fn plan(client: &Client, desired: &DesiredIam) -> Result<Vec<ResourceChange>, IamError> {
-    let policy = plan_policy(client, desired).await?;
-    let (role, role_exists) = plan_role(client, desired).await?;
-    let attachment = plan_attachment(client, desired, role_exists).await?;
-    Ok(vec![policy, role, attachment])
+/// Plans the policy, the role and the attachment, in that order. A policy or role of our
+/// name that is not ours is a conflict, or with `adopt` an adoption.
+pub async fn plan(
+    client: &Client,
+    desired: &DesiredIam,
+    adopt: bool,
+) -> Result<Vec<ResourceChange>, IamError> {
+    let policy = plan_policy(client, desired, adopt).await?;
+    let (role, role_state) = plan_role(client, desired, adopt).await?;
+    let mut changes = vec![policy, role];
+    match role_state {
+        // Nothing is attached to a role that stays someone else's.
+        RoleState::Foreign => {}
+        RoleState::Missing => changes.push(plan_attachment(client, desired, false).await?),
+        RoleState::Exists => changes.push(plan_attachment(client, desired, true).await?),
+    }
+    Ok(changes)
 }
 
-async fn plan_policy(client: &Client, desired: &DesiredIam) -> Result<ResourceChange, IamError> {
+/// Where the role stands after planning.
+enum RoleState {
+    Missing,
+    /// Ours, or adopted.
+    Exists,
+    /// Someone else's, and not adopted.
+    Foreign,
+}
+
+async fn plan_policy(
+    client: &Client,
+    desired: &DesiredIam,
+    adopt: bool,
+) -> Result<ResourceChange, IamError> {
     let arn = &desired.policy_arn;
-    let kind = "IAM policy";
     let desired_tags: Vec<(String, String)> = desired.policy_tags.clone().into_iter().collect();
     let live = get_policy(client, arn).await?;
     let Some(live) = live else {
-        return Ok(
-            ResourceChange::new(Scope::Iam, kind, &desired.policy_name, Change::Create).with_steps(
-                vec![Step::CreatePolicy {
-                    name: desired.policy_name.clone(),
-                    document: desired.policy_document.clone(),
-                    tags: desired_tags,
-                }],
-            ),
-        );
+        return Ok(ResourceChange::new(
+            Scope::Iam,
+            POLICY_KIND,
+            &desired.policy_name,
+            Change::Create,
+        )
+        .with_steps(vec![Step::CreatePolicy {
+            name: desired.policy_name.clone(),
+            document: desired.policy_document.clone(),
+            tags: desired_tags,
+        }]));
     };
+    let live_tags = tag_map(live.tags());
+    let ownership = ownership::by_managed_by(&live_tags);
+    if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
+        // Someone else's: nothing more is read from it than it takes to say so.
+        let (change, _) = settle(ownership, adopt, Convergence::default());
+        return Ok(ResourceChange::new(
+            Scope::Iam,
+            POLICY_KIND,
+            &desired.policy_name,
+            change,
+        ));
+    }
     let version_id = live.default_version_id().unwrap_or_default().to_owned();
     let version = client
         .get_policy_version()
@@ -163,9 +183,11 @@ async fn plan_policy(client: &Client, desired: &DesiredIam) -> Result<ResourceCh
         &desired.policy_document,
         "the rendered IAM policy",
     )?);
-    let mut lines = diff(&live_value, &desired_value);
-    let mut steps = Vec::new();
-    if !lines.is_empty() {
+    let mut convergence = Convergence {
+        diff: diff(&live_value, &desired_value),
+        steps: Vec::new(),
+    };
+    if !convergence.diff.is_empty() {
         let versions = client
             .list_policy_versions()
             .policy_arn(arn)
@@ -190,48 +212,54 @@ async fn plan_policy(client: &Client, desired: &DesiredIam) -> Result<ResourceCh
             })
             .flatten();
         if let Some(oldest) = &delete_version {
-            lines.push(format!(
+            convergence.diff.push(format!(
                 "(deletes the oldest version {oldest}: IAM keeps at most {MAX_POLICY_VERSIONS})"
             ));
         }
-        steps.push(Step::NewPolicyVersion {
+        convergence.steps.push(Step::NewPolicyVersion {
             arn: arn.clone(),
             document: desired.policy_document.clone(),
             delete_version,
         });
     }
-    let tags = missing_tags(&tag_map(live.tags()), &desired.policy_tags);
+    let tags = missing_tags(&live_tags, &desired.policy_tags);
     if !tags.is_empty() {
-        lines.extend(tag_diff(&tags));
-        steps.push(Step::TagPolicy {
+        convergence.diff.extend(tag_lines(&live_tags, &tags));
+        convergence.steps.push(Step::TagPolicy {
             arn: arn.clone(),
             tags,
         });
     }
-    let change = if steps.is_empty() {
-        Change::NoOp
-    } else {
-        Change::Update { diff: lines }
-    };
-    Ok(ResourceChange::new(Scope::Iam, kind, &desired.policy_name, change).with_steps(steps))
+    let (change, steps) = settle(ownership, adopt, convergence);
+    Ok(
+        ResourceChange::new(Scope::Iam, POLICY_KIND, &desired.policy_name, change)
+            .with_steps(steps),
+    )
 }
 
 async fn plan_role(
     client: &Client,
     desired: &DesiredIam,
-) -> Result<(ResourceChange, bool), IamError> {
+    adopt: bool,
+) -> Result<(ResourceChange, RoleState), IamError> {
     let name = &desired.role_name;
-    let kind = "IAM role";
     let live = get_role(client, name).await?;
     let Some(live) = live else {
-        let change = ResourceChange::new(Scope::Iam, kind, name, Change::Create).with_steps(vec![
-            Step::CreateRole {
-                name: name.clone(),
-                trust: desired.trust_document.clone(),
-                tags: desired.role_tags.clone().into_iter().collect(),
-            },
-        ]);
-        return Ok((change, false));
+        let change =
+            ResourceChange::new(Scope::Iam, ROLE_KIND, name, Change::Create).with_steps(vec![
+                Step::CreateRole {
+                    name: name.clone(),
+                    trust: desired.trust_document.clone(),
+                    tags: desired.role_tags.clone().into_iter().collect(),
+                },
+            ]);
+        return Ok((change, RoleState::Missing));
+    };
+    let live_tags = tag_map(live.tags());
+    let ownership = ownership::of_role(&live_tags, &desired.cluster, &desired.region);
+    let state = match (&ownership, adopt) {
+        (Ownership::NotOurs(_), false) => RoleState::Foreign,
+        (Ownership::NotOurs(_), true) | (Ownership::Ours, _) => RoleState::Exists,
     };
     let live_trust = normalize_policy(&parse_live(
         live.assume_role_policy_document().unwrap_or_default(),
@@ -241,33 +269,31 @@ async fn plan_role(
         &desired.trust_document,
         "the rendered trust policy",
     )?);
-    let mut lines: Vec<String> = diff(&live_trust, &desired_trust)
-        .into_iter()
-        .map(|line| format!("trust policy {line}"))
-        .collect();
-    let mut steps = Vec::new();
-    if !lines.is_empty() {
-        steps.push(Step::UpdateTrust {
+    let mut convergence = Convergence {
+        diff: diff(&live_trust, &desired_trust)
+            .into_iter()
+            .map(|line| format!("trust policy {line}"))
+            .collect(),
+        steps: Vec::new(),
+    };
+    if !convergence.diff.is_empty() {
+        convergence.steps.push(Step::UpdateTrust {
             role: name.clone(),
             trust: desired.trust_document.clone(),
         });
     }
-    let tags = missing_tags(&tag_map(live.tags()), &desired.role_tags);
+    let tags = missing_tags(&live_tags, &desired.role_tags);
     if !tags.is_empty() {
-        lines.extend(tag_diff(&tags));
-        steps.push(Step::TagRole {
+        convergence.diff.extend(tag_lines(&live_tags, &tags));
+        convergence.steps.push(Step::TagRole {
             role: name.clone(),
             tags,
         });
     }
-    let change = if steps.is_empty() {
-        Change::NoOp
-    } else {
-        Change::Update { diff: lines }
-    };
+    let (change, steps) = settle(ownership, adopt, convergence);
     Ok((
-        ResourceChange::new(Scope::Iam, kind, name, change).with_steps(steps),
-        true,
+        ResourceChange::new(Scope::Iam, ROLE_KIND, name, change).with_steps(steps),
+        state,
     ))
 }
 
@@ -291,16 +317,20 @@ async fn plan_attachment(
     role_exists: bool,
 ) -> Result<ResourceChange, IamError> {
     let name = format!("{} -> {}", desired.role_name, desired.policy_name);
-    let kind = "IAM role policy attachment";
     let attached = role_exists
         && attached_policies(client, &desired.role_name)
             .await?
             .contains(&desired.policy_arn);
     if attached {
-        return Ok(ResourceChange::new(Scope::Iam, kind, name, Change::NoOp));
+        return Ok(ResourceChange::new(
+            Scope::Iam,
+            ATTACHMENT_KIND,
+            name,
+            Change::NoOp,
+        ));
     }
     Ok(
-        ResourceChange::new(Scope::Iam, kind, name, Change::Create).with_steps(vec![
+        ResourceChange::new(Scope::Iam, ATTACHMENT_KIND, name, Change::Create).with_steps(vec![
             Step::AttachPolicy {
                 role: desired.role_name.clone(),
                 policy_arn: desired.policy_arn.clone(),
@@ -309,67 +339,96 @@ async fn plan_attachment(
     )
 }
 
-fn is_ours(tags: &[Tag]) -> bool {
-    tags.iter()
-        .any(|tag| tag.key() == MANAGED_BY_TAG && tag.value() == MANAGED_BY)
+async fn inline_policies(client: &Client, role: &str) -> Result<Vec<String>, IamError> {
+    let listed = client
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(call_error("ListRolePolicies", role))?;
+    Ok(listed.policy_names().to_vec())
 }
 
-/// Plans the removal of what this tool created: the role (detached first) when it carries
-/// our tag, and the policy when it carries our tag and no other role still uses it.
+fn policy_name_of(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Plans the removal of what this tool created, and only of our parts of it: our policy is
+/// detached from our role; the role is deleted only when nothing else is attached to it or
+/// written into it; the policy only when it carries our tag and no role, user or group at
+/// all still uses it afterwards.
 pub async fn plan_destroy(
     client: &Client,
     desired: &DesiredIam,
 ) -> Result<Vec<ResourceChange>, IamError> {
     let mut changes = Vec::new();
     let role_name = &desired.role_name;
-    let role = get_role(client, role_name).await?;
-    match role {
-        Some(role) if is_ours(role.tags()) => {
-            let attached = attached_policies(client, role_name).await?;
-            for policy_arn in attached {
-                let policy_name = policy_arn
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(&policy_arn)
-                    .to_owned();
-                changes.push(
-                    ResourceChange::new(
-                        Scope::Iam,
-                        "IAM role policy attachment",
-                        format!("{role_name} -> {policy_name}"),
-                        Change::Delete,
-                    )
-                    .with_steps(vec![Step::DetachPolicy {
-                        role: role_name.clone(),
-                        policy_arn,
-                    }]),
+    // Whether this run detaches our policy from our role, so that the role no longer
+    // counts as a user of the policy.
+    let mut detaching_from_our_role = false;
+    if let Some(role) = get_role(client, role_name).await? {
+        match ownership::of_role(&tag_map(role.tags()), &desired.cluster, &desired.region) {
+            Ownership::Ours => {
+                let attached = attached_policies(client, role_name).await?;
+                if attached.contains(&desired.policy_arn) {
+                    detaching_from_our_role = true;
+                    changes.push(
+                        ResourceChange::new(
+                            Scope::Iam,
+                            ATTACHMENT_KIND,
+                            format!("{role_name} -> {}", desired.policy_name),
+                            Change::Delete,
+                        )
+                        .with_steps(vec![Step::DetachPolicy {
+                            role: role_name.clone(),
+                            policy_arn: desired.policy_arn.clone(),
+                        }]),
+                    );
+                }
+                let mut others: Vec<String> = attached
+                    .iter()
+                    .filter(|arn| **arn != desired.policy_arn)
+                    .map(|arn| format!("attached policy {}", policy_name_of(arn)))
+                    .collect();
+                others.extend(
+                    inline_policies(client, role_name)
+                        .await?
+                        .into_iter()
+                        .map(|name| format!("inline policy {name}")),
                 );
+                if others.is_empty() {
+                    changes.push(
+                        ResourceChange::new(Scope::Iam, ROLE_KIND, role_name, Change::Delete)
+                            .with_steps(vec![Step::DeleteRole {
+                                role: role_name.clone(),
+                            }]),
+                    );
+                } else {
+                    let others = others.join(", ");
+                    tracing::warn!(
+                        "keeping the IAM role {role_name}: someone else added {others} to it; delete the role yourself once they are no longer needed"
+                    );
+                    changes.push(
+                        ResourceChange::new(Scope::Iam, ROLE_KIND, role_name, Change::NoOp)
+                            .with_note(format!("kept: it also has {others}, which are not ours")),
+                    );
+                }
             }
-            changes.push(
-                ResourceChange::new(Scope::Iam, "IAM role", role_name, Change::Delete).with_steps(
-                    vec![Step::DeleteRole {
-                        role: role_name.clone(),
-                    }],
-                ),
-            );
+            Ownership::NotOurs(reason) => changes.push(
+                ResourceChange::new(Scope::Iam, ROLE_KIND, role_name, Change::NoOp)
+                    .with_note(format!("kept: not ours ({reason})")),
+            ),
         }
-        Some(_) => changes.push(
-            ResourceChange::new(Scope::Iam, "IAM role", role_name, Change::NoOp)
-                .with_note(format!("kept: not tagged {MANAGED_BY_TAG}={MANAGED_BY}")),
-        ),
-        None => {}
     }
 
     let arn = &desired.policy_arn;
-    let policy = get_policy(client, arn).await?;
-    let Some(policy) = policy else {
+    let Some(policy) = get_policy(client, arn).await? else {
         return Ok(changes);
     };
-    let kind = "IAM policy";
-    if !is_ours(policy.tags()) {
+    if let Ownership::NotOurs(reason) = ownership::by_managed_by(&tag_map(policy.tags())) {
         changes.push(
-            ResourceChange::new(Scope::Iam, kind, &desired.policy_name, Change::NoOp)
-                .with_note(format!("kept: not tagged {MANAGED_BY_TAG}={MANAGED_BY}")),
+            ResourceChange::new(Scope::Iam, POLICY_KIND, &desired.policy_name, Change::NoOp)
+                .with_note(format!("kept: not ours ({reason})")),
         );
         return Ok(changes);
     }
@@ -383,7 +442,7 @@ pub async fn plan_destroy(
         .policy_roles()
         .iter()
         .filter_map(|role| role.role_name().map(str::to_owned))
-        .filter(|name| name != role_name)
+        .filter(|name| !(detaching_from_our_role && name == role_name))
         .collect();
     others.extend(
         entities
@@ -399,7 +458,7 @@ pub async fn plan_destroy(
     );
     if !others.is_empty() {
         changes.push(
-            ResourceChange::new(Scope::Iam, kind, &desired.policy_name, Change::NoOp)
+            ResourceChange::new(Scope::Iam, POLICY_KIND, &desired.policy_name, Change::NoOp)
                 .with_note(format!("kept: still attached to {}", others.join(", "))),
         );
         return Ok(changes);
@@ -417,12 +476,16 @@ pub async fn plan_destroy(
         .filter_map(|version| version.version_id().map(str::to_owned))
         .collect();
     changes.push(
-        ResourceChange::new(Scope::Iam, kind, &desired.policy_name, Change::Delete).with_steps(
-            vec![Step::DeletePolicy {
-                arn: arn.clone(),
-                versions: non_default,
-            }],
-        ),
+        ResourceChange::new(
+            Scope::Iam,
+            POLICY_KIND,
+            &desired.policy_name,
+            Change::Delete,
+        )
+        .with_steps(vec![Step::DeletePolicy {
+            arn: arn.clone(),
+            versions: non_default,
+        }]),
     );
     Ok(changes)
 }

@@ -5,8 +5,13 @@
 //! Ownership: an object that carries our `managed-by` label is ours, and a field someone
 //! changed behind our back (`kubectl edit`, `kubectl scale`) is drift that deploy takes back.
 //! An object that exists without our label belongs to someone else (a Helm release, a
-//! hand-applied upstream manifest): its conflicting fields are reported and only taken over
-//! with `--force-conflicts`.
+//! hand-applied upstream manifest): it is a conflict, and nothing is sent to it, not even a
+//! dry run, unless the user adopts it with `--adopt`; then our apply takes every field we
+//! set (force) and labels it, and from then on it is ours.
+//!
+//! The objects the tool may have made in another mode (the upstream helper's ClusterRole,
+//! the publisher's Roles) are looked up too: the ones that carry our label and are no longer
+//! rendered are deleted, so switching modes leaves no grant behind.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::ownership::{Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope, Step};
 use crate::catalog::Version;
 use crate::documents::diff;
@@ -39,8 +45,8 @@ pub enum KubeError {
         message: String,
     },
     #[error(
-        "{kind} {name} exists and is managed by someone else: {message}; \
-         re-run with --force-conflicts to take these fields over (check that no Helm release or other tool still manages it)"
+        "{kind} {name} has fields managed by someone else: {message}; \
+         check that no Helm release or other tool still manages it, then re-run with --adopt to take these fields over"
     )]
     Conflict {
         kind: &'static str,
@@ -141,9 +147,32 @@ where
     }
 }
 
-/// Whether a live object carries our managed-by label: ours to update, take back and delete.
-fn is_ours<K: Resource>(live: &K) -> bool {
-    live.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+/// Whether a live object carries our managed-by label: ours to update, take back and
+/// delete. Otherwise the reason names who does manage it, as far as the object tells.
+fn ownership<K: Resource>(live: &K) -> Ownership {
+    match live.labels().get(MANAGED_BY_LABEL).map(String::as_str) {
+        Some(MANAGED_BY) => Ownership::Ours,
+        Some(other) => Ownership::NotOurs(format!("labelled {MANAGED_BY_LABEL}={other}")),
+        None => {
+            let mut managers: Vec<&str> = live
+                .meta()
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|entry| entry.manager.as_deref())
+                .collect();
+            managers.sort_unstable();
+            managers.dedup();
+            if managers.is_empty() {
+                Ownership::NotOurs(format!("not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"))
+            } else {
+                Ownership::NotOurs(format!(
+                    "not labelled {MANAGED_BY_LABEL}={MANAGED_BY}; its fields are managed by {}",
+                    managers.join(", ")
+                ))
+            }
+        }
+    }
 }
 
 /// `namespace/name`, or the name of a cluster-scoped object, as plans show it.
@@ -159,61 +188,86 @@ async fn plan_one<K>(
     api: Api<K>,
     object: &K,
     manifest: &ManifestObject,
-    force_conflicts: bool,
+    adopt: bool,
 ) -> Result<ResourceChange, KubeError>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let kind = manifest.kind();
     let name = object.name_any();
+    let display_name = display_name(object);
     let live = api
         .get_opt(&name)
         .await
         .map_err(|error| call_error("reading", kind, &name, error))?;
-    let ours = live.as_ref().is_none_or(is_ours);
-    let force = force_conflicts || ours;
-    let applied = apply_one(&api, object, kind, force, ApplyMode::DryRun).await?;
-    let display_name = display_name(object);
-    let change = match &live {
-        None => Change::Create,
-        Some(live) => {
-            let lines = diff(&comparable(live), &comparable(&applied));
-            if lines.is_empty() {
-                Change::NoOp
-            } else {
-                Change::Update { diff: lines }
-            }
+    let Some(live) = live else {
+        // Nobody has it: ours to create. The dry run still runs, so that an object the API
+        // server would refuse fails the plan rather than the deploy.
+        apply_one(&api, object, kind, ApplyMode::DryRun).await?;
+        return Ok(
+            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Create)
+                .with_steps(vec![apply_step(manifest)]),
+        );
+    };
+    let ownership = ownership(&live);
+    if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
+        let (change, _) = settle(ownership, adopt, Convergence::default());
+        return Ok(ResourceChange::new(
+            Scope::Kubernetes,
+            kind,
+            display_name,
+            change,
+        ));
+    }
+    // Ours, or adopted: our apply takes every field we set, whoever set it last.
+    let applied = apply_one(&api, object, kind, ApplyMode::DryRun).await?;
+    let lines = diff(&comparable(&live), &comparable(&applied));
+    let convergence = if lines.is_empty() {
+        Convergence::default()
+    } else {
+        Convergence {
+            diff: lines,
+            steps: vec![apply_step(manifest)],
         }
     };
-    let steps = if change == Change::NoOp {
-        Vec::new()
-    } else {
-        vec![Step::Apply {
-            object: Box::new(manifest.clone()),
-            force,
-            wait_for_rollout: matches!(manifest, ManifestObject::Deployment(_)),
-        }]
-    };
-    let mut planned =
-        ResourceChange::new(Scope::Kubernetes, kind, display_name, change).with_steps(steps);
-    if live.is_some() && !ours {
-        planned =
-            planned.with_note("not labelled as ours: taken over because of --force-conflicts");
-    }
-    Ok(planned)
+    let (change, steps) = settle(ownership, adopt, convergence);
+    Ok(ResourceChange::new(Scope::Kubernetes, kind, display_name, change).with_steps(steps))
 }
 
-/// Plans every rendered object, in the order they are applied.
+fn apply_step(manifest: &ManifestObject) -> Step {
+    Step::Apply {
+        object: Box::new(manifest.clone()),
+        wait_for_rollout: matches!(manifest, ManifestObject::Deployment(_)),
+    }
+}
+
+/// Plans every rendered object, in the order they are applied, then the deletion of the
+/// objects of ours among `possible` that are no longer rendered (left by another mode).
 pub async fn plan(
     client: &Client,
     objects: &[ManifestObject],
-    force_conflicts: bool,
+    possible: &[ManifestObject],
+    adopt: bool,
 ) -> Result<Vec<ResourceChange>, KubeError> {
     let mut changes = Vec::with_capacity(objects.len());
     for manifest in objects {
         changes.push(with_typed_api!(client, manifest, |api, object| {
-            plan_one(api, object, manifest, force_conflicts).await?
+            plan_one(api, object, manifest, adopt).await?
         }));
+    }
+    let rendered: Vec<_> = objects.iter().map(ManifestObject::identity).collect();
+    for manifest in possible.iter().rev() {
+        if rendered.contains(&manifest.identity()) {
+            continue;
+        }
+        let stale = with_typed_api!(client, manifest, |api, object| {
+            plan_delete_one(api, object, manifest).await?
+        });
+        // Only our leftovers are planned; someone else's object of that name is not ours
+        // to mention, as the current mode does not use it.
+        if let Some(change) = stale.filter(|change| change.change == Change::Delete) {
+            changes.push(change.with_note("no longer needed in this mode"));
+        }
     }
     Ok(changes)
 }
@@ -236,29 +290,29 @@ where
         return Ok(None);
     };
     let display_name = display_name(object);
-    if !is_ours(&live) {
-        return Ok(Some(
-            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::NoOp).with_note(
-                format!("kept: not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"),
-            ),
-        ));
-    }
-    Ok(Some(
-        ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Delete).with_steps(
-            vec![Step::DeleteObject {
-                object: Box::new(manifest.clone()),
-            }],
-        ),
-    ))
+    Ok(Some(match ownership(&live) {
+        Ownership::Ours => {
+            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Delete).with_steps(
+                vec![Step::DeleteObject {
+                    object: Box::new(manifest.clone()),
+                }],
+            )
+        }
+        Ownership::NotOurs(reason) => {
+            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::NoOp)
+                .with_note(format!("kept: not ours ({reason})"))
+        }
+    }))
 }
 
-/// Plans the deletion of every rendered object that exists and is ours, Deployment first.
+/// Plans the deletion of every object the tool may have made (`possible`, in apply order)
+/// that exists and is ours, Deployment first.
 pub async fn plan_destroy(
     client: &Client,
-    objects: &[ManifestObject],
+    possible: &[ManifestObject],
 ) -> Result<Vec<ResourceChange>, KubeError> {
     let mut changes = Vec::new();
-    for manifest in objects.iter().rev() {
+    for manifest in possible.iter().rev() {
         changes.extend(with_typed_api!(client, manifest, |api, object| {
             plan_delete_one(api, object, manifest).await?
         }));
@@ -276,13 +330,13 @@ enum ApplyMode {
 }
 
 /// Server-side applies `object` with our field manager and returns the object as the API
-/// server has it afterwards (or would have it, in a dry run). A 409 is a field conflict with
-/// another manager.
+/// server has it afterwards (or would have it, in a dry run). It is only ever called for an
+/// object that is ours, new or adopted, so it takes every field we set (force); whether the
+/// object is someone else's is decided before, from its label, not from field conflicts.
 async fn apply_one<K>(
     api: &Api<K>,
     object: &K,
     kind: &'static str,
-    force: bool,
     mode: ApplyMode,
 ) -> Result<K, KubeError>
 where
@@ -296,7 +350,7 @@ where
         ),
         ApplyMode::Commit => (PatchParams::apply(FIELD_MANAGER), "applying"),
     };
-    params.force = force;
+    params.force = true;
     api.patch(&name, &params, &Patch::Apply(object))
         .await
         .map_err(|error| match error {
@@ -461,14 +515,12 @@ pub async fn apply(
     match step {
         Step::Apply {
             object,
-            force,
             wait_for_rollout: wait,
         } => {
             let kind = object.kind();
             if let ManifestObject::Deployment(deployment) = object.as_ref() {
                 let api = api_for(client, deployment.as_ref());
-                let applied =
-                    apply_one(&api, deployment.as_ref(), kind, *force, ApplyMode::Commit).await?;
+                let applied = apply_one(&api, deployment.as_ref(), kind, ApplyMode::Commit).await?;
                 if *wait {
                     let namespace = applied.namespace().unwrap_or_default();
                     let generation = applied.metadata.generation.unwrap_or(0);
@@ -484,7 +536,7 @@ pub async fn apply(
                 }
             } else {
                 with_typed_api!(client, object.as_ref(), |api, typed| {
-                    apply_one(&api, typed, kind, *force, ApplyMode::Commit)
+                    apply_one(&api, typed, kind, ApplyMode::Commit)
                         .await
                         .map(drop)?
                 });

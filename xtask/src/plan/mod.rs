@@ -7,6 +7,7 @@
 pub mod dashboard;
 pub mod iam;
 pub mod kubernetes;
+pub mod ownership;
 pub mod pod_identity;
 
 use std::fmt::Write as _;
@@ -41,6 +42,17 @@ pub enum Change {
     },
     NoOp,
     Delete,
+    /// A resource of that name exists and is not ours (it lacks our marks, or they name
+    /// another cluster or region): nothing is written to it, and `deploy` refuses to run.
+    Conflict {
+        reason: String,
+    },
+    /// A resource that is not ours, taken over because of `--adopt`: the steps put our
+    /// marks on it and converge it, and from then on it is ours.
+    Adopt {
+        reason: String,
+        diff: Vec<String>,
+    },
 }
 
 /// One resource in the plan, with the steps that carry out its change.
@@ -129,9 +141,10 @@ pub enum Step {
         arn: String,
         versions: Vec<String>,
     },
+    /// A server-side apply that takes every field we set: planned only for objects that
+    /// are ours, new, or adopted.
     Apply {
         object: Box<ManifestObject>,
-        force: bool,
         /// Wait for the Deployment's rollout after applying.
         wait_for_rollout: bool,
     },
@@ -161,6 +174,10 @@ pub enum Step {
         cluster: String,
         id: String,
     },
+    TagAssociation {
+        arn: String,
+        tags: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// Everything `plan` shows and `deploy`/`destroy` execute.
@@ -182,6 +199,8 @@ pub struct Summary {
     pub create: usize,
     pub update: usize,
     pub delete: usize,
+    pub adopt: usize,
+    pub conflict: usize,
     pub unchanged: usize,
 }
 
@@ -192,6 +211,50 @@ impl Plan {
             .any(|change| change.change != Change::NoOp)
     }
 
+    /// The resources that exist under our names but are not ours, each with the reason.
+    pub fn conflicts(&self) -> Vec<(&ResourceChange, &str)> {
+        self.changes
+            .iter()
+            .filter_map(|change| {
+                if let Change::Conflict { reason } = &change.change {
+                    Some((change, reason.as_str()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Refuses a plan with conflicts, naming each resource and the ways out; a plan that
+    /// is refused is never executed, so nothing anywhere changes.
+    pub fn refuse_conflicts(&self) -> Result<(), ConflictError> {
+        let conflicts = self.conflicts();
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let resources: Vec<String> = conflicts
+            .iter()
+            .map(|(change, reason)| format!("{} {} ({reason})", change.kind, change.name))
+            .collect();
+        let renames: Vec<&str> = conflicts
+            .iter()
+            .filter_map(|(change, _)| rename_flag(change.kind))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Err(ConflictError {
+            resources: resources.join("; "),
+            ways_out: if renames.is_empty() {
+                "re-run with --adopt to take them over (the plan shows each adoption with its diff), or remove them".to_owned()
+            } else {
+                format!(
+                    "re-run with --adopt to take them over (the plan shows each adoption with its diff), or choose other names with {}",
+                    renames.join("/")
+                )
+            },
+        })
+    }
+
     pub fn summary(&self) -> Summary {
         let mut summary = Summary::default();
         for change in &self.changes {
@@ -199,6 +262,8 @@ impl Plan {
                 Change::Create => summary.create += 1,
                 Change::Update { .. } => summary.update += 1,
                 Change::Delete => summary.delete += 1,
+                Change::Adopt { .. } => summary.adopt += 1,
+                Change::Conflict { .. } => summary.conflict += 1,
                 Change::NoOp => summary.unchanged += 1,
             }
         }
@@ -219,27 +284,54 @@ impl Plan {
                 Change::Update { .. } => ("~", "update"),
                 Change::NoOp => ("=", "no-op"),
                 Change::Delete => ("-", "delete"),
+                Change::Adopt { .. } => ("&", "adopt"),
+                Change::Conflict { .. } => ("!", "CONFLICT"),
             };
             let _ = writeln!(
                 out,
-                "  {mark} {word:<7} {:<26} {}",
+                "  {mark} {word:<8} {:<26} {}",
                 change.kind, change.name
             );
-            if let Change::Update { diff } = &change.change {
-                for line in diff {
-                    let _ = writeln!(out, "        {line}");
+            match &change.change {
+                Change::Update { diff } => {
+                    for line in diff {
+                        let _ = writeln!(out, "         {line}");
+                    }
                 }
+                Change::Adopt { reason, diff } => {
+                    let _ = writeln!(
+                        out,
+                        "         (not ours: {reason}; taken over because of --adopt)"
+                    );
+                    for line in diff {
+                        let _ = writeln!(out, "         {line}");
+                    }
+                }
+                Change::Conflict { reason } => {
+                    let _ = writeln!(
+                        out,
+                        "         (exists and is not ours: {reason}; nothing is written to it without --adopt)"
+                    );
+                }
+                Change::Create | Change::NoOp | Change::Delete => {}
             }
             if let Some(note) = &change.note {
-                let _ = writeln!(out, "        ({note})");
+                let _ = writeln!(out, "         ({note})");
             }
         }
         let summary = self.summary();
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "Plan: {} to create, {} to update, {} to delete, {} unchanged.",
-            summary.create, summary.update, summary.delete, summary.unchanged
+            "Plan: {} to create, {} to update, {} to delete, ",
+            summary.create, summary.update, summary.delete
         );
+        if summary.adopt > 0 {
+            let _ = write!(out, "{} to adopt, ", summary.adopt);
+        }
+        if summary.conflict > 0 {
+            let _ = write!(out, "{} in conflict, ", summary.conflict);
+        }
+        let _ = writeln!(out, "{} unchanged.", summary.unchanged);
         out
     }
 
@@ -253,5 +345,129 @@ impl Plan {
             );
         }
         value
+    }
+}
+
+/// Resources under our names that are not ours: the one line `plan` and `deploy` end with.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to change anything: these exist and were not made by this tool for this cluster: {resources}; {ways_out}"
+)]
+pub struct ConflictError {
+    pub resources: String,
+    pub ways_out: String,
+}
+
+/// The flag that gives a resource of `kind` another name, where one exists.
+fn rename_flag(kind: &str) -> Option<&'static str> {
+    match kind {
+        iam::ROLE_KIND => Some("--role-name"),
+        iam::POLICY_KIND => Some("--policy-name"),
+        dashboard::KIND => Some("--dashboard-name"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(changes: Vec<ResourceChange>) -> Plan {
+        Plan {
+            schema_version: 1,
+            cluster: "prod".to_owned(),
+            region: "eu-west-1".to_owned(),
+            account: "111122223333".to_owned(),
+            identity: "irsa",
+            version: "v1.23.0".to_owned(),
+            changes,
+        }
+    }
+
+    fn conflict(kind: &'static str, name: &str) -> ResourceChange {
+        ResourceChange::new(
+            Scope::Iam,
+            kind,
+            name,
+            Change::Conflict {
+                reason: "not tagged managed-by=cni-metrics-xtask".to_owned(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_plan_with_conflicts_is_refused_with_every_resource_and_the_ways_out() {
+        let refused = plan(vec![
+            ResourceChange::new(Scope::Iam, iam::POLICY_KIND, "p", Change::Create),
+            conflict(iam::ROLE_KIND, "AmazonEKSVPCCNIMetricsHelperRole"),
+            conflict(dashboard::KIND, "CNI-Metrics-prod-eu-west-1"),
+            conflict(iam::ROLE_KIND, "another-role"),
+        ]);
+        let message = refused.refuse_conflicts().expect_err("refused").to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        for expected in [
+            "IAM role AmazonEKSVPCCNIMetricsHelperRole (not tagged managed-by=cni-metrics-xtask)",
+            "CloudWatch dashboard CNI-Metrics-prod-eu-west-1",
+            "--adopt",
+            "--dashboard-name/--role-name",
+        ] {
+            assert!(message.contains(expected), "{expected} in {message}");
+        }
+        let kubernetes_only = plan(vec![ResourceChange::new(
+            Scope::Kubernetes,
+            "Deployment",
+            "kube-system/cni-metrics-helper",
+            Change::Conflict {
+                reason: "labelled app.kubernetes.io/managed-by=Helm".to_owned(),
+            },
+        )]);
+        let message = kubernetes_only
+            .refuse_conflicts()
+            .expect_err("refused")
+            .to_string();
+        assert!(message.ends_with("or remove them"), "{message}");
+        assert!(plan(vec![]).refuse_conflicts().is_ok());
+    }
+
+    #[test]
+    fn adoptions_and_conflicts_are_counted_and_shown_with_their_reasons() {
+        let shown = plan(vec![
+            conflict(iam::POLICY_KIND, "AmazonEKSVPCCNIMetricsHelperPolicy"),
+            ResourceChange::new(
+                Scope::Iam,
+                iam::ROLE_KIND,
+                "r",
+                Change::Adopt {
+                    reason: "made for cluster prod without a region tag".to_owned(),
+                    diff: vec!["+ tag cni-metrics-xtask/region=eu-west-1".to_owned()],
+                },
+            ),
+            ResourceChange::new(Scope::Dashboard, dashboard::KIND, "d", Change::NoOp),
+        ]);
+        let summary = shown.summary();
+        assert_eq!(
+            (summary.conflict, summary.adopt, summary.unchanged),
+            (1, 1, 1)
+        );
+        assert!(shown.has_changes());
+        let text = shown.to_human();
+        assert!(text.contains("! CONFLICT IAM policy"), "{text}");
+        assert!(
+            text.contains("(exists and is not ours: not tagged managed-by=cni-metrics-xtask; nothing is written to it without --adopt)"),
+            "{text}"
+        );
+        assert!(text.contains("& adopt    IAM role"), "{text}");
+        assert!(
+            text.contains("+ tag cni-metrics-xtask/region=eu-west-1"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Plan: 0 to create, 0 to update, 0 to delete, 1 to adopt, 1 in conflict, 1 unchanged.\n"),
+            "{text}"
+        );
+        let json = shown.to_json();
+        assert_eq!(json["changes"][0]["action"], "conflict");
+        assert_eq!(json["changes"][1]["action"], "adopt");
+        assert_eq!(json["summary"]["adopt"], 1);
     }
 }

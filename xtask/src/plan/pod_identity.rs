@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_eks::Client;
 
+use super::ownership::{self, Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope, Step};
 use crate::aws::{describe, missing_as_none};
-use crate::plan::iam::MANAGED_BY_TAG;
-use crate::render::MANAGED_BY;
 
 /// The add-on that serves Pod Identity credentials on the nodes.
 pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
@@ -49,13 +48,20 @@ pub async fn agent_active(client: &Client, cluster: &str) -> Result<bool, PodIde
         .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active))
 }
 
-/// The live association for the service account: its id, role and tags.
+/// The live association for the service account.
+struct LiveAssociation {
+    id: String,
+    arn: String,
+    role_arn: String,
+    tags: BTreeMap<String, String>,
+}
+
 async fn live(
     client: &Client,
     cluster: &str,
     namespace: &str,
     service_account: &str,
-) -> Result<Option<(String, String, HashMap<String, String>)>, PodIdentityError> {
+) -> Result<Option<LiveAssociation>, PodIdentityError> {
     let resource = format!("{cluster} {namespace}/{service_account}");
     let listed = client
         .list_pod_identity_associations()
@@ -82,15 +88,20 @@ async fn live(
     let association = described
         .association
         .unwrap_or_else(|| aws_sdk_eks::types::PodIdentityAssociation::builder().build());
-    Ok(Some((
-        id.to_owned(),
-        association.role_arn.unwrap_or_default(),
-        association.tags.unwrap_or_default(),
-    )))
+    let tags: HashMap<String, String> = association.tags.unwrap_or_default();
+    Ok(Some(LiveAssociation {
+        id: id.to_owned(),
+        arn: association.association_arn.unwrap_or_default(),
+        role_arn: association.role_arn.unwrap_or_default(),
+        tags: tags.into_iter().collect(),
+    }))
 }
 
+pub const KIND: &str = "EKS Pod Identity association";
+
 /// Plans the association: present with `role_arn` in pod-identity mode (`Some`), absent in
-/// IRSA mode (`None`), where only an association this tool made is removed.
+/// IRSA mode (`None`), where only an association this tool made is removed. One that
+/// exists without our tag is a conflict, or with `adopt` an adoption (tagged, repointed).
 pub async fn plan(
     client: &Client,
     cluster: &str,
@@ -98,12 +109,12 @@ pub async fn plan(
     service_account: &str,
     role_arn: Option<&str>,
     tags: &BTreeMap<String, String>,
+    adopt: bool,
 ) -> Result<Option<ResourceChange>, PodIdentityError> {
-    let kind = "EKS Pod Identity association";
     let name = format!("{namespace}/{service_account}");
     let live = live(client, cluster, namespace, service_account).await?;
     let change = match (role_arn, live) {
-        (Some(role_arn), None) => ResourceChange::new(Scope::Iam, kind, name, Change::Create)
+        (Some(role_arn), None) => ResourceChange::new(Scope::Iam, KIND, name, Change::Create)
             .with_steps(vec![Step::CreateAssociation {
                 cluster: cluster.to_owned(),
                 namespace: namespace.to_owned(),
@@ -111,34 +122,43 @@ pub async fn plan(
                 role_arn: role_arn.to_owned(),
                 tags: tags.clone(),
             }]),
-        (Some(role_arn), Some((id, live_role, _))) if live_role != role_arn => ResourceChange::new(
-            Scope::Iam,
-            kind,
-            name,
-            Change::Update {
-                diff: vec![format!("~ .roleArn: \"{live_role}\" -> \"{role_arn}\"")],
-            },
-        )
-        .with_steps(vec![Step::UpdateAssociation {
-            cluster: cluster.to_owned(),
-            id,
-            role_arn: role_arn.to_owned(),
-        }]),
-        (Some(_), Some(_)) => ResourceChange::new(Scope::Iam, kind, name, Change::NoOp),
-        (None, Some((id, _, live_tags))) => {
-            if live_tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY) {
-                ResourceChange::new(Scope::Iam, kind, name, Change::Delete).with_steps(vec![
-                    Step::DeleteAssociation {
-                        cluster: cluster.to_owned(),
-                        id,
-                    },
-                ])
-            } else {
-                ResourceChange::new(Scope::Iam, kind, name, Change::NoOp).with_note(
-                    "kept: not made by this tool, but it gives the pods an identity next to IRSA's",
-                )
+        (Some(role_arn), Some(live)) => {
+            let mut convergence = Convergence::default();
+            if live.role_arn != role_arn {
+                convergence.diff.push(format!(
+                    "~ .roleArn: \"{}\" -> \"{role_arn}\"",
+                    live.role_arn
+                ));
+                convergence.steps.push(Step::UpdateAssociation {
+                    cluster: cluster.to_owned(),
+                    id: live.id.clone(),
+                    role_arn: role_arn.to_owned(),
+                });
             }
+            let missing = ownership::missing_tags(&live.tags, tags);
+            if !missing.is_empty() {
+                convergence
+                    .diff
+                    .extend(ownership::tag_lines(&live.tags, &missing));
+                convergence.steps.push(Step::TagAssociation {
+                    arn: live.arn.clone(),
+                    tags: missing.into_iter().collect(),
+                });
+            }
+            let (change, steps) = settle(ownership::by_managed_by(&live.tags), adopt, convergence);
+            ResourceChange::new(Scope::Iam, KIND, name, change).with_steps(steps)
         }
+        (None, Some(live)) => match ownership::by_managed_by(&live.tags) {
+            Ownership::Ours => ResourceChange::new(Scope::Iam, KIND, name, Change::Delete)
+                .with_steps(vec![Step::DeleteAssociation {
+                    cluster: cluster.to_owned(),
+                    id: live.id,
+                }]),
+            Ownership::NotOurs(_) => ResourceChange::new(Scope::Iam, KIND, name, Change::NoOp)
+                .with_note(
+                    "kept: not made by this tool, but it gives the pods an identity next to IRSA's",
+                ),
+        },
         (None, None) => return Ok(None),
     };
     Ok(Some(change))
@@ -180,6 +200,15 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError>
                 .send()
                 .await
                 .map_err(call_error("UpdatePodIdentityAssociation", id))?;
+        }
+        Step::TagAssociation { arn, tags } => {
+            client
+                .tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(call_error("TagResource", arn))?;
         }
         Step::DeleteAssociation { cluster, id } => {
             client

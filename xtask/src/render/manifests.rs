@@ -35,6 +35,28 @@ impl ManifestObject {
         }
     }
 
+    /// The object's metadata, whatever its kind.
+    pub fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            ManifestObject::ServiceAccount(object) => &object.metadata,
+            ManifestObject::ClusterRole(object) => &object.metadata,
+            ManifestObject::ClusterRoleBinding(object) => &object.metadata,
+            ManifestObject::Role(object) => &object.metadata,
+            ManifestObject::RoleBinding(object) => &object.metadata,
+            ManifestObject::Deployment(object) => &object.metadata,
+        }
+    }
+
+    /// What tells two objects apart in a cluster: kind, namespace and name.
+    pub fn identity(&self) -> (&'static str, Option<&str>, &str) {
+        let metadata = self.metadata();
+        (
+            self.kind(),
+            metadata.namespace.as_deref(),
+            metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let serialized = match self {
             ManifestObject::ServiceAccount(object) => serde_json::to_value(object),

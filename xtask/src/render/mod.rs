@@ -24,13 +24,27 @@ pub const TRUST_POLICY_FILE: &str = "trust-policy.json";
 pub const MANIFESTS_FILE: &str = "manifests.yaml";
 pub const DASHBOARD_FILE: &str = "dashboard.json";
 
+/// The Lease the publisher's replicas elect their leader through; the Lease Role grants
+/// get and update on this one name only.
+pub const LEASE_NAME: &str = "cni-metrics-publisher";
+
 /// The value of `app.kubernetes.io/managed-by` on every object this tool writes, and of the
 /// `managed-by` tag on every AWS resource: what `destroy` keys on.
 pub const MANAGED_BY: &str = "cni-metrics-xtask";
 
-/// The words in our dashboards' header that mark them as ours: `destroy` deletes, and
-/// `deploy` overwrites without --force-conflicts, only a dashboard that carries them.
-pub fn dashboard_marker() -> String {
+/// The words in our dashboards' header that mark them as ours, for one cluster in one
+/// region: `destroy` deletes, and `deploy` overwrites without `--adopt`, only a dashboard
+/// that carries them. Dashboards are global per account, so the region is part of the mark.
+pub fn dashboard_marker(cluster: &str, region: &str) -> String {
+    format!(
+        "{} for cluster `{cluster}` in `{region}`",
+        dashboard_marker_prefix()
+    )
+}
+
+/// The start of every marker, whatever the cluster: a dashboard with it and another
+/// cluster's or region's marker was made by this tool, for someone else.
+pub fn dashboard_marker_prefix() -> String {
     format!("Managed by `{MANAGED_BY}`")
 }
 
@@ -97,6 +111,7 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
         "irsa": irsa,
         "publisher": target.publisher_image.is_some(),
         "leader_election": target.leader_elect,
+        "lease_name": LEASE_NAME,
         "replicas": if target.leader_elect { 2 } else { 1 },
         "aws_node_namespace": "kube-system",
         "identity_fingerprint": format!("{}:{role_arn}", target.identity.as_str()),
@@ -121,7 +136,7 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
              {}: edits made here are replaced by the next deploy.",
             target.cluster,
             target.region,
-            dashboard_marker()
+            dashboard_marker(&target.cluster, &target.region)
         ),
     });
     let trust_template = if irsa {
@@ -146,6 +161,49 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
         role_arn,
         image,
     })
+}
+
+/// Every Kubernetes object the tool may have applied for `target`, in any mode (the
+/// upstream helper's cluster-wide RBAC, the publisher's namespaced Roles and its Lease
+/// Role), in apply order with the Deployment last. `deploy` deletes the ones of ours that
+/// the current mode no longer renders, and `destroy` looks for all of them, so that
+/// switching modes never leaves a grant behind. Rendered, not listed by hand, so that a new
+/// object in the templates is covered without another list to keep in step.
+pub fn possible_objects(
+    target: &Target,
+    catalog: &Catalog,
+) -> Result<Vec<ManifestObject>, RenderError> {
+    // The image does not change which objects exist; a placeholder keeps a region without
+    // an ECR row renderable here.
+    let placeholder = "cni-metrics-xtask.invalid/any:any".to_owned();
+    let variants = [
+        Target {
+            image_override: Some(placeholder.clone()),
+            publisher_image: None,
+            leader_elect: false,
+            ..target.clone()
+        },
+        Target {
+            image_override: None,
+            publisher_image: Some(placeholder),
+            leader_elect: true,
+            ..target.clone()
+        },
+    ];
+    let mut objects: Vec<ManifestObject> = Vec::new();
+    for variant in &variants {
+        for object in render(variant, catalog)?.objects {
+            if !objects
+                .iter()
+                .any(|known| known.identity() == object.identity())
+            {
+                objects.push(object);
+            }
+        }
+    }
+    // A stable sort: the Deployment goes last, everything else keeps its order.
+    objects.sort_by_key(|object| matches!(object, ManifestObject::Deployment(_)));
+    Ok(objects)
 }
 
 fn render_text(template: templates::Template, data: &Value) -> Result<String, RenderError> {
