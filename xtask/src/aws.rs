@@ -32,8 +32,65 @@ pub fn missing_as_none<T, E, R>(
     }
 }
 
-/// An SDK error with its whole cause chain on one line: the SDK's own `Display` says only
-/// "service error".
-pub fn describe<E: std::error::Error>(error: &E) -> String {
-    aws_sdk_iam::error::DisplayErrorContext(error).to_string()
+/// A failed AWS call: which service and operation, on which resource. The SDK's error is
+/// kept as the source, displayed with its whole context (the SDK's own `Display` says only
+/// "service error"), so `error: {:#}` prints one line that says what failed and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}:{operation} on {resource} failed")]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub resource: String,
+    #[source]
+    pub cause: SdkCause,
+}
+
+/// The SDK's error, displayed with its cause chain on one line. It reports no source of
+/// its own: the chain is already in its text, and printing it twice helps nobody.
+#[derive(Debug)]
+pub struct SdkCause(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}",
+            aws_sdk_iam::error::DisplayErrorContext(self.0.as_ref())
+        )
+    }
+}
+
+impl std::error::Error for SdkCause {}
+
+impl AwsError {
+    /// The `map_err` of one call: `.map_err(AwsError::call("iam", "GetRole", name))`.
+    pub fn call<E>(
+        service: &'static str,
+        operation: &'static str,
+        resource: impl Into<String>,
+    ) -> impl FnOnce(E) -> AwsError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let resource = resource.into();
+        move |error| AwsError {
+            service,
+            operation,
+            resource,
+            cause: SdkCause(Box::new(error)),
+        }
+    }
+}
+
+/// The error with its sources on one line, as `anyhow`'s `{:#}` prints it: for places that
+/// show an error as text (a preflight check's detail) rather than return it.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -94,7 +94,7 @@ pub fn preflight(flags: ClusterFlags) -> anyhow::Result<ExitCode> {
             // A check that stops everything else (no credentials, no cluster) is the answer.
             Err(error) => vec![crate::preflight::Check::fail(
                 "prerequisites",
-                format!("{error}"),
+                crate::aws::one_line(&error),
                 "see the message",
             )],
         };

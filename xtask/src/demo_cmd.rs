@@ -175,10 +175,9 @@ async fn drive(
                 .build(),
         );
     }
-    let data = request
-        .send()
-        .await
-        .map_err(|error| anyhow::format_err!("{}", crate::aws::describe(&error)))?;
+    let data = request.send().await.map_err(|error| {
+        anyhow::format_err!("{}", aws_sdk_iam::error::DisplayErrorContext(&error))
+    })?;
     println!(
         "\nWhat CloudWatch now holds (namespace Kubernetes, CLUSTER_ID=demo), next to what the nodes served last:"
     );
@@ -206,7 +205,9 @@ async fn drive(
         .dashboard_name(&dashboard_name)
         .send()
         .await
-        .map_err(|error| anyhow::format_err!("{}", crate::aws::describe(&error)))?;
+        .map_err(|error| {
+            anyhow::format_err!("{}", aws_sdk_iam::error::DisplayErrorContext(&error))
+        })?;
     let body_path = dir.join("dashboard.json");
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&body_path, dashboard.dashboard_body().unwrap_or_default()))

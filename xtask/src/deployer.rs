@@ -17,12 +17,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::catalog::{Catalog, Version, VersionStepError};
 use crate::facts::{self, FactsError, LiveFacts};
-use crate::plan::dashboard::{self, DashboardError, DesiredDashboard};
+use crate::plan::dashboard::{self, DesiredDashboard};
 use crate::plan::iam::{self, DesiredIam, IamError};
 use crate::plan::kubernetes::{self, KubeError};
 use crate::plan::ownership::{CLUSTER_TAG, MANAGED_BY_TAG, REGION_TAG, RESERVED_TAGS};
-use crate::plan::pod_identity::{self, PodIdentityError};
-use crate::plan::{ConflictError, Plan, Scope, Step};
+use crate::plan::pod_identity;
+use crate::plan::{ConflictError, Plan, Scope};
 use crate::preflight::{self, Check};
 use crate::render::{MANAGED_BY, ManifestObject, RenderError, Rendered, possible_objects, render};
 use crate::settings::{
@@ -50,11 +50,11 @@ pub enum DeployError {
     #[error(transparent)]
     Kubernetes(#[from] KubeError),
     #[error(transparent)]
-    Dashboard(#[from] DashboardError),
-    #[error(transparent)]
-    PodIdentity(#[from] PodIdentityError),
+    Aws(#[from] crate::aws::AwsError),
     #[error(transparent)]
     Conflicts(#[from] ConflictError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
     #[error("preflight failed: {0}")]
     Preflight(String),
     #[error("cannot use the kubeconfig{}: {message}; check --kubeconfig/--context or KUBECONFIG", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
@@ -614,38 +614,12 @@ pub async fn plan_destroy(
     Ok(plan)
 }
 
-/// Carries out every step of `plan`, in order, stopping at the first failure. A plan with
-/// conflicts is refused before its first step: nothing anywhere changes.
+/// Carries out every step of `plan` (see [`crate::apply`]).
 pub async fn execute(
     prepared: &Prepared,
     plan: &Plan,
     options: &DeployOptions,
 ) -> Result<(), DeployError> {
-    plan.refuse_conflicts()?;
-    let iam_client = aws_sdk_iam::Client::new(&prepared.sdk);
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&prepared.sdk);
-    let eks = aws_sdk_eks::Client::new(&prepared.sdk);
-    for change in &plan.changes {
-        if !change.steps.is_empty() {
-            tracing::info!(kind = change.kind, name = %change.name, "applying");
-        }
-        for step in &change.steps {
-            match step {
-                Step::Apply { .. } | Step::DeleteObject { .. } => {
-                    if let Some(client) = &prepared.kube {
-                        kubernetes::apply(client, step, options.rollout_timeout).await?;
-                    }
-                }
-                Step::PutDashboard { .. } | Step::DeleteDashboard { .. } => {
-                    dashboard::apply(&cloudwatch, step).await?
-                }
-                Step::CreateAssociation { .. }
-                | Step::UpdateAssociation { .. }
-                | Step::TagAssociation { .. }
-                | Step::DeleteAssociation { .. } => pod_identity::apply(&eks, step).await?,
-                _ => iam::apply(&iam_client, step).await?,
-            }
-        }
-    }
-    Ok(())
+    let clients = crate::apply::Clients::new(&prepared.sdk, prepared.kube.clone());
+    Ok(crate::apply::execute(&clients, plan, options.rollout_timeout).await?)
 }

@@ -4,7 +4,7 @@
 
 use aws_config::SdkConfig;
 
-use crate::aws::describe;
+use crate::aws::{AwsError, missing_as_none};
 use crate::settings::IRSA_AUDIENCE;
 
 #[derive(Debug, Clone)]
@@ -21,9 +21,11 @@ pub struct LiveFacts {
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error(
-        "cannot tell who the AWS caller is (sts:GetCallerIdentity): {0}; check your AWS credentials (aws sts get-caller-identity)"
+        "cannot tell who the AWS caller is; check your AWS credentials (aws sts get-caller-identity)"
     )]
-    Caller(String),
+    Caller(#[source] AwsError),
+    #[error("sts:GetCallerIdentity answered without a usable caller: {0}")]
+    CallerReply(String),
     #[error(
         "the AWS credentials belong to partition {caller_partition} ({caller_arn}) but region {region} is in partition {region_partition}; use credentials of the {region_partition} partition"
     )]
@@ -41,8 +43,10 @@ pub enum FactsError {
         "EKS cluster {cluster} was not found in {region}; check --cluster and --region (aws eks list-clusters --region {region})"
     )]
     ClusterNotFound { cluster: String, region: String },
-    #[error("reading EKS cluster {cluster} failed (eks:DescribeCluster): {message}")]
-    DescribeCluster { cluster: String, message: String },
+    #[error(transparent)]
+    DescribeCluster(AwsError),
+    #[error("eks:DescribeCluster answered without the cluster {cluster}")]
+    NoClusterInReply { cluster: String },
     #[error("EKS cluster {cluster} is {status}, not ACTIVE; wait until it is active and run again")]
     ClusterNotActive { cluster: String, status: String },
     #[error(
@@ -65,8 +69,8 @@ pub enum FactsError {
          add it with: aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn {arn} --client-id {IRSA_AUDIENCE}"
     )]
     OidcAudienceMissing { arn: String, audiences: String },
-    #[error("reading the IAM OIDC provider {arn} failed: {message}")]
-    OidcProvider { arn: String, message: String },
+    #[error(transparent)]
+    OidcProvider(AwsError),
 }
 
 /// The partition of an ARN: `arn:aws-cn:sts::...` -> `aws-cn`.
@@ -88,32 +92,21 @@ pub async fn gather(
 ) -> Result<LiveFacts, FactsError> {
     let (account, caller_arn, caller_partition) =
         caller(config, region, region_partition, given_account).await?;
-    let described = aws_sdk_eks::Client::new(config)
+    let result = aws_sdk_eks::Client::new(config)
         .describe_cluster()
         .name(cluster)
         .send()
-        .await
-        .map_err(|error| {
-            if error
-                .as_service_error()
-                .is_some_and(|service| service.is_resource_not_found_exception())
-            {
-                FactsError::ClusterNotFound {
-                    cluster: cluster.to_owned(),
-                    region: region.to_owned(),
-                }
-            } else {
-                FactsError::DescribeCluster {
-                    cluster: cluster.to_owned(),
-                    message: describe(&error),
-                }
-            }
-        })?;
-    let found = described
-        .cluster
-        .ok_or_else(|| FactsError::DescribeCluster {
+        .await;
+    let found = missing_as_none(result, |error| error.is_resource_not_found_exception())
+        .map_err(AwsError::call("eks", "DescribeCluster", cluster))
+        .map_err(FactsError::DescribeCluster)?
+        .ok_or_else(|| FactsError::ClusterNotFound {
             cluster: cluster.to_owned(),
-            message: "the reply has no cluster".to_owned(),
+            region: region.to_owned(),
+        })?
+        .cluster
+        .ok_or_else(|| FactsError::NoClusterInReply {
+            cluster: cluster.to_owned(),
         })?;
     let status = found
         .status
@@ -169,11 +162,12 @@ async fn caller(
         .get_caller_identity()
         .send()
         .await
-        .map_err(|error| FactsError::Caller(describe(&error)))?;
+        .map_err(AwsError::call("sts", "GetCallerIdentity", "the caller"))
+        .map_err(FactsError::Caller)?;
     let caller_arn = caller.arn.unwrap_or_default();
     let account = caller
         .account
-        .ok_or_else(|| FactsError::Caller("the reply has no account".to_owned()))?;
+        .ok_or_else(|| FactsError::CallerReply("the reply has no account".to_owned()))?;
     let caller_partition = check_caller(
         &caller_arn,
         &account,
@@ -194,7 +188,9 @@ fn check_caller(
     given_account: Option<&str>,
 ) -> Result<String, FactsError> {
     let caller_partition = arn_partition(caller_arn)
-        .ok_or_else(|| FactsError::Caller(format!("the caller ARN '{caller_arn}' is not an ARN")))?
+        .ok_or_else(|| {
+            FactsError::CallerReply(format!("the caller ARN '{caller_arn}' is not an ARN"))
+        })?
         .to_owned();
     if caller_partition != region_partition {
         return Err(FactsError::PartitionMismatch {
@@ -227,28 +223,19 @@ pub async fn check_oidc_provider(
 ) -> Result<(), FactsError> {
     let host_path = issuer.trim_start_matches("https://").trim_end_matches('/');
     let arn = format!("arn:{partition}:iam::{account}:oidc-provider/{host_path}");
-    let provider = aws_sdk_iam::Client::new(config)
+    let result = aws_sdk_iam::Client::new(config)
         .get_open_id_connect_provider()
         .open_id_connect_provider_arn(&arn)
         .send()
-        .await
-        .map_err(|error| {
-            if error
-                .as_service_error()
-                .is_some_and(|service| service.is_no_such_entity_exception())
-            {
-                FactsError::OidcProviderMissing {
-                    cluster: cluster.to_owned(),
-                    region: region.to_owned(),
-                    arn: arn.clone(),
-                    issuer: issuer.to_owned(),
-                }
-            } else {
-                FactsError::OidcProvider {
-                    arn: arn.clone(),
-                    message: describe(&error),
-                }
-            }
+        .await;
+    let provider = missing_as_none(result, |error| error.is_no_such_entity_exception())
+        .map_err(AwsError::call("iam", "GetOpenIDConnectProvider", &arn))
+        .map_err(FactsError::OidcProvider)?
+        .ok_or_else(|| FactsError::OidcProviderMissing {
+            cluster: cluster.to_owned(),
+            region: region.to_owned(),
+            arn: arn.clone(),
+            issuer: issuer.to_owned(),
         })?;
     let audiences = provider.client_id_list();
     if audiences.iter().any(|audience| audience == IRSA_AUDIENCE) {

@@ -5,6 +5,7 @@
 //! `main.rs` only parses flags and maps results to exit codes; every command lives in the
 //! module named after it.
 
+pub mod apply;
 pub mod aws;
 pub mod bench_cmd;
 pub mod cargo_tool;

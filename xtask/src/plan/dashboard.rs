@@ -5,21 +5,28 @@ use aws_sdk_cloudwatch::Client;
 use serde_json::Value;
 
 use super::ownership::{Convergence, Ownership, settle};
-use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::{describe, missing_as_none};
+use super::{Change, ResourceChange, Scope};
+use crate::aws::{AwsError, missing_as_none};
 use crate::documents::diff;
 use crate::render::{dashboard_marker, dashboard_marker_prefix};
 
 pub const KIND: &str = "CloudWatch dashboard";
 
-#[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
-    #[error("cloudwatch:{operation} on dashboard {name} failed: {message}")]
-    Call {
-        operation: &'static str,
-        name: String,
-        message: String,
-    },
+/// Every failure here is a failed CloudWatch call.
+pub type DashboardError = AwsError;
+
+fn call_error<E: std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+    name: &str,
+) -> impl FnOnce(E) -> AwsError {
+    AwsError::call("cloudwatch", operation, format!("dashboard {name}"))
+}
+
+/// The CloudWatch dashboard calls a plan makes.
+#[derive(Debug, Clone)]
+pub enum DashboardStep {
+    PutDashboard { name: String, body: String },
+    DeleteDashboard { name: String },
 }
 
 /// Our dashboards say in their header that we made them, and for which cluster and region:
@@ -41,11 +48,7 @@ async fn live_body(client: &Client, name: &str) -> Result<Option<String>, Dashbo
     let result = client.get_dashboard().dashboard_name(name).send().await;
     missing_as_none(result, |error| error.is_dashboard_not_found_error())
         .map(|output| output.map(|output| output.dashboard_body.unwrap_or_default()))
-        .map_err(|error| DashboardError::Call {
-            operation: "GetDashboard",
-            name: name.to_owned(),
-            message: describe(&error),
-        })
+        .map_err(call_error("GetDashboard", name))
 }
 
 /// The dashboard of our name, for `cluster` in `region`.
@@ -63,7 +66,7 @@ pub async fn plan(
     adopt: bool,
 ) -> Result<ResourceChange, DashboardError> {
     let name = desired.name;
-    let put = vec![Step::PutDashboard {
+    let put = vec![DashboardStep::PutDashboard {
         name: name.to_owned(),
         body: desired.body.to_owned(),
     }];
@@ -100,7 +103,7 @@ pub async fn plan_destroy(
         .await?
         .map(|live| match ownership(&live, cluster, region) {
             Ownership::Ours => ResourceChange::new(Scope::Dashboard, KIND, name, Change::Delete)
-                .with_steps(vec![Step::DeleteDashboard {
+                .with_steps(vec![DashboardStep::DeleteDashboard {
                     name: name.to_owned(),
                 }]),
             Ownership::NotOurs(reason) => {
@@ -110,34 +113,25 @@ pub async fn plan_destroy(
         }))
 }
 
-pub async fn apply(client: &Client, step: &Step) -> Result<(), DashboardError> {
+pub async fn apply(client: &Client, step: &DashboardStep) -> Result<(), DashboardError> {
     match step {
-        Step::PutDashboard { name, body } => {
+        DashboardStep::PutDashboard { name, body } => {
             client
                 .put_dashboard()
                 .dashboard_name(name)
                 .dashboard_body(body)
                 .send()
                 .await
-                .map_err(|error| DashboardError::Call {
-                    operation: "PutDashboard",
-                    name: name.clone(),
-                    message: describe(&error),
-                })?;
+                .map_err(call_error("PutDashboard", name))?;
         }
-        Step::DeleteDashboard { name } => {
+        DashboardStep::DeleteDashboard { name } => {
             client
                 .delete_dashboards()
                 .dashboard_names(name)
                 .send()
                 .await
-                .map_err(|error| DashboardError::Call {
-                    operation: "DeleteDashboards",
-                    name: name.clone(),
-                    message: describe(&error),
-                })?;
+                .map_err(call_error("DeleteDashboards", name))?;
         }
-        _ => {}
     }
     Ok(())
 }

@@ -8,8 +8,8 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::ownership::{self, Convergence, Ownership, missing_tags, settle, tag_lines};
-use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::{describe, missing_as_none};
+use super::{Change, ResourceChange, Scope};
+use crate::aws::{AwsError, missing_as_none};
 use crate::documents::{diff, normalize_policy, parse_iam_document};
 
 /// IAM keeps at most five versions of a managed policy.
@@ -20,14 +20,59 @@ pub const ATTACHMENT_KIND: &str = "IAM role policy attachment";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IamError {
-    #[error("iam:{operation} on {resource} failed: {message}")]
-    Call {
-        operation: &'static str,
-        resource: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Aws(#[from] AwsError),
     #[error("the live {resource} is not a readable policy document: {message}")]
     Document { resource: String, message: String },
+}
+
+/// The IAM calls a plan makes.
+#[derive(Debug, Clone)]
+pub enum IamStep {
+    CreatePolicy {
+        name: String,
+        document: String,
+        tags: Vec<(String, String)>,
+    },
+    /// A new default version; `delete_version` first when the policy already has five.
+    NewPolicyVersion {
+        arn: String,
+        document: String,
+        delete_version: Option<String>,
+    },
+    TagPolicy {
+        arn: String,
+        tags: Vec<(String, String)>,
+    },
+    CreateRole {
+        name: String,
+        trust: String,
+        tags: Vec<(String, String)>,
+    },
+    UpdateTrust {
+        role: String,
+        trust: String,
+    },
+    TagRole {
+        role: String,
+        tags: Vec<(String, String)>,
+    },
+    AttachPolicy {
+        role: String,
+        policy_arn: String,
+    },
+    DetachPolicy {
+        role: String,
+        policy_arn: String,
+    },
+    DeleteRole {
+        role: String,
+    },
+    /// Deletes the non-default versions, then the policy.
+    DeletePolicy {
+        arn: String,
+        versions: Vec<String>,
+    },
 }
 
 /// What the IAM scope should look like.
@@ -45,16 +90,12 @@ pub struct DesiredIam {
     pub role_tags: BTreeMap<String, String>,
 }
 
-fn call_error<E: std::error::Error>(
+fn call_error<E: std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
     resource: &str,
 ) -> impl FnOnce(E) -> IamError {
-    let resource = resource.to_owned();
-    move |error| IamError::Call {
-        operation,
-        resource,
-        message: describe(&error),
-    }
+    let call = AwsError::call("iam", operation, resource);
+    move |error| IamError::Aws(call(error))
 }
 
 fn tag_list(tags: &[(String, String)]) -> Vec<Tag> {
@@ -148,7 +189,7 @@ async fn plan_policy(
             &desired.policy_name,
             Change::Create,
         )
-        .with_steps(vec![Step::CreatePolicy {
+        .with_steps(vec![IamStep::CreatePolicy {
             name: desired.policy_name.clone(),
             document: desired.policy_document.clone(),
             tags: desired_tags,
@@ -158,7 +199,7 @@ async fn plan_policy(
     let ownership = ownership::by_managed_by(&live_tags);
     if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
         // Someone else's: nothing more is read from it than it takes to say so.
-        let (change, _) = settle(ownership, adopt, Convergence::default());
+        let (change, _) = settle(ownership, adopt, Convergence::<IamStep>::default());
         return Ok(ResourceChange::new(
             Scope::Iam,
             POLICY_KIND,
@@ -216,7 +257,7 @@ async fn plan_policy(
                 "(deletes the oldest version {oldest}: IAM keeps at most {MAX_POLICY_VERSIONS})"
             ));
         }
-        convergence.steps.push(Step::NewPolicyVersion {
+        convergence.steps.push(IamStep::NewPolicyVersion {
             arn: arn.clone(),
             document: desired.policy_document.clone(),
             delete_version,
@@ -225,7 +266,7 @@ async fn plan_policy(
     let tags = missing_tags(&live_tags, &desired.policy_tags);
     if !tags.is_empty() {
         convergence.diff.extend(tag_lines(&live_tags, &tags));
-        convergence.steps.push(Step::TagPolicy {
+        convergence.steps.push(IamStep::TagPolicy {
             arn: arn.clone(),
             tags,
         });
@@ -247,7 +288,7 @@ async fn plan_role(
     let Some(live) = live else {
         let change =
             ResourceChange::new(Scope::Iam, ROLE_KIND, name, Change::Create).with_steps(vec![
-                Step::CreateRole {
+                IamStep::CreateRole {
                     name: name.clone(),
                     trust: desired.trust_document.clone(),
                     tags: desired.role_tags.clone().into_iter().collect(),
@@ -277,7 +318,7 @@ async fn plan_role(
         steps: Vec::new(),
     };
     if !convergence.diff.is_empty() {
-        convergence.steps.push(Step::UpdateTrust {
+        convergence.steps.push(IamStep::UpdateTrust {
             role: name.clone(),
             trust: desired.trust_document.clone(),
         });
@@ -285,7 +326,7 @@ async fn plan_role(
     let tags = missing_tags(&live_tags, &desired.role_tags);
     if !tags.is_empty() {
         convergence.diff.extend(tag_lines(&live_tags, &tags));
-        convergence.steps.push(Step::TagRole {
+        convergence.steps.push(IamStep::TagRole {
             role: name.clone(),
             tags,
         });
@@ -331,7 +372,7 @@ async fn plan_attachment(
     }
     Ok(
         ResourceChange::new(Scope::Iam, ATTACHMENT_KIND, name, Change::Create).with_steps(vec![
-            Step::AttachPolicy {
+            IamStep::AttachPolicy {
                 role: desired.role_name.clone(),
                 policy_arn: desired.policy_arn.clone(),
             },
@@ -379,7 +420,7 @@ pub async fn plan_destroy(
                             format!("{role_name} -> {}", desired.policy_name),
                             Change::Delete,
                         )
-                        .with_steps(vec![Step::DetachPolicy {
+                        .with_steps(vec![IamStep::DetachPolicy {
                             role: role_name.clone(),
                             policy_arn: desired.policy_arn.clone(),
                         }]),
@@ -399,7 +440,7 @@ pub async fn plan_destroy(
                 if others.is_empty() {
                     changes.push(
                         ResourceChange::new(Scope::Iam, ROLE_KIND, role_name, Change::Delete)
-                            .with_steps(vec![Step::DeleteRole {
+                            .with_steps(vec![IamStep::DeleteRole {
                                 role: role_name.clone(),
                             }]),
                     );
@@ -482,7 +523,7 @@ pub async fn plan_destroy(
             &desired.policy_name,
             Change::Delete,
         )
-        .with_steps(vec![Step::DeletePolicy {
+        .with_steps(vec![IamStep::DeletePolicy {
             arn: arn.clone(),
             versions: non_default,
         }]),
@@ -491,9 +532,9 @@ pub async fn plan_destroy(
 }
 
 /// Carries out one IAM step.
-pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
+pub async fn apply(client: &Client, step: &IamStep) -> Result<(), IamError> {
     match step {
-        Step::CreatePolicy {
+        IamStep::CreatePolicy {
             name,
             document,
             tags,
@@ -510,7 +551,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("CreatePolicy", name))?;
         }
-        Step::NewPolicyVersion {
+        IamStep::NewPolicyVersion {
             arn,
             document,
             delete_version,
@@ -533,7 +574,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("CreatePolicyVersion", arn))?;
         }
-        Step::TagPolicy { arn, tags } => {
+        IamStep::TagPolicy { arn, tags } => {
             client
                 .tag_policy()
                 .policy_arn(arn)
@@ -542,7 +583,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("TagPolicy", arn))?;
         }
-        Step::CreateRole { name, trust, tags } => {
+        IamStep::CreateRole { name, trust, tags } => {
             client
                 .create_role()
                 .role_name(name)
@@ -555,7 +596,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("CreateRole", name))?;
         }
-        Step::UpdateTrust { role, trust } => {
+        IamStep::UpdateTrust { role, trust } => {
             client
                 .update_assume_role_policy()
                 .role_name(role)
@@ -564,7 +605,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("UpdateAssumeRolePolicy", role))?;
         }
-        Step::TagRole { role, tags } => {
+        IamStep::TagRole { role, tags } => {
             client
                 .tag_role()
                 .role_name(role)
@@ -573,7 +614,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("TagRole", role))?;
         }
-        Step::AttachPolicy { role, policy_arn } => {
+        IamStep::AttachPolicy { role, policy_arn } => {
             client
                 .attach_role_policy()
                 .role_name(role)
@@ -582,7 +623,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("AttachRolePolicy", role))?;
         }
-        Step::DetachPolicy { role, policy_arn } => {
+        IamStep::DetachPolicy { role, policy_arn } => {
             client
                 .detach_role_policy()
                 .role_name(role)
@@ -591,7 +632,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("DetachRolePolicy", role))?;
         }
-        Step::DeleteRole { role } => {
+        IamStep::DeleteRole { role } => {
             client
                 .delete_role()
                 .role_name(role)
@@ -599,7 +640,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("DeleteRole", role))?;
         }
-        Step::DeletePolicy { arn, versions } => {
+        IamStep::DeletePolicy { arn, versions } => {
             for version in versions {
                 client
                     .delete_policy_version()
@@ -616,7 +657,6 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), IamError> {
                 .await
                 .map_err(call_error("DeletePolicy", arn))?;
         }
-        _ => {}
     }
     Ok(())
 }

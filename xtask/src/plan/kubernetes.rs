@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ownership::{Convergence, Ownership, settle};
-use super::{Change, ResourceChange, Scope, Step};
+use super::{Change, ResourceChange, Scope};
 use crate::catalog::Version;
 use crate::documents::diff;
 use crate::render::{MANAGED_BY, ManifestObject};
@@ -60,6 +60,21 @@ pub enum KubeError {
         namespace: String,
         name: String,
         seconds: u64,
+    },
+}
+
+/// The Kubernetes calls a plan makes.
+#[derive(Debug, Clone)]
+pub enum KubeStep {
+    /// A server-side apply that takes every field we set: planned only for objects that
+    /// are ours, new, or adopted.
+    Apply {
+        object: Box<ManifestObject>,
+        /// Wait for the Deployment's rollout after applying.
+        wait_for_rollout: bool,
+    },
+    DeleteObject {
+        object: Box<ManifestObject>,
     },
 }
 
@@ -211,7 +226,7 @@ where
     };
     let ownership = ownership(&live);
     if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
-        let (change, _) = settle(ownership, adopt, Convergence::default());
+        let (change, _) = settle(ownership, adopt, Convergence::<KubeStep>::default());
         return Ok(ResourceChange::new(
             Scope::Kubernetes,
             kind,
@@ -234,8 +249,8 @@ where
     Ok(ResourceChange::new(Scope::Kubernetes, kind, display_name, change).with_steps(steps))
 }
 
-fn apply_step(manifest: &ManifestObject) -> Step {
-    Step::Apply {
+fn apply_step(manifest: &ManifestObject) -> KubeStep {
+    KubeStep::Apply {
         object: Box::new(manifest.clone()),
         wait_for_rollout: matches!(manifest, ManifestObject::Deployment(_)),
     }
@@ -293,7 +308,7 @@ where
     Ok(Some(match ownership(&live) {
         Ownership::Ours => {
             ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Delete).with_steps(
-                vec![Step::DeleteObject {
+                vec![KubeStep::DeleteObject {
                     object: Box::new(manifest.clone()),
                 }],
             )
@@ -509,11 +524,11 @@ pub async fn live_deployment(
 /// Carries out one Kubernetes step.
 pub async fn apply(
     client: &Client,
-    step: &Step,
+    step: &KubeStep,
     rollout_timeout: Duration,
 ) -> Result<(), KubeError> {
     match step {
-        Step::Apply {
+        KubeStep::Apply {
             object,
             wait_for_rollout: wait,
         } => {
@@ -542,13 +557,12 @@ pub async fn apply(
                 });
             }
         }
-        Step::DeleteObject { object } => {
+        KubeStep::DeleteObject { object } => {
             let kind = object.kind();
             with_typed_api!(client, object.as_ref(), |api, typed| {
                 delete_one(&api, typed, kind).await?
             });
         }
-        _ => {}
     }
     Ok(())
 }

@@ -14,8 +14,6 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::render::ManifestObject;
-
 /// The three groups of resources, which `--only` selects from. They are applied in this
 /// order: the role must exist before pods use it, and the dashboard is last because
 /// nothing depends on it.
@@ -83,8 +81,8 @@ impl ResourceChange {
         }
     }
 
-    pub fn with_steps(mut self, steps: Vec<Step>) -> Self {
-        self.steps = steps;
+    pub fn with_steps<S: Into<Step>>(mut self, steps: Vec<S>) -> Self {
+        self.steps = steps.into_iter().map(Into::into).collect();
         self
     }
 
@@ -94,90 +92,39 @@ impl ResourceChange {
     }
 }
 
-/// One call that carries out (part of) a change.
+/// One call that carries out (part of) a change, grouped by the scope whose client makes
+/// it: `apply` routes each group to its module, and each module matches its own steps
+/// exhaustively, so a step can neither be mis-routed nor silently skipped.
 #[derive(Debug, Clone)]
 pub enum Step {
-    CreatePolicy {
-        name: String,
-        document: String,
-        tags: Vec<(String, String)>,
-    },
-    /// A new default version; `delete_version` first when the policy already has five.
-    NewPolicyVersion {
-        arn: String,
-        document: String,
-        delete_version: Option<String>,
-    },
-    TagPolicy {
-        arn: String,
-        tags: Vec<(String, String)>,
-    },
-    CreateRole {
-        name: String,
-        trust: String,
-        tags: Vec<(String, String)>,
-    },
-    UpdateTrust {
-        role: String,
-        trust: String,
-    },
-    TagRole {
-        role: String,
-        tags: Vec<(String, String)>,
-    },
-    AttachPolicy {
-        role: String,
-        policy_arn: String,
-    },
-    DetachPolicy {
-        role: String,
-        policy_arn: String,
-    },
-    DeleteRole {
-        role: String,
-    },
-    /// Deletes the non-default versions, then the policy.
-    DeletePolicy {
-        arn: String,
-        versions: Vec<String>,
-    },
-    /// A server-side apply that takes every field we set: planned only for objects that
-    /// are ours, new, or adopted.
-    Apply {
-        object: Box<ManifestObject>,
-        /// Wait for the Deployment's rollout after applying.
-        wait_for_rollout: bool,
-    },
-    DeleteObject {
-        object: Box<ManifestObject>,
-    },
-    PutDashboard {
-        name: String,
-        body: String,
-    },
-    DeleteDashboard {
-        name: String,
-    },
-    CreateAssociation {
-        cluster: String,
-        namespace: String,
-        service_account: String,
-        role_arn: String,
-        tags: std::collections::BTreeMap<String, String>,
-    },
-    UpdateAssociation {
-        cluster: String,
-        id: String,
-        role_arn: String,
-    },
-    DeleteAssociation {
-        cluster: String,
-        id: String,
-    },
-    TagAssociation {
-        arn: String,
-        tags: std::collections::BTreeMap<String, String>,
-    },
+    Iam(iam::IamStep),
+    PodIdentity(pod_identity::AssociationStep),
+    Kubernetes(kubernetes::KubeStep),
+    Dashboard(dashboard::DashboardStep),
+}
+
+impl From<iam::IamStep> for Step {
+    fn from(step: iam::IamStep) -> Step {
+        Step::Iam(step)
+    }
+}
+
+impl From<pod_identity::AssociationStep> for Step {
+    fn from(step: pod_identity::AssociationStep) -> Step {
+        Step::PodIdentity(step)
+    }
+}
+
+impl From<kubernetes::KubeStep> for Step {
+    fn from(step: kubernetes::KubeStep) -> Step {
+        Step::Kubernetes(step)
+    }
+}
+
+impl From<dashboard::DashboardStep> for Step {
+    fn from(step: dashboard::DashboardStep) -> Step {
+        Step::Dashboard(step)
+    }
 }
 
 /// Everything `plan` shows and `deploy`/`destroy` execute.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Change, Step};
+use super::Change;
 use crate::render::MANAGED_BY;
 
 /// The tag that marks what this tool created, on every AWS resource it creates.
@@ -93,16 +93,29 @@ pub fn tag_lines(live: &BTreeMap<String, String>, tags: &[(String, String)]) -> 
 /// What converging a live resource takes: the diff lines and the steps. For a resource
 /// that is not ours the steps must include putting our marks on it (the tags, the label),
 /// since an adoption makes it ours from then on.
-#[derive(Debug, Default)]
-pub struct Convergence {
+#[derive(Debug)]
+pub struct Convergence<S> {
     pub diff: Vec<String>,
-    pub steps: Vec<Step>,
+    pub steps: Vec<S>,
+}
+
+impl<S> Default for Convergence<S> {
+    fn default() -> Self {
+        Convergence {
+            diff: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
 }
 
 /// Turns a verdict and what converging would take into the change to plan, and the steps
 /// to carry it out: our resources are updated (or left alone), someone else's are a
 /// conflict, or, with `adopt`, an adoption that is its own kind of step.
-pub fn settle(ownership: Ownership, adopt: bool, convergence: Convergence) -> (Change, Vec<Step>) {
+pub fn settle<S>(
+    ownership: Ownership,
+    adopt: bool,
+    convergence: Convergence<S>,
+) -> (Change, Vec<S>) {
     match ownership {
         Ownership::Ours if convergence.steps.is_empty() => (Change::NoOp, Vec::new()),
         Ownership::Ours => (
@@ -184,10 +197,7 @@ mod tests {
 
     #[test]
     fn settling_never_writes_to_what_is_not_ours_without_adopt() {
-        let step = || Step::TagPolicy {
-            arn: "arn".to_owned(),
-            tags: vec![],
-        };
+        let step = || "a step";
         let converge = || Convergence {
             diff: vec!["+ tag managed-by=cni-metrics-xtask".to_owned()],
             steps: vec![step()],
@@ -206,7 +216,7 @@ mod tests {
         let (change, steps) = settle(Ownership::Ours, false, converge());
         assert!(matches!(change, Change::Update { .. }));
         assert_eq!(steps.len(), 1);
-        let (change, steps) = settle(Ownership::Ours, true, Convergence::default());
+        let (change, steps) = settle(Ownership::Ours, true, Convergence::<&str>::default());
         assert_eq!(change, Change::NoOp);
         assert!(steps.is_empty());
     }

@@ -6,30 +6,45 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_eks::Client;
 
 use super::ownership::{self, Convergence, Ownership, settle};
-use super::{Change, ResourceChange, Scope, Step};
-use crate::aws::{describe, missing_as_none};
+use super::{Change, ResourceChange, Scope};
+use crate::aws::{AwsError, missing_as_none};
 
 /// The add-on that serves Pod Identity credentials on the nodes.
 pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
 
-#[derive(Debug, thiserror::Error)]
-#[error("eks:{operation} for {resource} failed: {message}")]
-pub struct PodIdentityError {
-    pub operation: &'static str,
-    pub resource: String,
-    pub message: String,
-}
+/// Every failure here is a failed EKS call.
+pub type PodIdentityError = AwsError;
 
-fn call_error<E: std::error::Error>(
+fn call_error<E: std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
     resource: &str,
-) -> impl FnOnce(E) -> PodIdentityError {
-    let resource = resource.to_owned();
-    move |error| PodIdentityError {
-        operation,
-        resource,
-        message: describe(&error),
-    }
+) -> impl FnOnce(E) -> AwsError {
+    AwsError::call("eks", operation, resource)
+}
+
+/// The EKS Pod Identity calls a plan makes.
+#[derive(Debug, Clone)]
+pub enum AssociationStep {
+    CreateAssociation {
+        cluster: String,
+        namespace: String,
+        service_account: String,
+        role_arn: String,
+        tags: std::collections::BTreeMap<String, String>,
+    },
+    UpdateAssociation {
+        cluster: String,
+        id: String,
+        role_arn: String,
+    },
+    DeleteAssociation {
+        cluster: String,
+        id: String,
+    },
+    TagAssociation {
+        arn: String,
+        tags: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// Whether the Pod Identity agent add-on is ACTIVE on the cluster.
@@ -115,7 +130,7 @@ pub async fn plan(
     let live = live(client, cluster, namespace, service_account).await?;
     let change = match (role_arn, live) {
         (Some(role_arn), None) => ResourceChange::new(Scope::Iam, KIND, name, Change::Create)
-            .with_steps(vec![Step::CreateAssociation {
+            .with_steps(vec![AssociationStep::CreateAssociation {
                 cluster: cluster.to_owned(),
                 namespace: namespace.to_owned(),
                 service_account: service_account.to_owned(),
@@ -129,7 +144,7 @@ pub async fn plan(
                     "~ .roleArn: \"{}\" -> \"{role_arn}\"",
                     live.role_arn
                 ));
-                convergence.steps.push(Step::UpdateAssociation {
+                convergence.steps.push(AssociationStep::UpdateAssociation {
                     cluster: cluster.to_owned(),
                     id: live.id.clone(),
                     role_arn: role_arn.to_owned(),
@@ -140,7 +155,7 @@ pub async fn plan(
                 convergence
                     .diff
                     .extend(ownership::tag_lines(&live.tags, &missing));
-                convergence.steps.push(Step::TagAssociation {
+                convergence.steps.push(AssociationStep::TagAssociation {
                     arn: live.arn.clone(),
                     tags: missing.into_iter().collect(),
                 });
@@ -150,7 +165,7 @@ pub async fn plan(
         }
         (None, Some(live)) => match ownership::by_managed_by(&live.tags) {
             Ownership::Ours => ResourceChange::new(Scope::Iam, KIND, name, Change::Delete)
-                .with_steps(vec![Step::DeleteAssociation {
+                .with_steps(vec![AssociationStep::DeleteAssociation {
                     cluster: cluster.to_owned(),
                     id: live.id,
                 }]),
@@ -164,9 +179,9 @@ pub async fn plan(
     Ok(Some(change))
 }
 
-pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError> {
+pub async fn apply(client: &Client, step: &AssociationStep) -> Result<(), PodIdentityError> {
     match step {
-        Step::CreateAssociation {
+        AssociationStep::CreateAssociation {
             cluster,
             namespace,
             service_account,
@@ -187,7 +202,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError>
                     &format!("{namespace}/{service_account}"),
                 ))?;
         }
-        Step::UpdateAssociation {
+        AssociationStep::UpdateAssociation {
             cluster,
             id,
             role_arn,
@@ -201,7 +216,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError>
                 .await
                 .map_err(call_error("UpdatePodIdentityAssociation", id))?;
         }
-        Step::TagAssociation { arn, tags } => {
+        AssociationStep::TagAssociation { arn, tags } => {
             client
                 .tag_resource()
                 .resource_arn(arn)
@@ -210,7 +225,7 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError>
                 .await
                 .map_err(call_error("TagResource", arn))?;
         }
-        Step::DeleteAssociation { cluster, id } => {
+        AssociationStep::DeleteAssociation { cluster, id } => {
             client
                 .delete_pod_identity_association()
                 .cluster_name(cluster)
@@ -219,7 +234,6 @@ pub async fn apply(client: &Client, step: &Step) -> Result<(), PodIdentityError>
                 .await
                 .map_err(call_error("DeletePodIdentityAssociation", id))?;
         }
-        _ => {}
     }
     Ok(())
 }
