@@ -6,16 +6,24 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
-/// Loads the shared SDK configuration; `region` wins over the region chain.
-pub async fn load(region: Option<&str>) -> SdkConfig {
+fn loader() -> aws_config::ConfigLoader {
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
-    if let Some(region) = region {
-        loader = loader.region(Region::new(region.to_owned()));
-    }
-    loader.load().await
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client)
+}
+
+/// Loads the shared SDK configuration for `region`, resolved before (see
+/// [`region_from_chain`]): credentials from the default chain, no region lookup.
+pub async fn load(region: &str) -> SdkConfig {
+    loader().region(Region::new(region.to_owned())).load().await
+}
+
+/// The region as the AWS CLI finds it when `--region` is not given: `AWS_REGION`, then the
+/// profile, then the instance's metadata. (The SDK's default chain, run through the loader
+/// because its instance-metadata step needs our HTTP client.)
+pub async fn region_from_chain() -> Option<String> {
+    loader().load().await.region().map(ToString::to_string)
 }
 
 /// The outcome of a read whose "no such resource" error is an answer, not a failure:

@@ -195,7 +195,7 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
 
     binary_size(&publisher_binary, &mut report)?;
     clean_build(&root, flags.clean_build, &mut report)?;
-    let runtime = crate::cluster_cmd::runtime()?;
+    let runtime = crate::terminal::runtime()?;
     runtime.block_on(async {
         parser(&driver, &sizes, &mut report).await?;
         scale(&driver, &sizes, &mut report).await?;

@@ -40,7 +40,7 @@ const SHOWN: [(&str, &str, Option<&str>); 7] = [
 ];
 
 pub fn demo(flags: DemoFlags) -> anyhow::Result<ExitCode> {
-    crate::cluster_cmd::runtime()?.block_on(run(flags))
+    crate::terminal::runtime()?.block_on(run(flags))
 }
 
 async fn run(flags: DemoFlags) -> anyhow::Result<ExitCode> {

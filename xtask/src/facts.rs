@@ -1,21 +1,94 @@
-//! Live facts the deployment is built from, read rather than asked for: who the caller is
-//! (account and partition, from STS), the cluster's OIDC issuer (from EKS), and whether IAM
-//! trusts that issuer with the audience our trust policy uses.
+//! Live facts the deployment is decided from, read rather than asked for: who the caller
+//! is (account and partition, from STS), the cluster (ARN, endpoint, OIDC issuer, from
+//! EKS), whether its Pod Identity agent is active, whether IAM trusts its issuer with the
+//! audience our trust policy uses, and the Kubernetes connection with what the caller may do
+//! there. Everything live is read here, once; what it means is decided by
+//! [`crate::decide`], and what must hold by [`crate::preflight::check`].
 
 use aws_config::SdkConfig;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::arn;
 use crate::aws::{AwsError, missing_as_none};
-use crate::settings::IRSA_AUDIENCE;
+use crate::plan::pod_identity;
+use crate::preflight::{self, Check};
+use crate::settings::{IRSA_AUDIENCE, IdentityMode, Settings, issuer_host_path};
 
+/// Who makes the calls.
 #[derive(Debug, Clone)]
-pub struct LiveFacts {
+pub struct Caller {
     pub account: String,
-    pub caller_arn: String,
-    pub caller_partition: String,
-    pub cluster_arn: String,
-    pub cluster_endpoint: Option<String>,
-    /// The issuer URL, `https://...`.
-    pub oidc_issuer: Option<String>,
+    /// Empty offline, where only `--account` is known.
+    pub arn: String,
+    pub partition: String,
+}
+
+/// The EKS cluster as the deployment sees it.
+#[derive(Debug, Clone)]
+pub enum ClusterState {
+    /// Read from EKS: the cluster exists and is ACTIVE.
+    Live {
+        arn: String,
+        endpoint: Option<String>,
+        /// The OIDC issuer, as IAM names providers (`host/path`).
+        issuer_host_path: Option<String>,
+    },
+    /// EKS has no such cluster (only `destroy` goes on: it cleans up after one).
+    Gone,
+    /// Not read at all (`render`): what the flags say.
+    Offline { issuer_host_path: Option<String> },
+}
+
+/// The outcome of checking the cluster's IAM OIDC provider; a missing provider or audience
+/// is a failed preflight check (with its fix), not an error that stops everything.
+#[derive(Debug, Clone)]
+pub enum OidcProviderState {
+    Trusted { issuer_host_path: String },
+    Problem { detail: String, fix: String },
+}
+
+/// The Kubernetes connection, when the Kubernetes scope is in use.
+#[derive(Clone)]
+pub struct KubeConnection {
+    pub client: kube::Client,
+    /// The API server URL the kubeconfig points at.
+    pub url: String,
+    /// Whether the caller may apply the objects (only asked of a live cluster).
+    pub permissions: Option<Check>,
+}
+
+#[derive(Clone)]
+pub struct Facts {
+    pub caller: Caller,
+    pub cluster: ClusterState,
+    /// Whether the `eks-pod-identity-agent` add-on is ACTIVE: asked only when the identity
+    /// is `pod-identity` or `auto`, of a live cluster.
+    pub agent_active: Option<bool>,
+    /// Asked only when the identity may be IRSA, of a live cluster with an issuer.
+    pub oidc_provider: Option<OidcProviderState>,
+    pub kube: Option<KubeConnection>,
+    /// Whether `--context` chose the kube context on purpose (then it need not be the
+    /// cluster's endpoint).
+    pub kube_context_explicit: bool,
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("caller", &self.caller)
+            .field("cluster", &self.cluster)
+            .field("agent_active", &self.agent_active)
+            .field("oidc_provider", &self.oidc_provider)
+            .field("kube", &self.kube.as_ref().map(|kube| &kube.url))
+            .finish()
+    }
+}
+
+/// Whether the EKS cluster must exist: `destroy` also cleans up after a deleted cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRequirement {
+    MustExist,
+    MayBeGone,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +122,15 @@ pub enum FactsError {
     NoClusterInReply { cluster: String },
     #[error("EKS cluster {cluster} is {status}, not ACTIVE; wait until it is active and run again")]
     ClusterNotActive { cluster: String, status: String },
-    #[error(
-        "EKS cluster {cluster} has no OIDC issuer, which IRSA needs; use --identity pod-identity, or check the cluster (aws eks describe-cluster --name {cluster} --query cluster.identity)"
-    )]
-    NoOidcIssuer { cluster: String },
+    #[error("EKS reports an OIDC issuer for cluster {cluster} that is not an https URL: {issuer}")]
+    BadIssuer { cluster: String, issuer: String },
+    #[error(transparent)]
+    Addon(AwsError),
+    #[error("cannot use the kubeconfig{}: {message}; check --kubeconfig/--context or KUBECONFIG", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Kubeconfig {
+        path: Option<std::path::PathBuf>,
+        message: String,
+    },
     #[error(
         "IAM has no OIDC provider for the issuer of cluster {cluster} ({arn}); IRSA needs one. Create it with: \
          eksctl utils associate-iam-oidc-provider --cluster {cluster} --region {region} --approve \
@@ -73,26 +151,96 @@ pub enum FactsError {
     OidcProvider(AwsError),
 }
 
-/// The partition of an ARN: `arn:aws-cn:sts::...` -> `aws-cn`.
-pub fn arn_partition(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    (parts.next() == Some("arn"))
-        .then(|| parts.next())
-        .flatten()
+/// Reads everything live the deployment depends on.
+pub async fn gather(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    requirement: ClusterRequirement,
+    with_kubernetes: bool,
+) -> Result<Facts, FactsError> {
+    let caller = caller(sdk, settings).await?;
+    let cluster = match describe_cluster(sdk, settings).await {
+        Ok(cluster) => cluster,
+        Err(FactsError::ClusterNotFound { .. }) if requirement == ClusterRequirement::MayBeGone => {
+            ClusterState::Gone
+        }
+        Err(error) => return Err(error),
+    };
+    let live_issuer = match &cluster {
+        ClusterState::Live {
+            issuer_host_path, ..
+        } => Some(issuer_host_path.clone()),
+        ClusterState::Gone | ClusterState::Offline { .. } => None,
+    };
+    let agent_active = match (&live_issuer, settings.identity) {
+        (Some(_), IdentityMode::PodIdentity | IdentityMode::Auto) => Some(
+            pod_identity::agent_active(&aws_sdk_eks::Client::new(sdk), &settings.cluster)
+                .await
+                .map_err(FactsError::Addon)?,
+        ),
+        (Some(_) | None, IdentityMode::PodIdentity | IdentityMode::Auto | IdentityMode::Irsa) => {
+            None
+        }
+    };
+    let may_be_irsa = match settings.identity {
+        IdentityMode::Irsa => true,
+        IdentityMode::Auto => agent_active == Some(false),
+        IdentityMode::PodIdentity => false,
+    };
+    let oidc_provider = match live_issuer.flatten() {
+        Some(issuer) if may_be_irsa => Some(oidc_provider(sdk, settings, &caller, issuer).await?),
+        Some(_) | None => None,
+    };
+    let kube = if with_kubernetes {
+        let live = matches!(cluster, ClusterState::Live { .. });
+        Some(kube_connection(settings, live).await?)
+    } else {
+        None
+    };
+    Ok(Facts {
+        caller,
+        cluster,
+        agent_active,
+        oidc_provider,
+        kube,
+        kube_context_explicit: settings.context.is_some(),
+    })
 }
 
-/// Reads the caller and the cluster. `region_partition` is the partition the region
-/// belongs to according to our tables.
-pub async fn gather(
-    config: &SdkConfig,
-    region: &str,
-    region_partition: &str,
-    cluster: &str,
-    given_account: Option<&str>,
-) -> Result<LiveFacts, FactsError> {
-    let (account, caller_arn, caller_partition) =
-        caller(config, region, region_partition, given_account).await?;
-    let result = aws_sdk_eks::Client::new(config)
+impl Facts {
+    /// What `render` knows without asking anyone: the flags.
+    pub fn offline(settings: &Settings) -> Result<Facts, crate::settings::SettingsError> {
+        let account = settings
+            .account
+            .clone()
+            .ok_or(crate::settings::SettingsError::Missing {
+                flag: "--account",
+                hint: " (aws sts get-caller-identity --query Account)",
+            })?;
+        Ok(Facts {
+            caller: Caller {
+                account,
+                arn: String::new(),
+                partition: settings.region.partition.id.clone(),
+            },
+            cluster: ClusterState::Offline {
+                issuer_host_path: settings.oidc_issuer_host_path.clone(),
+            },
+            agent_active: None,
+            oidc_provider: None,
+            kube: None,
+            kube_context_explicit: settings.context.is_some(),
+        })
+    }
+}
+
+async fn describe_cluster(
+    sdk: &SdkConfig,
+    settings: &Settings,
+) -> Result<ClusterState, FactsError> {
+    let cluster = &settings.cluster;
+    let region = &settings.region.name;
+    let result = aws_sdk_eks::Client::new(sdk)
         .describe_cluster()
         .name(cluster)
         .send()
@@ -101,64 +249,80 @@ pub async fn gather(
         .map_err(AwsError::call("eks", "DescribeCluster", cluster))
         .map_err(FactsError::DescribeCluster)?
         .ok_or_else(|| FactsError::ClusterNotFound {
-            cluster: cluster.to_owned(),
-            region: region.to_owned(),
+            cluster: cluster.clone(),
+            region: region.clone(),
         })?
         .cluster
         .ok_or_else(|| FactsError::NoClusterInReply {
-            cluster: cluster.to_owned(),
+            cluster: cluster.clone(),
         })?;
-    let status = found
-        .status
-        .as_ref()
-        .map(|status| status.as_str().to_owned());
-    if let Some(status) = status
+    if let Some(status) = found.status.as_ref().map(|status| status.as_str())
         && status != "ACTIVE"
     {
         return Err(FactsError::ClusterNotActive {
-            cluster: cluster.to_owned(),
-            status,
+            cluster: cluster.clone(),
+            status: status.to_owned(),
         });
     }
-    Ok(LiveFacts {
-        account,
-        caller_arn,
-        caller_partition,
-        cluster_arn: found.arn.unwrap_or_default(),
-        cluster_endpoint: found.endpoint,
-        oidc_issuer: found
-            .identity
-            .and_then(|identity| identity.oidc)
-            .and_then(|oidc| oidc.issuer),
+    let issuer_host_path = found
+        .identity
+        .and_then(|identity| identity.oidc)
+        .and_then(|oidc| oidc.issuer)
+        .map(|issuer| {
+            issuer_host_path(&issuer).ok_or_else(|| FactsError::BadIssuer {
+                cluster: cluster.clone(),
+                issuer,
+            })
+        })
+        .transpose()?;
+    Ok(ClusterState::Live {
+        arn: found.arn.unwrap_or_default(),
+        endpoint: found.endpoint,
+        issuer_host_path,
     })
 }
 
-/// The caller alone, for a cluster that no longer exists (`destroy` after the cluster).
-pub async fn caller_only(
-    config: &SdkConfig,
-    region: &str,
-    region_partition: &str,
-    given_account: Option<&str>,
-) -> Result<LiveFacts, FactsError> {
-    let (account, caller_arn, caller_partition) =
-        caller(config, region, region_partition, given_account).await?;
-    Ok(LiveFacts {
-        account,
-        caller_arn,
-        caller_partition,
-        cluster_arn: String::new(),
-        cluster_endpoint: None,
-        oidc_issuer: None,
+/// The Kubernetes client from the kubeconfig chain, the API server URL it talks to, and
+/// (for a live cluster) whether the caller may apply our objects.
+async fn kube_connection(settings: &Settings, live: bool) -> Result<KubeConnection, FactsError> {
+    let error = |message: String| FactsError::Kubeconfig {
+        path: settings.kubeconfig.clone(),
+        message,
+    };
+    let config = if settings.kubeconfig.is_none() && settings.context.is_none() {
+        kube::Config::infer()
+            .await
+            .map_err(|e| error(e.to_string()))?
+    } else {
+        let kubeconfig = match &settings.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(|e| error(e.to_string()))?;
+        let options = KubeConfigOptions {
+            context: settings.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| error(e.to_string()))?
+    };
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| error(e.to_string()))?;
+    let permissions = if live {
+        Some(preflight::rbac_check(&client, &settings.namespace).await)
+    } else {
+        None
+    };
+    Ok(KubeConnection {
+        client,
+        url,
+        permissions,
     })
 }
 
-async fn caller(
-    config: &SdkConfig,
-    region: &str,
-    region_partition: &str,
-    given_account: Option<&str>,
-) -> Result<(String, String, String), FactsError> {
-    let caller = aws_sdk_sts::Client::new(config)
+async fn caller(sdk: &SdkConfig, settings: &Settings) -> Result<Caller, FactsError> {
+    let caller = aws_sdk_sts::Client::new(sdk)
         .get_caller_identity()
         .send()
         .await
@@ -168,14 +332,18 @@ async fn caller(
     let account = caller
         .account
         .ok_or_else(|| FactsError::CallerReply("the reply has no account".to_owned()))?;
-    let caller_partition = check_caller(
+    let partition = check_caller(
         &caller_arn,
         &account,
-        region,
-        region_partition,
-        given_account,
+        &settings.region.name,
+        &settings.region.partition.id,
+        settings.account.as_deref(),
     )?;
-    Ok((account, caller_arn, caller_partition))
+    Ok(Caller {
+        account,
+        arn: caller_arn,
+        partition,
+    })
 }
 
 /// The caller's partition, refused when it is not the region's (a role of one partition
@@ -187,7 +355,7 @@ fn check_caller(
     region_partition: &str,
     given_account: Option<&str>,
 ) -> Result<String, FactsError> {
-    let caller_partition = arn_partition(caller_arn)
+    let caller_partition = arn::partition_of(caller_arn)
         .ok_or_else(|| {
             FactsError::CallerReply(format!("the caller ARN '{caller_arn}' is not an ARN"))
         })?
@@ -211,60 +379,58 @@ fn check_caller(
     Ok(caller_partition)
 }
 
-/// Checks that IAM has an OIDC provider for `issuer` that accepts our audience. The tool
-/// never creates or edits a provider: it is shared by everything using IRSA on the cluster.
-pub async fn check_oidc_provider(
-    config: &SdkConfig,
-    partition: &str,
-    account: &str,
-    region: &str,
-    cluster: &str,
-    issuer: &str,
-) -> Result<(), FactsError> {
-    let host_path = issuer.trim_start_matches("https://").trim_end_matches('/');
-    let arn = format!("arn:{partition}:iam::{account}:oidc-provider/{host_path}");
-    let result = aws_sdk_iam::Client::new(config)
+/// Whether IAM has an OIDC provider for the cluster's issuer that accepts our audience.
+/// The tool never creates or edits a provider: it is shared by everything using IRSA on
+/// the cluster.
+async fn oidc_provider(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    caller: &Caller,
+    issuer_host_path: String,
+) -> Result<OidcProviderState, FactsError> {
+    let arn = arn::oidc_provider(&caller.partition, &caller.account, &issuer_host_path);
+    let result = aws_sdk_iam::Client::new(sdk)
         .get_open_id_connect_provider()
         .open_id_connect_provider_arn(&arn)
         .send()
         .await;
-    let provider = missing_as_none(result, |error| error.is_no_such_entity_exception())
+    let problem = |error: FactsError| {
+        let text = error.to_string();
+        let (detail, fix) = text.split_once("; ").unwrap_or((&text, ""));
+        OidcProviderState::Problem {
+            detail: detail.to_owned(),
+            fix: fix.to_owned(),
+        }
+    };
+    let Some(provider) = missing_as_none(result, |error| error.is_no_such_entity_exception())
         .map_err(AwsError::call("iam", "GetOpenIDConnectProvider", &arn))
         .map_err(FactsError::OidcProvider)?
-        .ok_or_else(|| FactsError::OidcProviderMissing {
-            cluster: cluster.to_owned(),
-            region: region.to_owned(),
-            arn: arn.clone(),
-            issuer: issuer.to_owned(),
-        })?;
+    else {
+        return Ok(problem(FactsError::OidcProviderMissing {
+            cluster: settings.cluster.clone(),
+            region: settings.region.name.clone(),
+            arn,
+            issuer: format!("https://{issuer_host_path}"),
+        }));
+    };
     let audiences = provider.client_id_list();
     if audiences.iter().any(|audience| audience == IRSA_AUDIENCE) {
-        Ok(())
+        Ok(OidcProviderState::Trusted { issuer_host_path })
     } else {
-        Err(FactsError::OidcAudienceMissing {
+        Ok(problem(FactsError::OidcAudienceMissing {
             arn,
             audiences: if audiences.is_empty() {
                 "none".to_owned()
             } else {
                 audiences.join(", ")
             },
-        })
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{FactsError, arn_partition, check_caller};
-
-    #[test]
-    fn the_partition_is_the_second_field_of_an_arn() {
-        assert_eq!(
-            arn_partition("arn:aws:sts::123456789012:user/moto"),
-            Some("aws")
-        );
-        assert_eq!(arn_partition("arn:aws-cn:iam::1:role/x"), Some("aws-cn"));
-        assert_eq!(arn_partition("not-an-arn"), None);
-    }
+    use super::{FactsError, check_caller};
 
     #[test]
     fn a_caller_of_another_partition_or_account_is_refused() {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::plan::Scope;
-use crate::settings::{DeployInput, TargetInput};
+use crate::plan::{DeployOptions, Scope};
+use crate::settings::{ConfigFile, DeployInput, SettingsError, TargetInput};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,6 +123,40 @@ pub struct ClusterFlags {
     /// human: a readable plan; json: the plan as one JSON object
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// The inputs of a cluster command: the flags over the config file.
+pub struct ClusterInputs {
+    pub target: TargetInput,
+    pub deploy: DeployInput,
+    pub options: DeployOptions,
+    pub output: OutputFormat,
+}
+
+impl ClusterFlags {
+    /// Reads `--config` and lays the flags over it.
+    pub fn inputs(self) -> Result<ClusterInputs, SettingsError> {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let scopes = if self.only.is_empty() {
+            Scope::ALL.to_vec()
+        } else {
+            self.only.clone()
+        };
+        Ok(ClusterInputs {
+            target: self.target.or(file.target()),
+            deploy: self.deploy.or(file.deploy()),
+            options: DeployOptions {
+                scopes,
+                adopt: self.adopt,
+                rollout_timeout: std::time::Duration::from_secs(self.rollout_timeout),
+                allow_downgrade: self.allow_downgrade,
+            },
+            output: self.output,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,23 +6,30 @@
 //! module named after it.
 
 pub mod apply;
+pub mod arn;
 pub mod aws;
 pub mod bench_cmd;
 pub mod cargo_tool;
 pub mod catalog;
-pub mod cluster_cmd;
+pub mod decide;
 pub mod demo_cmd;
-pub mod deployer;
+pub mod deploy_cmd;
+pub mod destroy_cmd;
 pub mod documents;
 pub mod exit;
 pub mod facts;
 pub mod flags;
+pub mod ownership;
 pub mod plan;
+pub mod plan_cmd;
 pub mod preflight;
+pub mod preflight_cmd;
+pub mod prepare;
 pub mod render;
 pub mod render_cmd;
 pub mod sandbox_cmd;
 pub mod settings;
 pub mod status_cmd;
+pub mod terminal;
 pub mod test_cmd;
 pub mod upgrade_cmd;

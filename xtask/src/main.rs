@@ -18,10 +18,10 @@ fn main() -> ExitCode {
     init_logging(&flags);
     let result = match flags.command {
         Command::Render(render) => xtask::render_cmd::run(render),
-        Command::Plan(plan) => xtask::cluster_cmd::plan(plan),
-        Command::Deploy(deploy) => xtask::cluster_cmd::deploy(deploy),
-        Command::Destroy(destroy) => xtask::cluster_cmd::destroy(destroy),
-        Command::Preflight(preflight) => xtask::cluster_cmd::preflight(preflight),
+        Command::Plan(plan) => xtask::plan_cmd::run(plan),
+        Command::Deploy(deploy) => xtask::deploy_cmd::run(deploy),
+        Command::Destroy(destroy) => xtask::destroy_cmd::run(destroy),
+        Command::Preflight(preflight) => xtask::preflight_cmd::run(preflight),
         Command::Upgrade(upgrade) => xtask::upgrade_cmd::upgrade(upgrade),
         Command::Status(status) => xtask::status_cmd::status(status),
         Command::Test(test) => xtask::test_cmd::run(test),

@@ -9,6 +9,10 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 use serde::Serialize;
 
+use crate::decide::{Identity, Target};
+use crate::facts::{ClusterState, Facts, OidcProviderState};
+use crate::plan::pod_identity::AGENT_ADDON;
+
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -44,6 +48,78 @@ impl Check {
     }
 }
 
+/// Every check, from what was read live and what was decided; nothing is asked here.
+pub fn check(facts: &Facts, target: &Target) -> Vec<Check> {
+    let cluster = &target.cluster;
+    let region = &target.region;
+    let mut checks = vec![
+        Check::pass(
+            "caller",
+            format!(
+                "{} (account {}, partition {})",
+                facts.caller.arn, facts.caller.account, facts.caller.partition
+            ),
+        ),
+        Check::pass(
+            "cluster",
+            match &facts.cluster {
+                ClusterState::Live { .. } => format!("{cluster} is ACTIVE in {region}"),
+                ClusterState::Gone | ClusterState::Offline { .. } => {
+                    format!("{cluster} in {region}")
+                }
+            },
+        ),
+    ];
+    let ClusterState::Live { endpoint, .. } = &facts.cluster else {
+        // Nothing more to check of a cluster that is gone.
+        return checks;
+    };
+    match (&target.identity, &facts.oidc_provider) {
+        (Identity::Irsa { .. }, Some(OidcProviderState::Trusted { issuer_host_path })) => {
+            checks.push(Check::pass(
+                "IAM OIDC provider",
+                format!(
+                    "https://{issuer_host_path} is trusted with audience {}",
+                    crate::settings::IRSA_AUDIENCE
+                ),
+            ));
+        }
+        (Identity::Irsa { .. }, Some(OidcProviderState::Problem { detail, fix })) => {
+            checks.push(Check::fail("IAM OIDC provider", detail, fix));
+        }
+        (Identity::Irsa { .. }, None) | (Identity::PodIdentity, _) => {}
+    }
+    if target.identity == Identity::PodIdentity {
+        checks.push(if facts.agent_active == Some(true) {
+            Check::pass(
+                "Pod Identity agent",
+                format!("the {AGENT_ADDON} add-on is ACTIVE"),
+            )
+        } else {
+            Check::fail(
+                "Pod Identity agent",
+                format!(
+                    "the {AGENT_ADDON} add-on is not ACTIVE on {cluster}, so pods would get no credentials"
+                ),
+                format!(
+                    "aws eks create-addon --cluster-name {cluster} --addon-name {AGENT_ADDON} (or use --identity irsa)"
+                ),
+            )
+        });
+    }
+    if let Some(kube) = &facts.kube {
+        checks.push(context_check(
+            &kube.url,
+            endpoint.as_deref(),
+            cluster,
+            facts.kube_context_explicit,
+        ));
+        checks.extend(kube.permissions.clone());
+        checks.push(security_group_reminder(&target.namespace));
+    }
+    checks
+}
+
 /// `scheme://host:port` of a URL, for comparing API server endpoints written differently.
 pub fn normalize_endpoint(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
@@ -63,7 +139,7 @@ pub fn normalize_endpoint(url: &str) -> String {
 
 /// The kube context must point at the cluster EKS names, unless the user chose the context
 /// explicitly: "right flags, wrong context" would deploy into another cluster.
-pub fn context_check(
+fn context_check(
     kube_url: &str,
     eks_endpoint: Option<&str>,
     cluster: &str,
@@ -163,7 +239,7 @@ pub async fn rbac_check(client: &kube::Client, namespace: &str) -> Check {
 }
 
 /// Not something the tool can check from outside: the network path the scrape needs.
-pub fn security_group_reminder(namespace: &str) -> Check {
+fn security_group_reminder(namespace: &str) -> Check {
     Check::pass(
         "scrape network path",
         format!(

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::catalog::catalog;
+use crate::decide::decide;
+use crate::facts::Facts;
 use crate::flags::{OutputFormat, RenderFlags};
 use crate::render::render;
-use crate::settings::ConfigFile;
+use crate::settings::{self, ConfigFile, DeployInput};
 
 pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
     let file = match &flags.config {
@@ -16,8 +18,15 @@ pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
         None => ConfigFile::default(),
     };
     let catalog = catalog()?;
-    let target = flags.target.or(file.target()).resolve(catalog)?;
-    let rendered = render(&target, catalog)?;
+    // Offline: the account and the issuer are what the flags say.
+    let settings = settings::resolve(
+        &flags.target.or(file.target()),
+        &DeployInput::default(),
+        None,
+        catalog,
+    )?;
+    let target = decide(&settings, &Facts::offline(&settings)?)?;
+    let rendered = render(&target)?;
     if flags.output == OutputFormat::Json {
         let text = serde_json::to_string_pretty(&rendered.to_json())
             .context("serialising the rendered artifacts")?;

@@ -12,7 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::flags::SandboxUpFlags;
 
 pub fn up(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
-    crate::cluster_cmd::runtime()?.block_on(run(flags))
+    crate::terminal::runtime()?.block_on(run(flags))
 }
 
 async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {

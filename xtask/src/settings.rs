@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, DataError, RegionError, Version, VersionError};
+use std::collections::BTreeMap;
+
+use crate::catalog::{Catalog, DataError, RegionError, ResolvedRegion, Version, VersionError};
 
 /// The service account name the upstream helper and its RBAC are written for.
 pub const SERVICE_ACCOUNT: &str = "cni-metrics-helper";
@@ -226,22 +228,67 @@ impl ConfigFile {
     }
 }
 
-/// A validated target: every string here is known to be well formed.
+/// The image the helper's Deployment runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub region: String,
+pub enum ImageChoice {
+    /// Upstream's cni-metrics-helper from the region's ECR registry, at the pinned version.
+    Upstream { registry_host: String },
+    /// Upstream's helper from another place (`--image`, e.g. a mirror).
+    Mirror(String),
+    /// Our publisher (`--publisher-image`).
+    Publisher(String),
+}
+
+impl ImageChoice {
+    /// The image reference for `version`.
+    pub fn reference(&self, version: Version) -> String {
+        match self {
+            ImageChoice::Upstream { registry_host } => {
+                format!("{registry_host}/cni-metrics-helper:{version}")
+            }
+            ImageChoice::Mirror(image) | ImageChoice::Publisher(image) => image.clone(),
+        }
+    }
+
+    pub fn is_publisher(&self) -> bool {
+        matches!(self, ImageChoice::Publisher(_))
+    }
+}
+
+/// What the user asked for, validated once: every string here is known to be well formed,
+/// and nothing later validates it again. What is not known until the live account and
+/// cluster are read (the account when not given, the issuer, which identity `auto` means)
+/// is settled by [`crate::decide`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub region: ResolvedRegion<'static>,
     pub cluster: String,
-    pub account: String,
-    /// The issuer with `https://` and any trailing slash removed, as IAM names providers.
+    /// `--account`: checked against the caller's account, or all there is offline.
+    pub account: Option<String>,
+    /// `--oidc-issuer`, reduced to what IAM calls the provider (`host/path`).
     pub oidc_issuer_host_path: Option<String>,
     pub version: Version,
     pub identity: IdentityMode,
     pub namespace: String,
-    pub image_override: Option<String>,
-    pub role_name: String,
-    /// Our publisher's image, when it runs instead of the upstream helper.
-    pub publisher_image: Option<String>,
+    pub image: ImageChoice,
     pub leader_elect: bool,
+    pub role_name: String,
+    pub policy_name: String,
+    pub dashboard_name: String,
+    /// `--tag`s for the role and the policy, beside our own marks.
+    pub tags: BTreeMap<String, String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+impl Settings {
+    /// The same settings at another version (what `upgrade` steps through).
+    pub fn at_version(&self, version: Version) -> Settings {
+        Settings {
+            version,
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,102 +335,196 @@ pub enum SettingsError {
     Data(#[from] DataError),
     #[error("--image and --publisher-image both choose the image to run; give one of them")]
     TwoImages,
+    #[error(transparent)]
+    NoUpstreamImage(RegionError),
+    #[error(
+        "invalid --policy-name '{0}': an IAM policy name is 1-128 characters of letters, digits and +=,.@_-"
+    )]
+    PolicyName(String),
+    #[error(
+        "invalid --dashboard-name '{0}': a dashboard name is 1-255 characters of letters, digits, '-' and '_'"
+    )]
+    DashboardName(String),
+    #[error("invalid --tag '{key}': {problem}")]
+    Tag { key: String, problem: &'static str },
     #[error(
         "--leader-elect needs --publisher-image: the upstream helper has no leader election, so it runs one replica"
     )]
     LeaderElectNeedsPublisher,
-    #[error(
-        "--identity auto is decided from the live cluster (its eks-pod-identity-agent add-on); for render choose irsa or pod-identity"
-    )]
-    AutoIdentityOffline,
 }
 
-impl TargetInput {
-    /// Validates every field and fills in the defaults.
-    pub fn resolve(self, catalog: &Catalog) -> Result<Target, SettingsError> {
-        let region = self.region.ok_or(SettingsError::Missing {
-            flag: "--region",
-            hint: " (e.g. --region us-west-2)",
-        })?;
-        // Resolving here refuses unknown regions before anything else is looked at.
-        catalog.resolve_region(&region)?;
-        let cluster = self.cluster.ok_or(SettingsError::Missing {
-            flag: "--cluster",
-            hint: " (the EKS cluster name)",
-        })?;
-        if !is_cluster_name(&cluster) {
-            return Err(SettingsError::Cluster(cluster));
-        }
-        let account = self.account.ok_or(SettingsError::Missing {
-            flag: "--account",
-            hint: " (aws sts get-caller-identity --query Account)",
-        })?;
-        if !crate::catalog::is_account_id(&account) {
-            return Err(SettingsError::Account(account));
-        }
-        let identity = self.identity.unwrap_or(IdentityMode::Irsa);
-        if identity == IdentityMode::Auto {
-            return Err(SettingsError::AutoIdentityOffline);
-        }
-        let oidc_issuer_host_path = match self.oidc_issuer {
-            Some(issuer) => {
-                Some(issuer_host_path(&issuer).ok_or(SettingsError::OidcIssuer(issuer))?)
-            }
-            None if identity == IdentityMode::Irsa => {
-                return Err(SettingsError::Missing {
-                    flag: "--oidc-issuer",
-                    hint: " with --identity irsa (aws eks describe-cluster --name <cluster> --query cluster.identity.oidc.issuer)",
-                });
-            }
-            None => None,
-        };
-        let version = match self.version {
-            Some(text) => catalog.known_version(&text)?,
-            None => catalog.latest_version().ok_or(DataError {
-                file: "templates/data/versions.txt",
-                line: 0,
-                problem: "no versions listed".to_owned(),
-            })?,
-        };
-        let namespace = self.namespace.unwrap_or_else(|| "kube-system".to_owned());
-        if !is_dns_label(&namespace) {
-            return Err(SettingsError::Namespace(namespace));
-        }
-        if let Some(image) = &self.image
-            && !is_image_reference(image)
-        {
-            return Err(SettingsError::Image(image.clone()));
-        }
-        if let Some(image) = &self.publisher_image
-            && !is_image_reference(image)
-        {
-            return Err(SettingsError::Image(image.clone()));
-        }
-        if self.publisher_image.is_some() && self.image.is_some() {
-            return Err(SettingsError::TwoImages);
-        }
-        if self.leader_elect && self.publisher_image.is_none() {
-            return Err(SettingsError::LeaderElectNeedsPublisher);
-        }
-        let role_name = match self.role_name {
-            Some(name) if is_role_name(&name) => name,
-            Some(name) => return Err(SettingsError::RoleName(name)),
-            None => default_role_name(&cluster, &region),
-        };
-        Ok(Target {
-            region,
-            cluster,
-            account,
-            oidc_issuer_host_path,
-            version,
-            identity,
-            namespace,
-            image_override: self.image,
-            role_name,
-            publisher_image: self.publisher_image,
-            leader_elect: self.leader_elect,
-        })
+/// The default name of the permission policy, as in the EKS user guide.
+pub const DEFAULT_POLICY_NAME: &str = "AmazonEKSVPCCNIMetricsHelperPolicy";
+
+/// Validates every input and fills in the defaults. `region` is the region when the flags
+/// and the file give none (the AWS region chain, for the commands that talk to AWS).
+pub fn resolve(
+    target: &TargetInput,
+    deploy: &DeployInput,
+    region_from_chain: Option<String>,
+    catalog: &'static Catalog,
+) -> Result<Settings, SettingsError> {
+    let region_name =
+        target
+            .region
+            .clone()
+            .or(region_from_chain)
+            .ok_or(SettingsError::Missing {
+                flag: "--region",
+                hint: " (e.g. --region us-west-2, or AWS_REGION)",
+            })?;
+    // Resolving first refuses an unknown region before anything else is looked at.
+    let region = catalog.resolve_region(&region_name)?;
+    let cluster = target.cluster.clone().ok_or(SettingsError::Missing {
+        flag: "--cluster",
+        hint: " (the EKS cluster name)",
+    })?;
+    if !is_cluster_name(&cluster) {
+        return Err(SettingsError::Cluster(cluster));
     }
+    if let Some(account) = &target.account
+        && !crate::catalog::is_account_id(account)
+    {
+        return Err(SettingsError::Account(account.clone()));
+    }
+    let oidc_issuer_host_path = target
+        .oidc_issuer
+        .as_deref()
+        .map(|issuer| {
+            issuer_host_path(issuer).ok_or_else(|| SettingsError::OidcIssuer(issuer.to_owned()))
+        })
+        .transpose()?;
+    let version = match &target.version {
+        Some(text) => catalog.known_version(text)?,
+        None => catalog.latest_version().ok_or(DataError {
+            file: "templates/data/versions.txt",
+            line: 0,
+            problem: "no versions listed".to_owned(),
+        })?,
+    };
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "kube-system".to_owned());
+    if !is_dns_label(&namespace) {
+        return Err(SettingsError::Namespace(namespace));
+    }
+    let image = image_choice(target, &region, catalog)?;
+    if target.leader_elect && !image.is_publisher() {
+        return Err(SettingsError::LeaderElectNeedsPublisher);
+    }
+    let role_name = match &target.role_name {
+        Some(name) if is_role_name(name) => name.clone(),
+        Some(name) => return Err(SettingsError::RoleName(name.clone())),
+        None => default_role_name(&cluster, &region.name),
+    };
+    let policy_name = deploy
+        .policy_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
+    if !is_iam_name(&policy_name, POLICY_NAME_MAX) {
+        return Err(SettingsError::PolicyName(policy_name));
+    }
+    let dashboard_name = deploy
+        .dashboard_name
+        .clone()
+        .unwrap_or_else(|| default_dashboard_name(&cluster, &region.name));
+    if !is_dashboard_name(&dashboard_name) {
+        return Err(SettingsError::DashboardName(dashboard_name));
+    }
+    for (key, value) in &deploy.tags {
+        check_tag(key, value)?;
+    }
+    Ok(Settings {
+        region,
+        cluster,
+        account: target.account.clone(),
+        oidc_issuer_host_path,
+        version,
+        identity: target.identity.unwrap_or(IdentityMode::Irsa),
+        namespace,
+        image,
+        leader_elect: target.leader_elect,
+        role_name,
+        policy_name,
+        dashboard_name,
+        tags: deploy.tags.clone(),
+        kubeconfig: deploy.kubeconfig.clone(),
+        context: deploy.context.clone(),
+    })
+}
+
+/// Which image runs: one of `--image` and `--publisher-image`, or upstream's from the
+/// region's registry, which must then be known.
+fn image_choice(
+    target: &TargetInput,
+    region: &ResolvedRegion<'static>,
+    catalog: &Catalog,
+) -> Result<ImageChoice, SettingsError> {
+    for image in [&target.image, &target.publisher_image]
+        .into_iter()
+        .flatten()
+    {
+        if !is_image_reference(image) {
+            return Err(SettingsError::Image(image.clone()));
+        }
+    }
+    match (&target.image, &target.publisher_image) {
+        (Some(_), Some(_)) => Err(SettingsError::TwoImages),
+        (Some(image), None) => Ok(ImageChoice::Mirror(image.clone())),
+        (None, Some(image)) => Ok(ImageChoice::Publisher(image.clone())),
+        (None, None) => match region.registry {
+            Some(registry) => Ok(ImageChoice::Upstream {
+                registry_host: registry.host(),
+            }),
+            None => Err(SettingsError::NoUpstreamImage(RegionError::NoRegistry {
+                region: region.name.clone(),
+                partition: region.partition.id.clone(),
+                nearest: catalog.nearest_regions(&region.name),
+            })),
+        },
+    }
+}
+
+fn is_dashboard_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A `--tag` IAM would accept and that does not touch our own marks.
+fn check_tag(key: &str, value: &str) -> Result<(), SettingsError> {
+    let problem = if key.is_empty() || key.chars().count() > 128 {
+        Some("a tag key is 1-128 characters")
+    } else if value.chars().count() > 256 {
+        Some("a tag value is at most 256 characters")
+    } else if !key.chars().all(is_tag_character) || !value.chars().all(is_tag_character) {
+        // Refused here rather than by IAM, after earlier steps would have run.
+        Some("IAM tags allow only letters, digits, spaces and _ . : / = + - @")
+    } else if key.to_ascii_lowercase().starts_with("aws:") {
+        Some("the aws: prefix is reserved by AWS")
+    } else if crate::ownership::RESERVED_TAGS
+        .iter()
+        .any(|reserved| key.eq_ignore_ascii_case(reserved))
+    {
+        // IAM tag keys are case-insensitive: `Managed-By` would replace our mark.
+        Some("this tool sets that tag itself")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(SettingsError::Tag {
+            key: key.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// IAM's tag alphabet: `[\p{L}\p{Z}\p{N}_.:/=+\-@]`.
+fn is_tag_character(c: char) -> bool {
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 /// `AmazonEKSVPCCNIMetricsHelperRole-<cluster>-<region>`, kept within IAM's 64 characters.
@@ -463,7 +604,7 @@ fn is_image_reference(image: &str) -> bool {
 }
 
 /// `https://oidc.eks.us-west-2.amazonaws.com/id/ABC/` -> `oidc.eks.us-west-2.amazonaws.com/id/ABC`.
-fn issuer_host_path(issuer: &str) -> Option<String> {
+pub fn issuer_host_path(issuer: &str) -> Option<String> {
     let rest = issuer.strip_prefix("https://")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));

@@ -4,18 +4,16 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::Api;
 use serde::Serialize;
 
-use crate::catalog::catalog;
-use crate::cluster_cmd::{Inputs, inputs, runtime};
-use crate::deployer::{self, ClusterRequirement};
 use crate::exit;
+use crate::facts::ClusterRequirement;
 use crate::flags::{OutputFormat, StatusFlags};
 use crate::plan::Summary;
-use crate::plan::kubernetes::RolloutState;
+use crate::plan::kubernetes::{self, RolloutState};
+use crate::prepare::prepare_checked;
 use crate::settings::SERVICE_ACCOUNT;
+use crate::terminal::runtime;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -37,54 +35,35 @@ pub struct Status {
 
 pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let Inputs {
-            target,
-            deploy,
-            mut options,
-            output,
-        } = inputs(flags.cluster)?;
+        let mut inputs = flags.cluster.inputs()?;
         // Status reads; a version difference is reported, not refused.
-        options.allow_downgrade = true;
-        let catalog = catalog()?;
-        let pinned = deployer::prepare(
-            catalog,
-            target.clone(),
-            deploy.clone(),
-            &options,
-            ClusterRequirement::MustExist,
-        )
-        .await?;
-        pinned.require_preflight()?;
+        inputs.options.allow_downgrade = true;
+        let pinned = prepare_checked(&inputs, ClusterRequirement::MustExist).await?;
         let pinned_version = pinned.target.version;
         let live = pinned.live_deployment().await?;
         let live_version = live.as_ref().and_then(|live| live.version);
         let upgrade_path = match live_version {
-            Some(live_version) if live_version < pinned.target.version => catalog
-                .upgrade_path(live_version, pinned.target.version)
+            Some(live_version) if live_version < pinned_version => pinned
+                .catalog
+                .upgrade_path(live_version, pinned_version)
                 .map(|path| path.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
-            _ => Vec::new(),
+            Some(_) | None => Vec::new(),
         };
         // Drift is measured at the version that runs, so that a pending upgrade does not
         // show as drift of every object.
         let at_live = match live_version {
-            Some(version) if version != pinned.target.version => pinned.at_version(version)?,
-            _ => pinned,
+            Some(version) if version != pinned_version => pinned.at_version(version)?,
+            Some(_) | None => pinned,
         };
-        let drift = deployer::plan(&at_live, &options).await?.summary();
-        let live_identity = match &at_live.kube {
+        let drift = at_live.plan(&inputs.options).await?.summary();
+        let live_identity = match at_live.kube() {
             Some(client) => {
-                let accounts: Api<ServiceAccount> =
-                    Api::namespaced(client.clone(), &at_live.target.namespace);
-                let account = accounts
-                    .get_opt(SERVICE_ACCOUNT)
-                    .await
-                    .context("reading the service account")?;
-                match account.and_then(|account| account.metadata.annotations) {
-                    Some(annotations) if annotations.contains_key("eks.amazonaws.com/role-arn") => {
-                        "irsa".to_owned()
-                    }
-                    _ => "none".to_owned(),
+                match kubernetes::live_irsa_role(client, &at_live.target.namespace, SERVICE_ACCOUNT)
+                    .await?
+                {
+                    Some(_) => "irsa".to_owned(),
+                    None => "none".to_owned(),
                 }
             }
             None => "unknown".to_owned(),
@@ -92,7 +71,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
         let status = Status {
             cluster: at_live.target.cluster.clone(),
             region: at_live.target.region.clone(),
-            account: at_live.facts.account.clone(),
+            account: at_live.target.account.clone(),
             live_version: live_version.map(|version| version.to_string()),
             live_image: live.as_ref().and_then(|live| live.image.clone()),
             pinned_version: pinned_version.to_string(),
@@ -103,7 +82,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             drift,
             last_rollout: live.map(|live| live.rollout),
         };
-        print_status(&status, output)?;
+        print_status(&status, inputs.output)?;
         Ok(exit::code(exit::SUCCESS))
     })
 }

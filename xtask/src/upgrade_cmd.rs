@@ -10,11 +10,12 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalog::{Version, catalog};
-use crate::cluster_cmd::{Inputs, confirm, inputs, runtime};
-use crate::deployer::{self, ClusterRequirement};
 use crate::exit;
-use crate::flags::{OutputFormat, UpgradeFlags};
+use crate::facts::ClusterRequirement;
+use crate::flags::{ClusterInputs, OutputFormat, UpgradeFlags};
+use crate::prepare::{Prepared, prepare_checked};
 use crate::settings::TargetInput;
+use crate::terminal::{confirm, runtime};
 
 /// One step of the upgrade, as `--output json` reports it.
 #[derive(Debug, Clone, Serialize)]
@@ -48,50 +49,23 @@ pub fn upgrade(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
-    let Inputs {
-        target,
-        deploy,
-        options,
-        output,
-    } = inputs(flags.cluster)?;
+    let inputs = flags.cluster.inputs()?;
+    let output = inputs.output;
     let catalog = catalog()?;
     let to = catalog.known_version(&flags.to).context("invalid --to")?;
-    if let Some(pinned) = &target.version
+    if let Some(pinned) = &inputs.target.version
         && pinned.as_str() != flags.to
     {
         anyhow::bail!(
             "--version {pinned} (or the config file's version) disagrees with --to {to}; pin the version you upgrade to"
         );
     }
-    let first = deployer::prepare(
-        catalog,
-        at_version(&target, to),
-        deploy.clone(),
-        &options,
-        ClusterRequirement::MustExist,
-    )
-    .await?;
-    first.require_preflight()?;
-    if first.kube.is_none() {
-        anyhow::bail!(
-            "upgrade changes the Kubernetes objects: do not leave kubernetes out of --only"
-        );
-    }
-    let live = first.live_deployment().await?.with_context(|| {
-        format!(
-            "the helper is not deployed in {}/{}: run `cargo xtask deploy --version {to}` first",
-            first.target.namespace,
-            crate::settings::SERVICE_ACCOUNT
-        )
-    })?;
-    let from = live
-        .version
-        .context("cannot tell the live version: the Deployment has no app.kubernetes.io/version label and no vX.Y.Z image tag; deploy a version explicitly with `cargo xtask deploy --version vX.Y.Z`")?;
-    let mut path = catalog.upgrade_path(from, to)?;
-    // A rollout left unfinished by an earlier, failed run is finished (and checked) first.
-    if !live.rollout.complete {
-        path.insert(0, from);
-    }
+    let inputs = ClusterInputs {
+        target: at_version(&inputs.target, to),
+        ..inputs
+    };
+    let first = prepare_checked(&inputs, ClusterRequirement::MustExist).await?;
+    let (from, path) = upgrade_path(&first, to).await?;
     let mut report = UpgradeReport {
         from: from.to_string(),
         to: to.to_string(),
@@ -111,70 +85,86 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
     if !confirm("Upgrade along this path?", flags.yes)? {
         anyhow::bail!("not upgraded: the answer was not yes");
     }
-    let mut last_good = if live.rollout.complete {
-        Some(from)
-    } else {
-        None
-    };
+    // A path that starts at the live version finishes a rollout an earlier run left.
+    let mut last_good = (path.first() != Some(&from)).then_some(from);
     for version in path {
         let prepared = first.at_version(version)?;
         tracing::info!(%version, image = %prepared.rendered.image, "upgrading");
-        let outcome = async {
-            let plan = deployer::plan(&prepared, &options).await?;
-            deployer::execute(&prepared, &plan, &options).await?;
-            prepared.wait_for_rollout(options.rollout_timeout).await?;
-            let live = prepared.live_deployment().await?;
-            match live {
-                Some(live)
-                    if live.rollout.complete
-                        && live.rollout.ready_replicas >= live.rollout.replicas =>
-                {
-                    Ok(())
-                }
-                Some(live) => Err(anyhow::format_err!(
-                    "the new pods are not ready ({}/{} ready)",
-                    live.rollout.ready_replicas,
-                    live.rollout.replicas
-                )),
-                None => Err(anyhow::format_err!(
-                    "the Deployment disappeared during the upgrade"
-                )),
-            }
+        let outcome = step(&prepared, &inputs).await;
+        report.steps.push(StepReport {
+            version: version.to_string(),
+            image: prepared.rendered.image.clone(),
+            rollout: if outcome.is_ok() {
+                "complete"
+            } else {
+                "failed"
+            },
+            error: outcome.as_ref().err().map(|error| format!("{error:#}")),
+        });
+        if let Err(error) = outcome {
+            print_report(&report, output)?;
+            let last_good = last_good.map_or_else(
+                || "unknown (the rollout before this run had not completed)".to_owned(),
+                |v| v.to_string(),
+            );
+            anyhow::bail!(
+                "the step to {version} failed: {error:#}; the last version that rolled out is {last_good}. \
+                 Fix the cause, then run `cargo xtask upgrade --to {to}` again to resume from the live version"
+            );
         }
-        .await;
-        match outcome {
-            Ok(()) => {
-                report.steps.push(StepReport {
-                    version: version.to_string(),
-                    image: prepared.rendered.image.clone(),
-                    rollout: "complete",
-                    error: None,
-                });
-                last_good = Some(version);
-            }
-            Err(error) => {
-                let message = format!("{error:#}");
-                report.steps.push(StepReport {
-                    version: version.to_string(),
-                    image: prepared.rendered.image.clone(),
-                    rollout: "failed",
-                    error: Some(message.clone()),
-                });
-                print_report(&report, output)?;
-                let last_good = last_good.map_or_else(
-                    || "unknown (the rollout before this run had not completed)".to_owned(),
-                    |v| v.to_string(),
-                );
-                anyhow::bail!(
-                    "the step to {version} failed: {message}; the last version that rolled out is {last_good}. \
-                     Fix the cause, then run `cargo xtask upgrade --to {to}` again to resume from the live version"
-                );
-            }
-        }
+        last_good = Some(version);
     }
     report.completed = true;
     print_report(&report, output)?;
     Ok(exit::code(exit::SUCCESS))
+}
+
+/// The live version and the versions to step through to `to`; a rollout left unfinished by
+/// an earlier, failed run is finished (and checked) first, so it starts the path.
+async fn upgrade_path(first: &Prepared, to: Version) -> anyhow::Result<(Version, Vec<Version>)> {
+    if first.kube().is_none() {
+        anyhow::bail!(
+            "upgrade changes the Kubernetes objects: do not leave kubernetes out of --only"
+        );
+    }
+    let live = first.live_deployment().await?.with_context(|| {
+        format!(
+            "the helper is not deployed in {}/{}: run `cargo xtask deploy --version {to}` first",
+            first.target.namespace,
+            crate::settings::SERVICE_ACCOUNT
+        )
+    })?;
+    let from = live
+        .version
+        .context("cannot tell the live version: the Deployment has no app.kubernetes.io/version label and no vX.Y.Z image tag; deploy a version explicitly with `cargo xtask deploy --version vX.Y.Z`")?;
+    let mut path = first.catalog.upgrade_path(from, to)?;
+    if !live.rollout.complete {
+        path.insert(0, from);
+    }
+    Ok((from, path))
+}
+
+/// One step: a full deploy of that version, its rollout, and its pods ready.
+async fn step(prepared: &Prepared, inputs: &ClusterInputs) -> anyhow::Result<()> {
+    let options = &inputs.options;
+    let plan = prepared.plan(options).await?;
+    prepared.execute(&plan, options).await?;
+    prepared.wait_for_rollout(options.rollout_timeout).await?;
+    match prepared.live_deployment().await? {
+        Some(live)
+            if live.rollout.complete && live.rollout.ready_replicas >= live.rollout.replicas =>
+        {
+            Ok(())
+        }
+        Some(live) => Err(anyhow::format_err!(
+            "the new pods are not ready ({}/{} ready)",
+            live.rollout.ready_replicas,
+            live.rollout.replicas
+        )),
+        None => Err(anyhow::format_err!(
+            "the Deployment disappeared during the upgrade"
+        )),
+    }
 }
 
 fn print_report(report: &UpgradeReport, output: OutputFormat) -> anyhow::Result<()> {

@@ -2,21 +2,25 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use xtask::catalog::{RegionError, catalog};
+use xtask::decide::decide;
+use xtask::facts::Facts;
 use xtask::render::{ManifestObject, render};
-use xtask::settings::{IdentityMode, TargetInput};
+use xtask::settings::{DeployInput, IdentityMode, TargetInput, resolve};
 
 fn deployment_image(region: &str) -> String {
     let catalog = catalog().expect("the embedded catalog parses");
-    let target = TargetInput {
+    let input = TargetInput {
         region: Some(region.to_owned()),
         cluster: Some("prod".to_owned()),
         account: Some("111122223333".to_owned()),
         identity: Some(IdentityMode::PodIdentity),
         ..TargetInput::default()
-    }
-    .resolve(catalog)
-    .unwrap_or_else(|error| panic!("{region}: {error}"));
-    let rendered = render(&target, catalog).unwrap_or_else(|error| panic!("{region}: {error}"));
+    };
+    let settings = resolve(&input, &DeployInput::default(), None, catalog)
+        .unwrap_or_else(|error| panic!("{region}: {error}"));
+    let facts = Facts::offline(&settings).unwrap_or_else(|error| panic!("{region}: {error}"));
+    let target = decide(&settings, &facts).unwrap_or_else(|error| panic!("{region}: {error}"));
+    let rendered = render(&target).unwrap_or_else(|error| panic!("{region}: {error}"));
     let deployment: &Deployment = rendered
         .objects
         .iter()

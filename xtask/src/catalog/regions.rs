@@ -26,9 +26,9 @@ impl EcrRegistry {
 }
 
 /// A region the tool knows how to render for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ResolvedRegion<'a> {
-    pub name: &'a str,
+    pub name: String,
     pub partition: &'a Partition,
     /// `None` for a region that matches a partition's naming pattern but is newer than our
     /// table: everything but the upstream image can still be rendered.
@@ -60,10 +60,7 @@ pub enum RegionError {
 
 impl Catalog {
     /// Resolves a region name to its partition and, when known, its ECR registry.
-    pub fn resolve_region<'a>(
-        &'a self,
-        region: &'a str,
-    ) -> Result<ResolvedRegion<'a>, RegionError> {
+    pub fn resolve_region<'a>(&'a self, region: &str) -> Result<ResolvedRegion<'a>, RegionError> {
         if let Some(registry) = self.registries.iter().find(|row| row.region == region) {
             let partition =
                 self.partition(&registry.partition)
@@ -72,7 +69,7 @@ impl Catalog {
                         nearest: self.nearest_regions(region),
                     })?;
             return Ok(ResolvedRegion {
-                name: region,
+                name: region.to_owned(),
                 partition,
                 registry: Some(registry),
             });
@@ -83,7 +80,7 @@ impl Catalog {
             .find(|partition| partition.matches_region(region))
         {
             Some(partition) => Ok(ResolvedRegion {
-                name: region,
+                name: region.to_owned(),
                 partition,
                 registry: None,
             }),
@@ -116,9 +113,9 @@ impl ResolvedRegion<'_> {
         match self.registry {
             Some(registry) => Ok(format!("{}/cni-metrics-helper:{version}", registry.host())),
             None => Err(RegionError::NoRegistry {
-                region: self.name.to_owned(),
+                region: self.name.clone(),
                 partition: self.partition.id.clone(),
-                nearest: catalog.nearest_regions(self.name),
+                nearest: catalog.nearest_regions(&self.name),
             }),
         }
     }

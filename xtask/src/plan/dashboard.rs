@@ -4,11 +4,11 @@
 use aws_sdk_cloudwatch::Client;
 use serde_json::Value;
 
-use super::ownership::{Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope};
+use super::{Convergence, settle};
 use crate::aws::{AwsError, missing_as_none};
 use crate::documents::diff;
-use crate::render::{dashboard_marker, dashboard_marker_prefix};
+use crate::ownership::{self, Ownership};
 
 pub const KIND: &str = "CloudWatch dashboard";
 
@@ -27,21 +27,6 @@ fn call_error<E: std::error::Error + Send + Sync + 'static>(
 pub enum DashboardStep {
     PutDashboard { name: String, body: String },
     DeleteDashboard { name: String },
-}
-
-/// Our dashboards say in their header that we made them, and for which cluster and region:
-/// dashboards are global per account, so the same cluster name in another region is
-/// another owner.
-pub fn ownership(body: &str, cluster: &str, region: &str) -> Ownership {
-    if body.contains(&dashboard_marker(cluster, region)) {
-        Ownership::Ours
-    } else if body.contains(&dashboard_marker_prefix()) {
-        Ownership::NotOurs(
-            "made by this tool for another cluster or region (see its header)".to_owned(),
-        )
-    } else {
-        Ownership::NotOurs("its header has no cni-metrics-xtask marker".to_owned())
-    }
 }
 
 async fn live_body(client: &Client, name: &str) -> Result<Option<String>, DashboardError> {
@@ -75,7 +60,7 @@ pub async fn plan(
             ResourceChange::new(Scope::Dashboard, KIND, name, Change::Create).with_steps(put),
         );
     };
-    let ownership = ownership(&live, desired.cluster, desired.region);
+    let ownership = ownership::of_dashboard(&live, desired.cluster, desired.region);
     let wanted: Value = serde_json::from_str(desired.body).unwrap_or(Value::Null);
     // A body that is not JSON at all is drift like any other; it shows as one replaced value.
     let live: Value = serde_json::from_str(&live).unwrap_or(Value::String(live));
@@ -99,9 +84,8 @@ pub async fn plan_destroy(
     cluster: &str,
     region: &str,
 ) -> Result<Option<ResourceChange>, DashboardError> {
-    Ok(live_body(client, name)
-        .await?
-        .map(|live| match ownership(&live, cluster, region) {
+    Ok(live_body(client, name).await?.map(|live| {
+        match ownership::of_dashboard(&live, cluster, region) {
             Ownership::Ours => ResourceChange::new(Scope::Dashboard, KIND, name, Change::Delete)
                 .with_steps(vec![DashboardStep::DeleteDashboard {
                     name: name.to_owned(),
@@ -110,7 +94,8 @@ pub async fn plan_destroy(
                 ResourceChange::new(Scope::Dashboard, KIND, name, Change::NoOp)
                     .with_note(format!("kept: not ours ({reason})"))
             }
-        }))
+        }
+    }))
 }
 
 pub async fn apply(client: &Client, step: &DashboardStep) -> Result<(), DashboardError> {

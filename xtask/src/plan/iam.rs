@@ -7,10 +7,13 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
-use super::ownership::{self, Convergence, Ownership, missing_tags, settle, tag_lines};
 use super::{Change, ResourceChange, Scope};
+use super::{Convergence, settle};
 use crate::aws::{AwsError, missing_as_none};
+use crate::decide::Target;
 use crate::documents::{diff, normalize_policy, parse_iam_document};
+use crate::ownership::{self, Ownership, missing_tags, tag_lines};
+use crate::render::Rendered;
 
 /// IAM keeps at most five versions of a managed policy.
 const MAX_POLICY_VERSIONS: usize = 5;
@@ -88,6 +91,22 @@ pub struct DesiredIam {
     pub role_name: String,
     pub trust_document: String,
     pub role_tags: BTreeMap<String, String>,
+}
+
+impl DesiredIam {
+    pub fn of(target: &Target, rendered: &Rendered) -> DesiredIam {
+        DesiredIam {
+            cluster: target.cluster.clone(),
+            region: target.region.clone(),
+            policy_name: target.policy_name.clone(),
+            policy_arn: target.policy_arn.clone(),
+            policy_document: rendered.iam_policy.clone(),
+            policy_tags: target.policy_tags.clone(),
+            role_name: target.role_name.clone(),
+            trust_document: rendered.trust_policy.clone(),
+            role_tags: target.role_tags.clone(),
+        }
+    }
 }
 
 fn call_error<E: std::error::Error + Send + Sync + 'static>(

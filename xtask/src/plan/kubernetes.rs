@@ -17,6 +17,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::{Condition, await_condition, conditions::is_deployment_completed};
@@ -25,15 +26,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::ownership::{Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope};
+use super::{Convergence, settle};
 use crate::catalog::Version;
 use crate::documents::diff;
-use crate::render::{MANAGED_BY, ManifestObject};
-
-/// The one field manager every apply of this tool uses.
-pub const FIELD_MANAGER: &str = "cni-metrics-xtask";
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+use crate::ownership::{self, FIELD_MANAGER, Ownership};
+use crate::render::ManifestObject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -162,34 +160,6 @@ where
     }
 }
 
-/// Whether a live object carries our managed-by label: ours to update, take back and
-/// delete. Otherwise the reason names who does manage it, as far as the object tells.
-fn ownership<K: Resource>(live: &K) -> Ownership {
-    match live.labels().get(MANAGED_BY_LABEL).map(String::as_str) {
-        Some(MANAGED_BY) => Ownership::Ours,
-        Some(other) => Ownership::NotOurs(format!("labelled {MANAGED_BY_LABEL}={other}")),
-        None => {
-            let mut managers: Vec<&str> = live
-                .meta()
-                .managed_fields
-                .iter()
-                .flatten()
-                .filter_map(|entry| entry.manager.as_deref())
-                .collect();
-            managers.sort_unstable();
-            managers.dedup();
-            if managers.is_empty() {
-                Ownership::NotOurs(format!("not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"))
-            } else {
-                Ownership::NotOurs(format!(
-                    "not labelled {MANAGED_BY_LABEL}={MANAGED_BY}; its fields are managed by {}",
-                    managers.join(", ")
-                ))
-            }
-        }
-    }
-}
-
 /// `namespace/name`, or the name of a cluster-scoped object, as plans show it.
 fn display_name<K: Resource>(object: &K) -> String {
     let name = object.name_any();
@@ -224,7 +194,7 @@ where
                 .with_steps(vec![apply_step(manifest)]),
         );
     };
-    let ownership = ownership(&live);
+    let ownership = ownership::of_object(&live);
     if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
         let (change, _) = settle(ownership, adopt, Convergence::<KubeStep>::default());
         return Ok(ResourceChange::new(
@@ -305,7 +275,7 @@ where
         return Ok(None);
     };
     let display_name = display_name(object);
-    Ok(Some(match ownership(&live) {
+    Ok(Some(match ownership::of_object(&live) {
         Ownership::Ours => {
             ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::Delete).with_steps(
                 vec![KubeStep::DeleteObject {
@@ -461,6 +431,25 @@ pub struct RolloutState {
     /// The Progressing condition's reason, e.g. NewReplicaSetAvailable or ProgressDeadlineExceeded.
     pub reason: Option<String>,
 }
+
+/// The IAM role the live service account is annotated with for IRSA, if any.
+pub async fn live_irsa_role(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, KubeError> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account = accounts
+        .get_opt(name)
+        .await
+        .map_err(|error| call_error("reading", "ServiceAccount", name, error))?;
+    Ok(account
+        .and_then(|account| account.metadata.annotations)
+        .and_then(|mut annotations| annotations.remove(IRSA_ROLE_ANNOTATION)))
+}
+
+/// The annotation EKS's pod identity webhook reads the IRSA role from.
+pub const IRSA_ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
 /// Reads the live Deployment named like the rendered one, if any.
 pub async fn live_deployment(

@@ -7,12 +7,19 @@
 pub mod dashboard;
 pub mod iam;
 pub mod kubernetes;
-pub mod ownership;
 pub mod pod_identity;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use aws_config::SdkConfig;
 use serde::Serialize;
+
+use crate::aws::AwsError;
+use crate::catalog::{Catalog, VersionStepError};
+use crate::decide::{Identity, Target};
+use crate::ownership::Ownership;
+use crate::render::{ManifestObject, Rendered};
 
 /// The three groups of resources, which `--only` selects from. They are applied in this
 /// order: the role must exist before pods use it, and the dashboard is last because
@@ -124,6 +131,51 @@ impl From<kubernetes::KubeStep> for Step {
 impl From<dashboard::DashboardStep> for Step {
     fn from(step: dashboard::DashboardStep) -> Step {
         Step::Dashboard(step)
+    }
+}
+
+/// What converging a live resource takes: the diff lines and the steps. For a resource
+/// that is not ours the steps must include putting our marks on it (the tags, the label),
+/// since an adoption makes it ours from then on.
+#[derive(Debug)]
+pub struct Convergence<S> {
+    pub diff: Vec<String>,
+    pub steps: Vec<S>,
+}
+
+impl<S> Default for Convergence<S> {
+    fn default() -> Self {
+        Convergence {
+            diff: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// Turns a verdict and what converging would take into the change to plan, and the steps
+/// to carry it out: our resources are updated (or left alone), someone else's are a
+/// conflict, or, with `adopt`, an adoption that is its own kind of step.
+pub fn settle<S>(
+    ownership: Ownership,
+    adopt: bool,
+    convergence: Convergence<S>,
+) -> (Change, Vec<S>) {
+    match ownership {
+        Ownership::Ours if convergence.steps.is_empty() => (Change::NoOp, Vec::new()),
+        Ownership::Ours => (
+            Change::Update {
+                diff: convergence.diff,
+            },
+            convergence.steps,
+        ),
+        Ownership::NotOurs(reason) if adopt => (
+            Change::Adopt {
+                reason,
+                diff: convergence.diff,
+            },
+            convergence.steps,
+        ),
+        Ownership::NotOurs(reason) => (Change::Conflict { reason }, Vec::new()),
     }
 }
 
@@ -295,6 +347,189 @@ impl Plan {
     }
 }
 
+/// How a plan is made and carried out.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub scopes: Vec<Scope>,
+    /// Take over same-named resources that are not ours (`--adopt`).
+    pub adopt: bool,
+    pub rollout_timeout: Duration,
+    /// Allows a version older than the live one.
+    pub allow_downgrade: bool,
+}
+
+/// What a plan is made from: the decided target, its rendered artifacts, and the clients
+/// that read the live state.
+pub struct PlanInputs<'a> {
+    pub sdk: &'a SdkConfig,
+    /// Only when the Kubernetes scope is in use.
+    pub kube: Option<&'a kube::Client>,
+    pub catalog: &'a Catalog,
+    pub target: &'a Target,
+    pub rendered: &'a Rendered,
+    /// Every Kubernetes object the tool may have made for this target, in any mode.
+    pub possible_objects: &'a [ManifestObject],
+    /// Whether the EKS cluster exists; its Pod Identity associations went with it if not.
+    pub cluster_exists: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Iam(#[from] iam::IamError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubeError),
+    #[error(transparent)]
+    VersionStep(#[from] VersionStepError),
+}
+
+impl PlanInputs<'_> {
+    fn empty_plan(&self) -> Plan {
+        Plan {
+            schema_version: 1,
+            cluster: self.target.cluster.clone(),
+            region: self.target.region.clone(),
+            account: self.target.account.clone(),
+            identity: self.target.identity.as_str(),
+            version: self.target.version.to_string(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The Pod Identity association: wanted in pod-identity mode unless destroying.
+    async fn association(
+        &self,
+        destroying: bool,
+        adopt: bool,
+    ) -> Result<Option<ResourceChange>, PlanError> {
+        if !self.cluster_exists {
+            return Ok(None);
+        }
+        let wanted = (!destroying && self.target.identity == Identity::PodIdentity)
+            .then_some(self.target.role_arn.as_str());
+        Ok(pod_identity::plan(
+            &aws_sdk_eks::Client::new(self.sdk),
+            &self.target.cluster,
+            &self.target.namespace,
+            crate::settings::SERVICE_ACCOUNT,
+            wanted,
+            &self.target.role_tags,
+            adopt,
+        )
+        .await?)
+    }
+
+    fn dashboard(&self) -> dashboard::DesiredDashboard<'_> {
+        dashboard::DesiredDashboard {
+            name: &self.target.dashboard_name,
+            body: &self.rendered.dashboard,
+            cluster: &self.target.cluster,
+            region: &self.target.region,
+        }
+    }
+
+    /// The plan that brings every selected scope to the rendered state.
+    pub async fn plan(&self, options: &DeployOptions) -> Result<Plan, PlanError> {
+        let mut plan = self.empty_plan();
+        for scope in Scope::ALL
+            .into_iter()
+            .filter(|scope| options.scopes.contains(scope))
+        {
+            match scope {
+                Scope::Iam => {
+                    let client = aws_sdk_iam::Client::new(self.sdk);
+                    let desired = iam::DesiredIam::of(self.target, self.rendered);
+                    plan.changes
+                        .extend(iam::plan(&client, &desired, options.adopt).await?);
+                    plan.changes
+                        .extend(self.association(false, options.adopt).await?);
+                }
+                Scope::Kubernetes => {
+                    if let Some(client) = self.kube {
+                        self.check_version_step(client, options).await?;
+                        plan.changes.extend(
+                            kubernetes::plan(
+                                client,
+                                &self.rendered.objects,
+                                self.possible_objects,
+                                options.adopt,
+                            )
+                            .await?,
+                        );
+                    }
+                }
+                Scope::Dashboard => {
+                    let client = aws_sdk_cloudwatch::Client::new(self.sdk);
+                    plan.changes
+                        .push(dashboard::plan(&client, self.dashboard(), options.adopt).await?);
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Refuses a version change that skips a minor (or goes back without leave).
+    async fn check_version_step(
+        &self,
+        client: &kube::Client,
+        options: &DeployOptions,
+    ) -> Result<(), PlanError> {
+        let live = kubernetes::live_deployment(
+            client,
+            &self.target.namespace,
+            crate::settings::SERVICE_ACCOUNT,
+        )
+        .await?;
+        if let Some(live_version) = live.and_then(|live| live.version) {
+            self.catalog
+                .check_step(live_version, self.target.version, options.allow_downgrade)?;
+        }
+        Ok(())
+    }
+
+    /// The plan that removes what this tool created, in the reverse order of deploy.
+    pub async fn plan_destroy(&self, options: &DeployOptions) -> Result<Plan, PlanError> {
+        let mut plan = self.empty_plan();
+        for scope in Scope::ALL
+            .into_iter()
+            .rev()
+            .filter(|scope| options.scopes.contains(scope))
+        {
+            match scope {
+                Scope::Dashboard => {
+                    let client = aws_sdk_cloudwatch::Client::new(self.sdk);
+                    let desired = self.dashboard();
+                    plan.changes.extend(
+                        dashboard::plan_destroy(
+                            &client,
+                            desired.name,
+                            desired.cluster,
+                            desired.region,
+                        )
+                        .await?,
+                    );
+                }
+                Scope::Kubernetes => {
+                    if let Some(client) = self.kube {
+                        plan.changes
+                            .extend(kubernetes::plan_destroy(client, self.possible_objects).await?);
+                    }
+                }
+                Scope::Iam => {
+                    plan.changes.extend(self.association(true, false).await?);
+                    let client = aws_sdk_iam::Client::new(self.sdk);
+                    let desired = iam::DesiredIam::of(self.target, self.rendered);
+                    plan.changes
+                        .extend(iam::plan_destroy(&client, &desired).await?);
+                }
+            }
+        }
+        Ok(plan)
+    }
+}
+
 /// Resources under our names that are not ours: the one line `plan` and `deploy` end with.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -340,6 +575,32 @@ mod tests {
                 reason: "not tagged managed-by=cni-metrics-xtask".to_owned(),
             },
         )
+    }
+
+    #[test]
+    fn settling_never_writes_to_what_is_not_ours_without_adopt() {
+        let step = || "a step";
+        let converge = || Convergence {
+            diff: vec!["+ tag managed-by=cni-metrics-xtask".to_owned()],
+            steps: vec![step()],
+        };
+        let (change, steps) = settle(Ownership::NotOurs("why".to_owned()), false, converge());
+        assert_eq!(
+            change,
+            Change::Conflict {
+                reason: "why".to_owned()
+            }
+        );
+        assert!(steps.is_empty());
+        let (change, steps) = settle(Ownership::NotOurs("why".to_owned()), true, converge());
+        assert!(matches!(change, Change::Adopt { .. }));
+        assert_eq!(steps.len(), 1);
+        let (change, steps) = settle(Ownership::Ours, false, converge());
+        assert!(matches!(change, Change::Update { .. }));
+        assert_eq!(steps.len(), 1);
+        let (change, steps) = settle(Ownership::Ours, true, Convergence::<&str>::default());
+        assert_eq!(change, Change::NoOp);
+        assert!(steps.is_empty());
     }
 
     #[test]

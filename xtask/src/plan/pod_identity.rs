@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_eks::Client;
 
-use super::ownership::{self, Convergence, Ownership, settle};
 use super::{Change, ResourceChange, Scope};
+use super::{Convergence, settle};
 use crate::aws::{AwsError, missing_as_none};
+use crate::ownership::{self, Ownership};
 
 /// The add-on that serves Pod Identity credentials on the nodes.
 pub const AGENT_ADDON: &str = "eks-pod-identity-agent";

@@ -13,10 +13,15 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::catalog::{Catalog, RegionError};
-use crate::settings::{IRSA_AUDIENCE, IdentityMode, METRICS_NAMESPACE, SERVICE_ACCOUNT, Target};
+use crate::arn;
+use crate::decide::{Identity, Target};
+use crate::ownership::{MANAGED_BY, MANAGED_BY_LABEL, dashboard_marker};
+use crate::settings::{IRSA_AUDIENCE, ImageChoice, METRICS_NAMESPACE, SERVICE_ACCOUNT};
 pub use manifests::{ManifestError, ManifestObject};
 
 pub const IAM_POLICY_FILE: &str = "iam-policy.json";
@@ -28,26 +33,6 @@ pub const DASHBOARD_FILE: &str = "dashboard.json";
 /// get and update on this one name only.
 pub const LEASE_NAME: &str = "cni-metrics-publisher";
 
-/// The value of `app.kubernetes.io/managed-by` on every object this tool writes, and of the
-/// `managed-by` tag on every AWS resource: what `destroy` keys on.
-pub const MANAGED_BY: &str = "cni-metrics-xtask";
-
-/// The words in our dashboards' header that mark them as ours, for one cluster in one
-/// region: `destroy` deletes, and `deploy` overwrites without `--adopt`, only a dashboard
-/// that carries them. Dashboards are global per account, so the region is part of the mark.
-pub fn dashboard_marker(cluster: &str, region: &str) -> String {
-    format!(
-        "{} for cluster `{cluster}` in `{region}`",
-        dashboard_marker_prefix()
-    )
-}
-
-/// The start of every marker, whatever the cluster: a dashboard with it and another
-/// cluster's or region's marker was made by this tool, for someone else.
-pub fn dashboard_marker_prefix() -> String {
-    format!("Managed by `{MANAGED_BY}`")
-}
-
 /// The four artifacts, as text (what is written) and parsed (what later steps use).
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -56,15 +41,11 @@ pub struct Rendered {
     pub manifests: String,
     pub dashboard: String,
     pub objects: Vec<ManifestObject>,
-    /// The fully qualified role ARN the service account is annotated with.
-    pub role_arn: String,
     pub image: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error(transparent)]
-    Region(#[from] RegionError),
     #[error("rendering {template} failed: {message}; this is a bug in the template")]
     Template {
         template: &'static str,
@@ -87,58 +68,95 @@ pub enum RenderError {
     },
 }
 
+/// What the templates see: every value they use, named and typed, built from the
+/// [`Target`] in one place.
+#[derive(Debug, Serialize)]
+struct TemplateContext {
+    cluster: String,
+    region: String,
+    namespace: String,
+    service_account: &'static str,
+    service_account_subject: String,
+    image: String,
+    irsa: bool,
+    publisher: bool,
+    leader_election: bool,
+    lease_name: &'static str,
+    replicas: u8,
+    aws_node_namespace: &'static str,
+    /// Changes whenever the pods' AWS identity changes, which restarts them.
+    identity_fingerprint: String,
+    role_arn: String,
+    cluster_arn: String,
+    oidc_provider_arn: String,
+    oidc_audience_key: String,
+    oidc_subject_key: String,
+    audience: &'static str,
+    metrics_namespace: &'static str,
+    labels: BTreeMap<&'static str, String>,
+    header_markdown: String,
+}
+
+impl TemplateContext {
+    fn new(target: &Target) -> TemplateContext {
+        // Pod Identity renders no IRSA trust, so its provider fields stay empty.
+        let issuer = match &target.identity {
+            Identity::Irsa { issuer_host_path } => issuer_host_path.as_str(),
+            Identity::PodIdentity => "",
+        };
+        TemplateContext {
+            cluster: target.cluster.clone(),
+            region: target.region.clone(),
+            namespace: target.namespace.clone(),
+            service_account: SERVICE_ACCOUNT,
+            service_account_subject: format!(
+                "system:serviceaccount:{}:{SERVICE_ACCOUNT}",
+                target.namespace
+            ),
+            image: target.image(),
+            irsa: matches!(target.identity, Identity::Irsa { .. }),
+            publisher: target.publisher(),
+            leader_election: target.leader_elect,
+            lease_name: LEASE_NAME,
+            replicas: if target.leader_elect { 2 } else { 1 },
+            aws_node_namespace: "kube-system",
+            identity_fingerprint: format!("{}:{}", target.identity.as_str(), target.role_arn),
+            role_arn: target.role_arn.clone(),
+            cluster_arn: target.cluster_arn.clone(),
+            oidc_provider_arn: arn::oidc_provider(&target.partition, &target.account, issuer),
+            oidc_audience_key: format!("{issuer}:aud"),
+            oidc_subject_key: format!("{issuer}:sub"),
+            audience: IRSA_AUDIENCE,
+            metrics_namespace: METRICS_NAMESPACE,
+            labels: BTreeMap::from([
+                ("app.kubernetes.io/name", SERVICE_ACCOUNT.to_owned()),
+                ("app.kubernetes.io/instance", SERVICE_ACCOUNT.to_owned()),
+                ("app.kubernetes.io/version", target.version.to_string()),
+                (MANAGED_BY_LABEL, MANAGED_BY.to_owned()),
+            ]),
+            header_markdown: format!(
+                "## Amazon VPC CNI: IP addresses and ENIs of cluster `{}` ({})\n\
+                 Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
+                 Capacity gauges use the Maximum statistic (Sum would add up every data point of a period); \
+                 error and call counters are per-interval deltas and use Sum. \
+                 {}: edits made here are replaced by the next deploy.",
+                target.cluster,
+                target.region,
+                dashboard_marker(&target.cluster, &target.region)
+            ),
+        }
+    }
+}
+
 /// Renders and checks every artifact for `target`.
-pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderError> {
-    let region = catalog.resolve_region(&target.region)?;
-    let partition = &region.partition.id;
-    let image = match (&target.publisher_image, &target.image_override) {
-        (Some(image), _) | (None, Some(image)) => image.clone(),
-        (None, None) => region.upstream_image(catalog, &target.version.to_string())?,
-    };
-    let role_arn = format!(
-        "arn:{partition}:iam::{}:role/{}",
-        target.account, target.role_name
-    );
-    let irsa = target.identity == IdentityMode::Irsa;
-    let issuer = target.oidc_issuer_host_path.clone().unwrap_or_default();
-    let data = json!({
-        "cluster": target.cluster,
-        "region": target.region,
-        "namespace": target.namespace,
-        "service_account": SERVICE_ACCOUNT,
-        "service_account_subject": format!("system:serviceaccount:{}:{SERVICE_ACCOUNT}", target.namespace),
-        "image": image,
-        "irsa": irsa,
-        "publisher": target.publisher_image.is_some(),
-        "leader_election": target.leader_elect,
-        "lease_name": LEASE_NAME,
-        "replicas": if target.leader_elect { 2 } else { 1 },
-        "aws_node_namespace": "kube-system",
-        "identity_fingerprint": format!("{}:{role_arn}", target.identity.as_str()),
-        "role_arn": role_arn,
-        "cluster_arn": format!("arn:{partition}:eks:{}:{}:cluster/{}", target.region, target.account, target.cluster),
-        "oidc_provider_arn": format!("arn:{partition}:iam::{}:oidc-provider/{issuer}", target.account),
-        "oidc_audience_key": format!("{issuer}:aud"),
-        "oidc_subject_key": format!("{issuer}:sub"),
-        "audience": IRSA_AUDIENCE,
-        "metrics_namespace": METRICS_NAMESPACE,
-        "labels": {
-            "app.kubernetes.io/name": SERVICE_ACCOUNT,
-            "app.kubernetes.io/instance": SERVICE_ACCOUNT,
-            "app.kubernetes.io/version": target.version.to_string(),
-            "app.kubernetes.io/managed-by": MANAGED_BY,
-        },
-        "header_markdown": format!(
-            "## Amazon VPC CNI: IP addresses and ENIs of cluster `{}` ({})\n\
-             Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
-             Capacity gauges use the Maximum statistic (Sum would add up every data point of a period); \
-             error and call counters are per-interval deltas and use Sum. \
-             {}: edits made here are replaced by the next deploy.",
-            target.cluster,
-            target.region,
-            dashboard_marker(&target.cluster, &target.region)
-        ),
-    });
+pub fn render(target: &Target) -> Result<Rendered, RenderError> {
+    let context = TemplateContext::new(target);
+    let data = serde_json::to_value(&context).map_err(|error| RenderError::Json {
+        file: "the template context",
+        message: error.to_string(),
+    })?;
+    let image = context.image;
+    let irsa = context.irsa;
     let trust_template = if irsa {
         templates::TRUST_POLICY_IRSA
     } else {
@@ -158,7 +176,6 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
         manifests,
         dashboard,
         objects,
-        role_arn,
         image,
     })
 }
@@ -169,30 +186,24 @@ pub fn render(target: &Target, catalog: &Catalog) -> Result<Rendered, RenderErro
 /// the current mode no longer renders, and `destroy` looks for all of them, so that
 /// switching modes never leaves a grant behind. Rendered, not listed by hand, so that a new
 /// object in the templates is covered without another list to keep in step.
-pub fn possible_objects(
-    target: &Target,
-    catalog: &Catalog,
-) -> Result<Vec<ManifestObject>, RenderError> {
-    // The image does not change which objects exist; a placeholder keeps a region without
-    // an ECR row renderable here.
+pub fn possible_objects(target: &Target) -> Result<Vec<ManifestObject>, RenderError> {
+    // The image does not change which objects exist, only whether it is our publisher.
     let placeholder = "cni-metrics-xtask.invalid/any:any".to_owned();
     let variants = [
         Target {
-            image_override: Some(placeholder.clone()),
-            publisher_image: None,
+            image: ImageChoice::Mirror(placeholder.clone()),
             leader_elect: false,
             ..target.clone()
         },
         Target {
-            image_override: None,
-            publisher_image: Some(placeholder),
+            image: ImageChoice::Publisher(placeholder),
             leader_elect: true,
             ..target.clone()
         },
     ];
     let mut objects: Vec<ManifestObject> = Vec::new();
     for variant in &variants {
-        for object in render(variant, catalog)?.objects {
+        for object in render(variant)?.objects {
             if !objects
                 .iter()
                 .any(|known| known.identity() == object.identity())

@@ -1,12 +1,20 @@
-//! Whose a live resource is. A resource is ours only when it carries our marks; anything
-//! else with the same name is someone else's, and stays untouched unless the user asks to
-//! adopt it. Each scope reads its own marks (tags, a dashboard header, a label) and hands
-//! the verdict to [`settle`], so every scope turns a verdict into a plan entry the same way.
+//! Our marks, and whose a live resource is. A resource is ours only when it carries our
+//! marks; anything else with the same name is someone else's, and stays untouched unless
+//! the user asks to adopt it. Every mark is defined here (the tags, the Kubernetes label
+//! and field manager, the dashboard header) together with the check that reads it; the
+//! planners hand the verdicts to [`crate::plan::settle`].
 
 use std::collections::BTreeMap;
 
-use super::Change;
-use crate::render::MANAGED_BY;
+use kube::{Resource, ResourceExt};
+
+/// The value of `app.kubernetes.io/managed-by` on every object this tool writes, and of the
+/// `managed-by` tag on every AWS resource it creates.
+pub const MANAGED_BY: &str = "cni-metrics-xtask";
+/// The Kubernetes label that carries [`MANAGED_BY`].
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The one field manager every server-side apply of this tool uses.
+pub const FIELD_MANAGER: &str = "cni-metrics-xtask";
 
 /// The tag that marks what this tool created, on every AWS resource it creates.
 pub const MANAGED_BY_TAG: &str = "managed-by";
@@ -67,6 +75,63 @@ pub fn of_role(tags: &BTreeMap<String, String>, cluster: &str, region: &str) -> 
     }
 }
 
+/// The words in our dashboards' header that mark them as ours, for one cluster in one
+/// region: `destroy` deletes, and `deploy` overwrites without `--adopt`, only a dashboard
+/// that carries them. Dashboards are global per account, so the region is part of the mark.
+pub fn dashboard_marker(cluster: &str, region: &str) -> String {
+    format!(
+        "{} for cluster `{cluster}` in `{region}`",
+        dashboard_marker_prefix()
+    )
+}
+
+/// The start of every marker, whatever the cluster: a dashboard with it and another
+/// cluster's or region's marker was made by this tool, for someone else.
+fn dashboard_marker_prefix() -> String {
+    format!("Managed by `{MANAGED_BY}`")
+}
+
+/// A dashboard body: ours when its header names this cluster and region.
+pub fn of_dashboard(body: &str, cluster: &str, region: &str) -> Ownership {
+    if body.contains(&dashboard_marker(cluster, region)) {
+        Ownership::Ours
+    } else if body.contains(&dashboard_marker_prefix()) {
+        Ownership::NotOurs(
+            "made by this tool for another cluster or region (see its header)".to_owned(),
+        )
+    } else {
+        Ownership::NotOurs("its header has no cni-metrics-xtask marker".to_owned())
+    }
+}
+
+/// A Kubernetes object: ours when it carries our label. Otherwise the reason names who
+/// does manage it, as far as the object tells.
+pub fn of_object<K: Resource>(live: &K) -> Ownership {
+    match live.labels().get(MANAGED_BY_LABEL).map(String::as_str) {
+        Some(MANAGED_BY) => Ownership::Ours,
+        Some(other) => Ownership::NotOurs(format!("labelled {MANAGED_BY_LABEL}={other}")),
+        None => {
+            let mut managers: Vec<&str> = live
+                .meta()
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|entry| entry.manager.as_deref())
+                .collect();
+            managers.sort_unstable();
+            managers.dedup();
+            if managers.is_empty() {
+                Ownership::NotOurs(format!("not labelled {MANAGED_BY_LABEL}={MANAGED_BY}"))
+            } else {
+                Ownership::NotOurs(format!(
+                    "not labelled {MANAGED_BY_LABEL}={MANAGED_BY}; its fields are managed by {}",
+                    managers.join(", ")
+                ))
+            }
+        }
+    }
+}
+
 /// The tags of `desired` that `live` lacks or holds with another value. Tags someone else
 /// added are left alone.
 pub fn missing_tags(
@@ -88,51 +153,6 @@ pub fn tag_lines(live: &BTreeMap<String, String>, tags: &[(String, String)]) -> 
             None => format!("+ tag {key}={value}"),
         })
         .collect()
-}
-
-/// What converging a live resource takes: the diff lines and the steps. For a resource
-/// that is not ours the steps must include putting our marks on it (the tags, the label),
-/// since an adoption makes it ours from then on.
-#[derive(Debug)]
-pub struct Convergence<S> {
-    pub diff: Vec<String>,
-    pub steps: Vec<S>,
-}
-
-impl<S> Default for Convergence<S> {
-    fn default() -> Self {
-        Convergence {
-            diff: Vec::new(),
-            steps: Vec::new(),
-        }
-    }
-}
-
-/// Turns a verdict and what converging would take into the change to plan, and the steps
-/// to carry it out: our resources are updated (or left alone), someone else's are a
-/// conflict, or, with `adopt`, an adoption that is its own kind of step.
-pub fn settle<S>(
-    ownership: Ownership,
-    adopt: bool,
-    convergence: Convergence<S>,
-) -> (Change, Vec<S>) {
-    match ownership {
-        Ownership::Ours if convergence.steps.is_empty() => (Change::NoOp, Vec::new()),
-        Ownership::Ours => (
-            Change::Update {
-                diff: convergence.diff,
-            },
-            convergence.steps,
-        ),
-        Ownership::NotOurs(reason) if adopt => (
-            Change::Adopt {
-                reason,
-                diff: convergence.diff,
-            },
-            convergence.steps,
-        ),
-        Ownership::NotOurs(reason) => (Change::Conflict { reason }, Vec::new()),
-    }
 }
 
 #[cfg(test)]
@@ -193,32 +213,6 @@ mod tests {
                 Ownership::Ours => panic!("{live:?} must not be ours"),
             }
         }
-    }
-
-    #[test]
-    fn settling_never_writes_to_what_is_not_ours_without_adopt() {
-        let step = || "a step";
-        let converge = || Convergence {
-            diff: vec!["+ tag managed-by=cni-metrics-xtask".to_owned()],
-            steps: vec![step()],
-        };
-        let (change, steps) = settle(Ownership::NotOurs("why".to_owned()), false, converge());
-        assert_eq!(
-            change,
-            Change::Conflict {
-                reason: "why".to_owned()
-            }
-        );
-        assert!(steps.is_empty());
-        let (change, steps) = settle(Ownership::NotOurs("why".to_owned()), true, converge());
-        assert!(matches!(change, Change::Adopt { .. }));
-        assert_eq!(steps.len(), 1);
-        let (change, steps) = settle(Ownership::Ours, false, converge());
-        assert!(matches!(change, Change::Update { .. }));
-        assert_eq!(steps.len(), 1);
-        let (change, steps) = settle(Ownership::Ours, true, Convergence::<&str>::default());
-        assert_eq!(change, Change::NoOp);
-        assert!(steps.is_empty());
     }
 
     #[test]
