@@ -15,6 +15,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 
+use crate::aws::AwsError;
 use crate::cargo_tool::{cargo, target_dir};
 use crate::exit;
 use crate::flags::DemoFlags;
@@ -91,25 +92,41 @@ async fn drive(
     dir: &Path,
     flags: &DemoFlags,
 ) -> anyhow::Result<()> {
-    let env = sandbox.env_vars();
+    deploy(sandbox).await?;
+    let started = SystemTime::now();
+    run_publisher(sandbox, publisher, flags.rounds).await?;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
+    show_metrics(sandbox, &cloudwatch, started).await?;
+    save_dashboard(sandbox, &cloudwatch, dir).await?;
+    if flags.dir.is_none() {
+        println!("(that directory is removed when the demo ends; pass --dir DIR to keep it)");
+    }
+    println!("Stopping the sandbox.");
+    Ok(())
+}
+
+/// `cargo xtask deploy` against the sandbox, as a user would run it.
+async fn deploy(sandbox: &Sandbox) -> anyhow::Result<()> {
     let xtask = std::env::current_exe().context("finding the xtask binary")?;
     println!("\n$ cargo xtask deploy --cluster demo --yes");
     let deployed = tokio::process::Command::new(&xtask)
         .args(["deploy", "--cluster", "demo", "--yes", "--quiet"])
-        .envs(env.iter().cloned())
+        .envs(sandbox.env_vars())
         .stdin(Stdio::null())
         .status()
         .await
         .context("running deploy")?;
     anyhow::ensure!(deployed.success(), "deploy failed ({deployed})");
+    Ok(())
+}
 
+/// Our publisher for `rounds` rounds, then stopped with SIGTERM as Kubernetes stops it.
+async fn run_publisher(sandbox: &Sandbox, publisher: &Path, rounds: u32) -> anyhow::Result<()> {
     let interval = 2;
     println!(
-        "\n$ cni-metrics-publisher run --interval {interval}   # {} rounds against {} aws-node pods",
-        flags.rounds,
+        "\n$ cni-metrics-publisher run --interval {interval}   # {rounds} rounds against {} aws-node pods",
         sandbox.fleet().len()
     );
-    let started = SystemTime::now();
     let mut child = tokio::process::Command::new(publisher)
         .args([
             "run",
@@ -118,17 +135,14 @@ async fn drive(
             "--cluster-id",
             "demo",
         ])
-        .envs(env.iter().cloned())
+        .envs(sandbox.env_vars())
         .env("AWS_VPC_K8S_CNI_LOGLEVEL", "WARN")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("starting the publisher")?;
     // Enough time for the rounds, plus one interval for the first scrape and the flush.
-    tokio::time::sleep(Duration::from_secs(
-        interval * (u64::from(flags.rounds) + 1),
-    ))
-    .await;
+    tokio::time::sleep(Duration::from_secs(interval * (u64::from(rounds) + 1))).await;
     if let Some(pid) = child.id() {
         let _ = tokio::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -137,7 +151,7 @@ async fn drive(
     }
     let stopped = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     match stopped {
-        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => anyhow::bail!("the publisher exited with {status}"),
         Ok(Err(error)) => anyhow::bail!("waiting for the publisher: {error}"),
         Err(_) => {
@@ -145,8 +159,14 @@ async fn drive(
             anyhow::bail!("the publisher did not stop within 20 s of SIGTERM");
         }
     }
+}
 
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
+/// What CloudWatch holds since `started`, next to what the nodes served.
+async fn show_metrics(
+    sandbox: &Sandbox,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    started: SystemTime,
+) -> anyhow::Result<()> {
     let mut request = cloudwatch
         .get_metric_data()
         .start_time(DateTime::from(started - Duration::from_secs(120)))
@@ -175,9 +195,11 @@ async fn drive(
                 .build(),
         );
     }
-    let data = request.send().await.map_err(|error| {
-        anyhow::format_err!("{}", aws_sdk_iam::error::DisplayErrorContext(&error))
-    })?;
+    let data = request.send().await.map_err(AwsError::call(
+        "cloudwatch",
+        "GetMetricData",
+        "namespace Kubernetes",
+    ))?;
     println!(
         "\nWhat CloudWatch now holds (namespace Kubernetes, CLUSTER_ID=demo), next to what the nodes served last:"
     );
@@ -198,6 +220,15 @@ async fn drive(
             served.map_or_else(|| "".to_owned(), |v| format!("{v}")),
         );
     }
+    Ok(())
+}
+
+/// Saves the dashboard deploy made into `dir`, so it can be looked at after the demo.
+async fn save_dashboard(
+    sandbox: &Sandbox,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let dashboard_name =
         crate::settings::default_dashboard_name(sandbox.cluster(), sandbox.region());
     let dashboard = cloudwatch
@@ -205,9 +236,11 @@ async fn drive(
         .dashboard_name(&dashboard_name)
         .send()
         .await
-        .map_err(|error| {
-            anyhow::format_err!("{}", aws_sdk_iam::error::DisplayErrorContext(&error))
-        })?;
+        .map_err(AwsError::call(
+            "cloudwatch",
+            "GetDashboard",
+            &dashboard_name,
+        ))?;
     let body_path = dir.join("dashboard.json");
     std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&body_path, dashboard.dashboard_body().unwrap_or_default()))
@@ -216,9 +249,5 @@ async fn drive(
         "\nThe dashboard {dashboard_name} is in the emulator; its body is saved in {}",
         body_path.display()
     );
-    if flags.dir.is_none() {
-        println!("(that directory is removed when the demo ends; pass --dir DIR to keep it)");
-    }
-    println!("Stopping the sandbox.");
     Ok(())
 }

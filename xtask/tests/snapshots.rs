@@ -47,17 +47,17 @@ fn rendered_artifacts_match_their_snapshots() {
         let expected = fs::read_to_string(&path).unwrap_or_default();
         if expected != snapshot {
             stale.push(format!(
-                "{} ({} lines differ)",
+                "{}:\n{}",
                 path.display(),
-                diff_lines(&expected, &snapshot)
+                unified_diff(&expected, &snapshot, scenario.name)
             ));
         }
     }
     assert!(
         stale.is_empty(),
-        "rendered output differs from the snapshots: {}\nif the change is intended, run \
+        "rendered output differs from the snapshots:\n{}\nif the change is intended, run \
          `UPDATE_SNAPSHOTS=1 cargo test -p xtask --test main snapshots` and review the diff",
-        stale.join(", ")
+        stale.join("\n")
     );
 }
 
@@ -77,9 +77,21 @@ fn every_snapshot_belongs_to_a_scenario() {
     }
 }
 
-fn diff_lines(expected: &str, actual: &str) -> usize {
-    let expected: Vec<&str> = expected.lines().collect();
-    let actual: Vec<&str> = actual.lines().collect();
-    let common = expected.iter().zip(&actual).filter(|(a, b)| a != b).count();
-    common + expected.len().abs_diff(actual.len())
+/// What changed, as `diff -u` shows it: the snapshot as `-`, the new output as `+`.
+fn unified_diff(expected: &str, actual: &str, name: &str) -> String {
+    similar::TextDiff::from_lines(expected, actual)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{name}.snap"), &format!("{name} (rendered now)"))
+        .to_string()
+}
+
+#[test]
+fn a_stale_snapshot_is_reported_with_the_lines_that_changed() {
+    let diff = unified_diff("a\nb\nc\n", "a\nB\nc\n", "x");
+    assert!(diff.contains("-b\n+B\n"), "{diff}");
+    assert!(
+        diff.starts_with("--- x.snap\n+++ x (rendered now)\n"),
+        "{diff}"
+    );
 }

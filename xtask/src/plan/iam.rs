@@ -421,17 +421,29 @@ pub async fn plan_destroy(
     client: &Client,
     desired: &DesiredIam,
 ) -> Result<Vec<ResourceChange>, IamError> {
-    let mut changes = Vec::new();
-    let role_name = &desired.role_name;
+    let mut changes = plan_destroy_role(client, desired).await?;
     // Whether this run detaches our policy from our role, so that the role no longer
     // counts as a user of the policy.
-    let mut detaching_from_our_role = false;
+    let detaching_from_our_role = changes
+        .iter()
+        .any(|change| change.kind == ATTACHMENT_KIND && change.change == Change::Delete);
+    changes.extend(plan_destroy_policy(client, desired, detaching_from_our_role).await?);
+    Ok(changes)
+}
+
+/// Our role: our policy detached from it, then the role deleted unless someone else
+/// attached or wrote policies into it.
+async fn plan_destroy_role(
+    client: &Client,
+    desired: &DesiredIam,
+) -> Result<Vec<ResourceChange>, IamError> {
+    let mut changes = Vec::new();
+    let role_name = &desired.role_name;
     if let Some(role) = get_role(client, role_name).await? {
         match ownership::of_role(&tag_map(role.tags()), &desired.cluster, &desired.region) {
             Ownership::Ours => {
                 let attached = attached_policies(client, role_name).await?;
                 if attached.contains(&desired.policy_arn) {
-                    detaching_from_our_role = true;
                     changes.push(
                         ResourceChange::new(
                             Scope::Iam,
@@ -481,6 +493,17 @@ pub async fn plan_destroy(
         }
     }
 
+    Ok(changes)
+}
+
+/// Our policy: deleted only when no role, user or group uses it once this run is done.
+async fn plan_destroy_policy(
+    client: &Client,
+    desired: &DesiredIam,
+    detaching_from_our_role: bool,
+) -> Result<Vec<ResourceChange>, IamError> {
+    let mut changes = Vec::new();
+    let role_name = &desired.role_name;
     let arn = &desired.policy_arn;
     let Some(policy) = get_policy(client, arn).await? else {
         return Ok(changes);
@@ -557,125 +580,165 @@ pub async fn apply(client: &Client, step: &IamStep) -> Result<(), IamError> {
             name,
             document,
             tags,
-        } => {
-            client
-                .create_policy()
-                .policy_name(name)
-                .policy_document(document)
-                .description(
-                    "Lets the CNI metrics helper publish to the Kubernetes CloudWatch namespace",
-                )
-                .set_tags(Some(tag_list(tags)))
-                .send()
-                .await
-                .map_err(call_error("CreatePolicy", name))?;
-        }
+        } => create_policy(client, name, document, tags).await,
         IamStep::NewPolicyVersion {
             arn,
             document,
             delete_version,
-        } => {
-            if let Some(version) = delete_version {
-                client
-                    .delete_policy_version()
-                    .policy_arn(arn)
-                    .version_id(version)
-                    .send()
-                    .await
-                    .map_err(call_error("DeletePolicyVersion", arn))?;
-            }
-            client
-                .create_policy_version()
-                .policy_arn(arn)
-                .policy_document(document)
-                .set_as_default(true)
-                .send()
-                .await
-                .map_err(call_error("CreatePolicyVersion", arn))?;
-        }
-        IamStep::TagPolicy { arn, tags } => {
-            client
-                .tag_policy()
-                .policy_arn(arn)
-                .set_tags(Some(tag_list(tags)))
-                .send()
-                .await
-                .map_err(call_error("TagPolicy", arn))?;
-        }
-        IamStep::CreateRole { name, trust, tags } => {
-            client
-                .create_role()
-                .role_name(name)
-                .assume_role_policy_document(trust)
-                .description(
-                    "Assumed by the CNI metrics helper pods to publish CNI metrics to CloudWatch",
-                )
-                .set_tags(Some(tag_list(tags)))
-                .send()
-                .await
-                .map_err(call_error("CreateRole", name))?;
-        }
-        IamStep::UpdateTrust { role, trust } => {
-            client
-                .update_assume_role_policy()
-                .role_name(role)
-                .policy_document(trust)
-                .send()
-                .await
-                .map_err(call_error("UpdateAssumeRolePolicy", role))?;
-        }
-        IamStep::TagRole { role, tags } => {
-            client
-                .tag_role()
-                .role_name(role)
-                .set_tags(Some(tag_list(tags)))
-                .send()
-                .await
-                .map_err(call_error("TagRole", role))?;
-        }
-        IamStep::AttachPolicy { role, policy_arn } => {
-            client
-                .attach_role_policy()
-                .role_name(role)
-                .policy_arn(policy_arn)
-                .send()
-                .await
-                .map_err(call_error("AttachRolePolicy", role))?;
-        }
-        IamStep::DetachPolicy { role, policy_arn } => {
-            client
-                .detach_role_policy()
-                .role_name(role)
-                .policy_arn(policy_arn)
-                .send()
-                .await
-                .map_err(call_error("DetachRolePolicy", role))?;
-        }
-        IamStep::DeleteRole { role } => {
-            client
-                .delete_role()
-                .role_name(role)
-                .send()
-                .await
-                .map_err(call_error("DeleteRole", role))?;
-        }
-        IamStep::DeletePolicy { arn, versions } => {
-            for version in versions {
-                client
-                    .delete_policy_version()
-                    .policy_arn(arn)
-                    .version_id(version)
-                    .send()
-                    .await
-                    .map_err(call_error("DeletePolicyVersion", arn))?;
-            }
-            client
-                .delete_policy()
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(call_error("DeletePolicy", arn))?;
-        }
+        } => new_policy_version(client, arn, document, delete_version.as_deref()).await,
+        IamStep::TagPolicy { arn, tags } => tag_policy(client, arn, tags).await,
+        IamStep::CreateRole { name, trust, tags } => create_role(client, name, trust, tags).await,
+        IamStep::UpdateTrust { role, trust } => update_trust(client, role, trust).await,
+        IamStep::TagRole { role, tags } => tag_role(client, role, tags).await,
+        IamStep::AttachPolicy { role, policy_arn } => attach_policy(client, role, policy_arn).await,
+        IamStep::DetachPolicy { role, policy_arn } => detach_policy(client, role, policy_arn).await,
+        IamStep::DeleteRole { role } => delete_role(client, role).await,
+        IamStep::DeletePolicy { arn, versions } => delete_policy(client, arn, versions).await,
     }
+}
+
+async fn create_policy(
+    client: &Client,
+    name: &str,
+    document: &str,
+    tags: &[(String, String)],
+) -> Result<(), IamError> {
+    client
+        .create_policy()
+        .policy_name(name)
+        .policy_document(document)
+        .description("Lets the CNI metrics helper publish to the Kubernetes CloudWatch namespace")
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(call_error("CreatePolicy", name))?;
+    Ok(())
+}
+
+async fn new_policy_version(
+    client: &Client,
+    arn: &str,
+    document: &str,
+    delete_version: Option<&str>,
+) -> Result<(), IamError> {
+    if let Some(version) = delete_version {
+        client
+            .delete_policy_version()
+            .policy_arn(arn)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(call_error("DeletePolicyVersion", arn))?;
+    }
+    client
+        .create_policy_version()
+        .policy_arn(arn)
+        .policy_document(document)
+        .set_as_default(true)
+        .send()
+        .await
+        .map_err(call_error("CreatePolicyVersion", arn))?;
+    Ok(())
+}
+
+async fn tag_policy(client: &Client, arn: &str, tags: &[(String, String)]) -> Result<(), IamError> {
+    client
+        .tag_policy()
+        .policy_arn(arn)
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(call_error("TagPolicy", arn))?;
+    Ok(())
+}
+
+async fn create_role(
+    client: &Client,
+    name: &str,
+    trust: &str,
+    tags: &[(String, String)],
+) -> Result<(), IamError> {
+    client
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust)
+        .description("Assumed by the CNI metrics helper pods to publish CNI metrics to CloudWatch")
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(call_error("CreateRole", name))?;
+    Ok(())
+}
+
+async fn update_trust(client: &Client, role: &str, trust: &str) -> Result<(), IamError> {
+    client
+        .update_assume_role_policy()
+        .role_name(role)
+        .policy_document(trust)
+        .send()
+        .await
+        .map_err(call_error("UpdateAssumeRolePolicy", role))?;
+    Ok(())
+}
+
+async fn tag_role(client: &Client, role: &str, tags: &[(String, String)]) -> Result<(), IamError> {
+    client
+        .tag_role()
+        .role_name(role)
+        .set_tags(Some(tag_list(tags)))
+        .send()
+        .await
+        .map_err(call_error("TagRole", role))?;
+    Ok(())
+}
+
+async fn attach_policy(client: &Client, role: &str, policy_arn: &str) -> Result<(), IamError> {
+    client
+        .attach_role_policy()
+        .role_name(role)
+        .policy_arn(policy_arn)
+        .send()
+        .await
+        .map_err(call_error("AttachRolePolicy", role))?;
+    Ok(())
+}
+
+async fn detach_policy(client: &Client, role: &str, policy_arn: &str) -> Result<(), IamError> {
+    client
+        .detach_role_policy()
+        .role_name(role)
+        .policy_arn(policy_arn)
+        .send()
+        .await
+        .map_err(call_error("DetachRolePolicy", role))?;
+    Ok(())
+}
+
+async fn delete_role(client: &Client, role: &str) -> Result<(), IamError> {
+    client
+        .delete_role()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(call_error("DeleteRole", role))?;
+    Ok(())
+}
+
+async fn delete_policy(client: &Client, arn: &str, versions: &[String]) -> Result<(), IamError> {
+    for version in versions {
+        client
+            .delete_policy_version()
+            .policy_arn(arn)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(call_error("DeletePolicyVersion", arn))?;
+    }
+    client
+        .delete_policy()
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(call_error("DeletePolicy", arn))?;
     Ok(())
 }
