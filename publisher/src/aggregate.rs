@@ -42,8 +42,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use crate::CLUSTER_DIMENSION;
-use crate::datum::{Datum, Dimension, Round, Unit};
+use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Unit};
 use crate::exposition::{MetricType, ParseError, Samples, Suffix};
 use crate::ipamd_metrics::{Aggregation, IPAMD_METRIC_COUNT, IPAMD_METRICS, index_of_family};
 

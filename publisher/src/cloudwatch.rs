@@ -17,7 +17,6 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
 use aws_smithy_http_client::{Builder as HttpClientBuilder, tls};
 
-use crate::config::CloudWatchSettings;
 use crate::datum::{Datum, Unit};
 
 /// CloudWatch's limit of datums per PutMetricData call.
@@ -88,15 +87,22 @@ pub struct CloudWatchPublisher {
 }
 
 impl CloudWatchPublisher {
-    pub fn new(sdk_config: &SdkConfig, settings: &CloudWatchSettings) -> Self {
+    /// A publisher to `namespace` that keeps at most `queue_capacity` datums while
+    /// CloudWatch cannot be reached and sends at most `batch_datums` datums and
+    /// `batch_bytes` estimated bytes per call (both within CloudWatch's limits).
+    pub fn new(
+        sdk_config: &SdkConfig,
+        namespace: &str,
+        queue_capacity: usize,
+        batch_datums: usize,
+        batch_bytes: usize,
+    ) -> Self {
         CloudWatchPublisher {
             client: aws_sdk_cloudwatch::Client::new(sdk_config),
-            namespace: settings.namespace.clone(),
-            queue: DatumQueue::new(settings.queue_capacity),
-            batch_datums: settings.batch_datums.clamp(1, MAX_DATUMS_PER_CALL),
-            batch_bytes: settings
-                .batch_bytes
-                .clamp(MIN_BATCH_BYTES, MAX_BYTES_PER_CALL),
+            namespace: namespace.to_owned(),
+            queue: DatumQueue::new(queue_capacity),
+            batch_datums: batch_datums.clamp(1, MAX_DATUMS_PER_CALL),
+            batch_bytes: batch_bytes.clamp(MIN_BATCH_BYTES, MAX_BYTES_PER_CALL),
         }
     }
 

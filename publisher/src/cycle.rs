@@ -19,10 +19,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
 use crate::aggregate::{Aggregator, AggregatorOptions, RoundStats};
-use crate::cli::ScrapeVia;
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
-use crate::config::Settings;
-use crate::datum::{Datum, Dimension, Round, Rounds, Unit};
+use crate::config::{ScrapeVia, Settings};
+use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Rounds, Unit};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
 use crate::scrape::{ScrapeError, Scraper};
@@ -86,7 +85,7 @@ pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts
         value: count as f64,
         unit: Unit::Count,
         dimensions: vec![Dimension {
-            name: crate::CLUSTER_DIMENSION.to_owned(),
+            name: CLUSTER_DIMENSION.to_owned(),
             value: cluster_id.to_owned(),
         }],
         timestamp,
@@ -194,9 +193,9 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
     let client = kube::Client::try_from(config.clone()).map_err(CycleError::KubeClient)?;
     let scraper = match settings.scrape.via {
         ScrapeVia::Proxy => {
-            Scraper::via_proxy(config, &settings.scrape).map_err(CycleError::KubeClient)?
+            Scraper::via_proxy(config, &settings.scrape.scraper).map_err(CycleError::KubeClient)?
         }
-        ScrapeVia::Direct => Scraper::direct(&settings.scrape),
+        ScrapeVia::Direct => Scraper::direct(&settings.scrape.scraper),
     };
     let discovery = PodDiscovery::start(
         client.clone(),
@@ -214,7 +213,13 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
 async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
     let cloudwatch = settings.cloudwatch.as_ref()?;
     let sdk_config = load_sdk_config(&cloudwatch.region).await;
-    Some(CloudWatchPublisher::new(&sdk_config, cloudwatch))
+    Some(CloudWatchPublisher::new(
+        &sdk_config,
+        &cloudwatch.namespace,
+        cloudwatch.queue_capacity,
+        cloudwatch.batch_datums,
+        cloudwatch.batch_bytes,
+    ))
 }
 
 /// One cycle. With `dry_run` nothing is published and the round is returned for printing.

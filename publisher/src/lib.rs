@@ -15,7 +15,5 @@ pub mod offline;
 pub mod scrape;
 pub mod serve;
 
-/// The CloudWatch namespace upstream publishes to.
-pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";
-/// The one dimension upstream puts on every datum.
-pub const CLUSTER_DIMENSION: &str = "CLUSTER_ID";
+pub use config::CLOUDWATCH_NAMESPACE;
+pub use datum::CLUSTER_DIMENSION;

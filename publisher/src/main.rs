@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use clap::error::ErrorKind;
 use cni_metrics_publisher::cli::{Cli, Command, LoggingArgs};
-use cni_metrics_publisher::config::{ConfigError, Purpose, Settings, non_empty};
+use cni_metrics_publisher::config::{Purpose, Settings, required_cluster_id};
 use cni_metrics_publisher::{cycle, datum, offline};
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
-            let settings = Settings::from_args(&args, Purpose::Run)?;
+            let settings = Settings::validate(args.requested(), Purpose::Run)?;
             cycle::run(&settings, shutdown_signal()?).await?;
         }
         Command::Once(once) => {
@@ -51,15 +51,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             } else {
                 Purpose::Once
             };
-            let settings = Settings::from_args(&once.publisher, purpose)?;
+            let settings = Settings::validate(once.publisher.requested(), purpose)?;
             let rounds = cycle::once(&settings, once.dry_run).await?;
             if once.dry_run {
                 print_json(&rounds)?;
             }
         }
         Command::Aggregate(args) => {
-            let cluster_id =
-                non_empty(args.cluster_id.as_deref()).ok_or(ConfigError::MissingClusterId)?;
+            let cluster_id = required_cluster_id(args.cluster_id.as_deref())?;
             let rounds = offline::aggregate_rounds(&args.rounds, &cluster_id, args.per_az)?;
             print_json(&rounds)?;
         }
