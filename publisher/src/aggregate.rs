@@ -228,10 +228,11 @@ enum Observation<'a> {
 /// The label value of the quantile the latency metric uses.
 const LATENCY_QUANTILE: f64 = 0.99;
 
-/// Parses `body`, keeping only the samples of the ipamd families, classified. Nothing is
-/// aggregated until the whole body has parsed.
-fn observe<'a>(body: &'a str, observations: &mut Vec<Observation<'a>>) -> Result<(), ParseError> {
-    observations.clear();
+/// Parses `body`, keeping only the samples of the ipamd families, classified. The parser
+/// streams, but nothing is aggregated until the whole body has parsed. `capacity` is a guess
+/// at the number of observations, so that the vector is allocated once.
+fn parse_ipamd_samples(body: &str, capacity: usize) -> Result<Vec<Observation<'_>>, ParseError> {
+    let mut observations = Vec::with_capacity(capacity);
     for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
         let sample = sample?;
         let Some(metric) = index_of_family(sample.family) else {
@@ -282,7 +283,7 @@ fn observe<'a>(body: &'a str, observations: &mut Vec<Observation<'a>>) -> Result
         };
         observations.push(observation);
     }
-    Ok(())
+    Ok(observations)
 }
 
 /// The per-metric totals of one round (for the cluster, or for one zone).
@@ -652,47 +653,92 @@ impl Aggregator {
     }
 }
 
+/// One pod's scrape after parsing: the classified samples of its ipamd families, borrowed
+/// from its body, or why there are none. Made by [`RoundInProgress::parse`] and folded into
+/// the round by [`RoundInProgress::fold`].
+#[derive(Debug)]
+pub struct ParsedScrape<'a> {
+    uid: &'a str,
+    name: &'a str,
+    zone: Option<&'a str>,
+    samples: ParsedSamples<'a>,
+}
+
+/// What parsing a pod's scrape gave.
+#[derive(Debug)]
+enum ParsedSamples<'a> {
+    Parsed(Vec<Observation<'a>>),
+    ScrapeFailed,
+    ParseFailed(ParseError),
+}
+
 /// A round being assembled pod by pod; see [`Aggregator::begin_round`].
 #[derive(Debug)]
 pub struct RoundInProgress<'a> {
     aggregator: &'a mut Aggregator,
     stats: RoundStats,
     contributions: Vec<PodContribution>,
-    /// Reused between pods: the observations of the body being folded in.
+    /// The most observations a pod of this round had so far: the next pod's guess.
     observation_capacity: usize,
 }
 
 impl RoundInProgress<'_> {
-    /// Folds one pod's scrape into the round. `position` is the pod's place in the round's
-    /// target list; contributions are summed in that order. The body is parsed completely
-    /// before any of it is used, and is not referred to after this call.
-    pub fn add(&mut self, position: usize, pod: PodScrape<'_>) {
+    /// Parses one pod's scrape into the samples the aggregate uses. The whole body is parsed
+    /// before any of it is used, so a body that does not parse contributes nothing.
+    pub fn parse<'a>(&self, pod: PodScrape<'a>) -> ParsedScrape<'a> {
+        let samples = match pod.outcome {
+            ScrapeOutcome::Failed => ParsedSamples::ScrapeFailed,
+            ScrapeOutcome::Body(body) => {
+                match parse_ipamd_samples(body, self.observation_capacity) {
+                    Ok(observations) => ParsedSamples::Parsed(observations),
+                    Err(error) => ParsedSamples::ParseFailed(error),
+                }
+            }
+        };
+        ParsedScrape {
+            uid: pod.uid,
+            name: pod.name,
+            zone: pod.zone,
+            samples,
+        }
+    }
+
+    /// Folds one parsed pod into the round. `position` is the pod's place in the round's
+    /// target list; contributions are summed in that order. A pod whose UID is already in
+    /// the round is ignored.
+    pub fn fold(&mut self, position: usize, pod: ParsedScrape<'_>) {
         let aggregator = &mut *self.aggregator;
         if !aggregator.mark_in_round(pod.uid) {
             return;
         }
-        let body = match pod.outcome {
-            ScrapeOutcome::Failed => {
+        let observations = match pod.samples {
+            ParsedSamples::Parsed(observations) => observations,
+            ParsedSamples::ScrapeFailed => {
                 self.stats.scrape_errors += 1;
                 return;
             }
-            ScrapeOutcome::Body(body) => body,
+            ParsedSamples::ParseFailed(error) => {
+                self.stats.parse_errors += 1;
+                self.stats.parse_failures.push(ParseFailure {
+                    pod: pod.name.to_owned(),
+                    error,
+                });
+                return;
+            }
         };
-        let mut observations = Vec::with_capacity(self.observation_capacity);
-        if let Err(error) = observe(body, &mut observations) {
-            self.stats.parse_errors += 1;
-            self.stats.parse_failures.push(ParseFailure {
-                pod: pod.name.to_owned(),
-                error,
-            });
-            return;
-        }
         self.observation_capacity = self.observation_capacity.max(observations.len());
         self.stats.pods_scraped += 1;
         let zone = pod.zone.filter(|_| aggregator.options.per_az);
         if let Some(contribution) = aggregator.commit(pod.uid, position, zone, &observations) {
             self.contributions.push(contribution);
         }
+    }
+
+    /// Parses one pod's scrape and folds it into the round ([`RoundInProgress::parse`], then
+    /// [`RoundInProgress::fold`]). The body is not referred to after this call.
+    pub fn add(&mut self, position: usize, pod: PodScrape<'_>) {
+        let parsed = self.parse(pod);
+        self.fold(position, parsed);
     }
 
     /// Ends the round: the datums to publish, stamped `timestamp`, and what happened to the

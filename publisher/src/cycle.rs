@@ -1,9 +1,9 @@
 //! One round, and the commands built from rounds.
 //!
-//! A round: take the aws-node pods from the watch cache, scrape them concurrently, fold the
-//! scrapes into cluster values, add the self-metrics `podsScraped` and `scrapeErrors`, then
-//! queue for CloudWatch and flush, and refresh `/metrics`. Every datum of a round carries
-//! the round's start time.
+//! A round: take the aws-node pods from the watch cache, scrape them concurrently, parse
+//! each body and fold it into cluster values, add the self-metrics `podsScraped` and
+//! `scrapeErrors`, then queue for CloudWatch and flush, and refresh `/metrics`. Every datum
+//! of a round carries the round's start time.
 //!
 //! - [`run`]: a round every interval until shutdown (SIGTERM/SIGINT); with leader election
 //!   only while leading. On shutdown the round in flight is abandoned, what is queued is
@@ -18,13 +18,13 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
-use crate::aggregate::{Aggregator, AggregatorOptions, RoundStats};
+use crate::aggregate::{Aggregator, AggregatorOptions, PodScrape, RoundStats, ScrapeOutcome};
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
 use crate::config::{ScrapeVia, Settings};
 use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Rounds, Unit};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
-use crate::scrape::{ScrapeError, Scraper};
+use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
 use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
 
 /// The self-metric counting pods whose scrape was read and parsed this round.
@@ -121,8 +121,8 @@ impl RoundRunner {
         self.round_over(targets).await.0
     }
 
-    /// Runs one round over `targets`: each scrape is folded into the aggregate as it
-    /// completes and its body dropped, so a round holds at most `--scrape-concurrency`
+    /// Runs one round over `targets`: each scrape is parsed and folded into the aggregate
+    /// as it completes and its body dropped, so a round holds at most `--scrape-concurrency`
     /// bodies however many nodes there are. Returns the datums (self-metrics last) and
     /// what happened to the pods.
     pub async fn round_over(&mut self, targets: Vec<ScrapeTarget>) -> (Round, RoundStats) {
@@ -135,7 +135,8 @@ impl RoundRunner {
             if matches!(scrape.outcome, Err(ScrapeError::NotStarted(_))) {
                 not_started += 1;
             }
-            round.add(position, scrape.as_pod_scrape());
+            let parsed = round.parse(pod_scrape(&scrape));
+            round.fold(position, parsed);
         }
         let (mut round, stats) = round.finish(timestamp);
         for failure in &stats.parse_failures {
@@ -182,6 +183,20 @@ impl RoundRunner {
     /// would be stale by the time it leads again.
     pub fn forget(&mut self) {
         self.aggregator = Aggregator::new(self.aggregator.options().clone());
+    }
+}
+
+/// A scrape as the aggregator takes it: the pod, and its body or that it failed (why it
+/// failed was logged by the scraper).
+fn pod_scrape(scrape: &ScrapeResult) -> PodScrape<'_> {
+    PodScrape {
+        uid: &scrape.target.uid,
+        name: &scrape.target.name,
+        zone: scrape.target.zone.as_deref(),
+        outcome: match &scrape.outcome {
+            Ok(body) => ScrapeOutcome::Body(body),
+            Err(_) => ScrapeOutcome::Failed,
+        },
     }
 }
 

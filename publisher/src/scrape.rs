@@ -81,21 +81,6 @@ pub struct ScrapeResult {
     pub outcome: Result<String, ScrapeError>,
 }
 
-impl ScrapeResult {
-    /// The scrape as the aggregator takes it: the body, or a failed pod.
-    pub fn as_pod_scrape(&self) -> crate::aggregate::PodScrape<'_> {
-        crate::aggregate::PodScrape {
-            uid: &self.target.uid,
-            name: &self.target.name,
-            zone: self.target.zone.as_deref(),
-            outcome: match &self.outcome {
-                Ok(body) => crate::aggregate::ScrapeOutcome::Body(body),
-                Err(_) => crate::aggregate::ScrapeOutcome::Failed,
-            },
-        }
-    }
-}
-
 /// The transport scrapes go through.
 #[derive(Clone)]
 enum Transport {
