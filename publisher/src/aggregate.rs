@@ -49,6 +49,11 @@ use crate::ipamd_metrics::{Aggregation, IPAMD_METRIC_COUNT, IPAMD_METRICS, index
 /// The dimension name of the per-availability-zone datums.
 pub const AVAILABILITY_ZONE_DIMENSION: &str = "AvailabilityZone";
 
+/// The self-metric counting pods whose scrape was read and parsed this round.
+pub const PODS_SCRAPED_METRIC: &str = "podsScraped";
+/// The self-metric counting pods that failed to scrape or parse this round.
+pub const SCRAPE_ERRORS_METRIC: &str = "scrapeErrors";
+
 /// How the aggregator labels its datums.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregatorOptions {
@@ -98,6 +103,44 @@ pub struct RoundStats {
 pub struct ParseFailure {
     pub pod: String,
     pub error: ParseError,
+}
+
+/// The counts the self-metrics publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    /// Pods whose body was read and parsed.
+    pub pods_scraped: usize,
+    /// Pods that failed to scrape or to parse.
+    pub scrape_errors: usize,
+}
+
+impl RoundCounts {
+    pub fn from_stats(stats: &RoundStats) -> Self {
+        RoundCounts {
+            pods_scraped: stats.pods_scraped,
+            scrape_errors: stats.scrape_errors + stats.parse_errors,
+        }
+    }
+}
+
+/// The self-metrics of a round, with the CLUSTER_ID dimension.
+pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts) -> Vec<Datum> {
+    [
+        (PODS_SCRAPED_METRIC, counts.pods_scraped),
+        (SCRAPE_ERRORS_METRIC, counts.scrape_errors),
+    ]
+    .into_iter()
+    .map(|(name, count)| Datum {
+        metric_name: name.to_owned(),
+        value: count as f64,
+        unit: Unit::Count,
+        dimensions: vec![Dimension {
+            name: CLUSTER_DIMENSION.to_owned(),
+            value: cluster_id.to_owned(),
+        }],
+        timestamp,
+    })
+    .collect()
 }
 
 /// Which counter of a family a series is.
@@ -746,5 +789,54 @@ impl RoundInProgress<'_> {
     pub fn finish(self, timestamp: SystemTime) -> (Round, RoundStats) {
         let round = self.aggregator.finish_round(self.contributions, timestamp);
         (round, self.stats)
+    }
+
+    /// Ends the round like [`RoundInProgress::finish`] and adds the self-metrics
+    /// `podsScraped` and `scrapeErrors` after the ipamd datums: the whole datum set of a
+    /// round, the same whether its scrapes came over the network or from files.
+    pub fn finish_with_self_metrics(self, timestamp: SystemTime) -> (Round, RoundStats) {
+        let cluster_id = self.aggregator.options.cluster_id.clone();
+        let (mut round, stats) = self.finish(timestamp);
+        let counts = RoundCounts::from_stats(&stats);
+        round
+            .datums
+            .extend(self_metrics(&cluster_id, timestamp, counts));
+        (round, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn self_metrics_carry_the_cluster_and_the_round_time() {
+        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let datums = self_metrics(
+            "prod",
+            timestamp,
+            RoundCounts {
+                pods_scraped: 47,
+                scrape_errors: 3,
+            },
+        );
+        let summary: Vec<(&str, f64)> = datums
+            .iter()
+            .map(|datum| (datum.metric_name.as_str(), datum.value))
+            .collect();
+        assert_eq!(summary, [("podsScraped", 47.0), ("scrapeErrors", 3.0)]);
+        for datum in &datums {
+            assert_eq!(datum.timestamp, timestamp);
+            assert_eq!(datum.unit, Unit::Count);
+            assert_eq!(
+                datum.dimensions,
+                [Dimension {
+                    name: "CLUSTER_ID".to_owned(),
+                    value: "prod".to_owned()
+                }]
+            );
+        }
     }
 }

@@ -18,19 +18,16 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
 
-use crate::aggregate::{Aggregator, AggregatorOptions, PodScrape, RoundStats, ScrapeOutcome};
+use crate::aggregate::{
+    Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats, ScrapeOutcome,
+};
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
 use crate::config::{ScrapeVia, Settings};
-use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Rounds, Unit};
+use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
 use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
 use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
-
-/// The self-metric counting pods whose scrape was read and parsed this round.
-pub const PODS_SCRAPED_METRIC: &str = "podsScraped";
-/// The self-metric counting pods that failed to scrape or parse this round.
-pub const SCRAPE_ERRORS_METRIC: &str = "scrapeErrors";
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
 /// rounds then see no pods until the cache fills, and say so in the logs).
@@ -53,44 +50,6 @@ pub enum CycleError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Publish(#[from] crate::cloudwatch::PublishError),
-}
-
-/// What the aggregator reports about a round besides its datums.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoundCounts {
-    /// Pods whose body was read and parsed.
-    pub pods_scraped: usize,
-    /// Pods that failed to scrape or to parse.
-    pub scrape_errors: usize,
-}
-
-impl RoundCounts {
-    pub fn from_stats(stats: &RoundStats) -> Self {
-        RoundCounts {
-            pods_scraped: stats.pods_scraped,
-            scrape_errors: stats.scrape_errors + stats.parse_errors,
-        }
-    }
-}
-
-/// The self-metrics of a round, with the CLUSTER_ID dimension.
-pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts) -> Vec<Datum> {
-    [
-        (PODS_SCRAPED_METRIC, counts.pods_scraped),
-        (SCRAPE_ERRORS_METRIC, counts.scrape_errors),
-    ]
-    .into_iter()
-    .map(|(name, count)| Datum {
-        metric_name: name.to_owned(),
-        value: count as f64,
-        unit: Unit::Count,
-        dimensions: vec![Dimension {
-            name: CLUSTER_DIMENSION.to_owned(),
-            value: cluster_id.to_owned(),
-        }],
-        timestamp,
-    })
-    .collect()
 }
 
 /// Discovery, scraping and aggregation: everything a round needs before publishing.
@@ -138,7 +97,7 @@ impl RoundRunner {
             let parsed = round.parse(pod_scrape(&scrape));
             round.fold(position, parsed);
         }
-        let (mut round, stats) = round.finish(timestamp);
+        let (round, stats) = round.finish_with_self_metrics(timestamp);
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
         }
@@ -150,10 +109,6 @@ impl RoundRunner {
             );
         }
         let counts = RoundCounts::from_stats(&stats);
-        let cluster_id = &self.aggregator.options().cluster_id;
-        round
-            .datums
-            .extend(self_metrics(cluster_id, timestamp, counts));
         tracing::info!(
             pods_scraped = counts.pods_scraped,
             scrape_errors = counts.scrape_errors,
@@ -441,38 +396,4 @@ fn standby(
 fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_metrics_carry_the_cluster_and_the_round_time() {
-        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let datums = self_metrics(
-            "prod",
-            timestamp,
-            RoundCounts {
-                pods_scraped: 47,
-                scrape_errors: 3,
-            },
-        );
-        let summary: Vec<(&str, f64)> = datums
-            .iter()
-            .map(|datum| (datum.metric_name.as_str(), datum.value))
-            .collect();
-        assert_eq!(summary, [("podsScraped", 47.0), ("scrapeErrors", 3.0)]);
-        for datum in &datums {
-            assert_eq!(datum.timestamp, timestamp);
-            assert_eq!(datum.unit, Unit::Count);
-            assert_eq!(
-                datum.dimensions,
-                [Dimension {
-                    name: "CLUSTER_ID".to_owned(),
-                    value: "prod".to_owned()
-                }]
-            );
-        }
-    }
 }
