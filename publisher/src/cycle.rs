@@ -11,18 +11,20 @@
 //! - [`once`]: one round; published, or returned for printing with `--dry-run`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::aggregate::{
     Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats, ScrapeOutcome,
 };
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
-use crate::config::{ScrapeVia, Settings};
+use crate::config::{LeaderSettings, ScrapeVia, Settings};
 use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
@@ -222,39 +224,21 @@ pub async fn run(
         Some(address) => Some(Server::start(address, Arc::clone(&serve_state)).await?),
         None => None,
     };
-    let (mut runner, client) = round_runner(settings).await?;
-    let mut publisher = cloudwatch_publisher(settings).await;
-
-    // Leadership: a constant "leader" without election, else the election task's view.
-    let (leadership_sender, mut leadership) = watch::channel(LeadershipState {
-        is_leader: settings.leader.is_none(),
-        healthy: settings.leader.is_none(),
-    });
-    let (stop_election, stop_receiver) = watch::channel(false);
-    let election = settings.leader.as_ref().map(|leader| {
-        let namespace = leader
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
-        let elector = LeaderElector::new(
-            api,
-            &namespace,
-            &leader.lease_name,
-            &leader.identity,
-            leader.lease_duration,
-        );
-        tokio::spawn(run_election(
-            elector,
-            leadership_sender.clone(),
-            stop_receiver,
-        ))
-    });
+    let (runner, client) = round_runner(settings).await?;
+    let mut rounds = RoundLoop {
+        runner,
+        publisher: cloudwatch_publisher(settings).await,
+        serve_state,
+        status: PublisherStatus::default(),
+        was_leader: false,
+        last_round: Vec::new(),
+    };
+    let mut election = Election::start(settings.leader.as_ref(), &client);
 
     // `shutdown` must not be polled again once it completed, so its completion here is
     // remembered and the round loop skipped.
     let stopped_early = tokio::select! {
-        ready = runner.wait_until_ready(RUN_DISCOVERY_WAIT) => {
+        ready = rounds.runner.wait_until_ready(RUN_DISCOVERY_WAIT) => {
             if let Err(error) = ready {
                 tracing::warn!("{error}; starting rounds anyway");
             }
@@ -262,64 +246,159 @@ pub async fn run(
         }
         () = &mut shutdown => true,
     };
+    if !stopped_early {
+        rounds
+            .run_until(settings.interval, &mut election.leadership, shutdown)
+            .await;
+    }
 
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut status = PublisherStatus::default();
-    let mut was_leader = false;
-    let mut last_round: Vec<Datum> = Vec::new();
-    'rounds: loop {
-        if stopped_early {
-            break 'rounds;
-        }
-        tokio::select! {
-            _ = ticker.tick() => {}
-            changed = leadership.changed() => {
-                let state = *leadership.borrow_and_update();
-                let became_leader = changed.is_ok() && state.is_leader && !was_leader;
-                if became_leader {
-                    // A new leader starts its first round at once rather than an interval
-                    // later.
-                    ticker.reset();
-                } else if state.is_leader {
-                    // Still leading: the next round comes with the ticker.
-                    continue 'rounds;
-                }
-                // Not leading: the check below stands by.
-            }
-            () = &mut shutdown => break 'rounds,
-        }
-        let state = *leadership.borrow_and_update();
-        if !state.is_leader {
-            standby(
-                &mut runner,
-                &serve_state,
-                &mut was_leader,
-                state,
-                &mut status,
-                &last_round,
+    rounds.serve_state.set_ready(false);
+    if let Some(publisher) = rounds.publisher.as_mut() {
+        flush_before_exit(publisher, settings.shutdown_timeout).await;
+    }
+    election.stop().await;
+    drop(server);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// This replica's view of the leadership: a constant "leader" without election, else what
+/// the election task reports.
+struct Election {
+    leadership: watch::Receiver<LeadershipState>,
+    /// Held so that `leadership` never reads as closed, which would wake the round loop
+    /// without end; without election nothing else holds a sender.
+    _state_sender: watch::Sender<LeadershipState>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Election {
+    /// Starts the election task when `leader` asks for one.
+    fn start(leader: Option<&LeaderSettings>, client: &kube::Client) -> Election {
+        let (state_sender, leadership) = watch::channel(LeadershipState {
+            is_leader: leader.is_none(),
+            healthy: leader.is_none(),
+        });
+        let (stop, stop_receiver) = watch::channel(false);
+        let task = leader.map(|leader| {
+            let namespace = leader
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
+            let elector = LeaderElector::new(
+                api,
+                &namespace,
+                &leader.lease_name,
+                &leader.identity,
+                leader.lease_duration,
             );
-            continue;
+            tokio::spawn(run_election(elector, state_sender.clone(), stop_receiver))
+        });
+        Election {
+            leadership,
+            _state_sender: state_sender,
+            stop,
+            task,
         }
-        was_leader = true;
+    }
+
+    /// Stops the election task and waits for it to release the Lease.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task
+            && let Err(error) = task.await
+        {
+            tracing::warn!("the leader election task failed: {error}");
+        }
+    }
+}
+
+/// Whether the round loop goes on after a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRound {
+    Continue,
+    ShutDown,
+}
+
+/// What `run` keeps from round to round.
+struct RoundLoop {
+    runner: RoundRunner,
+    publisher: Option<CloudWatchPublisher>,
+    serve_state: Arc<ServeState>,
+    status: PublisherStatus,
+    was_leader: bool,
+    /// What `/metrics` serves: the datums of the last round this replica led.
+    last_round: Vec<Datum>,
+}
+
+impl RoundLoop {
+    /// A round every `interval` while leading, standing by otherwise, until `shutdown`
+    /// completes.
+    async fn run_until<F: Future<Output = ()>>(
+        &mut self,
+        interval: Duration,
+        leadership: &mut watch::Receiver<LeadershipState>,
+        mut shutdown: Pin<&mut F>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'rounds: loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = leadership.changed() => {
+                    let state = *leadership.borrow_and_update();
+                    let became_leader = changed.is_ok() && state.is_leader && !self.was_leader;
+                    if became_leader {
+                        // A new leader starts its first round at once rather than an interval
+                        // later.
+                        ticker.reset();
+                    } else if state.is_leader {
+                        // Still leading: the next round comes with the ticker.
+                        continue 'rounds;
+                    }
+                    // Not leading: the check below stands by.
+                }
+                () = &mut shutdown => return,
+            }
+            let state = *leadership.borrow_and_update();
+            if !state.is_leader {
+                self.standby(state);
+                continue 'rounds;
+            }
+            self.was_leader = true;
+            match self.lead_round(leadership, shutdown.as_mut()).await {
+                AfterRound::Continue => {}
+                AfterRound::ShutDown => return,
+            }
+        }
+    }
+
+    /// One round as the leader: scrape, aggregate, publish, then serve the result.
+    async fn lead_round<F: Future<Output = ()>>(
+        &mut self,
+        leadership: &watch::Receiver<LeadershipState>,
+        mut shutdown: Pin<&mut F>,
+    ) -> AfterRound {
         let started = Instant::now();
         let round = tokio::select! {
-            round = runner.round() => round,
+            round = self.runner.round() => round,
             () = &mut shutdown => {
                 tracing::info!("shutting down: abandoned the round in flight");
-                break 'rounds;
+                return AfterRound::ShutDown;
             }
         };
         // Leadership may have been lost while scraping; a former leader must not publish.
         if !leadership.borrow().is_leader {
             tracing::warn!("lost leadership during the round; not publishing it");
-            continue;
+            return AfterRound::Continue;
         }
-        if let Some(publisher) = publisher.as_mut() {
+        if let Some(publisher) = self.publisher.as_mut() {
             publisher.enqueue(round.datums.clone());
             let flushed = tokio::select! {
                 flushed = publisher.flush() => flushed,
-                () = &mut shutdown => break 'rounds,
+                () = &mut shutdown => return AfterRound::ShutDown,
             };
             match flushed {
                 Ok(report) => tracing::debug!(
@@ -330,67 +409,57 @@ pub async fn run(
                 Err(error) => tracing::warn!("{error}"),
             }
         }
-        status.round_duration_seconds = started.elapsed().as_secs_f64();
-        status.last_round_unix_seconds = round
+        self.serve_led_round(started, round);
+        AfterRound::Continue
+    }
+
+    /// Records a round this replica led in the status and serves its datums.
+    fn serve_led_round(&mut self, started: Instant, round: Round) {
+        self.status.round_duration_seconds = started.elapsed().as_secs_f64();
+        self.status.last_round_unix_seconds = round
             .datums
             .first()
             .map_or(0.0, |datum| unix_seconds(datum.timestamp));
-        status.rounds_total += 1;
-        status.is_leader = true;
-        if let Some(publisher) = publisher.as_ref() {
-            status.cloudwatch_queued_datums = publisher.queued();
-            status.cloudwatch_dropped_datums_total = publisher.dropped_total();
+        self.status.rounds_total += 1;
+        self.status.is_leader = true;
+        if let Some(publisher) = self.publisher.as_ref() {
+            self.status.cloudwatch_queued_datums = publisher.queued();
+            self.status.cloudwatch_dropped_datums_total = publisher.dropped_total();
         }
-        last_round = round.datums;
-        serve_state.publish(&last_round, &status);
-        serve_state.set_ready(true);
+        self.last_round = round.datums;
+        self.serve_state.publish(&self.last_round, &self.status);
+        self.serve_state.set_ready(true);
     }
 
-    serve_state.set_ready(false);
-    if let Some(publisher) = publisher.as_mut()
-        && publisher.queued() > 0
-    {
-        match tokio::time::timeout(settings.shutdown_timeout, publisher.flush()).await {
-            Ok(Ok(report)) => {
-                tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
-            }
-            Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
-            Err(_) => tracing::warn!(
-                queued = publisher.queued(),
-                "the final flush did not finish within {:?}; dropping what is left",
-                settings.shutdown_timeout
-            ),
+    /// A replica that does not lead: forget per-pod state once (it would be stale by the
+    /// time this replica leads again), stay ready while the election is healthy, and keep
+    /// serving the last values marked as not leading.
+    fn standby(&mut self, state: LeadershipState) {
+        if self.was_leader {
+            self.runner.forget();
+            self.was_leader = false;
+            self.status.is_leader = false;
+            self.serve_state.publish(&self.last_round, &self.status);
         }
+        self.serve_state.set_ready(state.healthy);
     }
-    stop_election.send_replace(true);
-    if let Some(election) = election
-        && let Err(error) = election.await
-    {
-        tracing::warn!("the leader election task failed: {error}");
-    }
-    drop(server);
-    tracing::info!("stopped");
-    Ok(())
 }
 
-/// A replica that does not lead: forget per-pod state once (it would be stale by the time
-/// this replica leads again), stay ready while the election is healthy, and keep serving
-/// the last values marked as not leading.
-fn standby(
-    runner: &mut RoundRunner,
-    serve_state: &ServeState,
-    was_leader: &mut bool,
-    state: LeadershipState,
-    status: &mut PublisherStatus,
-    last_round: &[Datum],
-) {
-    if *was_leader {
-        runner.forget();
-        *was_leader = false;
-        status.is_leader = false;
-        serve_state.publish(last_round, status);
+/// Sends what is still queued for CloudWatch, within `timeout`; what is left then is dropped.
+async fn flush_before_exit(publisher: &mut CloudWatchPublisher, timeout: Duration) {
+    if publisher.queued() == 0 {
+        return;
     }
-    serve_state.set_ready(state.healthy);
+    match tokio::time::timeout(timeout, publisher.flush()).await {
+        Ok(Ok(report)) => {
+            tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
+        }
+        Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
+        Err(_) => tracing::warn!(
+            queued = publisher.queued(),
+            "the final flush did not finish within {timeout:?}; dropping what is left"
+        ),
+    }
 }
 
 fn unix_seconds(time: SystemTime) -> f64 {
