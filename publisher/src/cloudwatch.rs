@@ -4,20 +4,20 @@
 //! capacity and drops the oldest, counting and logging what it dropped; it never grows
 //! without limit. NaN and infinities are never queued.
 //!
-//! The SDK configuration comes from the default chains (credentials, `AWS_ENDPOINT_URL`),
-//! with the region given explicitly so that IMDS is never asked for it, and one explicit
-//! rustls+ring HTTP client, the TLS stack kube uses too.
+//! The SDK configuration comes from [`crate::edge::aws_config_loader`] (the default chains
+//! and one explicit rustls+ring HTTP client), with the region given explicitly so that IMDS
+//! is never asked for it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
-use aws_smithy_http_client::{Builder as HttpClientBuilder, tls};
 
 use crate::datum::{Datum, Unit};
+use crate::edge::aws_config_loader;
 
 /// CloudWatch's limit of datums per PutMetricData call.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
@@ -47,20 +47,13 @@ pub enum PublishError {
     },
 }
 
-/// Loads the SDK configuration from the default chains with an explicit region and the
-/// rustls+ring HTTP client.
+/// Loads the SDK configuration for CloudWatch in `region`, with the PutMetricData timeouts.
 pub async fn load_sdk_config(region: &str) -> SdkConfig {
-    let http_client = HttpClientBuilder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_timeout(OPERATION_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+    aws_config_loader()
         .region(Region::new(region.to_owned()))
         .timeout_config(timeouts)
         .load()

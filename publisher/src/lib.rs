@@ -8,6 +8,7 @@ pub mod config;
 pub mod cycle;
 pub mod datum;
 pub mod discovery;
+pub mod edge;
 pub mod exposition;
 pub mod ipamd_metrics;
 pub mod leader;
