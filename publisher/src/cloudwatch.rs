@@ -345,14 +345,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_stop_at_1000_datums() {
+    /// A queue of `count` datums `m0`, `m1`, ... whose dimension values are
+    /// `dimension_value_len` bytes long.
+    fn queue_of(count: usize, dimension_value_len: usize) -> DatumQueue {
         let mut queue = DatumQueue::new(5000);
         queue.push(
-            (0..2500)
-                .map(|index| datum(&format!("m{index}"), 1.0, 4))
+            (0..count)
+                .map(|index| datum(&format!("m{index}"), 1.0, dimension_value_len))
                 .collect(),
         );
+        queue
+    }
+
+    #[test]
+    fn batches_stop_at_1000_datums() {
+        let queue = queue_of(2500, 4);
         assert_eq!(
             queue.next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL),
             1000
@@ -361,12 +368,7 @@ mod tests {
 
     #[test]
     fn batches_are_taken_oldest_first_and_stay_queued_until_removed() {
-        let mut queue = DatumQueue::new(5000);
-        queue.push(
-            (0..2500)
-                .map(|index| datum(&format!("m{index}"), 1.0, 4))
-                .collect(),
-        );
+        let mut queue = queue_of(2500, 4);
         let mut sizes = Vec::new();
         let mut first_names = Vec::new();
         while !queue.is_empty() {
@@ -384,13 +386,8 @@ mod tests {
 
     #[test]
     fn batches_stop_before_the_byte_budget() {
-        let mut queue = DatumQueue::new(5000);
         // Each datum is estimated at well over 1 KB, so 1000 of them exceed 1 MB.
-        queue.push(
-            (0..1000)
-                .map(|index| datum(&format!("m{index}"), 1.0, 256))
-                .collect(),
-        );
+        let queue = queue_of(1000, 256);
         let batch = queue.next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
         assert!(batch < 1000, "{batch}");
         let bytes: usize = queue
