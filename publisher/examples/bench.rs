@@ -28,17 +28,15 @@ use anyhow::{Context, bail};
 use aws_sdk_cloudwatch::types::MetricDatum;
 use clap::{Parser, Subcommand};
 use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats};
-use cni_metrics_publisher::cli::ScrapeVia;
 use cni_metrics_publisher::cloudwatch::{
     CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL,
 };
-use cni_metrics_publisher::config::{CloudWatchSettings, ScrapeSettings};
 use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
 use cni_metrics_publisher::exposition::{Sample, Samples};
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
-use cni_metrics_publisher::scrape::Scraper;
+use cni_metrics_publisher::scrape::{ScrapeOptions, Scraper};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::fleet::{AWS_NODE_LABEL, AWS_NODE_NAMESPACE, Fault, IPAMD_METRICS_PORT};
 use sandbox::python_tools::{PythonTools, workspace_root};
@@ -429,7 +427,7 @@ impl Publisher {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
         let selector = format!("{}={}", AWS_NODE_LABEL.0, AWS_NODE_LABEL.1);
-        let mut settings = scrape_settings(&selector, concurrency, timeout);
+        let mut settings = scrape_settings(concurrency, timeout);
         settings.round_timeout = round_timeout;
         let listing = Instant::now();
         let discovery = PodDiscovery::start(client, AWS_NODE_NAMESPACE, &selector, false);
@@ -488,11 +486,8 @@ impl Publisher {
 
 /// The publisher's scrape settings for the benchmark's fleet; the round deadline is the
 /// scrape timeout, as by default.
-fn scrape_settings(selector: &str, concurrency: usize, timeout: Duration) -> ScrapeSettings {
-    ScrapeSettings {
-        namespace: AWS_NODE_NAMESPACE.to_owned(),
-        selector: selector.to_owned(),
-        via: ScrapeVia::Direct,
+fn scrape_settings(concurrency: usize, timeout: Duration) -> ScrapeOptions {
+    ScrapeOptions {
         port: IPAMD_METRICS_PORT,
         concurrency,
         timeout,
@@ -733,7 +728,7 @@ async fn parser(seconds: f64, runs: usize) -> anyhow::Result<Value> {
         ..Default::default()
     })
     .await?;
-    let scraper = Scraper::direct(&scrape_settings("", 8, Duration::from_secs(5)));
+    let scraper = Scraper::direct(&scrape_settings(8, Duration::from_secs(5)));
     let mut bodies = Vec::new();
     for node in fleet.nodes() {
         let target = ScrapeTarget {
@@ -851,14 +846,13 @@ async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyho
         .to_owned();
     let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
     let sdk_config = sandbox::aws_emulator::sdk_config_for(&endpoint, &region);
-    let settings = CloudWatchSettings {
-        region,
-        namespace: cni_metrics_publisher::CLOUDWATCH_NAMESPACE.to_owned(),
-        queue_capacity: 20_000,
-        batch_datums: MAX_DATUMS_PER_CALL,
-        batch_bytes: MAX_BYTES_PER_CALL,
-    };
-    let mut cloudwatch = CloudWatchPublisher::new(&sdk_config, &settings);
+    let mut cloudwatch = CloudWatchPublisher::new(
+        &sdk_config,
+        cni_metrics_publisher::CLOUDWATCH_NAMESPACE,
+        20_000,
+        MAX_DATUMS_PER_CALL,
+        MAX_BYTES_PER_CALL,
+    );
     fleet.command("aws-clear").await?;
 
     // Steady state: each round is flushed at once, as `run` does.

@@ -42,13 +42,17 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use crate::CLUSTER_DIMENSION;
-use crate::datum::{Datum, Dimension, Round, Unit};
+use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Unit};
 use crate::exposition::{MetricType, ParseError, Samples, Suffix};
 use crate::ipamd_metrics::{Aggregation, IPAMD_METRIC_COUNT, IPAMD_METRICS, index_of_family};
 
 /// The dimension name of the per-availability-zone datums.
 pub const AVAILABILITY_ZONE_DIMENSION: &str = "AvailabilityZone";
+
+/// The self-metric counting pods whose scrape was read and parsed this round.
+pub const PODS_SCRAPED_METRIC: &str = "podsScraped";
+/// The self-metric counting pods that failed to scrape or parse this round.
+pub const SCRAPE_ERRORS_METRIC: &str = "scrapeErrors";
 
 /// How the aggregator labels its datums.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,44 @@ pub struct RoundStats {
 pub struct ParseFailure {
     pub pod: String,
     pub error: ParseError,
+}
+
+/// The counts the self-metrics publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    /// Pods whose body was read and parsed.
+    pub pods_scraped: usize,
+    /// Pods that failed to scrape or to parse.
+    pub scrape_errors: usize,
+}
+
+impl RoundCounts {
+    pub fn from_stats(stats: &RoundStats) -> Self {
+        RoundCounts {
+            pods_scraped: stats.pods_scraped,
+            scrape_errors: stats.scrape_errors + stats.parse_errors,
+        }
+    }
+}
+
+/// The self-metrics of a round, with the CLUSTER_ID dimension.
+pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts) -> Vec<Datum> {
+    [
+        (PODS_SCRAPED_METRIC, counts.pods_scraped),
+        (SCRAPE_ERRORS_METRIC, counts.scrape_errors),
+    ]
+    .into_iter()
+    .map(|(name, count)| Datum {
+        metric_name: name.to_owned(),
+        value: count as f64,
+        unit: Unit::Count,
+        dimensions: vec![Dimension {
+            name: CLUSTER_DIMENSION.to_owned(),
+            value: cluster_id.to_owned(),
+        }],
+        timestamp,
+    })
+    .collect()
 }
 
 /// Which counter of a family a series is.
@@ -229,10 +271,11 @@ enum Observation<'a> {
 /// The label value of the quantile the latency metric uses.
 const LATENCY_QUANTILE: f64 = 0.99;
 
-/// Parses `body`, keeping only the samples of the ipamd families, classified. Nothing is
-/// aggregated until the whole body has parsed.
-fn observe<'a>(body: &'a str, observations: &mut Vec<Observation<'a>>) -> Result<(), ParseError> {
-    observations.clear();
+/// Parses `body`, keeping only the samples of the ipamd families, classified. The parser
+/// streams, but nothing is aggregated until the whole body has parsed. `capacity` is a guess
+/// at the number of observations, so that the vector is allocated once.
+fn parse_ipamd_samples(body: &str, capacity: usize) -> Result<Vec<Observation<'_>>, ParseError> {
+    let mut observations = Vec::with_capacity(capacity);
     for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
         let sample = sample?;
         let Some(metric) = index_of_family(sample.family) else {
@@ -283,7 +326,7 @@ fn observe<'a>(body: &'a str, observations: &mut Vec<Observation<'a>>) -> Result
         };
         observations.push(observation);
     }
-    Ok(())
+    Ok(observations)
 }
 
 /// The per-metric totals of one round (for the cluster, or for one zone).
@@ -653,41 +696,79 @@ impl Aggregator {
     }
 }
 
+/// One pod's scrape after parsing: the classified samples of its ipamd families, borrowed
+/// from its body, or why there are none. Made by [`RoundInProgress::parse`] and folded into
+/// the round by [`RoundInProgress::fold`].
+#[derive(Debug)]
+pub struct ParsedScrape<'a> {
+    uid: &'a str,
+    name: &'a str,
+    zone: Option<&'a str>,
+    samples: ParsedSamples<'a>,
+}
+
+/// What parsing a pod's scrape gave.
+#[derive(Debug)]
+enum ParsedSamples<'a> {
+    Parsed(Vec<Observation<'a>>),
+    ScrapeFailed,
+    ParseFailed(ParseError),
+}
+
 /// A round being assembled pod by pod; see [`Aggregator::begin_round`].
 #[derive(Debug)]
 pub struct RoundInProgress<'a> {
     aggregator: &'a mut Aggregator,
     stats: RoundStats,
     contributions: Vec<PodContribution>,
-    /// Reused between pods: the observations of the body being folded in.
+    /// The most observations a pod of this round had so far: the next pod's guess.
     observation_capacity: usize,
 }
 
 impl RoundInProgress<'_> {
-    /// Folds one pod's scrape into the round. `position` is the pod's place in the round's
-    /// target list; contributions are summed in that order. The body is parsed completely
-    /// before any of it is used, and is not referred to after this call.
-    pub fn add(&mut self, position: usize, pod: PodScrape<'_>) {
+    /// Parses one pod's scrape into the samples the aggregate uses. The whole body is parsed
+    /// before any of it is used, so a body that does not parse contributes nothing.
+    pub fn parse<'a>(&self, pod: PodScrape<'a>) -> ParsedScrape<'a> {
+        let samples = match pod.outcome {
+            ScrapeOutcome::Failed => ParsedSamples::ScrapeFailed,
+            ScrapeOutcome::Body(body) => {
+                match parse_ipamd_samples(body, self.observation_capacity) {
+                    Ok(observations) => ParsedSamples::Parsed(observations),
+                    Err(error) => ParsedSamples::ParseFailed(error),
+                }
+            }
+        };
+        ParsedScrape {
+            uid: pod.uid,
+            name: pod.name,
+            zone: pod.zone,
+            samples,
+        }
+    }
+
+    /// Folds one parsed pod into the round. `position` is the pod's place in the round's
+    /// target list; contributions are summed in that order. A pod whose UID is already in
+    /// the round is ignored.
+    pub fn fold(&mut self, position: usize, pod: ParsedScrape<'_>) {
         let aggregator = &mut *self.aggregator;
         if !aggregator.mark_in_round(pod.uid) {
             return;
         }
-        let body = match pod.outcome {
-            ScrapeOutcome::Failed => {
+        let observations = match pod.samples {
+            ParsedSamples::Parsed(observations) => observations,
+            ParsedSamples::ScrapeFailed => {
                 self.stats.scrape_errors += 1;
                 return;
             }
-            ScrapeOutcome::Body(body) => body,
+            ParsedSamples::ParseFailed(error) => {
+                self.stats.parse_errors += 1;
+                self.stats.parse_failures.push(ParseFailure {
+                    pod: pod.name.to_owned(),
+                    error,
+                });
+                return;
+            }
         };
-        let mut observations = Vec::with_capacity(self.observation_capacity);
-        if let Err(error) = observe(body, &mut observations) {
-            self.stats.parse_errors += 1;
-            self.stats.parse_failures.push(ParseFailure {
-                pod: pod.name.to_owned(),
-                error,
-            });
-            return;
-        }
         self.observation_capacity = self.observation_capacity.max(observations.len());
         self.stats.pods_scraped += 1;
         let zone = pod.zone.filter(|_| aggregator.options.per_az);
@@ -696,10 +777,66 @@ impl RoundInProgress<'_> {
         }
     }
 
+    /// Parses one pod's scrape and folds it into the round ([`RoundInProgress::parse`], then
+    /// [`RoundInProgress::fold`]). The body is not referred to after this call.
+    pub fn add(&mut self, position: usize, pod: PodScrape<'_>) {
+        let parsed = self.parse(pod);
+        self.fold(position, parsed);
+    }
+
     /// Ends the round: the datums to publish, stamped `timestamp`, and what happened to the
     /// pods.
     pub fn finish(self, timestamp: SystemTime) -> (Round, RoundStats) {
         let round = self.aggregator.finish_round(self.contributions, timestamp);
         (round, self.stats)
+    }
+
+    /// Ends the round like [`RoundInProgress::finish`] and adds the self-metrics
+    /// `podsScraped` and `scrapeErrors` after the ipamd datums: the whole datum set of a
+    /// round, the same whether its scrapes came over the network or from files.
+    pub fn finish_with_self_metrics(self, timestamp: SystemTime) -> (Round, RoundStats) {
+        let cluster_id = self.aggregator.options.cluster_id.clone();
+        let (mut round, stats) = self.finish(timestamp);
+        let counts = RoundCounts::from_stats(&stats);
+        round
+            .datums
+            .extend(self_metrics(&cluster_id, timestamp, counts));
+        (round, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn self_metrics_carry_the_cluster_and_the_round_time() {
+        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let datums = self_metrics(
+            "prod",
+            timestamp,
+            RoundCounts {
+                pods_scraped: 47,
+                scrape_errors: 3,
+            },
+        );
+        let summary: Vec<(&str, f64)> = datums
+            .iter()
+            .map(|datum| (datum.metric_name.as_str(), datum.value))
+            .collect();
+        assert_eq!(summary, [("podsScraped", 47.0), ("scrapeErrors", 3.0)]);
+        for datum in &datums {
+            assert_eq!(datum.timestamp, timestamp);
+            assert_eq!(datum.unit, Unit::Count);
+            assert_eq!(
+                datum.dimensions,
+                [Dimension {
+                    name: "CLUSTER_ID".to_owned(),
+                    value: "prod".to_owned()
+                }]
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The command line: every flag, the upstream environment variables they fall back to, and
 //! the value parsers that turn text into typed values with messages naming the flag and the
-//! variable. Validation that needs more than one value (cluster id and region present,
-//! leader-election settings coherent) lives in [`crate::config`].
+//! variable. The flags become a [`Requested`]; the rules that need more than one value
+//! (cluster id and region present, leader-election settings coherent) live in
+//! [`crate::config`], which this module only feeds.
 //!
 //! Without a subcommand the binary runs `run` with the top-level flags, so the upstream
 //! image's entrypoint (no arguments, configuration from the environment) keeps working.
@@ -10,12 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-/// The port ipamd serves `/metrics` on.
-pub const DEFAULT_IPAMD_METRICS_PORT: u16 = 61678;
-/// The port upstream's helper serves its Prometheus endpoint on when `USE_PROMETHEUS=true`.
-pub const DEFAULT_PROMETHEUS_PORT: u16 = 61681;
+use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
+use crate::config::{
+    CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
+    RequestedLeader, ScrapeSettings, ScrapeVia,
+};
+use crate::scrape::ScrapeOptions;
 
 /// Scrapes every aws-node (ipamd) pod, aggregates per cluster and publishes to CloudWatch.
 #[derive(Debug, Parser)]
@@ -75,16 +78,6 @@ pub struct AggregateArgs {
     pub logging: LoggingArgs,
 }
 
-/// How scrapes reach ipamd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScrapeVia {
-    /// Through the API server's pods proxy (upstream's path); needs control plane -> nodes
-    /// tcp/61678.
-    Proxy,
-    /// Straight to `hostIP:61678`; needs publisher pod -> nodes tcp/61678.
-    Direct,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct LoggingArgs {
     /// Log level: trace, debug, info, warn, error (upstream's DEBUG/INFO/WARN/ERROR/FATAL
@@ -124,7 +117,7 @@ pub struct PublisherArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// The CloudWatch namespace.
-    #[arg(long, default_value = crate::CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
+    #[arg(long, default_value = CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
     pub cloudwatch_namespace: String,
     /// Also publish maxIPAddresses, totalIPAddresses and assignIPAddresses per availability
     /// zone (needs get/list/watch on nodes).
@@ -192,6 +185,45 @@ pub struct PublisherArgs {
 
     #[command(flatten)]
     pub logging: LoggingArgs,
+}
+
+impl PublisherArgs {
+    /// What these flags ask for, to be checked with [`crate::config::Settings::validate`].
+    pub fn requested(&self) -> Requested {
+        Requested {
+            cluster_id: self.cluster_id.clone(),
+            per_az: self.per_az,
+            interval: self.interval,
+            scrape: ScrapeSettings {
+                namespace: self.aws_node_namespace.clone(),
+                selector: self.aws_node_selector.clone(),
+                via: self.scrape_via,
+                scraper: ScrapeOptions {
+                    port: self.metrics_port,
+                    concurrency: self.scrape_concurrency,
+                    timeout: self.scrape_timeout,
+                    round_timeout: self.round_timeout.unwrap_or(self.scrape_timeout),
+                    body_limit: self.scrape_body_limit,
+                },
+            },
+            cloudwatch: self.cloudwatch.then(|| RequestedCloudWatch {
+                region: self.region.clone(),
+                namespace: self.cloudwatch_namespace.clone(),
+                queue_capacity: self.queue_capacity,
+                batch_datums: self.batch_datums,
+                batch_bytes: self.batch_bytes,
+            }),
+            listen: self.listen,
+            prometheus: self.prometheus,
+            leader: self.leader_elect.then(|| RequestedLeader {
+                lease_name: self.lease_name.clone(),
+                lease_namespace: self.lease_namespace.clone(),
+                lease_duration: self.lease_duration,
+                identity: self.leader_identity.clone(),
+            }),
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
 }
 
 /// Upstream accepts yes/true and no/false in any case for USE_CLOUDWATCH and USE_PROMETHEUS.
@@ -285,10 +317,9 @@ fn parse_positive_usize(text: &str) -> Result<usize, String> {
 
 fn parse_batch_datums(text: &str) -> Result<usize, String> {
     let count = parse_positive_usize(text)?;
-    if count > crate::cloudwatch::MAX_DATUMS_PER_CALL {
+    if count > MAX_DATUMS_PER_CALL {
         return Err(format!(
-            "CloudWatch accepts at most {} datums per PutMetricData call",
-            crate::cloudwatch::MAX_DATUMS_PER_CALL
+            "CloudWatch accepts at most {MAX_DATUMS_PER_CALL} datums per PutMetricData call"
         ));
     }
     Ok(count)
@@ -296,16 +327,14 @@ fn parse_batch_datums(text: &str) -> Result<usize, String> {
 
 fn parse_batch_bytes(text: &str) -> Result<usize, String> {
     let bytes = parse_bytes(text)?;
-    if bytes > crate::cloudwatch::MAX_BYTES_PER_CALL {
+    if bytes > MAX_BYTES_PER_CALL {
         return Err(format!(
-            "CloudWatch accepts at most {} bytes per PutMetricData call",
-            crate::cloudwatch::MAX_BYTES_PER_CALL
+            "CloudWatch accepts at most {MAX_BYTES_PER_CALL} bytes per PutMetricData call"
         ));
     }
-    if bytes < crate::cloudwatch::MIN_BATCH_BYTES {
+    if bytes < MIN_BATCH_BYTES {
         return Err(format!(
-            "a batch must allow at least {} bytes, enough for one datum",
-            crate::cloudwatch::MIN_BATCH_BYTES
+            "a batch must allow at least {MIN_BATCH_BYTES} bytes, enough for one datum"
         ));
     }
     Ok(bytes)
@@ -313,7 +342,10 @@ fn parse_batch_bytes(text: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+    use crate::config::{ConfigError, Purpose, Settings};
 
     #[test]
     fn durations_take_units_and_plain_seconds() {
@@ -384,5 +416,139 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn args(flags: &[&str]) -> PublisherArgs {
+        let mut argv = vec!["cni-metrics-publisher", "run"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .into_command()
+        {
+            Command::Run(args) => args,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_round_deadline_defaults_to_the_scrape_timeout() {
+        let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
+        let settings = Settings::validate(defaults.requested(), Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.scraper.timeout, Duration::from_secs(5));
+        assert_eq!(
+            settings.scrape.scraper.round_timeout,
+            Duration::from_secs(5)
+        );
+        let slow = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--scrape-timeout",
+            "20s",
+        ]);
+        let settings = Settings::validate(slow.requested(), Purpose::Run).expect("valid");
+        assert_eq!(
+            settings.scrape.scraper.round_timeout,
+            Duration::from_secs(20)
+        );
+        let explicit = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--round-timeout",
+            "1500ms",
+        ]);
+        let settings = Settings::validate(explicit.requested(), Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.scraper.timeout, Duration::from_secs(5));
+        assert_eq!(
+            settings.scrape.scraper.round_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn cluster_id_and_region_are_required() {
+        // Explicit empty values override whatever the test process's environment holds.
+        let missing_cluster = args(&["--cluster-id", "", "--region", "us-west-2"]);
+        assert_eq!(
+            Settings::validate(missing_cluster.requested(), Purpose::Run),
+            Err(ConfigError::MissingClusterId)
+        );
+        let missing_region = args(&["--cluster-id", "c", "--region", ""]);
+        assert_eq!(
+            Settings::validate(missing_region.requested(), Purpose::Run),
+            Err(ConfigError::MissingRegion)
+        );
+        // A dry run publishes nothing, so it needs no region.
+        let settings =
+            Settings::validate(missing_region.requested(), Purpose::DryRun).expect("dry run");
+        assert_eq!(settings.cloudwatch, None);
+    }
+
+    #[test]
+    fn prometheus_flag_serves_on_the_upstream_port() {
+        let settings = Settings::validate(
+            args(&["--cluster-id", "c", "--region", "r", "--prometheus", "true"]).requested(),
+            Purpose::Run,
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 61681)))
+        );
+        let settings = Settings::validate(
+            args(&[
+                "--cluster-id",
+                "c",
+                "--region",
+                "r",
+                "--listen",
+                "127.0.0.1:9000",
+            ])
+            .requested(),
+            Purpose::Run,
+        )
+        .expect("valid");
+        assert_eq!(
+            settings.listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+        );
+    }
+
+    #[test]
+    fn no_output_at_all_is_refused() {
+        let flags = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--cloudwatch",
+            "false",
+        ]);
+        assert_eq!(
+            Settings::validate(flags.requested(), Purpose::Run),
+            Err(ConfigError::NoOutput)
+        );
+    }
+
+    #[test]
+    fn leader_identities_are_unique_per_process_start() {
+        let flags = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--leader-elect",
+            "--leader-identity",
+            "pod-a",
+        ]);
+        let first = Settings::validate(flags.requested(), Purpose::Run).expect("valid");
+        let second = Settings::validate(flags.requested(), Purpose::Run).expect("valid");
+        let first = first.leader.expect("leader settings").identity;
+        let second = second.leader.expect("leader settings").identity;
+        assert!(first.starts_with("pod-a_"), "{first}");
+        assert_ne!(first, second);
     }
 }

@@ -4,21 +4,20 @@
 //! capacity and drops the oldest, counting and logging what it dropped; it never grows
 //! without limit. NaN and infinities are never queued.
 //!
-//! The SDK configuration comes from the default chains (credentials, `AWS_ENDPOINT_URL`),
-//! with the region given explicitly so that IMDS is never asked for it, and one explicit
-//! rustls+ring HTTP client, the TLS stack kube uses too.
+//! The SDK configuration comes from [`crate::edge::aws_config_loader`] (the default chains
+//! and one explicit rustls+ring HTTP client), with the region given explicitly so that IMDS
+//! is never asked for it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
-use aws_smithy_http_client::{Builder as HttpClientBuilder, tls};
 
-use crate::config::CloudWatchSettings;
 use crate::datum::{Datum, Unit};
+use crate::edge::aws_config_loader;
 
 /// CloudWatch's limit of datums per PutMetricData call.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
@@ -48,20 +47,13 @@ pub enum PublishError {
     },
 }
 
-/// Loads the SDK configuration from the default chains with an explicit region and the
-/// rustls+ring HTTP client.
+/// Loads the SDK configuration for CloudWatch in `region`, with the PutMetricData timeouts.
 pub async fn load_sdk_config(region: &str) -> SdkConfig {
-    let http_client = HttpClientBuilder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_timeout(OPERATION_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .build();
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
+    aws_config_loader()
         .region(Region::new(region.to_owned()))
         .timeout_config(timeouts)
         .load()
@@ -88,15 +80,22 @@ pub struct CloudWatchPublisher {
 }
 
 impl CloudWatchPublisher {
-    pub fn new(sdk_config: &SdkConfig, settings: &CloudWatchSettings) -> Self {
+    /// A publisher to `namespace` that keeps at most `queue_capacity` datums while
+    /// CloudWatch cannot be reached and sends at most `batch_datums` datums and
+    /// `batch_bytes` estimated bytes per call (both within CloudWatch's limits).
+    pub fn new(
+        sdk_config: &SdkConfig,
+        namespace: &str,
+        queue_capacity: usize,
+        batch_datums: usize,
+        batch_bytes: usize,
+    ) -> Self {
         CloudWatchPublisher {
             client: aws_sdk_cloudwatch::Client::new(sdk_config),
-            namespace: settings.namespace.clone(),
-            queue: DatumQueue::new(settings.queue_capacity),
-            batch_datums: settings.batch_datums.clamp(1, MAX_DATUMS_PER_CALL),
-            batch_bytes: settings
-                .batch_bytes
-                .clamp(MIN_BATCH_BYTES, MAX_BYTES_PER_CALL),
+            namespace: namespace.to_owned(),
+            queue: DatumQueue::new(queue_capacity),
+            batch_datums: batch_datums.clamp(1, MAX_DATUMS_PER_CALL),
+            batch_bytes: batch_bytes.clamp(MIN_BATCH_BYTES, MAX_BYTES_PER_CALL),
         }
     }
 
@@ -346,14 +345,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_stop_at_1000_datums() {
+    /// A queue of `count` datums `m0`, `m1`, ... whose dimension values are
+    /// `dimension_value_len` bytes long.
+    fn queue_of(count: usize, dimension_value_len: usize) -> DatumQueue {
         let mut queue = DatumQueue::new(5000);
         queue.push(
-            (0..2500)
-                .map(|index| datum(&format!("m{index}"), 1.0, 4))
+            (0..count)
+                .map(|index| datum(&format!("m{index}"), 1.0, dimension_value_len))
                 .collect(),
         );
+        queue
+    }
+
+    #[test]
+    fn batches_stop_at_1000_datums() {
+        let queue = queue_of(2500, 4);
         assert_eq!(
             queue.next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL),
             1000
@@ -362,12 +368,7 @@ mod tests {
 
     #[test]
     fn batches_are_taken_oldest_first_and_stay_queued_until_removed() {
-        let mut queue = DatumQueue::new(5000);
-        queue.push(
-            (0..2500)
-                .map(|index| datum(&format!("m{index}"), 1.0, 4))
-                .collect(),
-        );
+        let mut queue = queue_of(2500, 4);
         let mut sizes = Vec::new();
         let mut first_names = Vec::new();
         while !queue.is_empty() {
@@ -385,13 +386,8 @@ mod tests {
 
     #[test]
     fn batches_stop_before_the_byte_budget() {
-        let mut queue = DatumQueue::new(5000);
         // Each datum is estimated at well over 1 KB, so 1000 of them exceed 1 MB.
-        queue.push(
-            (0..1000)
-                .map(|index| datum(&format!("m{index}"), 1.0, 256))
-                .collect(),
-        );
+        let queue = queue_of(1000, 256);
         let batch = queue.next_batch_len(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
         assert!(batch < 1000, "{batch}");
         let bytes: usize = queue

@@ -1,11 +1,20 @@
-//! Validated, typed settings built from the command line ([`crate::cli`]). Everything a
-//! round needs is checked here, before any network traffic, so a misconfigured pod fails
-//! at once with one clear line instead of half-working.
+//! The publisher's domain settings: the types a round and its outputs are configured with,
+//! their defaults, and the rules that make them coherent (cluster id and region present,
+//! leader-election settings sound, at least one output). Everything a round needs is checked
+//! before any network traffic, so a misconfigured pod fails at once with one clear line
+//! instead of half-working. The command line only turns its flags into a [`Requested`].
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::cli::{DEFAULT_PROMETHEUS_PORT, PublisherArgs, ScrapeVia};
+use crate::scrape::ScrapeOptions;
+
+/// The port ipamd serves `/metrics` on.
+pub const DEFAULT_IPAMD_METRICS_PORT: u16 = 61678;
+/// The port upstream's helper serves its Prometheus endpoint on when `USE_PROMETHEUS=true`.
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 61681;
+/// The CloudWatch namespace upstream publishes to.
+pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";
 
 /// Why the settings are unusable. Each message names the flag and the variable to set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,6 +42,16 @@ pub enum ConfigError {
     NoOutput,
 }
 
+/// How scrapes reach ipamd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScrapeVia {
+    /// Through the API server's pods proxy (upstream's path); needs control plane -> nodes
+    /// tcp/61678.
+    Proxy,
+    /// Straight to `hostIP:61678`; needs publisher pod -> nodes tcp/61678.
+    Direct,
+}
+
 /// Where the metrics go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudWatchSettings {
@@ -49,13 +68,8 @@ pub struct ScrapeSettings {
     pub namespace: String,
     pub selector: String,
     pub via: ScrapeVia,
-    pub port: u16,
-    pub concurrency: usize,
-    /// How long one pod's scrape may take.
-    pub timeout: Duration,
-    /// How long all scrapes of a round may take, counted from the round's start.
-    pub round_timeout: Duration,
-    pub body_limit: usize,
+    /// The port, concurrency, timeouts and body limit of each scrape.
+    pub scraper: ScrapeOptions,
 }
 
 /// Leader election through a coordination.k8s.io Lease.
@@ -92,17 +106,79 @@ pub enum Purpose {
     DryRun,
 }
 
+/// What the command line asks for, before the rules that need more than one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub cluster_id: Option<String>,
+    pub per_az: bool,
+    pub interval: Duration,
+    pub scrape: ScrapeSettings,
+    /// The CloudWatch side, when USE_CLOUDWATCH is on.
+    pub cloudwatch: Option<RequestedCloudWatch>,
+    /// `--listen`, which wins over `prometheus`.
+    pub listen: Option<SocketAddr>,
+    /// USE_PROMETHEUS: serve on the upstream port.
+    pub prometheus: bool,
+    /// `Some` with `--leader-elect`.
+    pub leader: Option<RequestedLeader>,
+    pub shutdown_timeout: Duration,
+}
+
+/// The CloudWatch side as the command line asks for it; the region is checked only when
+/// the command publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedCloudWatch {
+    pub region: Option<String>,
+    pub namespace: String,
+    pub queue_capacity: usize,
+    pub batch_datums: usize,
+    pub batch_bytes: usize,
+}
+
+/// Leader election as the command line asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedLeader {
+    pub lease_name: String,
+    pub lease_namespace: Option<String>,
+    pub lease_duration: Duration,
+    /// The base of this replica's identity (the pod name); the hostname when missing.
+    pub identity: Option<String>,
+}
+
+impl Purpose {
+    /// Whether the command sends datums to CloudWatch (everything but a dry run).
+    fn publishes(self) -> bool {
+        self != Purpose::DryRun
+    }
+
+    /// Whether the command runs long enough to serve an endpoint and to take part in an
+    /// election.
+    fn is_long_running(self) -> bool {
+        self == Purpose::Run
+    }
+}
+
 impl Settings {
-    /// Validates the flags for `purpose`.
-    pub fn from_args(args: &PublisherArgs, purpose: Purpose) -> Result<Settings, ConfigError> {
-        let cluster_id =
-            non_empty(args.cluster_id.as_deref()).ok_or(ConfigError::MissingClusterId)?;
-        if args.aws_node_selector.trim().is_empty() {
+    /// Checks what was asked for against the rules for `purpose`.
+    pub fn validate(requested: Requested, purpose: Purpose) -> Result<Settings, ConfigError> {
+        let cluster_id = required_cluster_id(requested.cluster_id.as_deref())?;
+        if requested.scrape.selector.trim().is_empty() {
             return Err(ConfigError::EmptySelector {
-                selector: args.aws_node_selector.clone(),
+                selector: requested.scrape.selector,
             });
         }
-        let listen = match (args.listen, args.prometheus) {
+        let cloudwatch = match requested.cloudwatch {
+            Some(cloudwatch) if purpose.publishes() => Some(CloudWatchSettings {
+                region: non_empty(cloudwatch.region.as_deref())
+                    .ok_or(ConfigError::MissingRegion)?,
+                namespace: cloudwatch.namespace,
+                queue_capacity: cloudwatch.queue_capacity,
+                batch_datums: cloudwatch.batch_datums,
+                batch_bytes: cloudwatch.batch_bytes,
+            }),
+            Some(_) | None => None,
+        };
+        let listen = match (requested.listen, requested.prometheus) {
             (Some(address), _) => Some(address),
             (None, true) => Some(SocketAddr::from((
                 Ipv4Addr::UNSPECIFIED,
@@ -110,69 +186,58 @@ impl Settings {
             ))),
             (None, false) => None,
         };
-        let wants_cloudwatch = args.cloudwatch && purpose != Purpose::DryRun;
-        let cloudwatch = if wants_cloudwatch {
-            let region = non_empty(args.region.as_deref()).ok_or(ConfigError::MissingRegion)?;
-            Some(CloudWatchSettings {
-                region,
-                namespace: args.cloudwatch_namespace.clone(),
-                queue_capacity: args.queue_capacity,
-                batch_datums: args.batch_datums,
-                batch_bytes: args.batch_bytes,
-            })
-        } else {
-            None
-        };
-        let listen = if purpose == Purpose::Run {
+        let listen = if purpose.is_long_running() {
             listen
         } else {
             None
         };
-        if purpose != Purpose::DryRun && cloudwatch.is_none() && listen.is_none() {
+        if purpose.publishes() && cloudwatch.is_none() && listen.is_none() {
             return Err(ConfigError::NoOutput);
         }
-        let leader = if args.leader_elect && purpose == Purpose::Run {
-            if args.lease_duration < Duration::from_secs(1) {
-                return Err(ConfigError::LeaseTooShort {
-                    lease: args.lease_duration,
-                });
-            }
-            Some(LeaderSettings {
-                lease_name: args.lease_name.clone(),
-                lease_namespace: non_empty(args.lease_namespace.as_deref()),
-                lease_duration: args.lease_duration,
-                identity: non_empty(args.leader_identity.as_deref())
-                    .map_or_else(default_identity, |name| {
-                        format!("{name}_{}", random_suffix())
-                    }),
-            })
-        } else {
-            None
+        let leader = match requested.leader {
+            Some(leader) if purpose.is_long_running() => Some(LeaderSettings::validate(leader)?),
+            Some(_) | None => None,
         };
         Ok(Settings {
             cluster_id,
-            per_az: args.per_az,
-            interval: args.interval,
-            scrape: ScrapeSettings {
-                namespace: args.aws_node_namespace.clone(),
-                selector: args.aws_node_selector.clone(),
-                via: args.scrape_via,
-                port: args.metrics_port,
-                concurrency: args.scrape_concurrency,
-                timeout: args.scrape_timeout,
-                round_timeout: args.round_timeout.unwrap_or(args.scrape_timeout),
-                body_limit: args.scrape_body_limit,
-            },
+            per_az: requested.per_az,
+            interval: requested.interval,
+            scrape: requested.scrape,
             cloudwatch,
             listen,
             leader,
-            shutdown_timeout: args.shutdown_timeout,
+            shutdown_timeout: requested.shutdown_timeout,
         })
     }
 }
 
+impl LeaderSettings {
+    /// Checks the lease duration and makes this replica's identity unique.
+    fn validate(requested: RequestedLeader) -> Result<LeaderSettings, ConfigError> {
+        if requested.lease_duration < Duration::from_secs(1) {
+            return Err(ConfigError::LeaseTooShort {
+                lease: requested.lease_duration,
+            });
+        }
+        Ok(LeaderSettings {
+            lease_name: requested.lease_name,
+            lease_namespace: non_empty(requested.lease_namespace.as_deref()),
+            lease_duration: requested.lease_duration,
+            identity: non_empty(requested.identity.as_deref())
+                .map_or_else(default_identity, |name| {
+                    format!("{name}_{}", random_suffix())
+                }),
+        })
+    }
+}
+
+/// The cluster id, which every command needs: the CLUSTER_ID dimension of every datum.
+pub fn required_cluster_id(value: Option<&str>) -> Result<String, ConfigError> {
+    non_empty(value).ok_or(ConfigError::MissingClusterId)
+}
+
 /// The trimmed value, or `None` when it is missing or blank.
-pub fn non_empty(value: Option<&str>) -> Option<String> {
+fn non_empty(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|value| !value.is_empty())
@@ -202,135 +267,4 @@ fn random_suffix() -> String {
         .map_or(0, |elapsed| elapsed.as_nanos());
     hasher.write_u128(nanos);
     format!("{:08x}", hasher.finish() & 0xffff_ffff)
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn args(flags: &[&str]) -> PublisherArgs {
-        let mut argv = vec!["cni-metrics-publisher", "run"];
-        argv.extend_from_slice(flags);
-        match Cli::try_parse_from(argv)
-            .expect("flags parse")
-            .into_command()
-        {
-            Command::Run(args) => args,
-            other => panic!("expected run, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_round_deadline_defaults_to_the_scrape_timeout() {
-        let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
-        let settings = Settings::from_args(&defaults, Purpose::Run).expect("valid");
-        assert_eq!(settings.scrape.timeout, Duration::from_secs(5));
-        assert_eq!(settings.scrape.round_timeout, Duration::from_secs(5));
-        let slow = args(&[
-            "--cluster-id",
-            "c",
-            "--region",
-            "r",
-            "--scrape-timeout",
-            "20s",
-        ]);
-        let settings = Settings::from_args(&slow, Purpose::Run).expect("valid");
-        assert_eq!(settings.scrape.round_timeout, Duration::from_secs(20));
-        let explicit = args(&[
-            "--cluster-id",
-            "c",
-            "--region",
-            "r",
-            "--round-timeout",
-            "1500ms",
-        ]);
-        let settings = Settings::from_args(&explicit, Purpose::Run).expect("valid");
-        assert_eq!(settings.scrape.timeout, Duration::from_secs(5));
-        assert_eq!(settings.scrape.round_timeout, Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn cluster_id_and_region_are_required() {
-        // Explicit empty values override whatever the test process's environment holds.
-        let missing_cluster = args(&["--cluster-id", "", "--region", "us-west-2"]);
-        assert_eq!(
-            Settings::from_args(&missing_cluster, Purpose::Run),
-            Err(ConfigError::MissingClusterId)
-        );
-        let missing_region = args(&["--cluster-id", "c", "--region", ""]);
-        assert_eq!(
-            Settings::from_args(&missing_region, Purpose::Run),
-            Err(ConfigError::MissingRegion)
-        );
-        // A dry run publishes nothing, so it needs no region.
-        let settings = Settings::from_args(&missing_region, Purpose::DryRun).expect("dry run");
-        assert_eq!(settings.cloudwatch, None);
-    }
-
-    #[test]
-    fn prometheus_flag_serves_on_the_upstream_port() {
-        let settings = Settings::from_args(
-            &args(&["--cluster-id", "c", "--region", "r", "--prometheus", "true"]),
-            Purpose::Run,
-        )
-        .expect("valid");
-        assert_eq!(
-            settings.listen,
-            Some(SocketAddr::from(([0, 0, 0, 0], 61681)))
-        );
-        let settings = Settings::from_args(
-            &args(&[
-                "--cluster-id",
-                "c",
-                "--region",
-                "r",
-                "--listen",
-                "127.0.0.1:9000",
-            ]),
-            Purpose::Run,
-        )
-        .expect("valid");
-        assert_eq!(
-            settings.listen,
-            Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
-        );
-    }
-
-    #[test]
-    fn no_output_at_all_is_refused() {
-        let flags = args(&[
-            "--cluster-id",
-            "c",
-            "--region",
-            "r",
-            "--cloudwatch",
-            "false",
-        ]);
-        assert_eq!(
-            Settings::from_args(&flags, Purpose::Run),
-            Err(ConfigError::NoOutput)
-        );
-    }
-
-    #[test]
-    fn leader_identities_are_unique_per_process_start() {
-        let flags = args(&[
-            "--cluster-id",
-            "c",
-            "--region",
-            "r",
-            "--leader-elect",
-            "--leader-identity",
-            "pod-a",
-        ]);
-        let first = Settings::from_args(&flags, Purpose::Run).expect("valid");
-        let second = Settings::from_args(&flags, Purpose::Run).expect("valid");
-        let first = first.leader.expect("leader settings").identity;
-        let second = second.leader.expect("leader settings").identity;
-        assert!(first.starts_with("pod-a_"), "{first}");
-        assert_ne!(first, second);
-    }
 }

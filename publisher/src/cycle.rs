@@ -1,9 +1,9 @@
 //! One round, and the commands built from rounds.
 //!
-//! A round: take the aws-node pods from the watch cache, scrape them concurrently, fold the
-//! scrapes into cluster values, add the self-metrics `podsScraped` and `scrapeErrors`, then
-//! queue for CloudWatch and flush, and refresh `/metrics`. Every datum of a round carries
-//! the round's start time.
+//! A round: take the aws-node pods from the watch cache, scrape them concurrently, parse
+//! each body and fold it into cluster values, add the self-metrics `podsScraped` and
+//! `scrapeErrors`, then queue for CloudWatch and flush, and refresh `/metrics`. Every datum
+//! of a round carries the round's start time.
 //!
 //! - [`run`]: a round every interval until shutdown (SIGTERM/SIGINT); with leader election
 //!   only while leading. On shutdown the round in flight is abandoned, what is queued is
@@ -11,27 +11,25 @@
 //! - [`once`]: one round; published, or returned for printing with `--dry-run`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::aggregate::{Aggregator, AggregatorOptions, RoundStats};
-use crate::cli::ScrapeVia;
+use crate::aggregate::{
+    Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats, ScrapeOutcome,
+};
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
-use crate::config::Settings;
-use crate::datum::{Datum, Dimension, Round, Rounds, Unit};
+use crate::config::{LeaderSettings, ScrapeVia, Settings};
+use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
-use crate::scrape::{ScrapeError, Scraper};
+use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
 use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
-
-/// The self-metric counting pods whose scrape was read and parsed this round.
-pub const PODS_SCRAPED_METRIC: &str = "podsScraped";
-/// The self-metric counting pods that failed to scrape or parse this round.
-pub const SCRAPE_ERRORS_METRIC: &str = "scrapeErrors";
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
 /// rounds then see no pods until the cache fills, and say so in the logs).
@@ -54,44 +52,6 @@ pub enum CycleError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Publish(#[from] crate::cloudwatch::PublishError),
-}
-
-/// What the aggregator reports about a round besides its datums.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoundCounts {
-    /// Pods whose body was read and parsed.
-    pub pods_scraped: usize,
-    /// Pods that failed to scrape or to parse.
-    pub scrape_errors: usize,
-}
-
-impl RoundCounts {
-    pub fn from_stats(stats: &RoundStats) -> Self {
-        RoundCounts {
-            pods_scraped: stats.pods_scraped,
-            scrape_errors: stats.scrape_errors + stats.parse_errors,
-        }
-    }
-}
-
-/// The self-metrics of a round, with the CLUSTER_ID dimension.
-pub fn self_metrics(cluster_id: &str, timestamp: SystemTime, counts: RoundCounts) -> Vec<Datum> {
-    [
-        (PODS_SCRAPED_METRIC, counts.pods_scraped),
-        (SCRAPE_ERRORS_METRIC, counts.scrape_errors),
-    ]
-    .into_iter()
-    .map(|(name, count)| Datum {
-        metric_name: name.to_owned(),
-        value: count as f64,
-        unit: Unit::Count,
-        dimensions: vec![Dimension {
-            name: crate::CLUSTER_DIMENSION.to_owned(),
-            value: cluster_id.to_owned(),
-        }],
-        timestamp,
-    })
-    .collect()
 }
 
 /// Discovery, scraping and aggregation: everything a round needs before publishing.
@@ -122,8 +82,8 @@ impl RoundRunner {
         self.round_over(targets).await.0
     }
 
-    /// Runs one round over `targets`: each scrape is folded into the aggregate as it
-    /// completes and its body dropped, so a round holds at most `--scrape-concurrency`
+    /// Runs one round over `targets`: each scrape is parsed and folded into the aggregate
+    /// as it completes and its body dropped, so a round holds at most `--scrape-concurrency`
     /// bodies however many nodes there are. Returns the datums (self-metrics last) and
     /// what happened to the pods.
     pub async fn round_over(&mut self, targets: Vec<ScrapeTarget>) -> (Round, RoundStats) {
@@ -136,9 +96,10 @@ impl RoundRunner {
             if matches!(scrape.outcome, Err(ScrapeError::NotStarted(_))) {
                 not_started += 1;
             }
-            round.add(position, scrape.as_pod_scrape());
+            let parsed = round.parse(pod_scrape(&scrape));
+            round.fold(position, parsed);
         }
-        let (mut round, stats) = round.finish(timestamp);
+        let (round, stats) = round.finish_with_self_metrics(timestamp);
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
         }
@@ -150,10 +111,6 @@ impl RoundRunner {
             );
         }
         let counts = RoundCounts::from_stats(&stats);
-        let cluster_id = &self.aggregator.options().cluster_id;
-        round
-            .datums
-            .extend(self_metrics(cluster_id, timestamp, counts));
         tracing::info!(
             pods_scraped = counts.pods_scraped,
             scrape_errors = counts.scrape_errors,
@@ -186,6 +143,20 @@ impl RoundRunner {
     }
 }
 
+/// A scrape as the aggregator takes it: the pod, and its body or that it failed (why it
+/// failed was logged by the scraper).
+fn pod_scrape(scrape: &ScrapeResult) -> PodScrape<'_> {
+    PodScrape {
+        uid: &scrape.target.uid,
+        name: &scrape.target.name,
+        zone: scrape.target.zone.as_deref(),
+        outcome: match &scrape.outcome {
+            Ok(body) => ScrapeOutcome::Body(body),
+            Err(_) => ScrapeOutcome::Failed,
+        },
+    }
+}
+
 /// Builds the kube clients, the discovery and the scraper for `settings`.
 async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client), CycleError> {
     let config = kube::Config::infer()
@@ -194,9 +165,9 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
     let client = kube::Client::try_from(config.clone()).map_err(CycleError::KubeClient)?;
     let scraper = match settings.scrape.via {
         ScrapeVia::Proxy => {
-            Scraper::via_proxy(config, &settings.scrape).map_err(CycleError::KubeClient)?
+            Scraper::via_proxy(config, &settings.scrape.scraper).map_err(CycleError::KubeClient)?
         }
-        ScrapeVia::Direct => Scraper::direct(&settings.scrape),
+        ScrapeVia::Direct => Scraper::direct(&settings.scrape.scraper),
     };
     let discovery = PodDiscovery::start(
         client.clone(),
@@ -214,7 +185,13 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
 async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
     let cloudwatch = settings.cloudwatch.as_ref()?;
     let sdk_config = load_sdk_config(&cloudwatch.region).await;
-    Some(CloudWatchPublisher::new(&sdk_config, cloudwatch))
+    Some(CloudWatchPublisher::new(
+        &sdk_config,
+        &cloudwatch.namespace,
+        cloudwatch.queue_capacity,
+        cloudwatch.batch_datums,
+        cloudwatch.batch_bytes,
+    ))
 }
 
 /// One cycle. With `dry_run` nothing is published and the round is returned for printing.
@@ -247,39 +224,21 @@ pub async fn run(
         Some(address) => Some(Server::start(address, Arc::clone(&serve_state)).await?),
         None => None,
     };
-    let (mut runner, client) = round_runner(settings).await?;
-    let mut publisher = cloudwatch_publisher(settings).await;
-
-    // Leadership: a constant "leader" without election, else the election task's view.
-    let (leadership_sender, mut leadership) = watch::channel(LeadershipState {
-        is_leader: settings.leader.is_none(),
-        healthy: settings.leader.is_none(),
-    });
-    let (stop_election, stop_receiver) = watch::channel(false);
-    let election = settings.leader.as_ref().map(|leader| {
-        let namespace = leader
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
-        let elector = LeaderElector::new(
-            api,
-            &namespace,
-            &leader.lease_name,
-            &leader.identity,
-            leader.lease_duration,
-        );
-        tokio::spawn(run_election(
-            elector,
-            leadership_sender.clone(),
-            stop_receiver,
-        ))
-    });
+    let (runner, client) = round_runner(settings).await?;
+    let mut rounds = RoundLoop {
+        runner,
+        publisher: cloudwatch_publisher(settings).await,
+        serve_state,
+        status: PublisherStatus::default(),
+        was_leader: false,
+        last_round: Vec::new(),
+    };
+    let mut election = Election::start(settings.leader.as_ref(), &client);
 
     // `shutdown` must not be polled again once it completed, so its completion here is
     // remembered and the round loop skipped.
     let stopped_early = tokio::select! {
-        ready = runner.wait_until_ready(RUN_DISCOVERY_WAIT) => {
+        ready = rounds.runner.wait_until_ready(RUN_DISCOVERY_WAIT) => {
             if let Err(error) = ready {
                 tracing::warn!("{error}; starting rounds anyway");
             }
@@ -287,64 +246,159 @@ pub async fn run(
         }
         () = &mut shutdown => true,
     };
+    if !stopped_early {
+        rounds
+            .run_until(settings.interval, &mut election.leadership, shutdown)
+            .await;
+    }
 
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut status = PublisherStatus::default();
-    let mut was_leader = false;
-    let mut last_round: Vec<Datum> = Vec::new();
-    'rounds: loop {
-        if stopped_early {
-            break 'rounds;
-        }
-        tokio::select! {
-            _ = ticker.tick() => {}
-            changed = leadership.changed() => {
-                let state = *leadership.borrow_and_update();
-                let became_leader = changed.is_ok() && state.is_leader && !was_leader;
-                if became_leader {
-                    // A new leader starts its first round at once rather than an interval
-                    // later.
-                    ticker.reset();
-                } else if state.is_leader {
-                    // Still leading: the next round comes with the ticker.
-                    continue 'rounds;
-                }
-                // Not leading: the check below stands by.
-            }
-            () = &mut shutdown => break 'rounds,
-        }
-        let state = *leadership.borrow_and_update();
-        if !state.is_leader {
-            standby(
-                &mut runner,
-                &serve_state,
-                &mut was_leader,
-                state,
-                &mut status,
-                &last_round,
+    rounds.serve_state.set_ready(false);
+    if let Some(publisher) = rounds.publisher.as_mut() {
+        flush_before_exit(publisher, settings.shutdown_timeout).await;
+    }
+    election.stop().await;
+    drop(server);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// This replica's view of the leadership: a constant "leader" without election, else what
+/// the election task reports.
+struct Election {
+    leadership: watch::Receiver<LeadershipState>,
+    /// Held so that `leadership` never reads as closed, which would wake the round loop
+    /// without end; without election nothing else holds a sender.
+    _state_sender: watch::Sender<LeadershipState>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Election {
+    /// Starts the election task when `leader` asks for one.
+    fn start(leader: Option<&LeaderSettings>, client: &kube::Client) -> Election {
+        let (state_sender, leadership) = watch::channel(LeadershipState {
+            is_leader: leader.is_none(),
+            healthy: leader.is_none(),
+        });
+        let (stop, stop_receiver) = watch::channel(false);
+        let task = leader.map(|leader| {
+            let namespace = leader
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
+            let elector = LeaderElector::new(
+                api,
+                &namespace,
+                &leader.lease_name,
+                &leader.identity,
+                leader.lease_duration,
             );
-            continue;
+            tokio::spawn(run_election(elector, state_sender.clone(), stop_receiver))
+        });
+        Election {
+            leadership,
+            _state_sender: state_sender,
+            stop,
+            task,
         }
-        was_leader = true;
+    }
+
+    /// Stops the election task and waits for it to release the Lease.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task
+            && let Err(error) = task.await
+        {
+            tracing::warn!("the leader election task failed: {error}");
+        }
+    }
+}
+
+/// Whether the round loop goes on after a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRound {
+    Continue,
+    ShutDown,
+}
+
+/// What `run` keeps from round to round.
+struct RoundLoop {
+    runner: RoundRunner,
+    publisher: Option<CloudWatchPublisher>,
+    serve_state: Arc<ServeState>,
+    status: PublisherStatus,
+    was_leader: bool,
+    /// What `/metrics` serves: the datums of the last round this replica led.
+    last_round: Vec<Datum>,
+}
+
+impl RoundLoop {
+    /// A round every `interval` while leading, standing by otherwise, until `shutdown`
+    /// completes.
+    async fn run_until<F: Future<Output = ()>>(
+        &mut self,
+        interval: Duration,
+        leadership: &mut watch::Receiver<LeadershipState>,
+        mut shutdown: Pin<&mut F>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'rounds: loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = leadership.changed() => {
+                    let state = *leadership.borrow_and_update();
+                    let became_leader = changed.is_ok() && state.is_leader && !self.was_leader;
+                    if became_leader {
+                        // A new leader starts its first round at once rather than an interval
+                        // later.
+                        ticker.reset();
+                    } else if state.is_leader {
+                        // Still leading: the next round comes with the ticker.
+                        continue 'rounds;
+                    }
+                    // Not leading: the check below stands by.
+                }
+                () = &mut shutdown => return,
+            }
+            let state = *leadership.borrow_and_update();
+            if !state.is_leader {
+                self.standby(state);
+                continue 'rounds;
+            }
+            self.was_leader = true;
+            match self.lead_round(leadership, shutdown.as_mut()).await {
+                AfterRound::Continue => {}
+                AfterRound::ShutDown => return,
+            }
+        }
+    }
+
+    /// One round as the leader: scrape, aggregate, publish, then serve the result.
+    async fn lead_round<F: Future<Output = ()>>(
+        &mut self,
+        leadership: &watch::Receiver<LeadershipState>,
+        mut shutdown: Pin<&mut F>,
+    ) -> AfterRound {
         let started = Instant::now();
         let round = tokio::select! {
-            round = runner.round() => round,
+            round = self.runner.round() => round,
             () = &mut shutdown => {
                 tracing::info!("shutting down: abandoned the round in flight");
-                break 'rounds;
+                return AfterRound::ShutDown;
             }
         };
         // Leadership may have been lost while scraping; a former leader must not publish.
         if !leadership.borrow().is_leader {
             tracing::warn!("lost leadership during the round; not publishing it");
-            continue;
+            return AfterRound::Continue;
         }
-        if let Some(publisher) = publisher.as_mut() {
+        if let Some(publisher) = self.publisher.as_mut() {
             publisher.enqueue(round.datums.clone());
             let flushed = tokio::select! {
                 flushed = publisher.flush() => flushed,
-                () = &mut shutdown => break 'rounds,
+                () = &mut shutdown => return AfterRound::ShutDown,
             };
             match flushed {
                 Ok(report) => tracing::debug!(
@@ -355,104 +409,60 @@ pub async fn run(
                 Err(error) => tracing::warn!("{error}"),
             }
         }
-        status.round_duration_seconds = started.elapsed().as_secs_f64();
-        status.last_round_unix_seconds = round
+        self.serve_led_round(started, round);
+        AfterRound::Continue
+    }
+
+    /// Records a round this replica led in the status and serves its datums.
+    fn serve_led_round(&mut self, started: Instant, round: Round) {
+        self.status.round_duration_seconds = started.elapsed().as_secs_f64();
+        self.status.last_round_unix_seconds = round
             .datums
             .first()
             .map_or(0.0, |datum| unix_seconds(datum.timestamp));
-        status.rounds_total += 1;
-        status.is_leader = true;
-        if let Some(publisher) = publisher.as_ref() {
-            status.cloudwatch_queued_datums = publisher.queued();
-            status.cloudwatch_dropped_datums_total = publisher.dropped_total();
+        self.status.rounds_total += 1;
+        self.status.is_leader = true;
+        if let Some(publisher) = self.publisher.as_ref() {
+            self.status.cloudwatch_queued_datums = publisher.queued();
+            self.status.cloudwatch_dropped_datums_total = publisher.dropped_total();
         }
-        last_round = round.datums;
-        serve_state.publish(&last_round, &status);
-        serve_state.set_ready(true);
+        self.last_round = round.datums;
+        self.serve_state.publish(&self.last_round, &self.status);
+        self.serve_state.set_ready(true);
     }
 
-    serve_state.set_ready(false);
-    if let Some(publisher) = publisher.as_mut()
-        && publisher.queued() > 0
-    {
-        match tokio::time::timeout(settings.shutdown_timeout, publisher.flush()).await {
-            Ok(Ok(report)) => {
-                tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
-            }
-            Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
-            Err(_) => tracing::warn!(
-                queued = publisher.queued(),
-                "the final flush did not finish within {:?}; dropping what is left",
-                settings.shutdown_timeout
-            ),
+    /// A replica that does not lead: forget per-pod state once (it would be stale by the
+    /// time this replica leads again), stay ready while the election is healthy, and keep
+    /// serving the last values marked as not leading.
+    fn standby(&mut self, state: LeadershipState) {
+        if self.was_leader {
+            self.runner.forget();
+            self.was_leader = false;
+            self.status.is_leader = false;
+            self.serve_state.publish(&self.last_round, &self.status);
         }
+        self.serve_state.set_ready(state.healthy);
     }
-    stop_election.send_replace(true);
-    if let Some(election) = election
-        && let Err(error) = election.await
-    {
-        tracing::warn!("the leader election task failed: {error}");
-    }
-    drop(server);
-    tracing::info!("stopped");
-    Ok(())
 }
 
-/// A replica that does not lead: forget per-pod state once (it would be stale by the time
-/// this replica leads again), stay ready while the election is healthy, and keep serving
-/// the last values marked as not leading.
-fn standby(
-    runner: &mut RoundRunner,
-    serve_state: &ServeState,
-    was_leader: &mut bool,
-    state: LeadershipState,
-    status: &mut PublisherStatus,
-    last_round: &[Datum],
-) {
-    if *was_leader {
-        runner.forget();
-        *was_leader = false;
-        status.is_leader = false;
-        serve_state.publish(last_round, status);
+/// Sends what is still queued for CloudWatch, within `timeout`; what is left then is dropped.
+async fn flush_before_exit(publisher: &mut CloudWatchPublisher, timeout: Duration) {
+    if publisher.queued() == 0 {
+        return;
     }
-    serve_state.set_ready(state.healthy);
+    match tokio::time::timeout(timeout, publisher.flush()).await {
+        Ok(Ok(report)) => {
+            tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
+        }
+        Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
+        Err(_) => tracing::warn!(
+            queued = publisher.queued(),
+            "the final flush did not finish within {timeout:?}; dropping what is left"
+        ),
+    }
 }
 
 fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_metrics_carry_the_cluster_and_the_round_time() {
-        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let datums = self_metrics(
-            "prod",
-            timestamp,
-            RoundCounts {
-                pods_scraped: 47,
-                scrape_errors: 3,
-            },
-        );
-        let summary: Vec<(&str, f64)> = datums
-            .iter()
-            .map(|datum| (datum.metric_name.as_str(), datum.value))
-            .collect();
-        assert_eq!(summary, [("podsScraped", 47.0), ("scrapeErrors", 3.0)]);
-        for datum in &datums {
-            assert_eq!(datum.timestamp, timestamp);
-            assert_eq!(datum.unit, Unit::Count);
-            assert_eq!(
-                datum.dimensions,
-                [Dimension {
-                    name: "CLUSTER_ID".to_owned(),
-                    value: "prod".to_owned()
-                }]
-            );
-        }
-    }
 }

@@ -6,6 +6,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+/// The one dimension upstream puts on every datum.
+pub const CLUSTER_DIMENSION: &str = "CLUSTER_ID";
+
 /// The CloudWatch unit of a datum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Unit {

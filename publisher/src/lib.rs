@@ -8,6 +8,7 @@ pub mod config;
 pub mod cycle;
 pub mod datum;
 pub mod discovery;
+pub mod edge;
 pub mod exposition;
 pub mod ipamd_metrics;
 pub mod leader;
@@ -15,7 +16,5 @@ pub mod offline;
 pub mod scrape;
 pub mod serve;
 
-/// The CloudWatch namespace upstream publishes to.
-pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";
-/// The one dimension upstream puts on every datum.
-pub const CLUSTER_DIMENSION: &str = "CLUSTER_ID";
+pub use config::CLOUDWATCH_NAMESPACE;
+pub use datum::CLUSTER_DIMENSION;

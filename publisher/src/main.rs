@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use clap::error::ErrorKind;
 use cni_metrics_publisher::cli::{Cli, Command, LoggingArgs};
-use cni_metrics_publisher::config::{ConfigError, Purpose, Settings, non_empty};
+use cni_metrics_publisher::config::{Purpose, Settings, required_cluster_id};
+use cni_metrics_publisher::edge::usage_error;
 use cni_metrics_publisher::{cycle, datum, offline};
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
-            let settings = Settings::from_args(&args, Purpose::Run)?;
+            let settings = Settings::validate(args.requested(), Purpose::Run)?;
             cycle::run(&settings, shutdown_signal()?).await?;
         }
         Command::Once(once) => {
@@ -51,15 +51,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             } else {
                 Purpose::Once
             };
-            let settings = Settings::from_args(&once.publisher, purpose)?;
+            let settings = Settings::validate(once.publisher.requested(), purpose)?;
             let rounds = cycle::once(&settings, once.dry_run).await?;
             if once.dry_run {
                 print_json(&rounds)?;
             }
         }
         Command::Aggregate(args) => {
-            let cluster_id =
-                non_empty(args.cluster_id.as_deref()).ok_or(ConfigError::MissingClusterId)?;
+            let cluster_id = required_cluster_id(args.cluster_id.as_deref())?;
             let rounds = offline::aggregate_rounds(&args.rounds, &cluster_id, args.per_az)?;
             print_json(&rounds)?;
         }
@@ -117,26 +116,4 @@ fn init_logging(logging: &LoggingArgs) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-}
-
-/// Help and version go to stdout with exit 0; anything else is one line on stderr and 1.
-fn usage_error(error: &clap::Error) -> ExitCode {
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        // Printing help can only fail when stdout is closed; nothing is left to report to.
-        let _ = error.print();
-        return ExitCode::SUCCESS;
-    }
-    let rendered = error.to_string();
-    let first_paragraph: Vec<&str> = rendered
-        .lines()
-        .take_while(|line| !line.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    eprintln!("{} (see --help)", first_paragraph.join(" "));
-    ExitCode::FAILURE
 }

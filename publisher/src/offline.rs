@@ -1,5 +1,6 @@
 //! The offline `aggregate` command: runs rounds of saved expositions through the same
-//! [`Aggregator`] the in-cluster loop uses and returns what each round would publish.
+//! [`Aggregator`] the in-cluster loop uses and returns what each round would publish, the
+//! self-metrics `podsScraped` and `scrapeErrors` included.
 //!
 //! Layout of a round directory: one exposition file per pod, whose file name is the pod's name
 //! and also its identity (so the same file name in two rounds is the same pod, and a name
@@ -75,21 +76,26 @@ pub fn aggregate_rounds_with_stats(
     });
     let mut results = Vec::with_capacity(rounds.len());
     for pod_files in &rounds {
-        let pods: Vec<PodScrape<'_>> = pod_files
-            .iter()
-            .map(|file| PodScrape {
-                uid: &file.name,
-                name: &file.name,
-                zone: file.zone.as_deref(),
-                outcome: file
-                    .body
-                    .as_deref()
-                    .map_or(ScrapeOutcome::Failed, ScrapeOutcome::Body),
-            })
-            .collect();
-        results.push(aggregator.round(&pods, SystemTime::now()));
+        let mut round = aggregator.begin_round();
+        for (position, file) in pod_files.iter().enumerate() {
+            round.add(position, pod_scrape(file));
+        }
+        results.push(round.finish_with_self_metrics(SystemTime::now()));
     }
     Ok(results)
+}
+
+/// A pod file as the aggregator takes it: a file that could not be read is a failed scrape.
+fn pod_scrape(file: &PodFile) -> PodScrape<'_> {
+    PodScrape {
+        uid: &file.name,
+        name: &file.name,
+        zone: file.zone.as_deref(),
+        outcome: file
+            .body
+            .as_deref()
+            .map_or(ScrapeOutcome::Failed, ScrapeOutcome::Body),
+    }
 }
 
 /// Reads the pod files of one round directory, zone subdirectories included, sorted by pod

@@ -32,8 +32,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use crate::config::ScrapeSettings;
 use crate::discovery::ScrapeTarget;
+
+/// How each scrape is made and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeOptions {
+    /// The port ipamd serves `/metrics` on.
+    pub port: u16,
+    /// How many pods are scraped at the same time.
+    pub concurrency: usize,
+    /// How long one pod's scrape may take.
+    pub timeout: Duration,
+    /// How long all scrapes of a round may take, counted from the round's start.
+    pub round_timeout: Duration,
+    /// The largest body accepted; a larger one fails that pod.
+    pub body_limit: usize,
+}
 
 /// What ipamd's endpoint is asked for: the 0.0.4 text format this tool parses.
 const ACCEPT_TEXT_FORMAT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
@@ -67,21 +81,6 @@ pub struct ScrapeResult {
     pub outcome: Result<String, ScrapeError>,
 }
 
-impl ScrapeResult {
-    /// The scrape as the aggregator takes it: the body, or a failed pod.
-    pub fn as_pod_scrape(&self) -> crate::aggregate::PodScrape<'_> {
-        crate::aggregate::PodScrape {
-            uid: &self.target.uid,
-            name: &self.target.name,
-            zone: self.target.zone.as_deref(),
-            outcome: match &self.outcome {
-                Ok(body) => crate::aggregate::ScrapeOutcome::Body(body),
-                Err(_) => crate::aggregate::ScrapeOutcome::Failed,
-            },
-        }
-    }
-}
-
 /// The transport scrapes go through.
 #[derive(Clone)]
 enum Transport {
@@ -93,11 +92,7 @@ enum Transport {
 #[derive(Clone)]
 pub struct Scraper {
     transport: Transport,
-    port: u16,
-    concurrency: usize,
-    timeout: Duration,
-    round_timeout: Duration,
-    body_limit: usize,
+    options: ScrapeOptions,
 }
 
 impl Scraper {
@@ -105,14 +100,14 @@ impl Scraper {
     /// retries off; the caller's other clients keep theirs.
     pub fn via_proxy(
         mut config: kube::Config,
-        settings: &ScrapeSettings,
+        options: &ScrapeOptions,
     ) -> Result<Scraper, kube::Error> {
         config.default_retry = false;
         // The per-scrape timeout bounds each request; the client's own read timeout would
         // only be a second, less precise bound.
-        config.read_timeout = Some(settings.timeout);
+        config.read_timeout = Some(options.timeout);
         let client = kube::Client::try_from(config)?;
-        Ok(Scraper::new(Transport::Proxy(client), settings))
+        Ok(Scraper::new(Transport::Proxy(client), options))
     }
 
     /// A scraper that talks to `hostIP:port` directly with a plain HTTP/1 client.
@@ -122,24 +117,23 @@ impl Scraper {
     /// its read and write buffers (tens of KiB) in the publisher: 5,000 nodes made that the
     /// largest part of the publisher's memory (BENCHMARKS.md). A new TCP connection costs
     /// one round trip, well under a millisecond inside a VPC.
-    pub fn direct(settings: &ScrapeSettings) -> Scraper {
+    pub fn direct(options: &ScrapeOptions) -> Scraper {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.timeout));
+        connector.set_connect_timeout(Some(options.timeout));
         connector.set_nodelay(true);
         let client = HttpClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
-        Scraper::new(Transport::Direct(Box::new(client)), settings)
+        Scraper::new(Transport::Direct(Box::new(client)), options)
     }
 
-    fn new(transport: Transport, settings: &ScrapeSettings) -> Scraper {
+    fn new(transport: Transport, options: &ScrapeOptions) -> Scraper {
         Scraper {
             transport,
-            port: settings.port,
-            concurrency: settings.concurrency.max(1),
-            timeout: settings.timeout,
-            round_timeout: settings.round_timeout,
-            body_limit: settings.body_limit,
+            options: ScrapeOptions {
+                concurrency: options.concurrency.max(1),
+                ..*options
+            },
         }
     }
 
@@ -152,17 +146,18 @@ impl Scraper {
         &self,
         targets: Vec<ScrapeTarget>,
     ) -> impl Stream<Item = (usize, ScrapeResult)> + '_ {
-        let round_deadline = Instant::now() + self.round_timeout;
+        let round_deadline = Instant::now() + self.options.round_timeout;
         futures::stream::iter(targets.into_iter().enumerate())
             .map(move |(position, target)| async move {
                 (position, self.scrape_by(target, round_deadline).await)
             })
-            .buffer_unordered(self.concurrency)
+            .buffer_unordered(self.options.concurrency)
     }
 
     /// Scrapes one target within the timeout.
     pub async fn scrape(&self, target: ScrapeTarget) -> ScrapeResult {
-        self.scrape_by(target, Instant::now() + self.timeout).await
+        self.scrape_by(target, Instant::now() + self.options.timeout)
+            .await
     }
 
     /// Scrapes one target within the timeout and before `round_deadline`.
@@ -172,16 +167,16 @@ impl Scraper {
             tracing::debug!(pod = %target.name, "not scraped: the round's deadline passed");
             return ScrapeResult {
                 target,
-                outcome: Err(ScrapeError::NotStarted(self.round_timeout)),
+                outcome: Err(ScrapeError::NotStarted(self.options.round_timeout)),
             };
         }
-        let own_deadline = started + self.timeout;
+        let own_deadline = started + self.options.timeout;
         let (deadline, expired) = if own_deadline <= round_deadline {
-            (own_deadline, ScrapeError::Timeout(self.timeout))
+            (own_deadline, ScrapeError::Timeout(self.options.timeout))
         } else {
             (
                 round_deadline,
-                ScrapeError::RoundDeadline(self.round_timeout),
+                ScrapeError::RoundDeadline(self.options.round_timeout),
             )
         };
         let outcome = match tokio::time::timeout_at(deadline, self.fetch(&target)).await {
@@ -206,7 +201,7 @@ impl Scraper {
             Transport::Proxy(client) => {
                 let path = format!(
                     "/api/v1/namespaces/{}/pods/{}:{}/proxy/metrics",
-                    target.namespace, target.name, self.port
+                    target.namespace, target.name, self.options.port
                 );
                 let request = http::Request::get(path)
                     .header(http::header::ACCEPT, ACCEPT_TEXT_FORMAT)
@@ -217,10 +212,13 @@ impl Scraper {
                     .await
                     .map_err(|error| ScrapeError::Transport(error.to_string()))?;
                 let (parts, body) = response.into_parts();
-                (parts.status, read_limited(body, self.body_limit).await?)
+                (
+                    parts.status,
+                    read_limited(body, self.options.body_limit).await?,
+                )
             }
             Transport::Direct(client) => {
-                let uri = direct_uri(&target.host_ip, self.port);
+                let uri = direct_uri(&target.host_ip, self.options.port);
                 let request = http::Request::get(uri)
                     .header(http::header::ACCEPT, ACCEPT_TEXT_FORMAT)
                     .body(Empty::<Bytes>::new())
@@ -230,7 +228,10 @@ impl Scraper {
                     .await
                     .map_err(|error| ScrapeError::Transport(innermost(&error)))?;
                 let (parts, body) = response.into_parts();
-                (parts.status, read_limited(body, self.body_limit).await?)
+                (
+                    parts.status,
+                    read_limited(body, self.options.body_limit).await?,
+                )
             }
         };
         if !status.is_success() {

@@ -382,25 +382,17 @@ mod tests {
     #[test]
     fn readiness_follows_the_state() {
         let state = ServeState::default();
+        let status = |method: Method, path: &str| respond(&state, &method, path).status();
         assert_eq!(
-            respond(&state, &Method::GET, "/readyz").status(),
+            status(Method::GET, "/readyz"),
             StatusCode::SERVICE_UNAVAILABLE
         );
         state.set_ready(true);
+        assert_eq!(status(Method::GET, "/readyz"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/healthz"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/nope"), StatusCode::NOT_FOUND);
         assert_eq!(
-            respond(&state, &Method::GET, "/readyz").status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            respond(&state, &Method::GET, "/healthz").status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            respond(&state, &Method::GET, "/nope").status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            respond(&state, &Method::POST, "/metrics").status(),
+            status(Method::POST, "/metrics"),
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

@@ -677,18 +677,26 @@ fn offline_rounds_print_the_exact_json() {
         format!(r#"{{"MetricName":"{name}","Value":{value},"Unit":"{unit}",{dims}}}"#)
     };
     // Round 1: a=3/20, b=4/50, c=5/30; first sight, no latency increase yet.
-    // Round 2: b does not parse (skipped, state kept); a +5 and +30ms/+3 calls, c +5.
+    // Round 2: b does not parse (skipped, state kept, one scrape error); a +5 and +30ms/+3
+    // calls, c +5.
     // Round 3: c is gone; b is back: +10 over its round-1 value, +40ms/+2 calls.
+    // Each round ends with the self-metrics, as a live round does.
     let expected = format!(
-        r#"{{"rounds":[{{"datums":[{},{}]}},{{"datums":[{},{},{}]}},{{"datums":[{},{},{}]}}]}}"#,
+        r#"{{"rounds":[{{"datums":[{},{},{},{}]}},{{"datums":[{},{},{},{},{}]}},{{"datums":[{},{},{},{},{}]}}]}}"#,
         datum("assignIPAddresses", "12.0", "Count"),
         datum("addReqCount", "0.0", "Count"),
+        datum("podsScraped", "3.0", "Count"),
+        datum("scrapeErrors", "0.0", "Count"),
         datum("assignIPAddresses", "9.0", "Count"),
         datum("awsAPILatency", "10.0", "Milliseconds"),
         datum("addReqCount", "10.0", "Count"),
+        datum("podsScraped", "2.0", "Count"),
+        datum("scrapeErrors", "1.0", "Count"),
         datum("assignIPAddresses", "7.0", "Count"),
         datum("awsAPILatency", "20.0", "Milliseconds"),
         datum("addReqCount", "10.0", "Count"),
+        datum("podsScraped", "2.0", "Count"),
+        datum("scrapeErrors", "0.0", "Count"),
     );
     assert_eq!(json, expected);
 }
@@ -708,11 +716,13 @@ fn offline_zone_subdirectories_give_per_az_datums() {
         )
     };
     let expected = format!(
-        r#"{{"rounds":[{{"datums":[{},{},{},{}]}}]}}"#,
+        r#"{{"rounds":[{{"datums":[{},{},{},{},{},{}]}}]}}"#,
         datum("assignIPAddresses", "12.0", None),
         datum("assignIPAddresses", "3.0", Some("us-east-1a")),
         datum("assignIPAddresses", "4.0", Some("us-east-1b")),
         datum("addReqCount", "0.0", None),
+        datum("podsScraped", "3.0", None),
+        datum("scrapeErrors", "0.0", None),
     );
     assert_eq!(json, expected);
 }
@@ -740,7 +750,14 @@ fn offline_unreadable_and_non_utf8_files_are_failed_pods() {
     std::fs::write(directory.path().join(".hidden"), "garbage{").expect("write a hidden file");
     let rounds = aggregate_rounds(&[directory.path().to_owned()], "c", false)
         .expect("bad pod files are not errors of the command");
-    assert_eq!(values(&rounds.rounds[0]), vec![("eniMaxAvailable", 3.0)]);
+    assert_eq!(
+        values(&rounds.rounds[0]),
+        vec![
+            ("eniMaxAvailable", 3.0),
+            ("podsScraped", 1.0),
+            ("scrapeErrors", 1.0)
+        ]
+    );
 }
 
 #[test]

@@ -327,6 +327,87 @@ async fn once_dry_run_prints_the_round_and_calls_no_cloudwatch() {
     );
 }
 
+/// The datums of the one round a `once --dry-run` or `aggregate` printed, each as its JSON
+/// text (name, value, unit and dimensions; the JSON has no timestamps), sorted.
+fn printed_datums(output: &std::process::Output, command: &str) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command} failed: {stderr}");
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is only JSON");
+    let rounds = printed["rounds"].as_array().expect("a rounds list");
+    assert_eq!(rounds.len(), 1, "{command} printed {} rounds", rounds.len());
+    let mut datums: Vec<String> = rounds[0]["datums"]
+        .as_array()
+        .expect("a datums list")
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    datums.sort();
+    datums
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_dry_run_and_aggregate_print_the_same_datums_for_the_same_scrapes() {
+    let sandbox = start_sandbox(6).await;
+    // A failed scrape and a body that does not parse, so that both self-metrics count.
+    sandbox.fault(&[(2, Fault::Http500), (4, Fault::Garbage)]);
+    let output = sandbox
+        .publisher(&["once", "--dry-run", "--per-az"])
+        .output()
+        .await
+        .expect("the publisher runs");
+    let live = printed_datums(&output, "once --dry-run");
+
+    // The same scrapes as a round directory: each pod's file holds exactly what its node
+    // served, in a subdirectory named for the node's zone. A file that is not UTF-8 is the
+    // offline form of a failed scrape.
+    let round = sandbox.dir.path().join("round-1");
+    for node in sandbox.sandbox.fleet().nodes() {
+        let zone = round.join(node.zone());
+        std::fs::create_dir_all(&zone).expect("a zone directory");
+        let body = match node.fault() {
+            Fault::None => node
+                .last_served()
+                .expect("a healthy node served its exposition")
+                .body
+                .into_bytes(),
+            Fault::Garbage => http_get(&node.address().to_string(), "/metrics")
+                .await
+                .1
+                .into_bytes(),
+            Fault::Http500 => vec![0xff, 0xfe],
+            other @ (Fault::Slow(_) | Fault::Hang | Fault::Oversized(_)) => {
+                panic!("this test sets no {other:?} fault")
+            }
+        };
+        std::fs::write(zone.join(node.pod_name()), body).expect("a pod file");
+    }
+    let round_dir = round.display().to_string();
+    let output = sandbox
+        .publisher(&["aggregate", "--round", &round_dir, "--per-az"])
+        .output()
+        .await
+        .expect("the publisher runs");
+    let offline = printed_datums(&output, "aggregate");
+
+    assert_eq!(live, offline, "once --dry-run and aggregate disagree");
+    // The comparison covers the self-metrics and the per-zone datums.
+    for (name, value) in [("podsScraped", 4.0), ("scrapeErrors", 2.0)] {
+        let expected = serde_json::json!({"MetricName": name, "Value": value, "Unit": "Count",
+            "Dimensions": [{"Name": "CLUSTER_ID", "Value": CLUSTER_ID}]})
+        .to_string();
+        assert!(
+            offline.contains(&expected),
+            "{expected} missing: {offline:#?}"
+        );
+    }
+    assert!(
+        offline
+            .iter()
+            .any(|datum| datum.contains(r#""Name":"AvailabilityZone""#)),
+        "no per-zone datum: {offline:#?}"
+    );
+}
+
 /// A `run` process with its stderr collected line by line.
 struct RunningPublisher {
     child: Child,

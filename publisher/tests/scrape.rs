@@ -4,18 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use cni_metrics_publisher::cli::ScrapeVia;
-use cni_metrics_publisher::config::ScrapeSettings;
 use cni_metrics_publisher::discovery::ScrapeTarget;
-use cni_metrics_publisher::scrape::{ScrapeError, Scraper};
+use cni_metrics_publisher::scrape::{ScrapeError, ScrapeOptions, Scraper};
 use futures::StreamExt;
 use sandbox::fleet::{AWS_NODE_NAMESPACE, Fault, Fleet, FleetOptions, IPAMD_METRICS_PORT};
 
-fn settings(concurrency: usize, timeout: Duration, round_timeout: Duration) -> ScrapeSettings {
-    ScrapeSettings {
-        namespace: AWS_NODE_NAMESPACE.to_owned(),
-        selector: "k8s-app=aws-node".to_owned(),
-        via: ScrapeVia::Direct,
+fn settings(concurrency: usize, timeout: Duration, round_timeout: Duration) -> ScrapeOptions {
+    ScrapeOptions {
         port: IPAMD_METRICS_PORT,
         concurrency,
         timeout,
