@@ -3,20 +3,30 @@
 //! its emulator. The HTTP client is explicit because the SDK crates are built without
 //! their default TLS stack (see the workspace manifest).
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use std::time::Duration;
 
-fn loader() -> aws_config::ConfigLoader {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client)
-}
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{Region, SdkConfig};
+use cni_metrics_publisher::edge::aws_config_loader as loader;
+
+/// Bounds on one AWS call: the SDK's default has only a connect timeout, so a stalled
+/// answer would hang plan or deploy forever. Retries (throttling, 5xx) fit inside.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Loads the shared SDK configuration for `region`, resolved before (see
 /// [`region_from_chain`]): credentials from the default chain, no region lookup.
 pub async fn load(region: &str) -> SdkConfig {
-    loader().region(Region::new(region.to_owned())).load().await
+    loader()
+        .region(Region::new(region.to_owned()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(CALL_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await
 }
 
 /// The region as the AWS CLI finds it when `--region` is not given: `AWS_REGION`, then the

@@ -93,7 +93,8 @@ fn string_set(value: &mut Value) {
             items.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
             items.dedup();
         }
-        _ => {}
+        // Anything else (a list with objects in it, a number) is compared as it is.
+        Value::Array(_) | Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => {}
     }
 }
 

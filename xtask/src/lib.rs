@@ -1,9 +1,12 @@
 //! The generator and deployer behind `cargo xtask`: it renders the IAM policy, the trust
 //! policy, region-correct Kubernetes manifests and a CloudWatch dashboard for the CNI
-//! metrics helper, and (in later commands) applies them idempotently.
+//! metrics helper, and applies them idempotently.
 //!
+//! The flow, one module a step: [`settings`] (inputs validated once) -> [`facts`] (what is
+//! live) -> [`decide`] (the target) -> [`render`] -> [`preflight`], run in that order by
+//! [`prepare`]; then [`plan`] (live state diffed into a typed plan) -> [`apply`].
 //! `main.rs` only parses flags and maps results to exit codes; every command lives in the
-//! module named after it.
+//! module named after it (`*_cmd`), and [`terminal`] holds what they share at the terminal.
 
 pub mod apply;
 pub mod arn;

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
 use xtask::exit;
 use xtask::flags::{Command, Flags, SandboxCommand};
@@ -39,23 +38,7 @@ fn main() -> ExitCode {
 /// Help and version go to stdout with success; every usage mistake is one error line and
 /// exit code 1 (clap's own 2 would read as "changes" to a CI drift check).
 fn usage_error(error: &clap::Error) -> ExitCode {
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
-        print!("{error}");
-        return exit::code(exit::SUCCESS);
-    }
-    let rendered = error.render().to_string();
-    let message: Vec<&str> = rendered
-        .lines()
-        .take_while(|line| !line.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let message = message.join(" ");
-    let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("error: {message} (see --help)");
-    exit::code(exit::FAILURE)
+    cni_metrics_publisher::edge::usage_error(error)
 }
 
 fn init_logging(flags: &Flags) {

@@ -12,10 +12,13 @@ use crate::decide::{DecideError, Target, decide};
 use crate::facts::{self, ClusterRequirement, ClusterState, Facts, FactsError};
 use crate::flags::ClusterInputs;
 use crate::plan::kubernetes::{self, KubeError, LiveDeployment};
+use crate::plan::pod_identity::AGENT_ADDON;
 use crate::plan::{DeployOptions, Plan, PlanError, PlanInputs, Scope};
 use crate::preflight::{self, Check};
 use crate::render::{ManifestObject, RenderError, Rendered, possible_objects, render};
-use crate::settings::{self, DeployInput, SERVICE_ACCOUNT, Settings, SettingsError, TargetInput};
+use crate::settings::{
+    self, DeployInput, IdentityMode, SERVICE_ACCOUNT, Settings, SettingsError, TargetInput,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -65,7 +68,17 @@ pub async fn prepare(
     let sdk = crate::aws::load(&settings.region.name).await;
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
     let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
-    Prepared::new(catalog, settings, facts, sdk)
+    let prepared = Prepared::new(catalog, settings, facts, sdk)?;
+    if let (IdentityMode::Auto, Some(active)) =
+        (prepared.settings.identity, prepared.facts.agent_active)
+    {
+        tracing::info!(
+            "identity auto: {}, because the {AGENT_ADDON} add-on is {}ACTIVE",
+            prepared.target.identity.as_str(),
+            if active { "" } else { "not " }
+        );
+    }
+    Ok(prepared)
 }
 
 /// What every cluster command starts with: [`prepare`] from the command's inputs, the
