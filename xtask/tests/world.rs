@@ -92,17 +92,8 @@ impl World {
     /// sandbox's AWS endpoint, as the AWS CLI a user follows the EKS user guide with would;
     /// `args` go to the script.
     pub async fn boto3(&self, script: &std::path::Path, args: &[&str]) -> String {
-        let mut command = tokio::process::Command::new(python_tools().python());
-        command
-            .arg(script)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .stdin(std::process::Stdio::null());
-        for (name, value) in self.sandbox.env_vars() {
-            command.env(name, value);
-        }
+        let mut command = self.command(python_tools().python(), &[]);
+        command.arg(script).args(args);
         // botocore reads the region from AWS_DEFAULT_REGION only.
         command.env("AWS_DEFAULT_REGION", self.sandbox.region());
         let output = command.output().await.expect("python runs");
@@ -121,9 +112,16 @@ impl World {
     }
 
     pub async fn xtask_with_env(&self, args: &[&str], remove: &[&str]) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_xtask"));
+        let mut command = self.command(env!("CARGO_BIN_EXE_xtask").into(), remove);
+        command.args(args);
+        command.output().await.expect("xtask runs")
+    }
+
+    /// `program` with the sandbox's environment only (less `remove`), as a user who
+    /// sourced `.sandbox/env` in a clean shell runs it.
+    fn command(&self, program: std::path::PathBuf, remove: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
         command
-            .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
@@ -133,7 +131,7 @@ impl World {
                 command.env(name, value);
             }
         }
-        command.output().await.expect("xtask runs")
+        command
     }
 
     pub fn iam(&self) -> aws_sdk_iam::Client {
