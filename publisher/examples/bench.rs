@@ -39,9 +39,14 @@ use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
 use cni_metrics_publisher::exposition::{Sample, Samples};
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
 use cni_metrics_publisher::scrape::Scraper;
+use sandbox::bench_report::{
+    AwsRecording, CloudWatchReport, HungReport, LatencyReport, MeasuredRound, ParserReport,
+    RoundsReport, ScaleReport, SoakReport, print_report, run_for_report,
+};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::fleet::{AWS_NODE_LABEL, AWS_NODE_NAMESPACE, Fault, IPAMD_METRICS_PORT};
 use sandbox::python_tools::{PythonTools, workspace_root};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -163,28 +168,29 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?;
-    let report = runtime.block_on(async {
+    runtime.block_on(async {
         match arguments.command {
-            Scenario::Fleet { nodes } => serve_fleet(nodes).await.map(|()| Value::Null),
-            Scenario::Round(options) => measure_rounds(&options).await,
-            Scenario::Scale(options) => scale(&options).await,
-            Scenario::Parser { seconds, runs } => parser(seconds, runs).await,
+            Scenario::Fleet { nodes } => serve_fleet(nodes).await,
+            Scenario::Round(options) => print(measure_rounds(&options).await),
+            Scenario::Scale(options) => print(scale(&options).await),
+            Scenario::Parser { seconds, runs } => print(parser(seconds, runs).await),
             Scenario::Soak {
                 nodes,
                 rounds,
                 baseline_round,
-            } => soak(nodes, rounds, baseline_round).await,
+            } => print(soak(nodes, rounds, baseline_round).await),
             Scenario::Cloudwatch {
                 nodes,
                 rounds,
                 backlog_rounds,
-            } => cloudwatch(nodes, rounds, backlog_rounds).await,
+            } => print(cloudwatch(nodes, rounds, backlog_rounds).await),
         }
-    })?;
-    if !report.is_null() {
-        println!("{report}");
-    }
-    Ok(())
+    })
+}
+
+/// Prints a scenario's report for `cargo xtask bench`, or passes its error on.
+fn print(report: anyhow::Result<impl Serialize>) -> anyhow::Result<()> {
+    Ok(print_report(&report?)?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -259,7 +265,7 @@ async fn serve_fleet(nodes: usize) -> anyhow::Result<()> {
                 churn(&sandbox, round, &mut faulted)?;
                 json!({ "live_pods": sandbox.fleet().len() })
             }
-            ["aws"] => aws_summary(&sandbox)?,
+            ["aws"] => serde_json::to_value(aws_recording(&sandbox)?)?,
             ["aws-clear"] => {
                 if let Some(emulator) = sandbox.emulator() {
                     emulator.clear_recording()?;
@@ -305,7 +311,7 @@ fn churn(sandbox: &Sandbox, round: usize, faulted: &mut Vec<usize>) -> anyhow::R
 }
 
 /// What the emulator recorded: every request by operation, and the PutMetricData bodies.
-fn aws_summary(sandbox: &Sandbox) -> anyhow::Result<Value> {
+fn aws_recording(sandbox: &Sandbox) -> anyhow::Result<AwsRecording> {
     let Some(emulator) = sandbox.emulator() else {
         bail!("this sandbox has no emulator of its own to read a recording from");
     };
@@ -325,12 +331,15 @@ fn aws_summary(sandbox: &Sandbox) -> anyhow::Result<Value> {
                 .unwrap_or(0)
         })
         .collect();
-    Ok(json!({
-        "total": requests.len(),
-        "mutating": requests.iter().filter(|request| request.is_mutating()).count(),
-        "put_metric_data_bytes": put_metric_data_bytes,
-        "put_metric_data_datums": put_metric_data_datums,
-    }))
+    Ok(AwsRecording {
+        total: requests.len(),
+        mutating: requests
+            .iter()
+            .filter(|request| request.is_mutating())
+            .count(),
+        put_metric_data_bytes,
+        put_metric_data_datums,
+    })
 }
 
 /// A running `fleet` child process and its command channel.
@@ -457,13 +466,13 @@ impl Publisher {
 
     /// One round: discover, scrape, parse, aggregate, add the self-metrics and build the
     /// CloudWatch batches. `subset` limits the pods scraped.
-    async fn round(&mut self, subset: Option<usize>) -> RoundReport {
+    async fn round(&mut self, subset: Option<usize>) -> MeasuredRound {
         let started = Instant::now();
         let (datums, stats, pods) = self.round_datums(subset).await;
         let datum_count = datums.len();
         let batches = cloudwatch_batches(datums);
-        RoundReport {
-            elapsed: started.elapsed(),
+        MeasuredRound {
+            seconds: started.elapsed().as_secs_f64(),
             pods,
             pods_scraped: stats.pods_scraped,
             scrape_errors: stats.scrape_errors,
@@ -501,16 +510,6 @@ fn scrape_settings(selector: &str, concurrency: usize, timeout: Duration) -> Scr
     }
 }
 
-struct RoundReport {
-    elapsed: Duration,
-    pods: usize,
-    pods_scraped: usize,
-    scrape_errors: usize,
-    parse_errors: usize,
-    datums: usize,
-    batches: usize,
-}
-
 /// Splits datums into PutMetricData batches of SDK datums with the publisher's own queue,
 /// as a flush does.
 fn cloudwatch_batches(datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
@@ -537,7 +536,7 @@ fn proc_status_kib(field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/self/status"))
 }
 
-async fn measure_rounds(options: &RoundOptions) -> anyhow::Result<Value> {
+async fn measure_rounds(options: &RoundOptions) -> anyhow::Result<RoundsReport> {
     let timeout = Duration::from_millis(options.timeout_ms);
     let round_timeout = options
         .round_timeout_ms
@@ -551,52 +550,30 @@ async fn measure_rounds(options: &RoundOptions) -> anyhow::Result<Value> {
     .await?;
     let mut rounds = Vec::new();
     for _ in 0..options.rounds {
-        let report = publisher.round(options.subset).await;
-        rounds.push(json!({
-            "seconds": report.elapsed.as_secs_f64(),
-            "pods": report.pods,
-            "pods_scraped": report.pods_scraped,
-            "scrape_errors": report.scrape_errors,
-            "parse_errors": report.parse_errors,
-            "datums": report.datums,
-            "batches": report.batches,
-        }));
+        rounds.push(publisher.round(options.subset).await);
     }
-    Ok(json!({
-        "concurrency": options.concurrency,
-        "subset": options.subset,
-        "initial_list_s": publisher.initial_list.as_secs_f64(),
-        "rounds": rounds,
-        "peak_rss_kib": proc_status_kib("VmHWM")?,
-    }))
+    Ok(RoundsReport {
+        concurrency: options.concurrency,
+        subset: options.subset,
+        initial_list_s: publisher.initial_list.as_secs_f64(),
+        rounds,
+        peak_rss_kib: proc_status_kib("VmHWM")?,
+    })
 }
 
 /// Runs `round` in its own process, so its peak RSS is its own.
-async fn round_process(kubeconfig: &Path, options: &[String]) -> anyhow::Result<Value> {
-    let output = tokio::process::Command::new(std::env::current_exe()?)
+async fn round_process(kubeconfig: &Path, options: &[String]) -> anyhow::Result<RoundsReport> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
         .arg("round")
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(options)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(CHILD_DEADLINE, output)
-        .await
-        .context("a round process ran past its deadline")??;
-    if !output.status.success() {
-        bail!("a round process failed ({})", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let last = text
-        .lines()
-        .last()
-        .context("a round process printed nothing")?;
-    Ok(serde_json::from_str(last)?)
+        .args(options);
+    let process = format!("the round process {options:?}");
+    Ok(run_for_report(command, process, CHILD_DEADLINE).await?)
 }
 
-async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
+async fn scale(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
     let mut fleet = FleetChild::start(options.nodes).await?;
     let kubeconfig = fleet.kubeconfig()?;
     let common = |rounds: usize, concurrency: usize| {
@@ -638,11 +615,11 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
             round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?;
         let sequential = round_process(&kubeconfig, &sequential_arguments()).await?;
         fleet.command("clear").await?;
-        Some(json!({
-            "latency_ms": options.latency_ms,
-            "run": concurrent,
-            "sequential": sequential,
-        }))
+        Some(LatencyReport {
+            latency_ms: options.latency_ms,
+            run: concurrent,
+            sequential,
+        })
     } else {
         None
     };
@@ -656,20 +633,26 @@ async fn scale(options: &ScaleOptions) -> anyhow::Result<Value> {
         )
         .await?;
         fleet.command("clear").await?;
-        Some(json!({ "hung_nodes": answer["hung"], "run": run }))
+        let hung_nodes = answer["hung"]
+            .as_u64()
+            .context("the fleet did not say how many nodes hang")?;
+        Some(HungReport {
+            hung_nodes: hung_nodes as usize,
+            run,
+        })
     } else {
         None
     };
     fleet.stop().await?;
-    Ok(json!({
-        "nodes": options.nodes,
-        "concurrency": options.concurrency,
-        "timeout_s": options.timeout_ms as f64 / 1000.0,
-        "runs": runs,
-        "sequential": sequential,
-        "latency": latency,
-        "hung": hung,
-    }))
+    Ok(ScaleReport {
+        nodes: options.nodes,
+        concurrency: options.concurrency,
+        timeout_s: options.timeout_ms as f64 / 1000.0,
+        runs,
+        sequential,
+        latency,
+        hung,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -726,7 +709,7 @@ fn throughput(bodies: &[String], seconds: f64, parse: fn(&str) -> usize) -> f64 
     (bytes_per_pass as f64 * passes as f64) / started.elapsed().as_secs_f64() / 1e6
 }
 
-async fn parser(seconds: f64, runs: usize) -> anyhow::Result<Value> {
+async fn parser(seconds: f64, runs: usize) -> anyhow::Result<ParserReport> {
     // Real bodies as the simulated nodes serve them, fetched over HTTP like a round does.
     let fleet = sandbox::fleet::Fleet::start(sandbox::fleet::FleetOptions {
         nodes: 8,
@@ -767,22 +750,21 @@ async fn parser(seconds: f64, runs: usize) -> anyhow::Result<Value> {
         theirs.push(throughput(&bodies, seconds, parse_with_prometheus_parse));
         as_published.push(throughput(&bodies, seconds, parse_ours_as_published));
     }
-    let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
-    Ok(json!({
-        "body_bytes": sizes,
-        "samples_ours": ours_samples,
-        "samples_prometheus_parse": theirs_samples,
-        "samples_published_families": published_samples,
-        "ours_mb_s": ours,
-        "ours_as_published_mb_s": as_published,
-        "prometheus_parse_mb_s": theirs,
-    }))
+    Ok(ParserReport {
+        body_bytes: bodies.iter().map(String::len).collect(),
+        samples_ours: ours_samples,
+        samples_prometheus_parse: theirs_samples,
+        samples_published_families: published_samples,
+        ours_mb_s: ours,
+        ours_as_published_mb_s: as_published,
+        prometheus_parse_mb_s: theirs,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
 // Soak.
 
-async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Result<Value> {
+async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Result<SoakReport> {
     let mut fleet = FleetChild::start(nodes).await?;
     let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
     let started = Instant::now();
@@ -811,35 +793,39 @@ async fn soak(nodes: usize, rounds: usize, baseline_round: usize) -> anyhow::Res
             baseline_rss_kib = Some(proc_status_kib("VmRSS")?);
         }
         if round % 100 == 0 || round == rounds {
-            rss_samples.push(json!([round, proc_status_kib("VmRSS")?]));
+            rss_samples.push((round, proc_status_kib("VmRSS")?));
         }
     }
     let final_rss_kib = proc_status_kib("VmRSS")?;
     fleet.stop().await?;
     let baseline = baseline_rss_kib.context("fewer rounds than the baseline round")?;
-    Ok(json!({
-        "nodes": nodes,
-        "rounds": rounds,
-        "baseline_round": baseline_round,
-        "baseline_rss_kib": baseline,
-        "final_rss_kib": final_rss_kib,
-        "rss_growth_pct": (final_rss_kib as f64 - baseline as f64) / baseline as f64 * 100.0,
-        "rss_by_round_kib": rss_samples,
-        "max_tracked_pods": max_tracked,
-        "live_pods": nodes,
-        "state_violations": state_violations,
-        "pods_scraped": pods_scraped,
-        "scrape_errors": scrape_errors,
-        "parse_errors": parse_errors,
-        "tracked_series": publisher.runner.aggregator().tracked_series(),
-        "elapsed_s": started.elapsed().as_secs_f64(),
-    }))
+    Ok(SoakReport {
+        nodes,
+        rounds,
+        baseline_round,
+        baseline_rss_kib: baseline,
+        final_rss_kib,
+        rss_growth_pct: (final_rss_kib as f64 - baseline as f64) / baseline as f64 * 100.0,
+        rss_by_round_kib: rss_samples,
+        max_tracked_pods: max_tracked,
+        live_pods: nodes,
+        state_violations,
+        pods_scraped,
+        scrape_errors,
+        parse_errors,
+        tracked_series: publisher.runner.aggregator().tracked_series(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
 // CloudWatch calls.
 
-async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyhow::Result<Value> {
+async fn cloudwatch(
+    nodes: usize,
+    rounds: usize,
+    backlog_rounds: usize,
+) -> anyhow::Result<CloudWatchReport> {
     let mut fleet = FleetChild::start(nodes).await?;
     let endpoint = fleet.ready["aws_endpoint"]
         .as_str()
@@ -870,7 +856,7 @@ async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyho
         cloudwatch.enqueue(datums);
         round_calls.push(cloudwatch.flush().await?.calls);
     }
-    let steady = fleet.command("aws").await?;
+    let steady: AwsRecording = serde_json::from_value(fleet.command("aws").await?)?;
     fleet.command("aws-clear").await?;
 
     // A backlog: rounds queued while CloudWatch was unreachable, flushed in one go.
@@ -881,16 +867,16 @@ async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyho
         cloudwatch.enqueue(datums);
     }
     let backlog_report = cloudwatch.flush().await?;
-    let backlog = fleet.command("aws").await?;
+    let backlog: AwsRecording = serde_json::from_value(fleet.command("aws").await?)?;
     fleet.stop().await?;
-    Ok(json!({
-        "nodes": nodes,
-        "round_datums": round_datums,
-        "round_calls": round_calls,
-        "steady_recorded": steady,
-        "backlog_rounds": backlog_rounds,
-        "backlog_datums": backlog_datums,
-        "backlog_calls": backlog_report.calls,
-        "backlog_recorded": backlog,
-    }))
+    Ok(CloudWatchReport {
+        nodes,
+        round_datums,
+        round_calls,
+        steady_recorded: steady,
+        backlog_rounds,
+        backlog_datums,
+        backlog_calls: backlog_report.calls,
+        backlog_recorded: backlog,
+    })
 }

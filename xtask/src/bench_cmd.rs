@@ -14,8 +14,12 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use sandbox::bench_report::{
+    CloudWatchReport, ParserReport, RoundsReport, ScaleReport, SoakReport, run_for_report,
+};
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::cargo_tool::{cargo, target_dir};
@@ -312,48 +316,24 @@ fn clean_build(root: &Path, measure: bool, report: &mut Report) -> anyhow::Resul
     Ok(())
 }
 
-/// Runs the driver with `arguments` and parses the one JSON object it prints last.
-async fn driver_json(driver: &Path, arguments: &[String]) -> anyhow::Result<Value> {
-    let output = tokio::process::Command::new(driver)
-        .args(arguments)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(DRIVER_DEADLINE, output)
-        .await
-        .with_context(|| {
-            format!("the benchmark driver ran past {DRIVER_DEADLINE:?}: {arguments:?}")
-        })?
-        .context("running the benchmark driver")?;
-    if !output.status.success() {
-        bail!(
-            "the benchmark driver failed ({}) for {arguments:?}; a panic shows on stderr above",
-            output.status
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let last = text
-        .lines()
-        .last()
-        .with_context(|| format!("the benchmark driver printed nothing for {arguments:?}"))?;
-    serde_json::from_str(last).context("parsing the benchmark driver's JSON")
+/// Runs the driver with `arguments` and reads the report it prints last.
+async fn driver_report<T: DeserializeOwned>(
+    driver: &Path,
+    arguments: &[String],
+) -> anyhow::Result<T> {
+    let mut command = tokio::process::Command::new(driver);
+    command.args(arguments);
+    let process = format!("the benchmark driver {arguments:?}");
+    Ok(run_for_report(command, process, DRIVER_DEADLINE).await?)
 }
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|text| (*text).to_owned()).collect()
 }
 
-fn numbers(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .map(|items| items.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
-}
-
 async fn parser(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("Parser throughput...");
-    let result = driver_json(
+    let result: ParserReport = driver_report(
         driver,
         &args(&[
             "parser",
@@ -364,13 +344,15 @@ async fn parser(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Re
         ]),
     )
     .await?;
-    let ours = Summary::of(&numbers(&result["ours_mb_s"])).context("no parser runs")?;
-    let published =
-        Summary::of(&numbers(&result["ours_as_published_mb_s"])).context("no parser runs")?;
-    let theirs =
-        Summary::of(&numbers(&result["prometheus_parse_mb_s"])).context("no parser runs")?;
+    let ours = Summary::of(&result.ours_mb_s).context("no parser runs")?;
+    let published = Summary::of(&result.ours_as_published_mb_s).context("no parser runs")?;
+    let theirs = Summary::of(&result.prometheus_parse_mb_s).context("no parser runs")?;
     let ratio = ours.median / theirs.median;
-    let body_sizes = numbers(&result["body_bytes"]);
+    let body_sizes: Vec<f64> = result
+        .body_bytes
+        .iter()
+        .map(|&bytes| bytes as f64)
+        .collect();
     report.line(format!(
         "parser, every sample and label ({} bodies of {:.0}-{:.0} bytes): ours {}, prometheus-parse {}, ratio {ratio:.1}x",
         body_sizes.len(),
@@ -397,17 +379,9 @@ async fn parser(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Re
     Ok(())
 }
 
-/// The round durations of a driver `round` result: (first round, later rounds).
-fn round_seconds(run: &Value) -> (Vec<f64>, Vec<f64>) {
-    let seconds: Vec<f64> = run["rounds"]
-        .as_array()
-        .map(|rounds| {
-            rounds
-                .iter()
-                .filter_map(|round| round["seconds"].as_f64())
-                .collect()
-        })
-        .unwrap_or_default();
+/// The round durations of one measuring process: (first round, later rounds).
+fn round_seconds(run: &RoundsReport) -> (Vec<f64>, Vec<f64>) {
+    let seconds: Vec<f64> = run.round_seconds().collect();
     match seconds.split_first() {
         Some((first, rest)) => (vec![*first], rest.to_vec()),
         None => (Vec::new(), Vec::new()),
@@ -447,22 +421,20 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
                 &sizes.hung_rounds.to_string(),
             ]));
         }
-        let result = driver_json(driver, &arguments).await?;
-        let runs = result["runs"].as_array().cloned().unwrap_or_default();
+        let result: ScaleReport = driver_report(driver, &arguments).await?;
         let mut warm = Vec::new();
         let mut cold = Vec::new();
         let mut peak_rss_mib = Vec::new();
         let mut initial_list = Vec::new();
-        let mut errors = 0_u64;
-        for run in &runs {
+        let mut errors = 0;
+        for run in &result.runs {
             let (first, rest) = round_seconds(run);
             cold.extend(first);
             warm.extend(rest);
-            peak_rss_mib.extend(run["peak_rss_kib"].as_f64().map(|kib| kib / 1024.0));
-            initial_list.extend(run["initial_list_s"].as_f64());
-            for round in run["rounds"].as_array().into_iter().flatten() {
-                errors += round["scrape_errors"].as_u64().unwrap_or(0)
-                    + round["parse_errors"].as_u64().unwrap_or(0);
+            peak_rss_mib.push(run.peak_rss_kib as f64 / 1024.0);
+            initial_list.push(run.initial_list_s);
+            for round in &run.rounds {
+                errors += round.scrape_errors + round.parse_errors;
             }
         }
         let warm = Summary::of(&warm).context("no rounds measured")?;
@@ -501,19 +473,21 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
             format!("{:.1} MiB", rss.median),
         );
 
-        if let Some(ratio) = sequential_comparison(
-            report,
-            "sequential_loopback",
-            "on loopback",
-            nodes,
-            warm.median,
-            &result["sequential"],
-        ) {
+        if let Some(ratio) = result.sequential.as_ref().and_then(|sequential| {
+            sequential_comparison(
+                report,
+                "sequential_loopback",
+                "on loopback",
+                nodes,
+                warm.median,
+                sequential,
+            )
+        }) {
             report.set("round_vs_sequential_ratio_loopback", ratio);
         }
-        if let Some(latency) = result["latency"].as_object() {
-            let latency_ms = latency["latency_ms"].as_u64().unwrap_or(NODE_LATENCY_MS);
-            let (_, concurrent) = round_seconds(&latency["run"]);
+        if let Some(latency) = &result.latency {
+            let latency_ms = latency.latency_ms;
+            let (_, concurrent) = round_seconds(&latency.run);
             let concurrent =
                 Summary::of(&concurrent).context("no rounds measured with node latency")?;
             let label = format!("with {latency_ms} ms per scrape");
@@ -532,7 +506,7 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
                 &label,
                 nodes,
                 concurrent.median,
-                &latency["sequential"],
+                &latency.sequential,
             ) {
                 report.set("round_vs_sequential_ratio", ratio);
                 report.target(
@@ -543,19 +517,19 @@ async fn scale(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Res
             }
         }
 
-        if let Some(hung) = result["hung"].as_object() {
-            let (first, rest) = round_seconds(&hung["run"]);
+        if let Some(hung) = &result.hung {
+            let (first, rest) = round_seconds(&hung.run);
             let all: Vec<f64> = first.into_iter().chain(rest).collect();
             let summary = Summary::of(&all).context("no hung rounds measured")?;
             let timeout_s = SCRAPE_TIMEOUT_MS as f64 / 1000.0;
             report.line(format!(
                 "round at {nodes} nodes with {} hung (1%), per-pod timeout {timeout_s} s: {}",
-                hung["hung_nodes"],
+                hung.hung_nodes,
                 summary.text("s")
             ));
             report.set("hung_round_s", summary.max);
             report.set("hung_round_runs_s", summary.json());
-            report.set("hung_nodes", hung["hung_nodes"].clone());
+            report.set("hung_nodes", hung.hung_nodes);
             report.set("scrape_timeout_s", timeout_s);
             report.target(
                 "hung round <= timeout + 1 s",
@@ -575,11 +549,11 @@ fn sequential_comparison(
     label: &str,
     nodes: usize,
     concurrent_median: f64,
-    sequential: &Value,
+    sequential: &RoundsReport,
 ) -> Option<f64> {
     let (_, sequential_warm) = round_seconds(sequential);
     let sequential_warm = Summary::of(&sequential_warm)?;
-    let subset = sequential["subset"].as_f64().unwrap_or(nodes as f64);
+    let subset = sequential.subset.unwrap_or(nodes) as f64;
     let estimated = sequential_warm.median / subset * nodes as f64;
     let ratio = estimated / concurrent_median;
     report.line(format!(
@@ -594,7 +568,7 @@ fn sequential_comparison(
 
 async fn cloudwatch(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("CloudWatch calls...");
-    let result = driver_json(
+    let result: CloudWatchReport = driver_report(
         driver,
         &args(&[
             "cloudwatch",
@@ -607,23 +581,26 @@ async fn cloudwatch(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow
         ]),
     )
     .await?;
-    let steady_datums: Vec<f64> = numbers(&result["round_datums"]);
-    let steady_recorded = numbers(&result["steady_recorded"]["put_metric_data_datums"]);
-    let steady_calls = steady_recorded.len() as f64;
+    let steady_datums: Vec<f64> = result
+        .round_datums
+        .iter()
+        .map(|&datums| datums as f64)
+        .collect();
+    let steady_calls = result.steady_recorded.put_metric_data_datums.len() as f64;
     let steady_total: f64 = steady_datums.iter().sum();
     let expected_steady: f64 = steady_datums
         .iter()
         .map(|datums| (datums / 1000.0).ceil())
         .sum();
-    let backlog_datums = result["backlog_datums"].as_f64().unwrap_or(0.0);
-    let backlog_recorded = numbers(&result["backlog_recorded"]["put_metric_data_datums"]);
-    let backlog_calls = backlog_recorded.len() as f64;
+    let backlog_datums = result.backlog_datums as f64;
+    let backlog_calls = result.backlog_recorded.put_metric_data_datums.len() as f64;
     let expected_backlog = (backlog_datums / 1000.0).ceil();
-    let max_bytes = numbers(&result["steady_recorded"]["put_metric_data_bytes"])
-        .into_iter()
-        .chain(numbers(
-            &result["backlog_recorded"]["put_metric_data_bytes"],
-        ))
+    let max_bytes = result
+        .steady_recorded
+        .put_metric_data_bytes
+        .iter()
+        .chain(&result.backlog_recorded.put_metric_data_bytes)
+        .map(|&bytes| bytes as f64)
         .fold(0.0, f64::max);
     let per_call = steady_total / steady_calls.max(1.0);
     let backlog_per_call = backlog_datums / backlog_calls.max(1.0);
@@ -663,7 +640,7 @@ async fn soak(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Resu
         "Soak: {} rounds against {} churning nodes...",
         sizes.soak_rounds, sizes.soak_nodes
     );
-    let result = driver_json(
+    let result: SoakReport = driver_report(
         driver,
         &args(&[
             "soak",
@@ -676,25 +653,25 @@ async fn soak(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Resu
         ]),
     )
     .await?;
-    let growth = result["rss_growth_pct"].as_f64().unwrap_or(f64::NAN);
-    let violations = result["state_violations"].as_u64().unwrap_or(u64::MAX);
+    let growth = result.rss_growth_pct;
+    let violations = result.state_violations;
     report.line(format!(
         "soak: {} rounds, {} nodes churning (1% replaced, 1% restarted, 1% HTTP 500, 1% garbage per round) in {:.0} s: RSS {} KiB at round 100 -> {} KiB at round {} ({growth:+.1}%); max tracked pods {} of {} live; state violations {violations}; failed scrapes {} + unparsable {}",
-        result["rounds"],
-        result["nodes"],
-        result["elapsed_s"].as_f64().unwrap_or(0.0),
-        result["baseline_rss_kib"],
-        result["final_rss_kib"],
-        result["rounds"],
-        result["max_tracked_pods"],
-        result["live_pods"],
-        result["scrape_errors"],
-        result["parse_errors"],
+        result.rounds,
+        result.nodes,
+        result.elapsed_s,
+        result.baseline_rss_kib,
+        result.final_rss_kib,
+        result.rounds,
+        result.max_tracked_pods,
+        result.live_pods,
+        result.scrape_errors,
+        result.parse_errors,
     ));
-    report.set("soak_rounds", result["rounds"].clone());
+    report.set("soak_rounds", result.rounds);
     report.set("soak_rss_growth_pct", growth);
-    report.set("soak_rss_by_round_kib", result["rss_by_round_kib"].clone());
-    report.set("soak_max_tracked_pods", result["max_tracked_pods"].clone());
+    report.set("soak_rss_by_round_kib", json!(result.rss_by_round_kib));
+    report.set("soak_max_tracked_pods", result.max_tracked_pods);
     report.set("soak_state_violations", violations);
     report.target(
         "soak RSS within 10% of round 100",
