@@ -1,0 +1,128 @@
+//! The `scale` scenario: rounds at one fleet size in several measuring processes, with
+//! every node healthy, at concurrency 1, with a modelled node latency and with some nodes
+//! hung.
+
+use anyhow::Context;
+use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
+
+use crate::fleet::FleetChild;
+use crate::rounds::round_process;
+
+/// The round deadline of the sequential baselines, longer than any of them takes:
+/// concurrency 1 is upstream's way, which has no round deadline, and the baseline must
+/// scrape every pod of its subset.
+const SEQUENTIAL_ROUND_TIMEOUT_MS: u64 = 500_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ScaleOptions {
+    #[arg(long)]
+    nodes: usize,
+    /// Measuring processes with all nodes healthy
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Rounds per process; the first one is reported apart (cold caches and allocator)
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Also measure concurrency 1 on the first N pods (0: off)
+    #[arg(long, default_value_t = 0)]
+    sequential_subset: usize,
+    /// Rounds of the sequential process (the first is not used)
+    #[arg(long, default_value_t = 2)]
+    sequential_rounds: usize,
+    /// Also measure with every N-th node hung (0: off; 100 = 1%)
+    #[arg(long, default_value_t = 0)]
+    hang_every: usize,
+    /// Rounds of the hung process
+    #[arg(long, default_value_t = 2)]
+    hung_rounds: usize,
+    /// Also measure concurrent and sequential rounds with every node answering after this
+    /// many milliseconds, a modelled network and gather latency (0: off)
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
+    let mut fleet = FleetChild::start(options.nodes).await?;
+    let kubeconfig = fleet.kubeconfig()?;
+    let common = |rounds: usize, concurrency: usize| {
+        vec![
+            "--rounds".to_owned(),
+            rounds.to_string(),
+            "--concurrency".to_owned(),
+            concurrency.to_string(),
+            "--timeout-ms".to_owned(),
+            options.timeout_ms.to_string(),
+        ]
+    };
+    let mut runs = Vec::new();
+    for _ in 0..options.runs {
+        runs.push(round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?);
+    }
+    // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
+    let sequential_arguments = || {
+        let mut arguments = common(options.sequential_rounds, 1);
+        arguments.extend([
+            "--round-timeout-ms".to_owned(),
+            SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
+        ]);
+        if options.sequential_subset > 0 {
+            arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
+        }
+        arguments
+    };
+    let sequential = if options.sequential_subset > 0 {
+        Some(round_process(&kubeconfig, &sequential_arguments()).await?)
+    } else {
+        None
+    };
+    let latency = if options.latency_ms > 0 {
+        fleet
+            .command(&format!("slow {}", options.latency_ms))
+            .await?;
+        let concurrent =
+            round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?;
+        let sequential = round_process(&kubeconfig, &sequential_arguments()).await?;
+        fleet.command("clear").await?;
+        Some(LatencyReport {
+            latency_ms: options.latency_ms,
+            run: concurrent,
+            sequential,
+        })
+    } else {
+        None
+    };
+    let hung = if options.hang_every > 0 {
+        let answer = fleet
+            .command(&format!("hang {}", options.hang_every))
+            .await?;
+        let run = round_process(
+            &kubeconfig,
+            &common(options.hung_rounds, options.concurrency),
+        )
+        .await?;
+        fleet.command("clear").await?;
+        let hung_nodes = answer["hung"]
+            .as_u64()
+            .context("the fleet did not say how many nodes hang")?;
+        Some(HungReport {
+            hung_nodes: hung_nodes as usize,
+            run,
+        })
+    } else {
+        None
+    };
+    fleet.stop().await?;
+    Ok(ScaleReport {
+        nodes: options.nodes,
+        concurrency: options.concurrency,
+        timeout_s: options.timeout_ms as f64 / 1000.0,
+        runs,
+        sequential,
+        latency,
+        hung,
+    })
+}
