@@ -6,7 +6,7 @@
 //! module named after it.
 
 pub mod aws;
-pub mod bench_cmd;
+pub mod bench;
 pub mod cargo_tool;
 pub mod catalog;
 pub mod cluster_cmd;
