@@ -2,6 +2,7 @@
 //! `cni-metrics-publisher run --scrape-via direct` builds it, and the [`Publisher`] the
 //! other scenarios run rounds with.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,22 +28,58 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(120);
 /// How long any child process may take before it is killed and the scenario fails.
 const CHILD_DEADLINE: Duration = Duration::from_secs(600);
 
+/// How every measuring process runs its rounds; `scale` takes the same flags for its
+/// processes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct ProcessOptions {
+    /// Rounds per process; the first one is reported apart (cold caches and allocator)
+    #[arg(long, default_value_t = 4)]
+    pub(crate) rounds: usize,
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RoundOptions {
     #[arg(long)]
-    kubeconfig: PathBuf,
-    #[arg(long, default_value_t = 4)]
-    rounds: usize,
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
+    pub(crate) kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub(crate) process: ProcessOptions,
     /// The round's deadline (default: the scrape timeout, as the publisher's default)
     #[arg(long)]
-    round_timeout_ms: Option<u64>,
+    pub(crate) round_timeout_ms: Option<u64>,
     /// Scrape only the first N pods of each round (for the sequential baseline)
     #[arg(long)]
-    subset: Option<usize>,
+    pub(crate) subset: Option<usize>,
+}
+
+impl RoundOptions {
+    /// The `round` command line that parses back into these options.
+    fn command_line(&self) -> Vec<OsString> {
+        let mut line: Vec<OsString> = vec![
+            "round".into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.clone().into(),
+            "--rounds".into(),
+            self.process.rounds.to_string().into(),
+            "--concurrency".into(),
+            self.process.concurrency.to_string().into(),
+            "--timeout-ms".into(),
+            self.process.timeout_ms.to_string().into(),
+        ];
+        if let Some(round_timeout_ms) = self.round_timeout_ms {
+            line.extend([
+                "--round-timeout-ms".into(),
+                round_timeout_ms.to_string().into(),
+            ]);
+        }
+        if let Some(subset) = self.subset {
+            line.extend(["--subset".into(), subset.to_string().into()]);
+        }
+        line
+    }
 }
 
 /// Everything a round needs, built the way `cni-metrics-publisher run --scrape-via direct`
@@ -170,23 +207,23 @@ pub(crate) fn proc_status_kib(field: &str) -> anyhow::Result<u64> {
 }
 
 pub(crate) async fn measure(options: &RoundOptions) -> anyhow::Result<RoundsReport> {
-    let timeout = Duration::from_millis(options.timeout_ms);
+    let ProcessOptions {
+        rounds: round_count,
+        concurrency,
+        timeout_ms,
+    } = options.process;
+    let timeout = Duration::from_millis(timeout_ms);
     let round_timeout = options
         .round_timeout_ms
         .map_or(timeout, Duration::from_millis);
-    let mut publisher = Publisher::start(
-        &options.kubeconfig,
-        options.concurrency,
-        timeout,
-        round_timeout,
-    )
-    .await?;
+    let mut publisher =
+        Publisher::start(&options.kubeconfig, concurrency, timeout, round_timeout).await?;
     let mut rounds = Vec::new();
-    for _ in 0..options.rounds {
+    for _ in 0..round_count {
         rounds.push(publisher.round(options.subset).await);
     }
     Ok(RoundsReport {
-        concurrency: options.concurrency,
+        concurrency,
         subset: options.subset,
         initial_list_s: publisher.initial_list.as_secs_f64(),
         rounds,
@@ -194,17 +231,11 @@ pub(crate) async fn measure(options: &RoundOptions) -> anyhow::Result<RoundsRepo
     })
 }
 
-/// Runs `round` in its own process, so its peak RSS is its own.
-pub(crate) async fn round_process(
-    kubeconfig: &Path,
-    options: &[String],
-) -> anyhow::Result<RoundsReport> {
+/// Runs `round` with `options` in its own process, so its peak RSS is its own.
+pub(crate) async fn round_process(options: &RoundOptions) -> anyhow::Result<RoundsReport> {
+    let line = options.command_line();
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
-    command
-        .arg("round")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(options);
-    let process = format!("the round process {options:?}");
+    command.args(&line);
+    let process = format!("the round process {line:?}");
     Ok(run_for_report(command, process, CHILD_DEADLINE).await?)
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
 
 use crate::fleet::FleetChild;
-use crate::rounds::round_process;
+use crate::rounds::{ProcessOptions, RoundOptions, round_process};
 
 /// The round deadline of the sequential baselines, longer than any of them takes:
 /// concurrency 1 is upstream's way, which has no round deadline, and the baseline must
@@ -20,13 +20,8 @@ pub(crate) struct ScaleOptions {
     /// Measuring processes with all nodes healthy
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Rounds per process; the first one is reported apart (cold caches and allocator)
-    #[arg(long, default_value_t = 4)]
-    rounds: usize,
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    #[arg(long, default_value_t = 5000)]
-    timeout_ms: u64,
+    #[command(flatten)]
+    process: ProcessOptions,
     /// Also measure concurrency 1 on the first N pods (0: off)
     #[arg(long, default_value_t = 0)]
     sequential_subset: usize,
@@ -47,35 +42,29 @@ pub(crate) struct ScaleOptions {
 
 pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
     let mut fleet = FleetChild::start(options.nodes).await?;
-    let kubeconfig = fleet.kubeconfig()?;
-    let common = |rounds: usize, concurrency: usize| {
-        vec![
-            "--rounds".to_owned(),
-            rounds.to_string(),
-            "--concurrency".to_owned(),
-            concurrency.to_string(),
-            "--timeout-ms".to_owned(),
-            options.timeout_ms.to_string(),
-        ]
+    let healthy = RoundOptions {
+        kubeconfig: fleet.kubeconfig()?,
+        process: options.process,
+        round_timeout_ms: None,
+        subset: None,
     };
     let mut runs = Vec::new();
     for _ in 0..options.runs {
-        runs.push(round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?);
+        runs.push(round_process(&healthy).await?);
     }
     // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
-    let sequential_arguments = || {
-        let mut arguments = common(options.sequential_rounds, 1);
-        arguments.extend([
-            "--round-timeout-ms".to_owned(),
-            SEQUENTIAL_ROUND_TIMEOUT_MS.to_string(),
-        ]);
-        if options.sequential_subset > 0 {
-            arguments.extend(["--subset".to_owned(), options.sequential_subset.to_string()]);
-        }
-        arguments
+    let sequential_options = RoundOptions {
+        process: ProcessOptions {
+            rounds: options.sequential_rounds,
+            concurrency: 1,
+            ..options.process
+        },
+        round_timeout_ms: Some(SEQUENTIAL_ROUND_TIMEOUT_MS),
+        subset: (options.sequential_subset > 0).then_some(options.sequential_subset),
+        ..healthy.clone()
     };
     let sequential = if options.sequential_subset > 0 {
-        Some(round_process(&kubeconfig, &sequential_arguments()).await?)
+        Some(round_process(&sequential_options).await?)
     } else {
         None
     };
@@ -83,9 +72,8 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         fleet
             .command(&format!("slow {}", options.latency_ms))
             .await?;
-        let concurrent =
-            round_process(&kubeconfig, &common(options.rounds, options.concurrency)).await?;
-        let sequential = round_process(&kubeconfig, &sequential_arguments()).await?;
+        let concurrent = round_process(&healthy).await?;
+        let sequential = round_process(&sequential_options).await?;
         fleet.command("clear").await?;
         Some(LatencyReport {
             latency_ms: options.latency_ms,
@@ -99,10 +87,13 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         let answer = fleet
             .command(&format!("hang {}", options.hang_every))
             .await?;
-        let run = round_process(
-            &kubeconfig,
-            &common(options.hung_rounds, options.concurrency),
-        )
+        let run = round_process(&RoundOptions {
+            process: ProcessOptions {
+                rounds: options.hung_rounds,
+                ..options.process
+            },
+            ..healthy
+        })
         .await?;
         fleet.command("clear").await?;
         let hung_nodes = answer["hung"]
@@ -118,8 +109,8 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
     fleet.stop().await?;
     Ok(ScaleReport {
         nodes: options.nodes,
-        concurrency: options.concurrency,
-        timeout_s: options.timeout_ms as f64 / 1000.0,
+        concurrency: options.process.concurrency,
+        timeout_s: options.process.timeout_ms as f64 / 1000.0,
         runs,
         sequential,
         latency,
