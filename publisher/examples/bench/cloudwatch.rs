@@ -2,12 +2,11 @@
 //! then a backlog flushed in one go, counting the PutMetricData calls from the emulator's
 //! request recording.
 
-use anyhow::Context;
 use cni_metrics_publisher::cloudwatch::{
     CloudWatchPublisher, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL,
 };
 use cni_metrics_publisher::config::CloudWatchSettings;
-use sandbox::bench_report::{AwsRecording, CloudWatchReport};
+use sandbox::bench_report::CloudWatchReport;
 
 use crate::fleet::FleetChild;
 use crate::rounds::Publisher;
@@ -18,25 +17,18 @@ pub(crate) async fn run(
     backlog_rounds: usize,
 ) -> anyhow::Result<CloudWatchReport> {
     let mut fleet = FleetChild::start(nodes).await?;
-    let endpoint = fleet.ready["aws_endpoint"]
-        .as_str()
-        .context("the fleet did not report its AWS endpoint")?
-        .to_owned();
-    let region = fleet.ready["region"]
-        .as_str()
-        .unwrap_or("us-west-2")
-        .to_owned();
-    let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
-    let sdk_config = sandbox::aws_emulator::sdk_config_for(&endpoint, &region);
+    let mut publisher = Publisher::with_defaults(&fleet.ready.kubeconfig).await?;
+    let sdk_config =
+        sandbox::aws_emulator::sdk_config_for(&fleet.ready.aws_endpoint, &fleet.ready.region);
     let settings = CloudWatchSettings {
-        region,
+        region: fleet.ready.region.clone(),
         namespace: cni_metrics_publisher::CLOUDWATCH_NAMESPACE.to_owned(),
         queue_capacity: 20_000,
         batch_datums: MAX_DATUMS_PER_CALL,
         batch_bytes: MAX_BYTES_PER_CALL,
     };
     let mut cloudwatch = CloudWatchPublisher::new(&sdk_config, &settings);
-    fleet.command("aws-clear").await?;
+    fleet.clear_aws_recording().await?;
 
     // Steady state: each round is flushed at once, as `run` does.
     let mut round_datums = Vec::new();
@@ -47,8 +39,8 @@ pub(crate) async fn run(
         cloudwatch.enqueue(datums);
         round_calls.push(cloudwatch.flush().await?.calls);
     }
-    let steady: AwsRecording = serde_json::from_value(fleet.command("aws").await?)?;
-    fleet.command("aws-clear").await?;
+    let steady = fleet.aws_recording().await?;
+    fleet.clear_aws_recording().await?;
 
     // A backlog: rounds queued while CloudWatch was unreachable, flushed in one go.
     let mut backlog_datums = 0;
@@ -58,7 +50,7 @@ pub(crate) async fn run(
         cloudwatch.enqueue(datums);
     }
     let backlog_report = cloudwatch.flush().await?;
-    let backlog: AwsRecording = serde_json::from_value(fleet.command("aws").await?)?;
+    let backlog = fleet.aws_recording().await?;
     fleet.stop().await?;
     Ok(CloudWatchReport {
         nodes,

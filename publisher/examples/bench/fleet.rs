@@ -1,5 +1,7 @@
 //! The `fleet` process, which serves the simulated fleet to the measuring processes, and
-//! [`FleetChild`], through which a scenario starts and commands it.
+//! [`FleetChild`], through which a scenario starts and commands it. Both ends of the
+//! protocol are here: a [`FleetReady`] line when the sandbox is up, then one
+//! [`FleetCommand`] per stdin line, each answered with one JSON line.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,10 +12,55 @@ use sandbox::bench_report::AwsRecording;
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::fleet::Fault;
 use sandbox::python_tools::{PythonTools, workspace_root};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::CLUSTER_ID;
+
+/// The line the fleet process prints once its sandbox is up.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct FleetReady {
+    pub(crate) kubeconfig: PathBuf,
+    pub(crate) aws_endpoint: String,
+    pub(crate) region: String,
+    pub(crate) nodes: usize,
+}
+
+/// What the fleet process is told to do, one JSON line each.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+enum FleetCommand {
+    /// Hang every `every`-th node: it accepts connections and never answers.
+    Hang { every: usize },
+    /// Make every node answer after `millis`.
+    Slow { millis: u64 },
+    /// Take every node's fault away.
+    Clear,
+    /// One round's worth of churn (see [`churn`]).
+    Churn { round: usize },
+    /// Tell what the AWS emulator recorded.
+    AwsRecording,
+    /// Forget what the AWS emulator recorded.
+    ClearAwsRecording,
+}
+
+/// The answer to `Hang`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Hung {
+    hung: usize,
+}
+
+/// The answer to `Churn`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Churned {
+    live_pods: usize,
+}
+
+/// The answer to the commands that only act.
+#[derive(Debug, Serialize, Deserialize)]
+struct Done {}
 
 pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
     let root = workspace_root();
@@ -33,14 +80,14 @@ pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
     )
     .await
     .context("starting the sandbox")?;
-    let ready = json!({
-        "kubeconfig": sandbox.kubeconfig_path(),
-        "aws_endpoint": sandbox.aws_endpoint(),
-        "region": sandbox.region(),
-        "nodes": sandbox.fleet().len(),
-    });
+    let ready = FleetReady {
+        kubeconfig: sandbox.kubeconfig_path(),
+        aws_endpoint: sandbox.aws_endpoint().to_owned(),
+        region: sandbox.region().to_owned(),
+        nodes: sandbox.fleet().len(),
+    };
     // Rust's stdout is line-buffered, so every answer leaves at its newline.
-    println!("{ready}");
+    println!("{}", serde_json::to_string(&ready)?);
 
     // Tokio's stdin needs a feature the workspace does not enable; a thread reading lines
     // into a channel does the same job.
@@ -55,48 +102,58 @@ pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
     });
     let mut faulted: Vec<usize> = Vec::new();
     while let Some(line) = lines.recv().await {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let answer = match words.as_slice() {
-            ["hang", every] => {
-                let every: usize = every.parse().context("hang takes a number")?;
-                let mut hung = 0;
-                for node in sandbox.fleet().nodes() {
-                    if node.index() % every.max(1) == 0 {
-                        node.set_fault(Fault::Hang);
-                        hung += 1;
-                    }
-                }
-                json!({ "hung": hung })
-            }
-            ["slow", millis] => {
-                let millis: u64 = millis.parse().context("slow takes milliseconds")?;
-                sandbox
-                    .fleet()
-                    .set_fault_all(Fault::Slow(Duration::from_millis(millis)));
-                json!({ "slow_ms": millis })
-            }
-            ["clear"] => {
-                sandbox.fleet().set_fault_all(Fault::None);
-                json!({ "cleared": true })
-            }
-            ["churn", round] => {
-                let round: usize = round.parse().context("churn takes a round number")?;
-                churn(&sandbox, round, &mut faulted)?;
-                json!({ "live_pods": sandbox.fleet().len() })
-            }
-            ["aws"] => serde_json::to_value(aws_recording(&sandbox)?)?,
-            ["aws-clear"] => {
-                if let Some(emulator) = sandbox.emulator() {
-                    emulator.clear_recording()?;
-                }
-                json!({ "cleared": true })
-            }
-            _ => json!({ "error": format!("unknown command {line:?}") }),
+        let answer = match serde_json::from_str(&line) {
+            Ok(command) => obey(&sandbox, command, &mut faulted)?,
+            Err(error) => json!({ "error": format!("unknown command {line:?}: {error}") }),
         };
         println!("{answer}");
     }
     sandbox.shutdown().await;
     Ok(())
+}
+
+/// Carries out `command` and gives its answer.
+fn obey(
+    sandbox: &Sandbox,
+    command: FleetCommand,
+    faulted: &mut Vec<usize>,
+) -> anyhow::Result<Value> {
+    let answer = match command {
+        FleetCommand::Hang { every } => {
+            let mut hung = 0;
+            for node in sandbox.fleet().nodes() {
+                if node.index() % every.max(1) == 0 {
+                    node.set_fault(Fault::Hang);
+                    hung += 1;
+                }
+            }
+            serde_json::to_value(Hung { hung })?
+        }
+        FleetCommand::Slow { millis } => {
+            sandbox
+                .fleet()
+                .set_fault_all(Fault::Slow(Duration::from_millis(millis)));
+            serde_json::to_value(Done {})?
+        }
+        FleetCommand::Clear => {
+            sandbox.fleet().set_fault_all(Fault::None);
+            serde_json::to_value(Done {})?
+        }
+        FleetCommand::Churn { round } => {
+            churn(sandbox, round, faulted)?;
+            serde_json::to_value(Churned {
+                live_pods: sandbox.fleet().len(),
+            })?
+        }
+        FleetCommand::AwsRecording => serde_json::to_value(aws_recording(sandbox)?)?,
+        FleetCommand::ClearAwsRecording => {
+            if let Some(emulator) = sandbox.emulator() {
+                emulator.clear_recording()?;
+            }
+            serde_json::to_value(Done {})?
+        }
+    };
+    Ok(answer)
 }
 
 /// One round's worth of churn, deterministic in the round number: about 1% of the pods
@@ -166,7 +223,7 @@ pub(crate) struct FleetChild {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    pub(crate) ready: Value,
+    pub(crate) ready: FleetReady,
 }
 
 impl FleetChild {
@@ -194,17 +251,44 @@ impl FleetChild {
         })
     }
 
-    pub(crate) fn kubeconfig(&self) -> anyhow::Result<PathBuf> {
-        self.ready["kubeconfig"]
-            .as_str()
-            .map(PathBuf::from)
-            .context("the fleet did not report its kubeconfig")
+    /// Hangs every `every`-th node; returns how many hang.
+    pub(crate) async fn hang(&mut self, every: usize) -> anyhow::Result<usize> {
+        let Hung { hung } = self.command(&FleetCommand::Hang { every }).await?;
+        Ok(hung)
     }
 
-    pub(crate) async fn command(&mut self, command: &str) -> anyhow::Result<Value> {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await?;
+    /// Makes every node answer after `millis`.
+    pub(crate) async fn slow(&mut self, millis: u64) -> anyhow::Result<()> {
+        let Done {} = self.command(&FleetCommand::Slow { millis }).await?;
+        Ok(())
+    }
+
+    /// Takes every node's fault away.
+    pub(crate) async fn clear(&mut self) -> anyhow::Result<()> {
+        let Done {} = self.command(&FleetCommand::Clear).await?;
+        Ok(())
+    }
+
+    /// Churns the fleet for `round`; returns how many pods it runs.
+    pub(crate) async fn churn(&mut self, round: usize) -> anyhow::Result<usize> {
+        let Churned { live_pods } = self.command(&FleetCommand::Churn { round }).await?;
+        Ok(live_pods)
+    }
+
+    /// What the AWS emulator recorded since it was last cleared.
+    pub(crate) async fn aws_recording(&mut self) -> anyhow::Result<AwsRecording> {
+        self.command(&FleetCommand::AwsRecording).await
+    }
+
+    pub(crate) async fn clear_aws_recording(&mut self) -> anyhow::Result<()> {
+        let Done {} = self.command(&FleetCommand::ClearAwsRecording).await?;
+        Ok(())
+    }
+
+    /// Sends `command` and reads its answer, which the fleet process gives as an `A`.
+    async fn command<A: DeserializeOwned>(&mut self, command: &FleetCommand) -> anyhow::Result<A> {
+        let line = serde_json::to_string(command)?;
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
         self.stdin.flush().await?;
         let line = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
             .await
@@ -214,7 +298,8 @@ impl FleetChild {
         if let Some(error) = answer.get("error") {
             bail!("the fleet refused {command:?}: {error}");
         }
-        Ok(answer)
+        serde_json::from_value(answer)
+            .with_context(|| format!("the fleet's answer to {command:?}: {line}"))
     }
 
     /// Closes stdin, which stops the sandbox, and waits for the process; kills it if it

@@ -2,7 +2,6 @@
 //! every node healthy, at concurrency 1, with a modelled node latency and with some nodes
 //! hung.
 
-use anyhow::Context;
 use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
 
 use crate::fleet::FleetChild;
@@ -43,7 +42,7 @@ pub(crate) struct ScaleOptions {
 pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
     let mut fleet = FleetChild::start(options.nodes).await?;
     let healthy = RoundOptions {
-        kubeconfig: fleet.kubeconfig()?,
+        kubeconfig: fleet.ready.kubeconfig.clone(),
         process: options.process,
         round_timeout_ms: None,
         subset: None,
@@ -69,12 +68,10 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         None
     };
     let latency = if options.latency_ms > 0 {
-        fleet
-            .command(&format!("slow {}", options.latency_ms))
-            .await?;
+        fleet.slow(options.latency_ms).await?;
         let concurrent = round_process(&healthy).await?;
         let sequential = round_process(&sequential_options).await?;
-        fleet.command("clear").await?;
+        fleet.clear().await?;
         Some(LatencyReport {
             latency_ms: options.latency_ms,
             run: concurrent,
@@ -84,9 +81,7 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         None
     };
     let hung = if options.hang_every > 0 {
-        let answer = fleet
-            .command(&format!("hang {}", options.hang_every))
-            .await?;
+        let hung_nodes = fleet.hang(options.hang_every).await?;
         let run = round_process(&RoundOptions {
             process: ProcessOptions {
                 rounds: options.hung_rounds,
@@ -95,14 +90,8 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
             ..healthy
         })
         .await?;
-        fleet.command("clear").await?;
-        let hung_nodes = answer["hung"]
-            .as_u64()
-            .context("the fleet did not say how many nodes hang")?;
-        Some(HungReport {
-            hung_nodes: hung_nodes as usize,
-            run,
-        })
+        fleet.clear().await?;
+        Some(HungReport { hung_nodes, run })
     } else {
         None
     };

@@ -15,7 +15,7 @@ pub(crate) async fn run(
     baseline_round: usize,
 ) -> anyhow::Result<SoakReport> {
     let mut fleet = FleetChild::start(nodes).await?;
-    let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
+    let mut publisher = Publisher::with_defaults(&fleet.ready.kubeconfig).await?;
     let started = Instant::now();
     let mut rss_samples = Vec::new();
     let mut baseline_rss_kib = None;
@@ -25,8 +25,7 @@ pub(crate) async fn run(
     let mut parse_errors = 0;
     let mut pods_scraped = 0;
     for round in 1..=rounds {
-        let answer = fleet.command(&format!("churn {round}")).await?;
-        let live_pods = answer["live_pods"].as_u64().unwrap_or(0) as usize;
+        let live_pods = fleet.churn(round).await?;
         let report = publisher.round(None).await;
         scrape_errors += report.scrape_errors;
         parse_errors += report.parse_errors;
