@@ -10,8 +10,11 @@
 //! - [`environment`]: all of the above started together, with an EKS cluster and its IAM
 //!   OIDC provider in the emulator and the fleet's pods and nodes in the API server.
 //! - [`python_tools`]: the project-local virtualenv holding the Python test tools.
+//! - [`bench_report`]: what the benchmark driver reports to `cargo xtask bench`, typed on
+//!   both sides.
 
 pub mod aws_emulator;
+pub mod bench_report;
 pub mod environment;
 pub mod fleet;
 pub mod kube_api;

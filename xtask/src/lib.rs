@@ -11,7 +11,7 @@
 pub mod apply;
 pub mod arn;
 pub mod aws;
-pub mod bench_cmd;
+pub mod bench;
 pub mod cargo_tool;
 pub mod catalog;
 pub mod decide;

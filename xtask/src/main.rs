@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Command::Test(test) => xtask::test_cmd::run(test),
         Command::Demo(demo) => xtask::demo_cmd::demo(demo),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
-        Command::Bench(bench) => xtask::bench_cmd::run(bench),
+        Command::Bench(bench) => xtask::bench::run(bench),
     };
     result.unwrap_or_else(|error| {
         // One line with the whole cause chain: what failed, on what, and what to do.

@@ -1,0 +1,108 @@
+//! The `scale` scenario: rounds at one fleet size in several measuring processes, with
+//! every node healthy, at concurrency 1, with a modelled node latency and with some nodes
+//! hung.
+
+use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
+
+use crate::fleet::FleetChild;
+use crate::rounds::{ProcessOptions, RoundOptions, round_process};
+
+/// The round deadline of the sequential baselines, longer than any of them takes:
+/// concurrency 1 is upstream's way, which has no round deadline, and the baseline must
+/// scrape every pod of its subset.
+const SEQUENTIAL_ROUND_TIMEOUT_MS: u64 = 500_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ScaleOptions {
+    #[arg(long)]
+    nodes: usize,
+    /// Measuring processes with all nodes healthy
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    process: ProcessOptions,
+    /// Also measure concurrency 1 on the first N pods (0: off)
+    #[arg(long, default_value_t = 0)]
+    sequential_subset: usize,
+    /// Rounds of the sequential process (the first is not used)
+    #[arg(long, default_value_t = 2)]
+    sequential_rounds: usize,
+    /// Also measure with every N-th node hung (0: off; 100 = 1%)
+    #[arg(long, default_value_t = 0)]
+    hang_every: usize,
+    /// Rounds of the hung process
+    #[arg(long, default_value_t = 2)]
+    hung_rounds: usize,
+    /// Also measure concurrent and sequential rounds with every node answering after this
+    /// many milliseconds, a modelled network and gather latency (0: off)
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
+    let mut fleet = FleetChild::start(options.nodes).await?;
+    let healthy = RoundOptions {
+        kubeconfig: fleet.ready.kubeconfig.clone(),
+        process: options.process,
+        round_timeout_ms: None,
+        subset: None,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..options.runs {
+        runs.push(round_process(&healthy).await?);
+    }
+    // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
+    let sequential_options = RoundOptions {
+        process: ProcessOptions {
+            rounds: options.sequential_rounds,
+            concurrency: 1,
+            ..options.process
+        },
+        round_timeout_ms: Some(SEQUENTIAL_ROUND_TIMEOUT_MS),
+        subset: (options.sequential_subset > 0).then_some(options.sequential_subset),
+        ..healthy.clone()
+    };
+    let sequential = if options.sequential_subset > 0 {
+        Some(round_process(&sequential_options).await?)
+    } else {
+        None
+    };
+    let latency = if options.latency_ms > 0 {
+        fleet.slow(options.latency_ms).await?;
+        let concurrent = round_process(&healthy).await?;
+        let sequential = round_process(&sequential_options).await?;
+        fleet.clear().await?;
+        Some(LatencyReport {
+            latency_ms: options.latency_ms,
+            run: concurrent,
+            sequential,
+        })
+    } else {
+        None
+    };
+    let hung = if options.hang_every > 0 {
+        let hung_nodes = fleet.hang(options.hang_every).await?;
+        let run = round_process(&RoundOptions {
+            process: ProcessOptions {
+                rounds: options.hung_rounds,
+                ..options.process
+            },
+            ..healthy
+        })
+        .await?;
+        fleet.clear().await?;
+        Some(HungReport { hung_nodes, run })
+    } else {
+        None
+    };
+    fleet.stop().await?;
+    Ok(ScaleReport {
+        nodes: options.nodes,
+        concurrency: options.process.concurrency,
+        timeout_s: options.process.timeout_ms as f64 / 1000.0,
+        runs,
+        sequential,
+        latency,
+        hung,
+    })
+}

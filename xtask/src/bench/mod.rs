@@ -1,0 +1,165 @@
+//! `cargo xtask bench`: the benchmarks of issue 7, run side by side in one invocation so
+//! every ratio compares numbers measured on the same machine at the same time.
+//!
+//! The publisher-side scenarios run in the release-built driver
+//! `publisher/examples/bench/` (one process per measurement where peak RSS matters);
+//! this command builds it, runs it, reads its reports (the types of
+//! [`sandbox::bench_report`], which the driver writes) and turns them into medians,
+//! min/max, ratios and target checks. The deploy scenario runs here, against a sandbox this
+//! command starts and stops, with this very binary as the deployer. The clean debug build
+//! time takes minutes of both cores, so it is measured only with `--clean-build` and
+//! otherwise read from the value recorded in BENCHMARKS.md.
+//!
+//! One module per scenario, each adding its lines, output keys and targets to the `Report`
+//! (`report.rs`); the driver's side has a file of the same name for each scenario it runs.
+
+mod binary_size;
+mod clean_build;
+mod cloudwatch;
+mod deploy;
+mod parser;
+mod report;
+mod scale;
+mod soak;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sandbox::bench_report::run_for_report;
+use sandbox::python_tools::{PythonTools, workspace_root};
+use serde::de::DeserializeOwned;
+
+use crate::cargo_tool::{cargo, target_dir};
+use crate::exit;
+use crate::flags::BenchFlags;
+
+pub use clean_build::recorded_clean_build_seconds;
+pub use report::Summary;
+
+use report::Report;
+
+/// How long one driver process (or one deployer run) may take before it is killed and the
+/// bench fails.
+const DRIVER_DEADLINE: Duration = Duration::from_secs(900);
+
+/// How big each scenario is: the full bench, or a short one.
+struct Sizes {
+    /// (nodes, measuring processes, rounds per process)
+    scale: Vec<(usize, usize, usize)>,
+    sequential_subset: usize,
+    hung_rounds: usize,
+    parser_seconds: f64,
+    parser_runs: usize,
+    soak_nodes: usize,
+    soak_rounds: usize,
+    cloudwatch_nodes: usize,
+    cloudwatch_rounds: usize,
+    cloudwatch_backlog_rounds: usize,
+    deploy_fresh_runs: usize,
+    deploy_noop_runs: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                scale: vec![(100, 2, 3), (1000, 2, 3), (5000, 1, 3)],
+                sequential_subset: 250,
+                hung_rounds: 1,
+                parser_seconds: 0.3,
+                parser_runs: 3,
+                soak_nodes: 100,
+                soak_rounds: 300,
+                cloudwatch_nodes: 50,
+                cloudwatch_rounds: 3,
+                cloudwatch_backlog_rounds: 50,
+                deploy_fresh_runs: 1,
+                deploy_noop_runs: 2,
+            }
+        } else {
+            Sizes {
+                scale: vec![(100, 3, 4), (1000, 3, 4), (5000, 3, 4)],
+                sequential_subset: 500,
+                hung_rounds: 2,
+                parser_seconds: 1.0,
+                parser_runs: 5,
+                soak_nodes: 100,
+                soak_rounds: 2000,
+                cloudwatch_nodes: 100,
+                cloudwatch_rounds: 5,
+                cloudwatch_backlog_rounds: 100,
+                deploy_fresh_runs: 3,
+                deploy_noop_runs: 5,
+            }
+        }
+    }
+}
+
+pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let sizes = Sizes::new(flags.quick);
+    let mut report = Report::default();
+    report.set("quick", flags.quick);
+
+    if !flags.no_build {
+        eprintln!("Building the publisher and the benchmark driver (release)...");
+        build_release(&root)?;
+    }
+    let target_dir = target_dir(&root);
+    let driver = target_dir.join("release/examples/bench");
+    let publisher_binary = target_dir.join("release/cni-metrics-publisher");
+    PythonTools::ensure(&root).context("installing the AWS emulator")?;
+
+    binary_size::run(&publisher_binary, &mut report)?;
+    clean_build::run(&root, flags.clean_build, &mut report)?;
+    let runtime = crate::terminal::runtime()?;
+    runtime.block_on(async {
+        parser::run(&driver, &sizes, &mut report).await?;
+        scale::run(&driver, &sizes, &mut report).await?;
+        cloudwatch::run(&driver, &sizes, &mut report).await?;
+        soak::run(&driver, &sizes, &mut report).await?;
+        deploy::run(&root, &sizes, &mut report).await
+    })?;
+
+    report.print(flags.output, flags.quick);
+    Ok(exit::code(exit::SUCCESS))
+}
+
+fn build_release(root: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new(cargo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "cni-metrics-publisher",
+            "--bin",
+            "cni-metrics-publisher",
+            "--example",
+            "bench",
+        ])
+        .current_dir(root)
+        .status()
+        .context("running cargo build --release")?;
+    if !status.success() {
+        bail!("building the publisher and the benchmark driver failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs the driver with `arguments` and reads the report it prints last.
+async fn driver_report<T: DeserializeOwned>(
+    driver: &Path,
+    arguments: &[String],
+) -> anyhow::Result<T> {
+    let mut command = tokio::process::Command::new(driver);
+    command.args(arguments);
+    let process = format!("the benchmark driver {arguments:?}");
+    Ok(run_for_report(command, process, DRIVER_DEADLINE).await?)
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|text| (*text).to_owned()).collect()
+}
