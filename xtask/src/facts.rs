@@ -10,9 +10,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::arn;
 use crate::aws::{AwsError, missing_as_none};
-use crate::plan::pod_identity;
-use crate::preflight::{self, Check};
 use crate::settings::{IRSA_AUDIENCE, IdentityMode, Settings, issuer_host_path};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
 
 /// Who makes the calls.
 #[derive(Debug, Clone)]
@@ -54,8 +56,19 @@ pub struct KubeConnection {
     /// The API server URL the kubeconfig points at.
     pub url: String,
     /// Whether the caller may apply the objects (only asked of a live cluster).
-    pub permissions: Option<Check>,
+    pub permissions: Option<Permissions>,
 }
+
+/// What the API server said the caller may not do, as `verb resource [in namespace]`.
+#[derive(Debug, Clone)]
+pub enum Permissions {
+    Missing(Vec<String>),
+    /// The reviews could not be asked at all.
+    Unanswered(String),
+}
+
+/// The add-on that serves Pod Identity credentials on the nodes.
+pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
 
 #[derive(Clone)]
 pub struct Facts {
@@ -173,11 +186,9 @@ pub async fn gather(
         ClusterState::Gone | ClusterState::Offline { .. } => None,
     };
     let agent_active = match (&live_issuer, settings.identity) {
-        (Some(_), IdentityMode::PodIdentity | IdentityMode::Auto) => Some(
-            pod_identity::agent_active(&aws_sdk_eks::Client::new(sdk), &settings.cluster)
-                .await
-                .map_err(FactsError::Addon)?,
-        ),
+        (Some(_), IdentityMode::PodIdentity | IdentityMode::Auto) => {
+            Some(agent_active(&aws_sdk_eks::Client::new(sdk), &settings.cluster).await?)
+        }
         (Some(_) | None, IdentityMode::PodIdentity | IdentityMode::Auto | IdentityMode::Irsa) => {
             None
         }
@@ -282,6 +293,73 @@ async fn describe_cluster(
     })
 }
 
+/// Whether the Pod Identity agent add-on is ACTIVE on the cluster.
+async fn agent_active(client: &aws_sdk_eks::Client, cluster: &str) -> Result<bool, FactsError> {
+    let result = client
+        .describe_addon()
+        .cluster_name(cluster)
+        .addon_name(AGENT_ADDON)
+        .send()
+        .await;
+    let addon = missing_as_none(result, |error| error.is_resource_not_found_exception())
+        .map_err(AwsError::call("eks", "DescribeAddon", cluster))
+        .map_err(FactsError::Addon)?
+        .and_then(|output| output.addon);
+    Ok(addon
+        .and_then(|addon| addon.status)
+        .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active))
+}
+
+/// What applying the manifests needs, as (verb, API group, resource, namespace).
+fn needed_permissions(
+    namespace: &str,
+) -> Vec<(&'static str, &'static str, &'static str, Option<String>)> {
+    let ns = || Some(namespace.to_owned());
+    vec![
+        ("patch", "", "serviceaccounts", ns()),
+        ("patch", "rbac.authorization.k8s.io", "clusterroles", None),
+        (
+            "patch",
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            None,
+        ),
+        ("patch", "apps", "deployments", ns()),
+        ("watch", "apps", "deployments", ns()),
+    ]
+}
+
+/// Asks the API server, with SelfSubjectAccessReviews, whether the caller may apply.
+async fn permissions(client: &kube::Client, namespace: &str) -> Permissions {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource, namespace) in needed_permissions(namespace) {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    namespace: namespace.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let what = match &namespace {
+            Some(namespace) => format!("{verb} {resource} in {namespace}"),
+            None => format!("{verb} {resource}"),
+        };
+        match reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
+            Ok(_) => missing.push(what),
+            Err(error) => return Permissions::Unanswered(error.to_string()),
+        }
+    }
+    Permissions::Missing(missing)
+}
+
 /// The Kubernetes client from the kubeconfig chain, the API server URL it talks to, and
 /// (for a live cluster) whether the caller may apply our objects.
 async fn kube_connection(settings: &Settings, live: bool) -> Result<KubeConnection, FactsError> {
@@ -310,7 +388,7 @@ async fn kube_connection(settings: &Settings, live: bool) -> Result<KubeConnecti
     let url = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(|e| error(e.to_string()))?;
     let permissions = if live {
-        Some(preflight::rbac_check(&client, &settings.namespace).await)
+        Some(permissions(&client, &settings.namespace).await)
     } else {
         None
     };

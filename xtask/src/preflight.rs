@@ -3,15 +3,10 @@
 //! `upgrade` and `status` refuse to go on when a check fails; `cargo xtask preflight` prints
 //! the whole list.
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
-use kube::api::{Api, PostParams};
 use serde::Serialize;
 
 use crate::decide::{Identity, Target};
-use crate::facts::{ClusterState, Facts, OidcProviderState};
-use crate::plan::pod_identity::AGENT_ADDON;
+use crate::facts::{AGENT_ADDON, ClusterState, Facts, OidcProviderState, Permissions};
 
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -114,7 +109,7 @@ pub fn check(facts: &Facts, target: &Target) -> Vec<Check> {
             cluster,
             facts.kube_context_explicit,
         ));
-        checks.extend(kube.permissions.clone());
+        checks.extend(kube.permissions.as_ref().map(permissions_check));
         checks.push(security_group_reminder(&target.namespace));
     }
     checks
@@ -170,71 +165,24 @@ fn context_check(
     }
 }
 
-/// What applying the manifests needs, as (verb, API group, resource, namespace).
-fn needed_permissions(
-    namespace: &str,
-) -> Vec<(&'static str, &'static str, &'static str, Option<String>)> {
-    let ns = || Some(namespace.to_owned());
-    vec![
-        ("patch", "", "serviceaccounts", ns()),
-        ("patch", "rbac.authorization.k8s.io", "clusterroles", None),
-        (
-            "patch",
-            "rbac.authorization.k8s.io",
-            "clusterrolebindings",
-            None,
-        ),
-        ("patch", "apps", "deployments", ns()),
-        ("watch", "apps", "deployments", ns()),
-    ]
-}
-
-/// Asks the API server, with SelfSubjectAccessReviews, whether the caller may apply.
-pub async fn rbac_check(client: &kube::Client, namespace: &str) -> Check {
+/// What the permission reviews found, as a check.
+fn permissions_check(permissions: &Permissions) -> Check {
     let name = "Kubernetes permissions";
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let mut missing = Vec::new();
-    for (verb, group, resource, namespace) in needed_permissions(namespace) {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.to_owned()),
-                    group: Some(group.to_owned()),
-                    resource: Some(resource.to_owned()),
-                    namespace: namespace.clone(),
-                    ..ResourceAttributes::default()
-                }),
-                ..SelfSubjectAccessReviewSpec::default()
-            },
-            ..SelfSubjectAccessReview::default()
-        };
-        let what = match &namespace {
-            Some(namespace) => format!("{verb} {resource} in {namespace}"),
-            None => format!("{verb} {resource}"),
-        };
-        match reviews.create(&PostParams::default(), &review).await {
-            Ok(answer) if answer.status.as_ref().is_some_and(|status| status.allowed) => {}
-            Ok(_) => missing.push(what),
-            Err(error) => {
-                return Check::fail(
-                    name,
-                    format!("cannot ask the API server (SelfSubjectAccessReview): {error}"),
-                    "check the kubeconfig's credentials (kubectl auth can-i --list)",
-                );
-            }
-        }
-    }
-    if missing.is_empty() {
-        Check::pass(
+    match permissions {
+        Permissions::Unanswered(error) => Check::fail(
+            name,
+            format!("cannot ask the API server (SelfSubjectAccessReview): {error}"),
+            "check the kubeconfig's credentials (kubectl auth can-i --list)",
+        ),
+        Permissions::Missing(missing) if missing.is_empty() => Check::pass(
             name,
             "the caller may apply the ServiceAccount, RBAC and Deployment and watch the rollout",
-        )
-    } else {
-        Check::fail(
+        ),
+        Permissions::Missing(missing) => Check::fail(
             name,
             format!("the caller may not: {}", missing.join(", ")),
             "use a cluster-admin context, or grant those verbs (kubectl auth can-i patch deployments -n kube-system)",
-        )
+        ),
     }
 }
 

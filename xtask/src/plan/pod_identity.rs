@@ -7,11 +7,8 @@ use aws_sdk_eks::Client;
 
 use super::{Change, ResourceChange, Scope};
 use super::{Convergence, settle};
-use crate::aws::{AwsError, missing_as_none};
+use crate::aws::AwsError;
 use crate::ownership::{self, Ownership};
-
-/// The add-on that serves Pod Identity credentials on the nodes.
-pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
 
 /// Every failure here is a failed EKS call.
 pub type PodIdentityError = AwsError;
@@ -46,22 +43,6 @@ pub enum AssociationStep {
         arn: String,
         tags: std::collections::BTreeMap<String, String>,
     },
-}
-
-/// Whether the Pod Identity agent add-on is ACTIVE on the cluster.
-pub async fn agent_active(client: &Client, cluster: &str) -> Result<bool, PodIdentityError> {
-    let result = client
-        .describe_addon()
-        .cluster_name(cluster)
-        .addon_name(AGENT_ADDON)
-        .send()
-        .await;
-    let addon = missing_as_none(result, |error| error.is_resource_not_found_exception())
-        .map_err(call_error("DescribeAddon", cluster))?
-        .and_then(|output| output.addon);
-    Ok(addon
-        .and_then(|addon| addon.status)
-        .is_some_and(|status| status == aws_sdk_eks::types::AddonStatus::Active))
 }
 
 /// The live association for the service account.
