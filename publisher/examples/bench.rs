@@ -29,7 +29,7 @@ use aws_sdk_cloudwatch::types::MetricDatum;
 use clap::{Parser, Subcommand};
 use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats};
 use cni_metrics_publisher::cloudwatch::{
-    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL,
+    CloudWatchPublisher, DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
 };
 use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
@@ -514,8 +514,8 @@ fn cloudwatch_batches(datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
     let mut batches = Vec::new();
     while !queue.is_empty() {
         let batch = queue.next_batch(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
-        queue.remove_oldest(batch.len());
-        batches.push(batch);
+        queue.remove_before(batch.first_seq + batch.datums.len() as u64);
+        batches.push(batch.datums.iter().map(to_metric_datum).collect());
     }
     batches
 }
@@ -846,7 +846,7 @@ async fn cloudwatch(nodes: usize, rounds: usize, backlog_rounds: usize) -> anyho
         .to_owned();
     let mut publisher = Publisher::with_defaults(&fleet.kubeconfig()?).await?;
     let sdk_config = sandbox::aws_emulator::sdk_config_for(&endpoint, &region);
-    let mut cloudwatch = CloudWatchPublisher::new(
+    let cloudwatch = CloudWatchPublisher::new(
         &sdk_config,
         cni_metrics_publisher::CLOUDWATCH_NAMESPACE,
         20_000,
