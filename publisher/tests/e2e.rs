@@ -965,3 +965,50 @@ async fn a_hung_cloudwatch_never_delays_rounds_and_gets_every_round_afterwards()
         "rounds {widest_gap} s apart: the hang held the round loop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_bounds_the_final_flush_to_a_hung_cloudwatch() {
+    let sandbox = start_sandbox(1).await;
+    let emulator = sandbox.sandbox.emulator().expect("an emulator");
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--scrape-via",
+        "direct",
+        "--shutdown-timeout",
+        "3s",
+    ]));
+    eventually(Duration::from_secs(30), "a first published round", || {
+        !published_rounds(&sandbox).is_empty()
+    })
+    .await;
+    emulator
+        .hang_cloudwatch(Duration::from_secs(300))
+        .await
+        .expect("the hang knob answers");
+    // A few rounds queue up while the upload task waits on the hung call.
+    let rounds_before = publisher.log().matches("round done").count();
+    eventually(
+        Duration::from_secs(30),
+        "three rounds during the hang",
+        || publisher.log().matches("round done").count() >= rounds_before + 3,
+    )
+    .await;
+    let signalled = Instant::now();
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+    // 3 s of flushing plus the rest of shutdown; without the bound the call in flight
+    // would hold it for up to the SDK's 30 s per call.
+    assert!(
+        took < Duration::from_secs(15),
+        "shutdown took {took:?} with --shutdown-timeout 3s"
+    );
+    assert!(
+        publisher.log().contains("did not finish within"),
+        "{}",
+        publisher.log()
+    );
+}
