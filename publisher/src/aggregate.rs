@@ -42,7 +42,9 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use crate::datum::{CLUSTER_DIMENSION, Datum, Dimension, Round, Unit};
+use crate::datum::{
+    CLUSTER_DIMENSION, Datum, Dimension, Round, Unit, UnpublishableValue, cloudwatch_accepts,
+};
 use crate::exposition::{MetricType, ParseError, Samples, Suffix};
 use crate::ipamd_metrics::{Aggregation, IPAMD_METRIC_COUNT, IPAMD_METRICS, index_of_family};
 
@@ -631,51 +633,61 @@ impl Aggregator {
         self.datums(&totals, timestamp)
     }
 
-    /// The datums of a round, in table order.
+    /// The datums of a round, in table order. A value CloudWatch would refuse (a sum that
+    /// overflowed to infinity, or a magnitude out of its range) is not a datum: it goes to
+    /// [`Round::unpublishable`], so that the caller warns and counts instead of the metric
+    /// vanishing silently.
     fn datums(&self, totals: &RoundTotals<'_>, timestamp: SystemTime) -> Round {
         let cluster_dimension = Dimension {
             name: CLUSTER_DIMENSION.to_owned(),
             value: self.options.cluster_id.clone(),
         };
-        let datum = |metric_name: &str, value: f64, unit: Unit, dimensions: Vec<Dimension>| Datum {
-            metric_name: metric_name.to_owned(),
-            value,
-            unit,
-            dimensions,
-            timestamp,
+        let mut round = Round::default();
+        let mut push = |metric_name: &str, value: f64, unit: Unit, dimensions: Vec<Dimension>| {
+            if cloudwatch_accepts(value) {
+                round.datums.push(Datum {
+                    metric_name: metric_name.to_owned(),
+                    value,
+                    unit,
+                    dimensions,
+                    timestamp,
+                });
+            } else {
+                round.unpublishable.push(UnpublishableValue {
+                    metric_name: metric_name.to_owned(),
+                    dimensions,
+                    value,
+                });
+            }
         };
-        let mut datums = Vec::new();
         for (index, definition) in IPAMD_METRICS.iter().enumerate() {
             match definition.aggregation {
                 Aggregation::Latency => {
-                    if let Some(value) = totals.latency.value().filter(|value| value.is_finite()) {
-                        datums.push(datum(
+                    if let Some(value) = totals.latency.value() {
+                        push(
                             definition.metric_name,
                             value,
                             Unit::Milliseconds,
                             vec![cluster_dimension.clone()],
-                        ));
+                        );
                     }
                 }
                 Aggregation::Value => {
-                    let Some(value) = totals.cluster.get(index).filter(|value| value.is_finite())
-                    else {
+                    let Some(value) = totals.cluster.get(index) else {
                         continue;
                     };
-                    datums.push(datum(
+                    push(
                         definition.metric_name,
                         value,
                         Unit::Count,
                         vec![cluster_dimension.clone()],
-                    ));
+                    );
                     if !(definition.capacity && self.options.per_az) {
                         continue;
                     }
                     for (zone, zone_totals) in &totals.zones {
-                        if let Some(value) =
-                            zone_totals.get(index).filter(|value| value.is_finite())
-                        {
-                            datums.push(datum(
+                        if let Some(value) = zone_totals.get(index) {
+                            push(
                                 definition.metric_name,
                                 value,
                                 Unit::Count,
@@ -686,13 +698,13 @@ impl Aggregator {
                                         value: (*zone).to_owned(),
                                     },
                                 ],
-                            ));
+                            );
                         }
                     }
                 }
             }
         }
-        Round { datums }
+        round
     }
 }
 

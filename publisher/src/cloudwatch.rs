@@ -4,17 +4,29 @@
 //! capacity and drops the oldest, counting and logging what it dropped; it never grows
 //! without limit. NaN and infinities are never queued.
 //!
+//! In `run` the uploads happen in their own task ([`CloudWatchPublisher::spawn_uploader`]),
+//! so a CloudWatch that hangs never delays a round: rounds keep queueing with their own
+//! timestamps and the task sends them oldest first once CloudWatch answers.
+//!
+//! A batch CloudWatch refuses as invalid is split in halves and each half sent again, down
+//! to single datums, so that only the datums CloudWatch refuses are lost; each of those is
+//! named in a warning and counted in [`CloudWatchPublisher::rejected_total`].
+//!
 //! The SDK configuration comes from [`crate::edge::aws_config_loader`] (the default chains
 //! and one explicit rustls+ring HTTP client), with the region given explicitly so that IMDS
 //! is never asked for it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::datum::{Datum, Unit};
 use crate::edge::aws_config_loader;
@@ -38,7 +50,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum PublishError {
     #[error(
         "PutMetricData to namespace {namespace} failed after the SDK's retries; {queued} datums \
-         stay queued for the next round: {message}"
+         stay queued and are sent again once CloudWatch answers: {message}"
     )]
     Transient {
         namespace: String,
@@ -65,16 +77,31 @@ pub async fn load_sdk_config(region: &str) -> SdkConfig {
 pub struct FlushReport {
     pub calls: usize,
     pub datums_sent: usize,
-    /// Datums CloudWatch refused as invalid (4xx other than throttling); dropped, since
-    /// resending them would fail the same way.
+    /// Datums CloudWatch refused as invalid (4xx other than throttling) even alone in a
+    /// call; dropped, since resending them would fail the same way.
     pub datums_rejected: usize,
 }
 
-/// The bounded queue and its CloudWatch client.
+/// How CloudWatch answered one call.
+enum CallOutcome {
+    Accepted,
+    /// The request is invalid and would fail again (e.g. a value out of range).
+    Refused(String),
+    /// Throttling, a 5xx, a timeout, no connection: worth sending again later.
+    Failed(String),
+}
+
+/// The bounded queue and its CloudWatch client. Shared (`Arc`) between the rounds, which
+/// queue, and the upload task, which sends.
 pub struct CloudWatchPublisher {
     client: aws_sdk_cloudwatch::Client,
     namespace: String,
-    queue: DatumQueue,
+    queue: Mutex<DatumQueue>,
+    /// Held for a whole flush, so that two flushes never send the same batch.
+    flushing: tokio::sync::Mutex<()>,
+    /// Wakes the upload task when a round queued datums.
+    queued_signal: Notify,
+    rejected_total: AtomicU64,
     batch_datums: usize,
     batch_bytes: usize,
 }
@@ -93,68 +120,217 @@ impl CloudWatchPublisher {
         CloudWatchPublisher {
             client: aws_sdk_cloudwatch::Client::new(sdk_config),
             namespace: namespace.to_owned(),
-            queue: DatumQueue::new(queue_capacity),
+            queue: Mutex::new(DatumQueue::new(queue_capacity)),
+            flushing: tokio::sync::Mutex::new(()),
+            queued_signal: Notify::new(),
+            rejected_total: AtomicU64::new(0),
             batch_datums: batch_datums.clamp(1, MAX_DATUMS_PER_CALL),
             batch_bytes: batch_bytes.clamp(MIN_BATCH_BYTES, MAX_BYTES_PER_CALL),
         }
     }
 
-    /// Queues a round's datums (non-finite values are left out).
-    pub fn enqueue(&mut self, datums: Vec<Datum>) {
-        self.queue.push(datums);
+    /// The queue; a panic while it was held cannot leave it inconsistent (every method
+    /// changes it in one step), so poisoning is ignored.
+    fn queue(&self) -> MutexGuard<'_, DatumQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a round's datums (non-finite values are left out and counted as rejected)
+    /// and wakes the upload task.
+    pub fn enqueue(&self, datums: Vec<Datum>) {
+        let left_out = self.queue().push(datums);
+        self.count_rejected(left_out);
+        self.queued_signal.notify_one();
+    }
+
+    /// Counts `count` more datums that CloudWatch refused or would refuse.
+    fn count_rejected(&self, count: usize) {
+        self.rejected_total
+            .fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// How many datums wait to be sent.
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue().len()
     }
 
     /// How many datums the queue dropped since start because it was full.
     pub fn dropped_total(&self) -> u64 {
-        self.queue.dropped_total
+        self.queue().dropped_total()
     }
 
-    /// Sends what is queued, oldest first, batch by batch. Stops at the first batch that
-    /// fails transiently (after the SDK's retries) and keeps it queued.
-    pub async fn flush(&mut self) -> Result<FlushReport, PublishError> {
+    /// How many datums were left out since start because CloudWatch refused them or would
+    /// refuse their value.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_total.load(Ordering::Relaxed)
+    }
+
+    /// Sends what is queued, oldest first, batch by batch, until the queue is empty. Stops
+    /// at the first call that fails transiently (after the SDK's retries) and keeps what
+    /// was not sent queued. A refused batch is split until only the refused datums are
+    /// left out.
+    pub async fn flush(&self) -> Result<FlushReport, PublishError> {
+        let _flushing = self.flushing.lock().await;
         let mut report = FlushReport::default();
         loop {
-            let metric_data = self.queue.next_batch(self.batch_datums, self.batch_bytes);
-            let batch_len = metric_data.len();
-            if batch_len == 0 {
+            let batch = self.queue().next_batch(self.batch_datums, self.batch_bytes);
+            if batch.datums.is_empty() {
                 return Ok(report);
             }
-            let sent = self
-                .client
-                .put_metric_data()
-                .namespace(&self.namespace)
-                .set_metric_data(Some(metric_data))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => {
-                    self.queue.remove_oldest(batch_len);
-                    report.calls += 1;
-                    report.datums_sent += batch_len;
-                    tracing::debug!(datums = batch_len, namespace = %self.namespace, "PutMetricData sent");
+            let flushed = self.send_splitting(batch, &mut report).await;
+            // Everything before `unsent` was sent or refused; what follows stays queued.
+            // Datums the queue dropped meanwhile (it was full) are not counted twice.
+            let unsent = match flushed {
+                Ok(end) => end,
+                Err((unsent, _)) => unsent,
+            };
+            let queued = {
+                let mut queue = self.queue();
+                queue.remove_before(unsent);
+                queue.len()
+            };
+            if let Err((_, message)) = flushed {
+                return Err(PublishError::Transient {
+                    namespace: self.namespace.clone(),
+                    queued,
+                    message,
+                });
+            }
+        }
+    }
+
+    /// Sends `batch`; when CloudWatch refuses it as invalid, sends its halves in order,
+    /// down to single datums, which are then dropped with a warning each. Returns the
+    /// sequence number after the batch, or, when a call fails transiently, the sequence
+    /// number of the first datum not yet sent and the error.
+    async fn send_splitting(
+        &self,
+        batch: Batch,
+        report: &mut FlushReport,
+    ) -> Result<u64, (u64, String)> {
+        let end = batch.first_seq + batch.datums.len() as u64;
+        // Parts still to send, the next one last: sent oldest first.
+        let mut pending = vec![batch];
+        while let Some(part) = pending.pop() {
+            report.calls += 1;
+            match self.put(&part.datums).await {
+                CallOutcome::Accepted => {
+                    report.datums_sent += part.datums.len();
+                    tracing::debug!(datums = part.datums.len(), namespace = %self.namespace, "PutMetricData sent");
                 }
-                Err(error) if is_permanent(&error) => {
-                    self.queue.remove_oldest(batch_len);
-                    report.calls += 1;
-                    report.datums_rejected += batch_len;
-                    tracing::warn!(
-                        datums = batch_len,
-                        "CloudWatch refused a batch, dropping it: {}",
-                        DisplayErrorContext(&error)
+                CallOutcome::Refused(message) if part.datums.len() == 1 => {
+                    report.datums_rejected += 1;
+                    self.count_rejected(1);
+                    for datum in &part.datums {
+                        tracing::warn!(
+                            metric = %datum.metric_name,
+                            dimensions = ?datum.dimensions,
+                            value = datum.value,
+                            "CloudWatch refused this datum; dropping it: {message}"
+                        );
+                    }
+                }
+                CallOutcome::Refused(message) => {
+                    tracing::info!(
+                        datums = part.datums.len(),
+                        "CloudWatch refused a batch; sending its halves to find the invalid \
+                         datums: {message}"
                     );
+                    let (first, second) = part.split();
+                    pending.push(second);
+                    pending.push(first);
                 }
-                Err(error) => {
-                    return Err(PublishError::Transient {
-                        namespace: self.namespace.clone(),
-                        queued: self.queue.len(),
-                        message: DisplayErrorContext(&error).to_string(),
-                    });
+                CallOutcome::Failed(message) => return Err((part.first_seq, message)),
+            }
+        }
+        Ok(end)
+    }
+
+    /// One PutMetricData call.
+    async fn put(&self, datums: &[Datum]) -> CallOutcome {
+        let sent = self
+            .client
+            .put_metric_data()
+            .namespace(&self.namespace)
+            .set_metric_data(Some(datums.iter().map(to_metric_datum).collect()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => CallOutcome::Accepted,
+            Err(error) if is_permanent(&error) => {
+                CallOutcome::Refused(DisplayErrorContext(&error).to_string())
+            }
+            Err(error) => CallOutcome::Failed(DisplayErrorContext(&error).to_string()),
+        }
+    }
+
+    /// Starts the upload task: it flushes whenever a round queued datums, and keeps what a
+    /// failing CloudWatch did not take for its next attempt (woken by the next round).
+    /// Once `stop` turns true it flushes one last time and ends; the caller bounds that
+    /// with the shutdown timeout (see [`CloudWatchPublisher::stop_uploader`]).
+    pub fn spawn_uploader(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let publisher = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                // Read before flushing: a stop that arrives during the flush is seen at the
+                // wait below, and is followed by one more flush.
+                let stopping = *stop.borrow_and_update();
+                match publisher.flush().await {
+                    Ok(report) => tracing::debug!(
+                        calls = report.calls,
+                        datums = report.datums_sent,
+                        rejected = report.datums_rejected,
+                        "published to CloudWatch"
+                    ),
+                    Err(error) => tracing::warn!("{error}"),
                 }
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    () = publisher.queued_signal.notified() => {}
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            // The stop sender is gone, so no stop can come: flush once more
+                            // and end rather than wake without end.
+                            if let Err(error) = publisher.flush().await {
+                                tracing::warn!("{error}");
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stops the upload task started with `stop_sender`'s receiver: it sends what is
+    /// queued, the batch in flight included (never twice: the same task sends it), within
+    /// `timeout`; what is left then is dropped with a warning.
+    pub async fn stop_uploader(
+        &self,
+        stop_sender: &watch::Sender<bool>,
+        mut task: JoinHandle<()>,
+        timeout: Duration,
+    ) {
+        stop_sender.send_replace(true);
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(())) => {
+                let queued = self.queued();
+                if queued == 0 {
+                    tracing::info!("flushed the CloudWatch queue");
+                } else {
+                    tracing::warn!(queued, "the final flush failed; dropping what is left");
+                }
+            }
+            Ok(Err(error)) => tracing::warn!("the CloudWatch upload task failed: {error}"),
+            Err(_) => {
+                // Aborting drops the call in flight; it is never sent again.
+                task.abort();
+                tracing::warn!(
+                    queued = self.queued(),
+                    "the final flush did not finish within {timeout:?}; dropping what is left"
+                );
             }
         }
     }
@@ -230,18 +406,43 @@ pub fn estimated_datum_bytes(datum: &Datum) -> usize {
             .sum::<usize>()
 }
 
-/// Datums waiting for CloudWatch, oldest first, never more than `capacity`.
+/// Datums waiting for CloudWatch, oldest first, never more than `capacity`. Every datum
+/// has a sequence number, so that a flush can remove exactly what it sent even when the
+/// queue dropped its oldest datums meanwhile.
 #[derive(Debug)]
 pub struct DatumQueue {
     datums: VecDeque<Datum>,
+    /// The sequence number of `datums[0]`.
+    front_seq: u64,
     capacity: usize,
     dropped_total: u64,
+}
+
+/// The datums of one call, cloned from the queue, and the sequence number of the first.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub first_seq: u64,
+    pub datums: Vec<Datum>,
+}
+
+impl Batch {
+    /// The first half and the rest (a batch of one gives one and none).
+    fn split(mut self) -> (Batch, Batch) {
+        let half = self.datums.len().div_ceil(2);
+        let rest = self.datums.split_off(half);
+        let second = Batch {
+            first_seq: self.first_seq + half as u64,
+            datums: rest,
+        };
+        (self, second)
+    }
 }
 
 impl DatumQueue {
     pub fn new(capacity: usize) -> Self {
         DatumQueue {
             datums: VecDeque::new(),
+            front_seq: 0,
             capacity: capacity.max(1),
             dropped_total: 0,
         }
@@ -260,7 +461,8 @@ impl DatumQueue {
     }
 
     /// Appends datums, leaving out non-finite values, and drops the oldest beyond capacity.
-    pub fn push(&mut self, datums: Vec<Datum>) {
+    /// Returns how many were left out as non-finite.
+    pub fn push(&mut self, datums: Vec<Datum>) -> usize {
         let mut non_finite = 0_usize;
         for datum in datums {
             if datum.value.is_finite() {
@@ -278,6 +480,7 @@ impl DatumQueue {
         let excess = self.datums.len().saturating_sub(self.capacity);
         if excess > 0 {
             self.datums.drain(..excess);
+            self.front_seq += excess as u64;
             self.dropped_total += excess as u64;
             tracing::warn!(
                 dropped = excess,
@@ -286,6 +489,7 @@ impl DatumQueue {
                 "the CloudWatch queue is full; dropped the oldest datums"
             );
         }
+        non_finite
     }
 
     /// How many datums from the front fit in one call of at most `max_datums` datums and
@@ -307,21 +511,23 @@ impl DatumQueue {
         count
     }
 
-    /// The next call's datums as the SDK takes them: the [`DatumQueue::next_batch_len`]
-    /// oldest. They stay queued until [`DatumQueue::remove_oldest`] removes them, once
-    /// CloudWatch has answered.
-    pub fn next_batch(&self, max_datums: usize, max_bytes: usize) -> Vec<MetricDatum> {
+    /// The next call's datums: the [`DatumQueue::next_batch_len`] oldest. They stay queued
+    /// until [`DatumQueue::remove_before`] removes them, once CloudWatch has answered.
+    pub fn next_batch(&self, max_datums: usize, max_bytes: usize) -> Batch {
         let batch_len = self.next_batch_len(max_datums, max_bytes);
-        self.datums
-            .iter()
-            .take(batch_len)
-            .map(to_metric_datum)
-            .collect()
+        Batch {
+            first_seq: self.front_seq,
+            datums: self.datums.iter().take(batch_len).cloned().collect(),
+        }
     }
 
-    /// Removes the `count` oldest datums (all of them when fewer are queued).
-    pub fn remove_oldest(&mut self, count: usize) {
-        self.datums.drain(..count.min(self.datums.len()));
+    /// Removes the datums whose sequence number is below `seq` (those still queued).
+    pub fn remove_before(&mut self, seq: u64) {
+        let count = usize::try_from(seq.saturating_sub(self.front_seq))
+            .unwrap_or(usize::MAX)
+            .min(self.datums.len());
+        self.datums.drain(..count);
+        self.front_seq += count as u64;
     }
 }
 
@@ -374,13 +580,13 @@ mod tests {
         while !queue.is_empty() {
             let batch = queue.next_batch(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
             assert_eq!(queue.len(), 2500 - sizes.iter().sum::<usize>());
-            first_names.push(batch[0].metric_name().unwrap_or_default().to_owned());
-            sizes.push(batch.len());
-            queue.remove_oldest(batch.len());
+            first_names.push(batch.datums[0].metric_name.clone());
+            sizes.push(batch.datums.len());
+            queue.remove_before(batch.first_seq + batch.datums.len() as u64);
         }
         assert_eq!(sizes, [1000, 1000, 500]);
         assert_eq!(first_names, ["m0", "m1000", "m2000"]);
-        queue.remove_oldest(10);
+        queue.remove_before(u64::MAX);
         assert!(queue.is_empty());
     }
 
@@ -428,14 +634,56 @@ mod tests {
     }
 
     #[test]
+    fn a_sent_batch_is_removed_exactly_even_when_the_queue_dropped_meanwhile() {
+        let mut queue = DatumQueue::new(4);
+        queue.push(vec![
+            datum("a", 1.0, 1),
+            datum("b", 2.0, 1),
+            datum("c", 3.0, 1),
+        ]);
+        let batch = queue.next_batch(2, MAX_BYTES_PER_CALL);
+        assert_eq!(batch.first_seq, 0);
+        // While a and b are in flight, two more rounds arrive and the full queue drops a
+        // and b.
+        queue.push(vec![
+            datum("d", 4.0, 1),
+            datum("e", 5.0, 1),
+            datum("f", 6.0, 1),
+        ]);
+        queue.remove_before(batch.first_seq + batch.datums.len() as u64);
+        let names: Vec<&str> = queue
+            .datums
+            .iter()
+            .map(|d| d.metric_name.as_str())
+            .collect();
+        assert_eq!(names, ["c", "d", "e", "f"]);
+        assert_eq!(queue.dropped_total(), 2);
+    }
+
+    #[test]
+    fn a_split_batch_keeps_order_and_sequence_numbers() {
+        let batch = Batch {
+            first_seq: 10,
+            datums: (0..5)
+                .map(|index| datum(&format!("m{index}"), 1.0, 1))
+                .collect(),
+        };
+        let (first, second) = batch.split();
+        assert_eq!((first.first_seq, first.datums.len()), (10, 3));
+        assert_eq!((second.first_seq, second.datums.len()), (13, 2));
+        assert_eq!(second.datums[0].metric_name, "m3");
+    }
+
+    #[test]
     fn non_finite_values_are_never_queued() {
         let mut queue = DatumQueue::new(10);
-        queue.push(vec![
+        let left_out = queue.push(vec![
             datum("nan", f64::NAN, 1),
             datum("inf", f64::INFINITY, 1),
             datum("neg", f64::NEG_INFINITY, 1),
             datum("ok", 0.0, 1),
         ]);
+        assert_eq!(left_out, 3);
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.next_batch_len(1000, MAX_BYTES_PER_CALL), 1);
     }

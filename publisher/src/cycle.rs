@@ -2,12 +2,14 @@
 //!
 //! A round: take the aws-node pods from the watch cache, scrape them concurrently, parse
 //! each body and fold it into cluster values, add the self-metrics `podsScraped` and
-//! `scrapeErrors`, then queue for CloudWatch and flush, and refresh `/metrics`. Every datum
-//! of a round carries the round's start time.
+//! `scrapeErrors`, then queue for CloudWatch, and refresh `/metrics`. Every datum of a round
+//! carries the round's start time. A value CloudWatch would refuse is left out of the round
+//! with a warning naming it, and counted.
 //!
 //! - [`run`]: a round every interval until shutdown (SIGTERM/SIGINT); with leader election
-//!   only while leading. On shutdown the round in flight is abandoned, what is queued is
-//!   flushed within the shutdown timeout, and the Lease is released.
+//!   only while leading. Uploads run in their own task, so a slow CloudWatch never delays a
+//!   round. On shutdown the round in flight is abandoned, what is queued is flushed within
+//!   the shutdown timeout, and the Lease is released.
 //! - [`once`]: one round; published, or returned for printing with `--dry-run`.
 
 use std::future::Future;
@@ -100,6 +102,7 @@ impl RoundRunner {
             round.fold(position, parsed);
         }
         let (round, stats) = round.finish_with_self_metrics(timestamp);
+        round.warn_unpublishable();
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
         }
@@ -199,12 +202,13 @@ pub async fn once(settings: &Settings, dry_run: bool) -> Result<Rounds, CycleErr
     let (mut runner, _client) = round_runner(settings).await?;
     runner.wait_until_ready(ONCE_DISCOVERY_WAIT).await?;
     let round = runner.round().await;
-    if !dry_run && let Some(mut publisher) = cloudwatch_publisher(settings).await {
+    if !dry_run && let Some(publisher) = cloudwatch_publisher(settings).await {
         publisher.enqueue(round.datums.clone());
         let report = publisher.flush().await?;
         tracing::info!(
             calls = report.calls,
             datums = report.datums_sent,
+            rejected = report.datums_rejected,
             "published to CloudWatch"
         );
     }
@@ -225,13 +229,19 @@ pub async fn run(
         None => None,
     };
     let (runner, client) = round_runner(settings).await?;
+    let publisher = cloudwatch_publisher(settings).await.map(Arc::new);
+    let (stop_uploader, stop_receiver) = watch::channel(false);
+    let uploader = publisher
+        .as_ref()
+        .map(|publisher| publisher.spawn_uploader(stop_receiver));
     let mut rounds = RoundLoop {
         runner,
-        publisher: cloudwatch_publisher(settings).await,
+        publisher,
         serve_state,
         status: PublisherStatus::default(),
         was_leader: false,
         last_round: Vec::new(),
+        unpublishable_total: 0,
     };
     let mut election = Election::start(settings.leader.as_ref(), &client);
 
@@ -253,8 +263,10 @@ pub async fn run(
     }
 
     rounds.serve_state.set_ready(false);
-    if let Some(publisher) = rounds.publisher.as_mut() {
-        flush_before_exit(publisher, settings.shutdown_timeout).await;
+    if let (Some(publisher), Some(uploader)) = (rounds.publisher.as_ref(), uploader) {
+        publisher
+            .stop_uploader(&stop_uploader, uploader, settings.shutdown_timeout)
+            .await;
     }
     election.stop().await;
     drop(server);
@@ -325,12 +337,15 @@ enum AfterRound {
 /// What `run` keeps from round to round.
 struct RoundLoop {
     runner: RoundRunner,
-    publisher: Option<CloudWatchPublisher>,
+    /// Shared with the upload task, which sends what the rounds queue.
+    publisher: Option<Arc<CloudWatchPublisher>>,
     serve_state: Arc<ServeState>,
     status: PublisherStatus,
     was_leader: bool,
     /// What `/metrics` serves: the datums of the last round this replica led.
     last_round: Vec<Datum>,
+    /// Values the aggregator left out because CloudWatch would refuse them.
+    unpublishable_total: u64,
 }
 
 impl RoundLoop {
@@ -375,7 +390,8 @@ impl RoundLoop {
         }
     }
 
-    /// One round as the leader: scrape, aggregate, publish, then serve the result.
+    /// One round as the leader: scrape, aggregate, queue for the upload task (never waiting
+    /// for CloudWatch), then serve the result.
     async fn lead_round<F: Future<Output = ()>>(
         &mut self,
         leadership: &watch::Receiver<LeadershipState>,
@@ -394,20 +410,9 @@ impl RoundLoop {
             tracing::warn!("lost leadership during the round; not publishing it");
             return AfterRound::Continue;
         }
-        if let Some(publisher) = self.publisher.as_mut() {
+        self.unpublishable_total += round.unpublishable.len() as u64;
+        if let Some(publisher) = self.publisher.as_ref() {
             publisher.enqueue(round.datums.clone());
-            let flushed = tokio::select! {
-                flushed = publisher.flush() => flushed,
-                () = &mut shutdown => return AfterRound::ShutDown,
-            };
-            match flushed {
-                Ok(report) => tracing::debug!(
-                    calls = report.calls,
-                    datums = report.datums_sent,
-                    "published to CloudWatch"
-                ),
-                Err(error) => tracing::warn!("{error}"),
-            }
         }
         self.serve_led_round(started, round);
         AfterRound::Continue
@@ -422,9 +427,11 @@ impl RoundLoop {
             .map_or(0.0, |datum| unix_seconds(datum.timestamp));
         self.status.rounds_total += 1;
         self.status.is_leader = true;
+        self.status.cloudwatch_rejected_datums_total = self.unpublishable_total;
         if let Some(publisher) = self.publisher.as_ref() {
             self.status.cloudwatch_queued_datums = publisher.queued();
             self.status.cloudwatch_dropped_datums_total = publisher.dropped_total();
+            self.status.cloudwatch_rejected_datums_total += publisher.rejected_total();
         }
         self.last_round = round.datums;
         self.serve_state.publish(&self.last_round, &self.status);
@@ -442,23 +449,6 @@ impl RoundLoop {
             self.serve_state.publish(&self.last_round, &self.status);
         }
         self.serve_state.set_ready(state.healthy);
-    }
-}
-
-/// Sends what is still queued for CloudWatch, within `timeout`; what is left then is dropped.
-async fn flush_before_exit(publisher: &mut CloudWatchPublisher, timeout: Duration) {
-    if publisher.queued() == 0 {
-        return;
-    }
-    match tokio::time::timeout(timeout, publisher.flush()).await {
-        Ok(Ok(report)) => {
-            tracing::info!(datums = report.datums_sent, "flushed the CloudWatch queue")
-        }
-        Ok(Err(error)) => tracing::warn!("final flush failed: {error}"),
-        Err(_) => tracing::warn!(
-            queued = publisher.queued(),
-            "the final flush did not finish within {timeout:?}; dropping what is left"
-        ),
     }
 }
 

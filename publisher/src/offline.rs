@@ -80,7 +80,9 @@ pub fn aggregate_rounds_with_stats(
         for (position, file) in pod_files.iter().enumerate() {
             round.add(position, pod_scrape(file));
         }
-        results.push(round.finish_with_self_metrics(SystemTime::now()));
+        let (round, stats) = round.finish_with_self_metrics(SystemTime::now());
+        round.warn_unpublishable();
+        results.push((round, stats));
     }
     Ok(results)
 }

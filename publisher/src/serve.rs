@@ -47,6 +47,8 @@ pub struct PublisherStatus {
     pub rounds_total: u64,
     pub cloudwatch_queued_datums: usize,
     pub cloudwatch_dropped_datums_total: u64,
+    /// Datums left out because CloudWatch refused them or would refuse their value.
+    pub cloudwatch_rejected_datums_total: u64,
     pub is_leader: bool,
 }
 
@@ -221,7 +223,7 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
             let _ = writeln!(out, " {}", datum.value);
         }
     }
-    let own: [(&str, &str, &str, f64); 6] = [
+    let own: [(&str, &str, &str, f64); 7] = [
         (
             "cni_metrics_publisher_round_duration_seconds",
             "gauge",
@@ -251,6 +253,12 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
             "counter",
             "Datums dropped because the CloudWatch queue was full.",
             status.cloudwatch_dropped_datums_total as f64,
+        ),
+        (
+            "cni_metrics_publisher_cloudwatch_rejected_datums_total",
+            "counter",
+            "Datums left out because CloudWatch refused them or would refuse their value.",
+            status.cloudwatch_rejected_datums_total as f64,
         ),
         (
             "cni_metrics_publisher_leader",

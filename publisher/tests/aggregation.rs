@@ -864,3 +864,39 @@ fn an_unfinished_round_prunes_nothing_and_the_next_round_goes_on() {
     assert_eq!(stats.pods_scraped, 2);
     assert_eq!(value_of(&round, "addReqCount"), Some(2.0 + 4.0));
 }
+
+#[test]
+fn values_cloudwatch_refuses_are_left_out_and_reported_not_silently_dropped() {
+    let mut aggregator = aggregator();
+    // Two finite gauges whose sum overflows to infinity, one beyond CloudWatch's range,
+    // one too small, and one ordinary value.
+    let a = format!(
+        "{}{}{}{}",
+        gauge("awscni_assigned_ip_addresses", "1.7e308"),
+        gauge("awscni_total_ip_addresses", "1e200"),
+        gauge("awscni_ip_max", "1e-200"),
+        gauge("awscni_eni_max", "4"),
+    );
+    let b = gauge("awscni_assigned_ip_addresses", "1.7e308");
+    let (round, _) = aggregator.round(&[pod("a", &a), pod("b", &b)], at(0));
+    assert_eq!(values(&round), [("eniMaxAvailable", 4.0)]);
+    let unpublishable: Vec<(&str, f64)> = round
+        .unpublishable
+        .iter()
+        .map(|value| (value.metric_name.as_str(), value.value))
+        .collect();
+    assert_eq!(
+        unpublishable,
+        [
+            ("assignIPAddresses", f64::INFINITY),
+            ("totalIPAddresses", 1e200),
+            ("maxIPAddresses", 1e-200),
+        ]
+    );
+    assert!(
+        round
+            .unpublishable
+            .iter()
+            .all(|value| value.dimensions.len() == 1 && value.dimensions[0].name == "CLUSTER_ID")
+    );
+}

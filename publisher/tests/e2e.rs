@@ -375,7 +375,7 @@ async fn once_dry_run_and_aggregate_print_the_same_datums_for_the_same_scrapes()
                 .1
                 .into_bytes(),
             Fault::Http500 => vec![0xff, 0xfe],
-            other @ (Fault::Slow(_) | Fault::Hang | Fault::Oversized(_)) => {
+            other @ (Fault::Slow(_) | Fault::Hang | Fault::Oversized(_) | Fault::ExtremeValues) => {
                 panic!("this test sets no {other:?} fault")
             }
         };
@@ -724,5 +724,291 @@ async fn sigterm_abandons_a_round_stuck_on_a_hung_node() {
     assert!(
         sandbox.put_metric_data().is_empty(),
         "an abandoned round was published"
+    );
+}
+
+/// The names of the datums of each published round, keyed by the round's timestamp.
+fn published_rounds(sandbox: &TestSandbox) -> BTreeMap<String, Vec<String>> {
+    let mut rounds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for datum in published_datums(&sandbox.put_metric_data()) {
+        rounds.entry(datum.timestamp).or_default().push(datum.name);
+    }
+    rounds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_cloudwatch_refuses_cost_only_their_own_datums() {
+    let sandbox = start_sandbox(1).await;
+    // The names a round of this one-node cluster publishes when nothing is wrong.
+    let dry_run = sandbox
+        .publisher(&["once", "--dry-run", "--scrape-via", "direct"])
+        .output()
+        .await
+        .expect("the dry run runs");
+    assert!(dry_run.status.success(), "{dry_run:?}");
+    let healthy: BTreeSet<String> = serde_json::from_slice::<Value>(&dry_run.stdout)
+        .expect("the dry run prints JSON")["rounds"][0]["datums"]
+        .as_array()
+        .expect("datums")
+        .iter()
+        .map(|datum| datum["MetricName"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for name in ["assignIPAddresses", "totalIPAddresses", "podsScraped"] {
+        assert!(healthy.contains(name), "{name} missing: {healthy:?}");
+    }
+
+    // The only pod now exposes 1e+200 and 1e-200 for the two gauges: CloudWatch refuses
+    // both sums.
+    sandbox.fault(&[(0, Fault::ExtremeValues)]);
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrape-via",
+        "direct",
+    ]));
+    let line = publisher
+        .wait_for_log("serving /metrics", Duration::from_secs(20))
+        .await;
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .expect("the log line names the address")
+        .to_owned();
+    eventually(Duration::from_secs(30), "two published rounds", || {
+        published_rounds(&sandbox).len() >= 2
+    })
+    .await;
+    let (status, metrics) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("cni_metrics_publisher_cloudwatch_rejected_datums_total ")
+        })
+        .unwrap_or_else(|| panic!("no rejected counter:\n{metrics}"))
+        .parse()
+        .expect("the counter is a number");
+    let rounds_total: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cni_metrics_publisher_rounds_total "))
+        .expect("the rounds counter")
+        .parse()
+        .expect("a number");
+    assert_eq!(rejected, 2.0 * rounds_total, "{metrics}");
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+
+    let expected: BTreeSet<String> = healthy
+        .iter()
+        .filter(|name| !matches!(name.as_str(), "assignIPAddresses" | "totalIPAddresses"))
+        .cloned()
+        .collect();
+    for (timestamp, names) in published_rounds(&sandbox) {
+        let published: BTreeSet<String> = names.iter().cloned().collect();
+        assert_eq!(
+            published.len(),
+            names.len(),
+            "a datum was sent twice at {timestamp}"
+        );
+        // Later rounds may add the latency, which needs two rounds of counters.
+        assert!(
+            expected.is_subset(&published),
+            "the round at {timestamp} lost {:?}",
+            expected.difference(&published).collect::<Vec<_>>()
+        );
+        assert!(
+            !published.contains("assignIPAddresses") && !published.contains("totalIPAddresses"),
+            "an out-of-range value was sent at {timestamp}"
+        );
+    }
+    let log = publisher.log();
+    for name in ["assignIPAddresses", "totalIPAddresses"] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains("left this value out") && line.contains(name)),
+            "no warning names {name}:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_batch_is_split_so_only_the_invalid_datums_are_lost() {
+    use cni_metrics_publisher::cloudwatch::CloudWatchPublisher;
+    use cni_metrics_publisher::datum::{Datum, Dimension, Unit};
+
+    let sandbox = start_sandbox(1).await;
+    let emulator = sandbox.sandbox.emulator().expect("an emulator");
+    let publisher = CloudWatchPublisher::new(
+        &emulator.sdk_config(sandbox.sandbox.region()),
+        "Kubernetes",
+        20_000,
+        1000,
+        1_000_000,
+    );
+    // 1000 datums in one batch; two of them (not neighbours) hold values CloudWatch
+    // refuses. The queue itself only leaves out NaN and infinities, so these reach
+    // CloudWatch, as a value the range check missed would.
+    let timestamp = std::time::SystemTime::now();
+    let datums: Vec<Datum> = (0..1000)
+        .map(|index| Datum {
+            metric_name: format!("m{index}"),
+            value: match index {
+                137 => 1e200,
+                802 => 1e-200,
+                _ => index as f64,
+            },
+            unit: Unit::Count,
+            dimensions: vec![Dimension {
+                name: "CLUSTER_ID".to_owned(),
+                value: CLUSTER_ID.to_owned(),
+            }],
+            timestamp,
+        })
+        .collect();
+    publisher.enqueue(datums);
+    let report = publisher.flush().await.expect("the flush completes");
+    assert_eq!(report.datums_sent, 998, "{report:?}");
+    assert_eq!(report.datums_rejected, 2, "{report:?}");
+    assert_eq!(publisher.rejected_total(), 2);
+    assert_eq!(publisher.queued(), 0);
+    // Bisection: two refused datums in 1000 cost about 2 * 2 * log2(1000) calls.
+    assert!(report.calls <= 50, "{report:?}");
+
+    let stored: Vec<String> = published_datums(&sandbox.put_metric_data())
+        .into_iter()
+        .map(|datum| datum.name)
+        .collect();
+    let unique: BTreeSet<&str> = stored.iter().map(String::as_str).collect();
+    assert_eq!(unique.len(), stored.len(), "a datum was stored twice");
+    let expected: BTreeSet<String> = (0..1000)
+        .filter(|index| !matches!(index, 137 | 802))
+        .map(|index| format!("m{index}"))
+        .collect();
+    assert_eq!(
+        unique,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_cloudwatch_never_delays_rounds_and_gets_every_round_afterwards() {
+    const HANG: Duration = Duration::from_secs(30);
+    let sandbox = start_sandbox(3).await;
+    let emulator = sandbox.sandbox.emulator().expect("an emulator");
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--scrape-via",
+        "direct",
+    ]));
+    eventually(Duration::from_secs(30), "a first published round", || {
+        !published_rounds(&sandbox).is_empty()
+    })
+    .await;
+    let rounds_before = publisher.log().matches("round done").count();
+    emulator
+        .hang_cloudwatch(HANG)
+        .await
+        .expect("the hang knob answers");
+    let hang_started = Instant::now();
+    tokio::time::sleep(HANG).await;
+    let rounds_during = publisher.log().matches("round done").count() - rounds_before;
+    // 30 rounds are due at 1 s; a loaded machine may lose some, a held round loop would
+    // manage about one per 30 s call.
+    assert!(
+        rounds_during >= 20,
+        "only {rounds_during} rounds during a {HANG:?} CloudWatch hang:\n{}",
+        publisher.log()
+    );
+    let rounds_by_now = publisher.log().matches("round done").count();
+    // Once CloudWatch answers, every round done so far arrives, each with its own
+    // timestamp. The SDK's attempt timeout is 10 s, so the held call gives up by then.
+    eventually(
+        Duration::from_secs(45),
+        "every round to be published after the hang",
+        || published_rounds(&sandbox).len() >= rounds_by_now,
+    )
+    .await;
+    eprintln!(
+        "{rounds_during} rounds during the hang; caught up {:?} after it began",
+        hang_started.elapsed()
+    );
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+
+    let rounds = published_rounds(&sandbox);
+    let mut timestamps: Vec<f64> = Vec::new();
+    for (timestamp, names) in &rounds {
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "the round at {timestamp} was sent twice"
+        );
+        assert!(names.iter().any(|name| name == "podsScraped"), "{names:?}");
+        timestamps.push(timestamp.parse().expect("timestamps are epoch seconds"));
+    }
+    timestamps.sort_by(f64::total_cmp);
+    // The rounds kept their cadence: no gap near the hang's length between two rounds.
+    let widest_gap = timestamps
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .fold(0.0, f64::max);
+    assert!(
+        widest_gap < 10.0,
+        "rounds {widest_gap} s apart: the hang held the round loop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_bounds_the_final_flush_to_a_hung_cloudwatch() {
+    let sandbox = start_sandbox(1).await;
+    let emulator = sandbox.sandbox.emulator().expect("an emulator");
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--scrape-via",
+        "direct",
+        "--shutdown-timeout",
+        "3s",
+    ]));
+    eventually(Duration::from_secs(30), "a first published round", || {
+        !published_rounds(&sandbox).is_empty()
+    })
+    .await;
+    emulator
+        .hang_cloudwatch(Duration::from_secs(300))
+        .await
+        .expect("the hang knob answers");
+    // A few rounds queue up while the upload task waits on the hung call.
+    let rounds_before = publisher.log().matches("round done").count();
+    eventually(
+        Duration::from_secs(30),
+        "three rounds during the hang",
+        || publisher.log().matches("round done").count() >= rounds_before + 3,
+    )
+    .await;
+    let signalled = Instant::now();
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+    // 3 s of flushing plus the rest of shutdown; without the bound the call in flight
+    // would hold it for up to the SDK's 30 s per call.
+    assert!(
+        took < Duration::from_secs(15),
+        "shutdown took {took:?} with --shutdown-timeout 3s"
+    );
+    assert!(
+        publisher.log().contains("did not finish within"),
+        "{}",
+        publisher.log()
     );
 }

@@ -134,6 +134,117 @@ async fn metric_data_round_trips_values_and_timestamps() {
     emulator.stop().expect("emulator stops");
 }
 
+fn recorded_put_metric_data(emulator: &AwsEmulator) -> usize {
+    emulator
+        .recorded_requests()
+        .expect("recording is readable")
+        .iter()
+        .filter(|request| request.action.as_deref() == Some("PutMetricData"))
+        .count()
+}
+
+fn count_datum(value: f64) -> MetricDatum {
+    MetricDatum::builder()
+        .metric_name("assignIPAddresses")
+        .dimensions(cluster_dimension())
+        .value(value)
+        .unit(StandardUnit::Count)
+        .build()
+}
+
+#[tokio::test]
+async fn put_metric_data_refuses_out_of_range_values_like_cloudwatch() {
+    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let put = |values: Vec<f64>| {
+        client
+            .put_metric_data()
+            .namespace(NAMESPACE)
+            .set_metric_data(Some(values.into_iter().map(count_datum).collect()))
+            .send()
+    };
+    // The edges of CloudWatch's range, and zero, are accepted.
+    put(vec![0.0, 1.0e108, -1.0e108, 1.0e-108, -1.0e-108, 42.0])
+        .await
+        .expect("values within CloudWatch's range are accepted");
+    assert_eq!(recorded_put_metric_data(&emulator), 1);
+
+    for (values, member) in [
+        (vec![1.0, 1.0e200], "MetricData.member.2.Value"),
+        (vec![1.0e-200, 1.0], "MetricData.member.1.Value"),
+        (vec![2.0, 3.0, -1.0e109], "MetricData.member.3.Value"),
+    ] {
+        let error = put(values.clone())
+            .await
+            .expect_err("an out-of-range value fails the call");
+        let service = error
+            .as_service_error()
+            .unwrap_or_else(|| panic!("{values:?}: not a service error: {error:?}"));
+        assert_eq!(service.code(), Some("InvalidParameterValue"), "{values:?}");
+        let message = service.message().unwrap_or_default();
+        assert!(
+            message.contains(member) && message.contains("out of range"),
+            "{values:?}: {message}"
+        );
+    }
+    // Refused calls never reach moto, so nothing of them is stored or recorded.
+    assert_eq!(recorded_put_metric_data(&emulator), 1);
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn a_cloudwatch_hang_holds_put_metric_data_until_it_ends() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let put = || {
+        client
+            .put_metric_data()
+            .namespace(NAMESPACE)
+            .metric_data(count_datum(1.0))
+            .send()
+    };
+
+    // A 2 s hang: the first attempt is held, answered 503 and not stored; the SDK's retry
+    // after the hang is stored. Exactly one copy ends up recorded.
+    emulator
+        .hang_cloudwatch(std::time::Duration::from_secs(2))
+        .await
+        .expect("the hang knob answers");
+    let started = std::time::Instant::now();
+    put()
+        .await
+        .expect("the SDK's retry succeeds after the hang");
+    let held = started.elapsed();
+    assert!(
+        held >= std::time::Duration::from_millis(1500),
+        "the call returned after {held:?}, during the hang"
+    );
+    assert_eq!(recorded_put_metric_data(&emulator), 1);
+
+    // A long hang ended early: the held call completes soon after the hang is ended.
+    emulator
+        .hang_cloudwatch(std::time::Duration::from_secs(600))
+        .await
+        .expect("the hang knob answers");
+    let started = std::time::Instant::now();
+    let (put_result, ()) = tokio::join!(put(), async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        emulator
+            .hang_cloudwatch(std::time::Duration::ZERO)
+            .await
+            .expect("ending the hang answers");
+    });
+    put_result.expect("the call succeeds once the hang ended");
+    let held = started.elapsed();
+    assert!(
+        held >= std::time::Duration::from_millis(800) && held < std::time::Duration::from_secs(60),
+        "the call took {held:?}"
+    );
+    assert_eq!(recorded_put_metric_data(&emulator), 2);
+    emulator.stop().expect("emulator stops");
+}
+
 #[tokio::test]
 async fn a_thousand_datums_in_one_compressed_call_are_all_stored() {
     const DATUMS: usize = 1000;

@@ -405,6 +405,21 @@ impl AwsEmulator {
         .await
     }
 
+    /// Makes CloudWatch hang for `duration` (`POST /sandbox-api/cloudwatch/hang`): every
+    /// PutMetricData that arrives meanwhile is accepted and held unanswered until the hang
+    /// ends, then answered 503 ServiceUnavailable and not stored, as with a CloudWatch that
+    /// never answered. `Duration::ZERO` ends a hang at once. Not recorded.
+    pub async fn hang_cloudwatch(&self, duration: Duration) -> Result<(), EmulatorError> {
+        let body = serde_json::json!({ "seconds": duration.as_secs_f64() }).to_string();
+        control_post(
+            &self.endpoint_url(),
+            self.port,
+            "/sandbox-api/cloudwatch/hang",
+            &body,
+        )
+        .await
+    }
+
     /// Sends `POST <path>` to moto's control API and checks for a 2xx answer.
     async fn moto_api_post(&self, path: &str) -> Result<(), EmulatorError> {
         let request_line = format!("POST {path}");

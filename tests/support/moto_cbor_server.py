@@ -28,6 +28,15 @@ process:
   `POST /sandbox-api/clusters/{name}/addons/{addonName}/status` with
   `{"status": "DEGRADED"}` sets an emulated add-on's status. Both accept optional
   `"region"` and `"accountId"` members; without them every cluster of that name changes.
+  `POST /sandbox-api/cloudwatch/hang` with `{"seconds": 30}` makes CloudWatch hang: every
+  PutMetricData that arrives in the next 30 s is accepted and held unanswered until then,
+  and then answered 503 ServiceUnavailable without being stored (the client gave up long
+  before, as it would on a CloudWatch that never answers); `{"seconds": 0}` ends a hang.
+* PutMetricData values are checked like CloudWatch checks them (moto 5.2.5 stores any
+  number): a value that is not finite, beyond +-1.174271e108 or non-zero below
+  8.515920e-109 in magnitude fails the whole call with 400 InvalidParameterValue
+  ("The value ... for parameter MetricData.member.N.Value is out of range."), before moto
+  sees or records it.
 * EKS TagResource (`POST /tags/{arn}`) on a Pod Identity association's ARN is answered
   here too (moto only knows cluster tags); on any other ARN it goes to moto.
 * CloudWatch dashboards are global per account, as on AWS (its docs: "All dashboards in
@@ -93,6 +102,63 @@ ORIGINAL_ENCODING_ENVIRON_KEY = "HTTP_X_CBOR_SHIM_ORIGINAL_CONTENT_ENCODING"
 # encoding headers are recomputed, and `X-Amzn-Errortype` and `status` describe the JSON
 # error form only.
 RECOMPUTED_RESPONSE_HEADERS = {"content-type", "content-length", "content-encoding", "x-amzn-errortype", "status"}
+
+# CloudWatch's documented value range for PutMetricData.
+CLOUDWATCH_MAX_MAGNITUDE = 1.174271e108
+CLOUDWATCH_MIN_MAGNITUDE = 8.515920e-109
+
+
+def out_of_range_value(metric_data: Any) -> str | None:
+    """CloudWatch's message for the first value it would refuse in `MetricData`, if any."""
+    if not isinstance(metric_data, list):
+        return None
+    for position, member in enumerate(metric_data, start=1):
+        if not isinstance(member, dict):
+            continue
+        candidates = []
+        if "Value" in member:
+            candidates.append((f"MetricData.member.{position}.Value", member["Value"]))
+        for index, value in enumerate(member.get("Values") or [], start=1):
+            candidates.append((f"MetricData.member.{position}.Values.member.{index}", value))
+        for parameter, value in candidates:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return f"The value {value!r} for parameter {parameter} is not a number."
+            magnitude = abs(number)
+            # NaN fails every comparison, so it is refused like the infinities.
+            if not (magnitude <= CLOUDWATCH_MAX_MAGNITUDE and (magnitude == 0.0 or magnitude >= CLOUDWATCH_MIN_MAGNITUDE)):
+                return f"The value {value!r} for parameter {parameter} is out of range."
+    return None
+
+
+class CloudWatchHang:
+    """The `/sandbox-api/cloudwatch/hang` knob: until `deadline` (time.monotonic()),
+    PutMetricData calls are held unanswered."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.deadline = 0.0
+
+    def hang_for(self, seconds: float) -> None:
+        with self.lock:
+            self.deadline = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        with self.lock:
+            return max(0.0, self.deadline - time.monotonic())
+
+    def wait_out(self) -> bool:
+        """Blocks while a hang lasts (it may be extended or ended meanwhile); True when
+        there was one."""
+        held = False
+        while (remaining := self.remaining()) > 0:
+            held = True
+            time.sleep(min(remaining, 0.2))
+        return held
+
+
+CLOUDWATCH_HANG = CloudWatchHang()
 
 
 # ---------------------------------------------------------------------------
@@ -291,6 +357,22 @@ class CborTranslator:
                 None,
             )
 
+        if operation == "PutMetricData":
+            # Each request has its own thread, so holding this one holds nothing else.
+            if CLOUDWATCH_HANG.wait_out():
+                return self.send_error(
+                    start_response,
+                    operation,
+                    503,
+                    "ServiceUnavailable",
+                    "the sandbox held this PutMetricData unanswered (POST /sandbox-api/cloudwatch/hang) "
+                    "and did not store it",
+                    None,
+                )
+            refused = out_of_range_value(request.get("MetricData") if isinstance(request, dict) else None)
+            if refused is not None:
+                return self.send_error(start_response, operation, 400, "InvalidParameterValue", refused, None)
+
         json_environ = dict(environ)
         for key in CBOR_ONLY_REQUEST_HEADERS:
             json_environ.pop(key, None)
@@ -470,6 +552,7 @@ ADDON_ITEM = re.compile(r"^/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/?
 TAGS_ITEM = re.compile(r"^/tags/(?P<arn>.+)$")
 CONTROL_ENDPOINT = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/endpoint/?$")
 CONTROL_ADDON_STATUS = re.compile(r"^/sandbox-api/clusters/(?P<cluster>[^/]+)/addons/(?P<item>[^/]+)/status/?$")
+CONTROL_CLOUDWATCH_HANG = re.compile(r"^/sandbox-api/cloudwatch/hang/?$")
 
 AWS_REGION_IN_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request")
 ACCESS_KEY_IN_SCOPE = re.compile(r"Credential=(?P<key>[^/]+)/")
@@ -1000,7 +1083,8 @@ class EksEmulation:
         """`/sandbox-api/...`: test knobs, answered with plain JSON and never recorded."""
         endpoint_match = CONTROL_ENDPOINT.match(path)
         status_match = CONTROL_ADDON_STATUS.match(path)
-        if endpoint_match is None and status_match is None:
+        hang_match = CONTROL_CLOUDWATCH_HANG.match(path)
+        if endpoint_match is None and status_match is None and hang_match is None:
             return send_json(start_response, 404, {"message": f"no sandbox control API at {path}"}, [])
         if method != "POST":
             return send_json(start_response, 405, {"message": f"{path} accepts POST only"}, [])
@@ -1010,6 +1094,12 @@ class EksEmulation:
                 raise ValueError("the body is not a JSON object")
         except ValueError as error:
             return send_json(start_response, 400, {"message": f"the body is not a JSON object: {error}"}, [])
+        if hang_match is not None:
+            seconds = document.get("seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
+                return send_json(start_response, 400, {"message": "`seconds` must be a number from 0 to 3600"}, [])
+            CLOUDWATCH_HANG.hang_for(float(seconds))
+            return send_json(start_response, 200, {"seconds": seconds}, [])
         match = endpoint_match or status_match
         assert match is not None
         clusters = matching_moto_clusters(match["cluster"], document.get("accountId"), document.get("region"))

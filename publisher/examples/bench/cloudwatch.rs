@@ -19,7 +19,7 @@ pub(crate) async fn run(
     let mut publisher = Publisher::with_defaults(&fleet.ready.kubeconfig).await?;
     let sdk_config =
         sandbox::aws_emulator::sdk_config_for(&fleet.ready.aws_endpoint, &fleet.ready.region);
-    let mut cloudwatch = CloudWatchPublisher::new(
+    let cloudwatch = CloudWatchPublisher::new(
         &sdk_config,
         cni_metrics_publisher::CLOUDWATCH_NAMESPACE,
         20_000,

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aws_sdk_cloudwatch::types::MetricDatum;
 use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats};
-use cni_metrics_publisher::cloudwatch::{DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL};
+use cni_metrics_publisher::cloudwatch::{
+    DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
+};
 use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
@@ -179,8 +181,8 @@ fn cloudwatch_batches(datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
     let mut batches = Vec::new();
     while !queue.is_empty() {
         let batch = queue.next_batch(MAX_DATUMS_PER_CALL, MAX_BYTES_PER_CALL);
-        queue.remove_oldest(batch.len());
-        batches.push(batch);
+        queue.remove_before(batch.first_seq + batch.datums.len() as u64);
+        batches.push(batch.datums.iter().map(to_metric_datum).collect());
     }
     batches
 }

@@ -1064,9 +1064,38 @@ pub(crate) fn pad_to(body: &mut String, target: usize) {
     }
 }
 
+/// The gauges [`crate::fleet::Fault::ExtremeValues`] overwrites, and what with.
+pub(crate) const EXTREME_VALUES: [(&str, &str); 2] = [
+    ("awscni_assigned_ip_addresses", "1e+200"),
+    ("awscni_total_ip_addresses", "1e-200"),
+];
+
+/// Rewrites the sample lines of the [`EXTREME_VALUES`] gauges to their extreme values.
+pub(crate) fn set_extreme_values(body: &mut String) {
+    let mut out = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        let replaced = EXTREME_VALUES.iter().find_map(|(family, value)| {
+            let rest = line.strip_prefix(family)?;
+            rest.starts_with(' ').then(|| format!("{family} {value}\n"))
+        });
+        out.push_str(replaced.as_deref().unwrap_or(line));
+    }
+    *body = out;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_values_replace_only_the_two_gauge_samples() {
+        let mut body = "# HELP awscni_assigned_ip_addresses x\n# TYPE awscni_assigned_ip_addresses gauge\nawscni_assigned_ip_addresses 12\nawscni_total_ip_addresses 40\nawscni_assigned_ip_addresses_other 3\n".to_owned();
+        set_extreme_values(&mut body);
+        assert_eq!(
+            body,
+            "# HELP awscni_assigned_ip_addresses x\n# TYPE awscni_assigned_ip_addresses gauge\nawscni_assigned_ip_addresses 1e+200\nawscni_total_ip_addresses 1e-200\nawscni_assigned_ip_addresses_other 3\n"
+        );
+    }
 
     fn go_float(value: f64) -> String {
         let mut out = String::new();

@@ -96,6 +96,10 @@ pub enum Fault {
     Garbage,
     /// Answer 200 with a valid exposition padded with comment lines past this many bytes.
     Oversized(usize),
+    /// Answer 200 with a valid exposition in which the unlabelled gauges
+    /// `awscni_assigned_ip_addresses` and `awscni_total_ip_addresses` read `1e+200` and
+    /// `1e-200`: values CloudWatch refuses. The served history keeps the simulated values.
+    ExtremeValues,
 }
 
 /// How to build a fleet. `FleetOptions { nodes: 10, ..FleetOptions::default() }`.

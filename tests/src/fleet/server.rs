@@ -89,6 +89,11 @@ async fn respond(
         Fault::Http500 => Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, GATHER_ERROR_BODY)),
         Fault::Garbage => Ok(plain(StatusCode::OK, GARBAGE_BODY)),
         Fault::Oversized(size) => Ok(exposition(node.serve_exposition(Some(size)))),
+        Fault::ExtremeValues => {
+            let mut body = node.serve_exposition(None);
+            super::exposition::set_extreme_values(&mut body);
+            Ok(exposition(body))
+        }
     }
 }
 
