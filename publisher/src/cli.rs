@@ -116,6 +116,10 @@ pub struct PublisherArgs {
     /// Serve /metrics, /healthz and /readyz on this address (implies --prometheus).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// The most connections the /metrics endpoint keeps open; a new one over it evicts the
+    /// oldest. Default: a quarter of the open-file limit, at most 256.
+    #[arg(long, value_name = "N", value_parser = parse_positive_usize)]
+    pub max_connections: Option<usize>,
     /// The CloudWatch namespace.
     #[arg(long, default_value = CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
     pub cloudwatch_namespace: String,
@@ -215,6 +219,7 @@ impl PublisherArgs {
             }),
             listen: self.listen,
             prometheus: self.prometheus,
+            max_connections: self.max_connections,
             leader: self.leader_elect.then(|| RequestedLeader {
                 lease_name: self.lease_name.clone(),
                 lease_namespace: self.lease_namespace.clone(),

@@ -93,6 +93,9 @@ pub struct Settings {
     pub cloudwatch: Option<CloudWatchSettings>,
     /// Where to serve /metrics, /healthz and /readyz, if anywhere.
     pub listen: Option<SocketAddr>,
+    /// `--max-connections`: the endpoint's connection limit; derived from the open-file limit
+    /// when `None` (see [`crate::serve::ServeOptions::for_this_process`]).
+    pub max_connections: Option<usize>,
     /// `None` unless `--leader-elect`.
     pub leader: Option<LeaderSettings>,
     pub shutdown_timeout: Duration,
@@ -119,6 +122,8 @@ pub struct Requested {
     pub listen: Option<SocketAddr>,
     /// USE_PROMETHEUS: serve on the upstream port.
     pub prometheus: bool,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
     /// `Some` with `--leader-elect`.
     pub leader: Option<RequestedLeader>,
     pub shutdown_timeout: Duration,
@@ -205,6 +210,7 @@ impl Settings {
             scrape: requested.scrape,
             cloudwatch,
             listen,
+            max_connections: requested.max_connections,
             leader,
             shutdown_timeout: requested.shutdown_timeout,
         })

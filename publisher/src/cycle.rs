@@ -29,7 +29,7 @@ use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
 use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
-use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
+use crate::serve::{PublisherStatus, ServeError, ServeOptions, ServeState, Server};
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
 /// rounds then see no pods until the cache fills, and say so in the logs).
@@ -221,7 +221,14 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let serve_state = ServeState::new();
     let server = match settings.listen {
-        Some(address) => Some(Server::start(address, Arc::clone(&serve_state)).await?),
+        Some(address) => Some(
+            Server::start(
+                address,
+                Arc::clone(&serve_state),
+                ServeOptions::for_this_process(settings.max_connections),
+            )
+            .await?,
+        ),
         None => None,
     };
     let (runner, client) = round_runner(settings).await?;
