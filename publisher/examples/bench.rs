@@ -437,6 +437,7 @@ impl Publisher {
             Aggregator::new(AggregatorOptions {
                 cluster_id: CLUSTER_ID.to_owned(),
                 per_az: false,
+                max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
             }),
         );
         runner.wait_until_ready(DISCOVERY_WAIT).await?;
@@ -493,6 +494,7 @@ fn scrape_settings(concurrency: usize, timeout: Duration) -> ScrapeOptions {
         timeout,
         round_timeout: timeout,
         body_limit: BODY_LIMIT,
+        memory_budget: 64 * BODY_LIMIT,
     }
 }
 

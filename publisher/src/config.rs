@@ -40,6 +40,12 @@ pub enum ConfigError {
          served (USE_PROMETHEUS / --listen); enable at least one"
     )]
     NoOutput,
+    #[error(
+        "the scrape memory budget ({budget} bytes) is below the scrape body limit ({limit} \
+         bytes), so a body within the limit could never be read; raise \
+         --scrape-memory-budget or lower --scrape-body-limit"
+    )]
+    BudgetBelowBodyLimit { budget: usize, limit: usize },
 }
 
 /// How scrapes reach ipamd.
@@ -70,6 +76,8 @@ pub struct ScrapeSettings {
     pub via: ScrapeVia,
     /// The port, concurrency, timeouts and body limit of each scrape.
     pub scraper: ScrapeOptions,
+    /// The most counter series kept per pod; see [`crate::aggregate::AggregatorOptions`].
+    pub max_series_per_pod: usize,
 }
 
 /// Leader election through a coordination.k8s.io Lease.
@@ -170,6 +178,13 @@ impl Settings {
         if requested.scrape.selector.trim().is_empty() {
             return Err(ConfigError::EmptySelector {
                 selector: requested.scrape.selector,
+            });
+        }
+        let scraper = &requested.scrape.scraper;
+        if scraper.memory_budget < scraper.body_limit {
+            return Err(ConfigError::BudgetBelowBodyLimit {
+                budget: scraper.memory_budget,
+                limit: scraper.body_limit,
             });
         }
         let cloudwatch = match requested.cloudwatch {

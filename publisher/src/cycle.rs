@@ -103,6 +103,13 @@ impl RoundRunner {
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
         }
+        for pod in &stats.series_limit_pods {
+            tracing::warn!(
+                %pod,
+                "the scrape has more counter series than --max-series-per-pod allows; the \
+                 pod counts as a scrape error and keeps its previous state"
+            );
+        }
         if not_started > 0 {
             tracing::warn!(
                 not_started,
@@ -178,6 +185,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
     let aggregator = Aggregator::new(AggregatorOptions {
         cluster_id: settings.cluster_id.clone(),
         per_az: settings.per_az,
+        max_series_per_pod: settings.scrape.max_series_per_pod,
     });
     Ok((RoundRunner::new(discovery, scraper, aggregator), client))
 }

@@ -375,7 +375,11 @@ async fn once_dry_run_and_aggregate_print_the_same_datums_for_the_same_scrapes()
                 .1
                 .into_bytes(),
             Fault::Http500 => vec![0xff, 0xfe],
-            other @ (Fault::Slow(_) | Fault::Hang | Fault::Oversized(_)) => {
+            other @ (Fault::Slow(_)
+            | Fault::Hang
+            | Fault::Oversized(_)
+            | Fault::SlowBody { .. }
+            | Fault::ManySeries(_)) => {
                 panic!("this test sets no {other:?} fault")
             }
         };

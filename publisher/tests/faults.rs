@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use sandbox::fleet::Fault;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -163,4 +164,147 @@ async fn idle_connections_cannot_starve_probes_or_scrapes_under_a_low_file_limit
     }
     let (status, elapsed) = timed_healthz(&address).await;
     assert_eq!(status, Some(200), "after the flood, in {elapsed:?}");
+}
+
+/// The memory limit `templates/manifests.yaml.hbs` renders for the publisher's container.
+const RENDERED_MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The peak resident set of a running process (`VmHWM`), in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("/proc/{pid}/status is readable: {error}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|number| number.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line in /proc/{pid}/status:\n{status}"));
+    kib * 1024
+}
+
+/// The template's memory limit, so that the test follows it if it changes.
+fn rendered_memory_limit() -> u64 {
+    let template = std::fs::read_to_string(
+        sandbox::python_tools::workspace_root().join("templates/manifests.yaml.hbs"),
+    )
+    .expect("the manifests template is readable");
+    let limit = template
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("limits:"))
+        .find_map(|line| line.trim().strip_prefix("memory:"))
+        .map(|value| value.trim().trim_matches('"').to_owned())
+        .expect("the template sets limits.memory");
+    let mebibytes: u64 = limit
+        .strip_suffix("Mi")
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("limits.memory {limit:?} is not in Mi"));
+    mebibytes * 1024 * 1024
+}
+
+/// Runs the publisher against the sandbox until `rounds` rounds completed and returns its
+/// last `/metrics` text and its peak RSS, then stops it.
+async fn run_rounds_and_measure(
+    sandbox: &TestSandbox,
+    rounds: f64,
+    within: Duration,
+    extra_args: &[&str],
+) -> (String, u64, String) {
+    let mut args = vec![
+        "run",
+        "--interval",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrape-via",
+        "direct",
+    ];
+    args.extend_from_slice(extra_args);
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&args));
+    let address = served_address(&publisher).await;
+    let deadline = Instant::now() + within;
+    let metrics = loop {
+        let (_, metrics) = http_get(&address, "/metrics").await;
+        if sample(&metrics, "cni_metrics_publisher_rounds_total").unwrap_or(0.0) >= rounds {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {rounds} rounds within {within:?}:\n{}",
+            publisher.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let peak = peak_rss_bytes(publisher.pid);
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", publisher.log());
+    (metrics, peak, publisher.log())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_slow_four_mib_bodies_stay_inside_the_memory_limit() {
+    const NODES: usize = 64;
+    assert_eq!(rendered_memory_limit(), RENDERED_MEMORY_LIMIT_BYTES);
+    let sandbox = start_sandbox(NODES).await;
+    // Just under 4 MiB, sent over 2 s: every scrape holds its partial body that long.
+    sandbox.sandbox.fleet().set_fault_all(Fault::SlowBody {
+        size: 4_100_000,
+        over: Duration::from_secs(2),
+    });
+    // The old default body limit, so that the bodies are accepted and the memory budget
+    // (not the body limit) is what bounds them.
+    let (metrics, peak, log) = run_rounds_and_measure(
+        &sandbox,
+        2.0,
+        Duration::from_secs(240),
+        &["--scrape-body-limit", "4MiB", "--scrape-timeout", "90s"],
+    )
+    .await;
+    eprintln!(
+        "64 slow 4 MiB bodies: peak RSS {:.1} MiB",
+        peak as f64 / 1048576.0
+    );
+    assert!(
+        peak < RENDERED_MEMORY_LIMIT_BYTES,
+        "peak RSS {peak} bytes is over the rendered limit\n{log}"
+    );
+    // The budget made scrapes wait, not fail.
+    assert_eq!(
+        sample(&metrics, "cni_metrics_podsScraped"),
+        Some(NODES as f64),
+        "{metrics}\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_nodes_with_a_hundred_thousand_series_each_stay_inside_the_memory_limit() {
+    const NODES: usize = 10;
+    let sandbox = start_sandbox(NODES).await;
+    sandbox
+        .sandbox
+        .fleet()
+        .set_fault_all(Fault::ManySeries(100_000));
+    // A body limit the ~4.2 MB bodies fit, so that the series limit is what stops them.
+    let (metrics, peak, log) = run_rounds_and_measure(
+        &sandbox,
+        2.0,
+        Duration::from_secs(120),
+        &["--scrape-body-limit", "8MiB"],
+    )
+    .await;
+    eprintln!(
+        "10 nodes x 100k series: peak RSS {:.1} MiB",
+        peak as f64 / 1048576.0
+    );
+    assert!(
+        peak < RENDERED_MEMORY_LIMIT_BYTES,
+        "peak RSS {peak} bytes is over the rendered limit\n{log}"
+    );
+    assert_eq!(sample(&metrics, "cni_metrics_podsScraped"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "cni_metrics_scrapeErrors"),
+        Some(NODES as f64),
+        "{metrics}"
+    );
+    assert!(log.contains("--max-series-per-pod"), "{log}");
 }

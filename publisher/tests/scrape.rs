@@ -16,6 +16,7 @@ fn settings(concurrency: usize, timeout: Duration, round_timeout: Duration) -> S
         timeout,
         round_timeout,
         body_limit: 4 * 1024 * 1024,
+        memory_budget: 64 * 4 * 1024 * 1024,
     }
 }
 
