@@ -45,8 +45,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The CLUSTER_ID every benchmark round publishes under.
 const CLUSTER_ID: &str = "bench";
-/// The publisher's default body limit (`--scrape-body-limit 4MiB`).
-const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// The publisher's default body limit (`--scrape-body-limit 1MiB`).
+const BODY_LIMIT: usize = 1024 * 1024;
 /// How long a measuring process may wait for the first pod listing.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(120);
 /// How long any child process may take before it is killed and the scenario fails.
@@ -494,7 +494,8 @@ fn scrape_settings(concurrency: usize, timeout: Duration) -> ScrapeOptions {
         timeout,
         round_timeout: timeout,
         body_limit: BODY_LIMIT,
-        memory_budget: 64 * BODY_LIMIT,
+        // The default budget (`--scrape-memory-budget 32MiB`).
+        memory_budget: 32 * BODY_LIMIT,
     }
 }
 
