@@ -63,7 +63,18 @@ pub struct AggregatorOptions {
     pub cluster_id: String,
     /// Also publish the capacity metrics once per availability zone.
     pub per_az: bool,
+    /// The most counter series kept for one pod between rounds: a pod whose body has more
+    /// counter samples of the ipamd families fails that round (counted in
+    /// [`RoundStats::series_limit_errors`]) and keeps its previous state, so a node with a
+    /// label-cardinality bug cannot grow the publisher's memory without bound.
+    pub max_series_per_pod: usize,
 }
+
+/// The default of [`AggregatorOptions::max_series_per_pod`]: fifteen times the ~1,300
+/// samples a real ipamd exposes (far fewer of them are counters), and small enough that
+/// 5,000 pods at the cap would still be refused long before memory runs out, since a 1 MiB
+/// body holds at most ~27,000 such series anyway.
+pub const DEFAULT_MAX_SERIES_PER_POD: usize = 20_000;
 
 /// One pod's part of a round: who it is and what its scrape returned.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +109,11 @@ pub struct RoundStats {
     pub parse_errors: usize,
     /// Which pod did not parse, and why, for the log.
     pub parse_failures: Vec<ParseFailure>,
+    /// Pods whose body had more counter series than
+    /// [`AggregatorOptions::max_series_per_pod`].
+    pub series_limit_errors: usize,
+    /// Which pods those were, for the log.
+    pub series_limit_pods: Vec<String>,
 }
 
 /// A pod whose body did not parse.
@@ -120,7 +136,7 @@ impl RoundCounts {
     pub fn from_stats(stats: &RoundStats) -> Self {
         RoundCounts {
             pods_scraped: stats.pods_scraped,
-            scrape_errors: stats.scrape_errors + stats.parse_errors,
+            scrape_errors: stats.scrape_errors + stats.parse_errors + stats.series_limit_errors,
         }
     }
 }
@@ -273,11 +289,32 @@ enum Observation<'a> {
 /// The label value of the quantile the latency metric uses.
 const LATENCY_QUANTILE: f64 = 0.99;
 
+/// Why a body gave no observations.
+#[derive(Debug)]
+enum SamplesError {
+    Parse(ParseError),
+    /// More counter samples than the per-pod limit; parsing stopped there.
+    TooManySeries,
+}
+
+impl From<ParseError> for SamplesError {
+    fn from(error: ParseError) -> Self {
+        SamplesError::Parse(error)
+    }
+}
+
 /// Parses `body`, keeping only the samples of the ipamd families, classified. The parser
 /// streams, but nothing is aggregated until the whole body has parsed. `capacity` is a guess
-/// at the number of observations, so that the vector is allocated once.
-fn parse_ipamd_samples(body: &str, capacity: usize) -> Result<Vec<Observation<'_>>, ParseError> {
+/// at the number of observations, so that the vector is allocated once. Parsing stops as
+/// soon as there are more than `max_counters` counter samples, so that a pod with too many
+/// series costs no more memory than one at the limit.
+fn parse_ipamd_samples(
+    body: &str,
+    capacity: usize,
+    max_counters: usize,
+) -> Result<Vec<Observation<'_>>, SamplesError> {
     let mut observations = Vec::with_capacity(capacity);
+    let mut counters = 0_usize;
     for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
         let sample = sample?;
         let Some(metric) = index_of_family(sample.family) else {
@@ -326,6 +363,14 @@ fn parse_ipamd_samples(body: &str, capacity: usize) -> Result<Vec<Observation<'_
             // Untyped samples, histogram buckets and types that make no sense for the family.
             _ => continue,
         };
+        if let Observation::Counter { .. } = observation {
+            // Every counter sample is a series kept until the pod's next scrape (a repeated
+            // one, which counts once, is counted twice here: the limit errs on the safe side).
+            counters += 1;
+            if counters > max_counters {
+                return Err(SamplesError::TooManySeries);
+            }
+        }
         observations.push(observation);
     }
     Ok(observations)
@@ -725,6 +770,7 @@ enum ParsedSamples<'a> {
     Parsed(Vec<Observation<'a>>),
     ScrapeFailed,
     ParseFailed(ParseError),
+    TooManySeries,
 }
 
 /// A round being assembled pod by pod; see [`Aggregator::begin_round`].
@@ -744,9 +790,14 @@ impl RoundInProgress<'_> {
         let samples = match pod.outcome {
             ScrapeOutcome::Failed => ParsedSamples::ScrapeFailed,
             ScrapeOutcome::Body(body) => {
-                match parse_ipamd_samples(body, self.observation_capacity) {
+                match parse_ipamd_samples(
+                    body,
+                    self.observation_capacity,
+                    self.aggregator.options.max_series_per_pod,
+                ) {
                     Ok(observations) => ParsedSamples::Parsed(observations),
-                    Err(error) => ParsedSamples::ParseFailed(error),
+                    Err(SamplesError::Parse(error)) => ParsedSamples::ParseFailed(error),
+                    Err(SamplesError::TooManySeries) => ParsedSamples::TooManySeries,
                 }
             }
         };
@@ -778,6 +829,11 @@ impl RoundInProgress<'_> {
                     pod: pod.name.to_owned(),
                     error,
                 });
+                return;
+            }
+            ParsedSamples::TooManySeries => {
+                self.stats.series_limit_errors += 1;
+                self.stats.series_limit_pods.push(pod.name.to_owned());
                 return;
             }
         };

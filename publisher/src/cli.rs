@@ -116,6 +116,10 @@ pub struct PublisherArgs {
     /// Serve /metrics, /healthz and /readyz on this address (implies --prometheus).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// The most connections the /metrics endpoint keeps open; a new one over it evicts the
+    /// oldest. Default: a quarter of the open-file limit, at most 256.
+    #[arg(long, value_name = "N", value_parser = parse_positive_usize)]
+    pub max_connections: Option<usize>,
     /// The CloudWatch namespace.
     #[arg(long, default_value = CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
     pub cloudwatch_namespace: String,
@@ -146,9 +150,19 @@ pub struct PublisherArgs {
     /// pods still unanswered then count as scrape errors. Default: the scrape timeout.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub round_timeout: Option<Duration>,
-    /// The largest scrape body accepted, e.g. 4MiB; a larger body fails that pod.
-    #[arg(long, default_value = "4MiB", value_name = "BYTES", value_parser = parse_bytes)]
+    /// The largest scrape body accepted, e.g. 1MiB; a larger body fails that pod (real
+    /// ipamd bodies are tens of KiB).
+    #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_bytes)]
     pub scrape_body_limit: usize,
+    /// The bytes all scrape bodies in memory may take together; a scrape waits for its
+    /// share. At least the body limit.
+    #[arg(long, default_value = "32MiB", value_name = "BYTES", value_parser = parse_bytes)]
+    pub scrape_memory_budget: usize,
+    /// The most counter series kept per pod between rounds; a pod exposing more fails that
+    /// round (counted in scrapeErrors) and keeps its previous state. ipamd exposes ~1,300
+    /// samples.
+    #[arg(long, default_value = "20000", value_name = "N", value_parser = parse_positive_usize)]
+    pub max_series_per_pod: usize,
 
     /// The most datums kept for CloudWatch while it cannot be reached; the oldest are
     /// dropped (and counted) beyond it.
@@ -204,7 +218,9 @@ impl PublisherArgs {
                     timeout: self.scrape_timeout,
                     round_timeout: self.round_timeout.unwrap_or(self.scrape_timeout),
                     body_limit: self.scrape_body_limit,
+                    memory_budget: self.scrape_memory_budget,
                 },
+                max_series_per_pod: self.max_series_per_pod,
             },
             cloudwatch: self.cloudwatch.then(|| RequestedCloudWatch {
                 region: self.region.clone(),
@@ -215,6 +231,7 @@ impl PublisherArgs {
             }),
             listen: self.listen,
             prometheus: self.prometheus,
+            max_connections: self.max_connections,
             leader: self.leader_elect.then(|| RequestedLeader {
                 lease_name: self.lease_name.clone(),
                 lease_namespace: self.lease_namespace.clone(),
@@ -514,6 +531,39 @@ mod tests {
         assert_eq!(
             settings.listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+        );
+    }
+
+    #[test]
+    fn memory_defaults_fit_half_the_rendered_limit_and_the_budget_must_hold_a_body() {
+        let settings = Settings::validate(
+            args(&["--cluster-id", "c", "--region", "r"]).requested(),
+            Purpose::Run,
+        )
+        .expect("valid");
+        let scraper = settings.scrape.scraper;
+        assert_eq!(scraper.body_limit, 1024 * 1024);
+        assert_eq!(scraper.memory_budget, 32 * 1024 * 1024);
+        // Bodies (at most the budget) are a quarter of the 256Mi the manifests render, so
+        // with the process itself they stay under half of it (README "Guarantees").
+        assert!(scraper.memory_budget <= 256 * 1024 * 1024 / 4);
+        assert_eq!(settings.scrape.max_series_per_pod, 20_000);
+        let too_small = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--scrape-body-limit",
+            "4MiB",
+            "--scrape-memory-budget",
+            "1MiB",
+        ]);
+        assert_eq!(
+            Settings::validate(too_small.requested(), Purpose::Run),
+            Err(ConfigError::BudgetBelowBodyLimit {
+                budget: 1024 * 1024,
+                limit: 4 * 1024 * 1024
+            })
         );
     }
 

@@ -40,6 +40,12 @@ pub enum ConfigError {
          served (USE_PROMETHEUS / --listen); enable at least one"
     )]
     NoOutput,
+    #[error(
+        "the scrape memory budget ({budget} bytes) is below the scrape body limit ({limit} \
+         bytes), so a body within the limit could never be read; raise \
+         --scrape-memory-budget or lower --scrape-body-limit"
+    )]
+    BudgetBelowBodyLimit { budget: usize, limit: usize },
 }
 
 /// How scrapes reach ipamd.
@@ -70,6 +76,8 @@ pub struct ScrapeSettings {
     pub via: ScrapeVia,
     /// The port, concurrency, timeouts and body limit of each scrape.
     pub scraper: ScrapeOptions,
+    /// The most counter series kept per pod; see [`crate::aggregate::AggregatorOptions`].
+    pub max_series_per_pod: usize,
 }
 
 /// Leader election through a coordination.k8s.io Lease.
@@ -93,6 +101,9 @@ pub struct Settings {
     pub cloudwatch: Option<CloudWatchSettings>,
     /// Where to serve /metrics, /healthz and /readyz, if anywhere.
     pub listen: Option<SocketAddr>,
+    /// `--max-connections`: the endpoint's connection limit; derived from the open-file limit
+    /// when `None` (see [`crate::serve::ServeOptions::for_this_process`]).
+    pub max_connections: Option<usize>,
     /// `None` unless `--leader-elect`.
     pub leader: Option<LeaderSettings>,
     pub shutdown_timeout: Duration,
@@ -119,6 +130,8 @@ pub struct Requested {
     pub listen: Option<SocketAddr>,
     /// USE_PROMETHEUS: serve on the upstream port.
     pub prometheus: bool,
+    /// `--max-connections`.
+    pub max_connections: Option<usize>,
     /// `Some` with `--leader-elect`.
     pub leader: Option<RequestedLeader>,
     pub shutdown_timeout: Duration,
@@ -167,6 +180,13 @@ impl Settings {
                 selector: requested.scrape.selector,
             });
         }
+        let scraper = &requested.scrape.scraper;
+        if scraper.memory_budget < scraper.body_limit {
+            return Err(ConfigError::BudgetBelowBodyLimit {
+                budget: scraper.memory_budget,
+                limit: scraper.body_limit,
+            });
+        }
         let cloudwatch = match requested.cloudwatch {
             Some(cloudwatch) if purpose.publishes() => Some(CloudWatchSettings {
                 region: non_empty(cloudwatch.region.as_deref())
@@ -205,6 +225,7 @@ impl Settings {
             scrape: requested.scrape,
             cloudwatch,
             listen,
+            max_connections: requested.max_connections,
             leader,
             shutdown_timeout: requested.shutdown_timeout,
         })

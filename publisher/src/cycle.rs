@@ -31,7 +31,7 @@ use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
 use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
-use crate::serve::{PublisherStatus, ServeError, ServeState, Server};
+use crate::serve::{PublisherStatus, ServeError, ServeOptions, ServeState, Server};
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
 /// rounds then see no pods until the cache fills, and say so in the logs).
@@ -105,6 +105,13 @@ impl RoundRunner {
         round.warn_unpublishable();
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
+        }
+        for pod in &stats.series_limit_pods {
+            tracing::warn!(
+                %pod,
+                "the scrape has more counter series than --max-series-per-pod allows; the \
+                 pod counts as a scrape error and keeps its previous state"
+            );
         }
         if not_started > 0 {
             tracing::warn!(
@@ -181,6 +188,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
     let aggregator = Aggregator::new(AggregatorOptions {
         cluster_id: settings.cluster_id.clone(),
         per_az: settings.per_az,
+        max_series_per_pod: settings.scrape.max_series_per_pod,
     });
     Ok((RoundRunner::new(discovery, scraper, aggregator), client))
 }
@@ -225,7 +233,14 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let serve_state = ServeState::new();
     let server = match settings.listen {
-        Some(address) => Some(Server::start(address, Arc::clone(&serve_state)).await?),
+        Some(address) => Some(
+            Server::start(
+                address,
+                Arc::clone(&serve_state),
+                ServeOptions::for_this_process(settings.max_connections),
+            )
+            .await?,
+        ),
         None => None,
     };
     let (runner, client) = round_runner(settings).await?;

@@ -73,6 +73,7 @@ pub fn aggregate_rounds_with_stats(
     let mut aggregator = Aggregator::new(AggregatorOptions {
         cluster_id: cluster_id.to_owned(),
         per_az,
+        max_series_per_pod: crate::aggregate::DEFAULT_MAX_SERIES_PER_POD,
     });
     let mut results = Vec::with_capacity(rounds.len());
     for pod_files in &rounds {

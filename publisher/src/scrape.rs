@@ -10,6 +10,14 @@
 //! each body into the aggregate and drop it at once: at most `concurrency` bodies are in
 //! memory, not one per node.
 //!
+//! Bodies also share a byte budget (`--scrape-memory-budget`), so that memory stays bounded
+//! whatever the nodes send, independently of the concurrency: once a node's response
+//! headers arrive, its scrape reserves its Content-Length (or, for a chunked body, the body
+//! limit) from the budget, waiting while other bodies hold it, and returns it when its
+//! result is dropped, after the body was folded into the round. Each scrape reserves once,
+//! up front, so scrapes can never deadlock on partial reservations; the budget is never
+//! below the body limit (the settings check it), so any body within the limit fits alone.
+//!
 //! Two transports:
 //! - **proxy** (default, upstream's path): `GET /api/v1/namespaces/{ns}/pods/{name}:61678/proxy/metrics`
 //!   through the API server. Needs RBAC `get pods/proxy` and a security-group rule allowing
@@ -22,14 +30,16 @@
 //! retries 429/503/504 up to 15 times with backoff, and the API server answers 503 for an
 //! unreachable node, which would otherwise cost minutes per node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::discovery::ScrapeTarget;
@@ -47,6 +57,8 @@ pub struct ScrapeOptions {
     pub round_timeout: Duration,
     /// The largest body accepted; a larger one fails that pod.
     pub body_limit: usize,
+    /// The bytes all bodies being read or folded may hold together; at least `body_limit`.
+    pub memory_budget: usize,
 }
 
 /// What ipamd's endpoint is asked for: the 0.0.4 text format this tool parses.
@@ -79,6 +91,17 @@ pub enum ScrapeError {
 pub struct ScrapeResult {
     pub target: ScrapeTarget,
     pub outcome: Result<String, ScrapeError>,
+    /// The body's share of the memory budget, returned when the result is dropped.
+    reservation: Option<OwnedSemaphorePermit>,
+}
+
+impl ScrapeResult {
+    /// The bytes of the memory budget this result holds until it is dropped.
+    pub fn reserved_bytes(&self) -> usize {
+        self.reservation
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits())
+    }
 }
 
 /// The transport scrapes go through.
@@ -93,6 +116,8 @@ enum Transport {
 pub struct Scraper {
     transport: Transport,
     options: ScrapeOptions,
+    /// The memory budget, one permit per byte.
+    budget: Arc<Semaphore>,
 }
 
 impl Scraper {
@@ -128,12 +153,18 @@ impl Scraper {
     }
 
     fn new(transport: Transport, options: &ScrapeOptions) -> Scraper {
+        let memory_budget = options
+            .memory_budget
+            .max(options.body_limit)
+            .min(Semaphore::MAX_PERMITS);
         Scraper {
             transport,
             options: ScrapeOptions {
                 concurrency: options.concurrency.max(1),
+                memory_budget,
                 ..*options
             },
+            budget: Arc::new(Semaphore::new(memory_budget)),
         }
     }
 
@@ -168,6 +199,7 @@ impl Scraper {
             return ScrapeResult {
                 target,
                 outcome: Err(ScrapeError::NotStarted(self.options.round_timeout)),
+                reservation: None,
             };
         }
         let own_deadline = started + self.options.timeout;
@@ -179,10 +211,12 @@ impl Scraper {
                 ScrapeError::RoundDeadline(self.options.round_timeout),
             )
         };
-        let outcome = match tokio::time::timeout_at(deadline, self.fetch(&target)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(expired),
-        };
+        let (outcome, reservation) =
+            match tokio::time::timeout_at(deadline, self.fetch(&target)).await {
+                Ok(Ok((body, reservation))) => (Ok(body), Some(reservation)),
+                Ok(Err(error)) => (Err(error), None),
+                Err(_) => (Err(expired), None),
+            };
         let elapsed = started.elapsed();
         match &outcome {
             Ok(body) => {
@@ -193,11 +227,48 @@ impl Scraper {
                 tracing::warn!(pod = %target.name, ip = %target.host_ip, ?elapsed, "scrape failed: {error}");
             }
         }
-        ScrapeResult { target, outcome }
+        ScrapeResult {
+            target,
+            outcome,
+            reservation,
+        }
     }
 
-    async fn fetch(&self, target: &ScrapeTarget) -> Result<String, ScrapeError> {
-        let (status, body) = match &self.transport {
+    /// Reserves a body's bytes from the memory budget: `Content-Length` when the response
+    /// has one, else the body limit; a body announced above the limit fails at once.
+    async fn reserve(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<(OwnedSemaphorePermit, usize), ScrapeError> {
+        let limit = self.options.body_limit;
+        let announced = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let bytes = match announced {
+            Some(length) if length > limit as u64 => return Err(ScrapeError::TooLarge { limit }),
+            // Within the limit, so it fits a usize.
+            Some(length) => usize::try_from(length).unwrap_or(limit),
+            None => limit,
+        };
+        // Never more than the budget, which the constructor made at least the body limit;
+        // a semaphore counts in u32.
+        let permits = u32::try_from(bytes.min(self.options.memory_budget))
+            .map_err(|_| ScrapeError::TooLarge { limit })?;
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| {
+                ScrapeError::Transport("the scrape memory budget was closed".to_owned())
+            })?;
+        Ok((permit, bytes))
+    }
+
+    async fn fetch(
+        &self,
+        target: &ScrapeTarget,
+    ) -> Result<(String, OwnedSemaphorePermit), ScrapeError> {
+        let (status, body, reservation) = match &self.transport {
             Transport::Proxy(client) => {
                 let path = format!(
                     "/api/v1/namespaces/{}/pods/{}:{}/proxy/metrics",
@@ -212,10 +283,8 @@ impl Scraper {
                     .await
                     .map_err(|error| ScrapeError::Transport(error.to_string()))?;
                 let (parts, body) = response.into_parts();
-                (
-                    parts.status,
-                    read_limited(body, self.options.body_limit).await?,
-                )
+                let (reservation, bytes) = self.reserve(&parts.headers).await?;
+                (parts.status, read_limited(body, bytes).await?, reservation)
             }
             Transport::Direct(client) => {
                 let uri = direct_uri(&target.host_ip, self.options.port);
@@ -228,10 +297,8 @@ impl Scraper {
                     .await
                     .map_err(|error| ScrapeError::Transport(innermost(&error)))?;
                 let (parts, body) = response.into_parts();
-                (
-                    parts.status,
-                    read_limited(body, self.options.body_limit).await?,
-                )
+                let (reservation, bytes) = self.reserve(&parts.headers).await?;
+                (parts.status, read_limited(body, bytes).await?, reservation)
             }
         };
         if !status.is_success() {
@@ -244,9 +311,8 @@ impl Scraper {
                 snippet: snippet.chars().take(200).collect(),
             });
         }
-        // `Vec::from` takes the collected buffer over without a copy when it is the only
-        // reference to it, which a collected body is.
-        String::from_utf8(Vec::from(body)).map_err(|_| ScrapeError::NotUtf8)
+        let body = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8)?;
+        Ok((body, reservation))
     }
 }
 
@@ -259,20 +325,43 @@ fn direct_uri(ip: &str, port: u16) -> String {
     }
 }
 
-/// Reads a body up to `limit` bytes; reading stops as soon as the limit is crossed, so an
-/// oversized body never sits in memory whole.
-async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ScrapeError>
+/// Reads a body of at most `limit` bytes into one buffer; reading stops as soon as the limit
+/// is crossed, so an oversized body never sits in memory whole. The buffer grows by
+/// doubling but never past `limit`, and the frames are copied into it as they arrive, so a
+/// body takes about its own size (not twice, as collecting the frames first would).
+async fn read_limited<B>(body: B, limit: usize) -> Result<Vec<u8>, ScrapeError>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ScrapeError::TooLarge { limit })
+    let mut body = std::pin::pin!(body);
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+            ScrapeError::Transport(innermost(error.as_ref()))
+        })?;
+        // Trailers carry nothing ipamd sends; only data counts.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let wanted = buffer.len() + bytes::Buf::remaining(&data);
+        if wanted > limit {
+            return Err(ScrapeError::TooLarge { limit });
         }
-        Err(error) => Err(ScrapeError::Transport(innermost(error.as_ref()))),
+        if wanted > buffer.capacity() {
+            let grown = wanted.max(buffer.capacity().saturating_mul(2)).min(limit);
+            buffer.reserve_exact(grown - buffer.len());
+        }
+        let mut data = data;
+        while bytes::Buf::has_remaining(&data) {
+            let chunk = bytes::Buf::chunk(&data);
+            buffer.extend_from_slice(chunk);
+            let advanced = chunk.len();
+            bytes::Buf::advance(&mut data, advanced);
+        }
     }
+    Ok(buffer)
 }
 
 /// The innermost cause of an error, which names what went wrong (e.g. "Connection refused").
@@ -310,7 +399,15 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from_static(b"up 1\n"));
         assert_eq!(
             read_limited(body, 1024).await.expect("small body"),
-            "up 1\n"
+            b"up 1\n"
+        );
+        let body = http_body_util::Full::new(Bytes::from(vec![b'#'; 1024]));
+        assert_eq!(
+            read_limited(body, 1024)
+                .await
+                .expect("a body of exactly the limit")
+                .len(),
+            1024
         );
     }
 }

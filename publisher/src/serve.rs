@@ -7,20 +7,31 @@
 //! `cni_metrics_assignIPAddresses`), typed gauge because each value is one round's number
 //! (counter metrics are already per-interval deltas), with the dimensions as snake_case
 //! labels (`cluster_id`, and the zone label with `--per-az`).
+//!
+//! The endpoint cannot be starved: the liveness probe and scrapes share the process's
+//! file-descriptor limit with whoever connects, so connections are bounded. A client must
+//! send its request headers within [`DEFAULT_HEADER_READ_TIMEOUT`] (also between requests on
+//! a kept-alive connection), and at most [`ServeOptions::max_connections`] are open at once,
+//! by default a quarter of the open-file limit (capped), leaving the rest to scrapes. A
+//! connection over the limit evicts the oldest open one (an idle one unless every
+//! connection is busy; its response in flight is finished first) and waits briefly for its
+//! slot, so a pile of idle connections never locks the kubelet's probe out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::datum::Datum;
@@ -29,6 +40,75 @@ use crate::datum::Datum;
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The prefix of every exposed aggregate.
 pub const METRIC_PREFIX: &str = "cni_metrics_";
+
+/// How long a client may take to send its request headers, counted from the connection's
+/// start or, on a kept-alive connection, from the previous response. Prometheus and the
+/// kubelet send theirs at once; a client that does not is holding a descriptor for nothing.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default connection limit is the open-file limit divided by this: most descriptors are
+/// left to scrapes (one per scrape in flight), the API server clients and the CloudWatch client.
+pub const CONNECTION_SHARE_OF_FILE_LIMIT: u64 = 4;
+/// The default connection limit never exceeds this: a few scrapers and probes need a handful.
+pub const MAX_DERIVED_CONNECTIONS: usize = 256;
+/// The default connection limit never goes below this, however low the file limit.
+pub const MIN_DERIVED_CONNECTIONS: usize = 4;
+/// The default connection limit when the open-file limit cannot be read.
+pub const FALLBACK_CONNECTIONS: usize = 64;
+/// How long a connection over the limit waits for the evicted connection's slot before it
+/// is closed.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// How the endpoint bounds its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The most connections open at once.
+    pub max_connections: usize,
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults for this process: a connection limit derived from its open-file limit
+    /// ([`connection_limit_for`]) unless `max_connections` is given.
+    pub fn for_this_process(max_connections: Option<usize>) -> ServeOptions {
+        ServeOptions {
+            max_connections: max_connections
+                .unwrap_or_else(|| connection_limit_for(open_file_limit())),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// The connection limit for a soft open-file limit of `open_files`: a quarter of it, between
+/// [`MIN_DERIVED_CONNECTIONS`] and [`MAX_DERIVED_CONNECTIONS`]; [`FALLBACK_CONNECTIONS`]
+/// when the limit is unknown.
+pub fn connection_limit_for(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(limit) => usize::try_from(limit / CONNECTION_SHARE_OF_FILE_LIMIT)
+            .unwrap_or(MAX_DERIVED_CONNECTIONS)
+            .clamp(MIN_DERIVED_CONNECTIONS, MAX_DERIVED_CONNECTIONS),
+        None => FALLBACK_CONNECTIONS,
+    }
+}
+
+/// The process's soft open-file limit (RLIMIT_NOFILE), read from `/proc/self/limits` (the
+/// publisher runs on Linux only, and this needs no unsafe call); `None` when unreadable or
+/// unlimited.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    soft_open_file_limit(&limits)
+}
+
+/// The soft limit on the "Max open files" line of a `/proc/<pid>/limits` text.
+fn soft_open_file_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -96,15 +176,24 @@ pub struct Server {
 
 impl Server {
     /// Binds `address` and serves until dropped.
-    pub async fn start(address: SocketAddr, state: Arc<ServeState>) -> Result<Server, ServeError> {
+    pub async fn start(
+        address: SocketAddr,
+        state: Arc<ServeState>,
+        options: ServeOptions,
+    ) -> Result<Server, ServeError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ServeError::Bind { address, source })?;
         let address = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { address, source })?;
-        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-        let task = tokio::spawn(accept_loop(listener, state));
+        tracing::info!(
+            %address,
+            max_connections = options.max_connections,
+            header_read_timeout = ?options.header_read_timeout,
+            "serving /metrics, /healthz and /readyz"
+        );
+        let task = tokio::spawn(accept_loop(listener, state, options));
         Ok(Server { task })
     }
 }
@@ -115,35 +204,136 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<ServeState>) {
+/// The open connections, oldest first, each with the sender that asks it to close.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: u64,
+    by_age: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+/// Slots for connections: a permit per open connection, and who to evict when none is left.
+struct ConnectionSlots {
+    permits: Arc<Semaphore>,
+    open: Mutex<OpenConnections>,
+}
+
+impl ConnectionSlots {
+    fn new(limit: usize) -> Arc<ConnectionSlots> {
+        Arc::new(ConnectionSlots {
+            permits: Arc::new(Semaphore::new(limit.max(1))),
+            open: Mutex::new(OpenConnections::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for a new connection: a free one, or the oldest connection's once it closed.
+    /// `None` when that takes longer than [`EVICTION_WAIT`].
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        let oldest = self.lock().by_age.pop_first();
+        if let Some((_, evict)) = oldest {
+            // The connection may have ended on its own meanwhile; its slot is free then.
+            let _ = evict.send(());
+        }
+        tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Registers a connection; the receiver completes when it is evicted.
+    fn register(&self) -> (u64, oneshot::Receiver<()>) {
+        let (evict, evicted) = oneshot::channel();
+        let mut open = self.lock();
+        let id = open.next_id;
+        open.next_id += 1;
+        open.by_age.insert(id, evict);
+        (id, evicted)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.lock().by_age.remove(&id);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<ServeState>, options: ServeOptions) {
+    let slots = ConnectionSlots::new(options.max_connections);
+    let mut builder = http1::Builder::new();
+    // Without a timer hyper ignores (or, in newer versions, panics on) the header timeout.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let builder = Arc::new(builder);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!("accepting a /metrics connection failed: {error}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Some(permit) = slots.acquire().await else {
+            tracing::warn!(
+                %peer,
+                max_connections = options.max_connections,
+                "closed a /metrics connection: every connection slot stayed busy; raise \
+                 --max-connections if this endpoint has many legitimate clients"
+            );
+            drop(stream);
+            continue;
+        };
+        // Registered here rather than in the task, so that the next connection over the
+        // limit always finds someone to evict.
+        let registration = slots.register();
+        tokio::spawn(serve_connection(
+            stream,
+            Arc::clone(&state),
+            Arc::clone(&slots),
+            Arc::clone(&builder),
+            (permit, registration),
+        ));
+    }
+}
+
+/// Serves one connection until it ends, its headers are late, or it is evicted; its slot is
+/// freed when this returns.
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<ServeState>,
+    slots: Arc<ConnectionSlots>,
+    builder: Arc<http1::Builder>,
+    (_permit, (id, evicted)): (OwnedSemaphorePermit, (u64, oneshot::Receiver<()>)),
+) {
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let state = Arc::clone(&state);
-                async move {
-                    Ok::<_, std::convert::Infallible>(respond(
-                        &state,
-                        request.method(),
-                        request.uri().path(),
-                    ))
-                }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("a /metrics connection ended with an error: {error}");
-            }
-        });
+        async move {
+            Ok::<_, std::convert::Infallible>(respond(
+                &state,
+                request.method(),
+                request.uri().path(),
+            ))
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = evicted => {
+            // An idle connection closes at once; a response in flight is finished first.
+            tracing::debug!("evicting the oldest /metrics connection for a new one");
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    slots.unregister(id);
+    if let Err(error) = result {
+        tracing::debug!("a /metrics connection ended with an error: {error}");
     }
 }
 
@@ -377,6 +567,29 @@ mod tests {
         assert!(text.contains("cni_metrics_awsAPILatency{cluster_id=\"c\\\"1\"} 1.5\n"));
         assert!(!text.contains("broken"));
         assert!(text.contains("cni_metrics_publisher_rounds_total 0\n"));
+    }
+
+    #[test]
+    fn the_connection_limit_is_a_capped_quarter_of_the_file_limit() {
+        assert_eq!(connection_limit_for(Some(128)), 32);
+        assert_eq!(connection_limit_for(Some(1024)), 256);
+        assert_eq!(
+            connection_limit_for(Some(1_048_576)),
+            MAX_DERIVED_CONNECTIONS
+        );
+        assert_eq!(connection_limit_for(Some(8)), MIN_DERIVED_CONNECTIONS);
+        assert_eq!(connection_limit_for(None), FALLBACK_CONNECTIONS);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            128                  4096                 files     \n";
+        assert_eq!(soft_open_file_limit(limits), Some(128));
+        assert_eq!(
+            soft_open_file_limit(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
+        assert!(open_file_limit().is_some(), "this test runs on Linux");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cni_metrics_publisher::aggregate::{
-    AVAILABILITY_ZONE_DIMENSION, Aggregator, AggregatorOptions, PodScrape, RoundStats,
+    AVAILABILITY_ZONE_DIMENSION, Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats,
     ScrapeOutcome,
 };
 use cni_metrics_publisher::datum::{Round, Unit};
@@ -18,6 +18,7 @@ fn aggregator() -> Aggregator {
     Aggregator::new(AggregatorOptions {
         cluster_id: "c".to_owned(),
         per_az: false,
+        max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
     })
 }
 
@@ -225,6 +226,8 @@ fn failed_scrapes_are_counted_and_keep_their_state() {
             scrape_errors: 1,
             parse_errors: 0,
             parse_failures: Vec::new(),
+            series_limit_errors: 0,
+            series_limit_pods: Vec::new(),
         }
     );
     assert_eq!(aggregator.tracked_pods(), 2, "a failed pod's state is kept");
@@ -415,6 +418,7 @@ fn per_az_capacity_datums() {
     let mut aggregator = Aggregator::new(AggregatorOptions {
         cluster_id: "c".to_owned(),
         per_az: true,
+        max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
     });
     let node = |assigned: &str, total: &str, max: &str| {
         format!(
@@ -473,6 +477,7 @@ fn per_az_capacity_datums() {
     let mut without = Aggregator::new(AggregatorOptions {
         cluster_id: "c".to_owned(),
         per_az: false,
+        max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
     });
     let (round, _) = without.round(&pods, at(0));
     assert!(round.datums.iter().all(|datum| datum.dimensions.len() == 1));
@@ -812,6 +817,7 @@ fn pods_folded_in_as_their_scrapes_complete_give_the_datums_of_target_order() {
     let options = AggregatorOptions {
         cluster_id: "c".to_owned(),
         per_az: true,
+        max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
     };
 
     // The reference: one round in target order, then a second round so the counters have
@@ -899,4 +905,47 @@ fn values_cloudwatch_refuses_are_left_out_and_reported_not_silently_dropped() {
             .iter()
             .all(|value| value.dimensions.len() == 1 && value.dimensions[0].name == "CLUSTER_ID")
     );
+}
+
+/// A body with `count` distinct series of a counter family, each at `value`.
+fn many_series(count: usize, value: u64) -> String {
+    let mut body = String::from("# TYPE awscni_ec2api_req_count counter\n");
+    for index in 0..count {
+        body.push_str(&format!(
+            "awscni_ec2api_req_count{{fn=\"f{index}\"}} {value}\n"
+        ));
+    }
+    body
+}
+
+#[test]
+fn a_pod_over_the_series_limit_fails_the_round_and_keeps_its_previous_state() {
+    let mut aggregator = Aggregator::new(AggregatorOptions {
+        cluster_id: "c".to_owned(),
+        per_az: false,
+        max_series_per_pod: 100,
+    });
+    let (at_limit, next) = (many_series(100, 1), many_series(100, 3));
+    let (_, stats) = aggregator.round(&[pod("a", &at_limit)], at(0));
+    assert_eq!(stats.pods_scraped, 1, "exactly the limit is allowed");
+    assert_eq!(aggregator.tracked_series(), 100);
+
+    let over = many_series(101, 2);
+    let (round, stats) = aggregator.round(&[pod("a", &over)], at(60));
+    assert_eq!(stats.pods_scraped, 0);
+    assert_eq!(stats.series_limit_errors, 1);
+    assert_eq!(stats.series_limit_pods, vec!["a".to_owned()]);
+    assert_eq!(
+        RoundCounts::from_stats(&stats).scrape_errors,
+        1,
+        "published in scrapeErrors"
+    );
+    assert!(values(&round).is_empty(), "{:?}", values(&round));
+    assert_eq!(aggregator.tracked_pods(), 1, "the pod's state is kept");
+    assert_eq!(aggregator.tracked_series(), 100, "and not grown");
+
+    // Back under the limit: the increase covers the failed round too (3 - 1 per series).
+    let (round, stats) = aggregator.round(&[pod("a", &next)], at(120));
+    assert_eq!(stats.pods_scraped, 1);
+    assert_eq!(values(&round), vec![("ec2ApiReqCount", 200.0)]);
 }

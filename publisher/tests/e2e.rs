@@ -18,8 +18,8 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_cni-metrics-publisher");
-const CLUSTER_ID: &str = "e2e-cluster";
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_cni-metrics-publisher");
+pub(crate) const CLUSTER_ID: &str = "e2e-cluster";
 /// The gauge families a correct publisher sums over every scraped pod, with their
 /// CloudWatch names.
 const GAUGES: [(&str, &str); 5] = [
@@ -30,13 +30,13 @@ const GAUGES: [(&str, &str); 5] = [
     ("awscni_eni_max", "eniMaxAvailable"),
 ];
 
-struct TestSandbox {
-    sandbox: Sandbox,
+pub(crate) struct TestSandbox {
+    pub(crate) sandbox: Sandbox,
     // Held so the directory outlives the sandbox; removed on drop.
     dir: TempDir,
 }
 
-async fn start_sandbox(nodes: usize) -> TestSandbox {
+pub(crate) async fn start_sandbox(nodes: usize) -> TestSandbox {
     let dir = tempfile::tempdir().expect("a temp dir for the sandbox");
     let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
     let options = SandboxOptions {
@@ -52,7 +52,7 @@ async fn start_sandbox(nodes: usize) -> TestSandbox {
 impl TestSandbox {
     /// The publisher binary with only the sandbox's environment (nothing inherited from the
     /// test process, so a developer's own AWS or KUBECONFIG settings never leak in).
-    fn publisher(&self, args: &[&str]) -> Command {
+    pub(crate) fn publisher(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BINARY);
         command
             .env_clear()
@@ -375,7 +375,12 @@ async fn once_dry_run_and_aggregate_print_the_same_datums_for_the_same_scrapes()
                 .1
                 .into_bytes(),
             Fault::Http500 => vec![0xff, 0xfe],
-            other @ (Fault::Slow(_) | Fault::Hang | Fault::Oversized(_) | Fault::ExtremeValues) => {
+            other @ (Fault::Slow(_)
+            | Fault::Hang
+            | Fault::Oversized(_)
+            | Fault::ExtremeValues
+            | Fault::SlowBody { .. }
+            | Fault::ManySeries(_)) => {
                 panic!("this test sets no {other:?} fault")
             }
         };
@@ -409,14 +414,14 @@ async fn once_dry_run_and_aggregate_print_the_same_datums_for_the_same_scrapes()
 }
 
 /// A `run` process with its stderr collected line by line.
-struct RunningPublisher {
+pub(crate) struct RunningPublisher {
     child: Child,
-    pid: u32,
+    pub(crate) pid: u32,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl RunningPublisher {
-    fn start(mut command: Command) -> RunningPublisher {
+    pub(crate) fn start(mut command: Command) -> RunningPublisher {
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("the publisher starts");
         let pid = child.id().expect("a running child has a PID");
@@ -432,12 +437,12 @@ impl RunningPublisher {
         RunningPublisher { child, pid, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
 
     /// Waits for a log line containing `needle` and returns it.
-    async fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+    pub(crate) async fn wait_for_log(&self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             if let Some(line) = self
@@ -459,7 +464,7 @@ impl RunningPublisher {
     }
 
     /// Sends a signal to this child, by its PID.
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .args(["-s", signal, &self.pid.to_string()])
             .status()
@@ -467,7 +472,7 @@ impl RunningPublisher {
         assert!(status.success(), "kill -s {signal} {} failed", self.pid);
     }
 
-    async fn wait(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) async fn wait(&mut self, within: Duration) -> ExitStatus {
         match tokio::time::timeout(within, self.child.wait()).await {
             Ok(status) => status.expect("waiting for the child works"),
             Err(_) => panic!(
@@ -479,7 +484,7 @@ impl RunningPublisher {
 }
 
 /// GETs a path from the publisher's endpoint: (status, body).
-async fn http_get(address: &str, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(address: &str, path: &str) -> (u16, String) {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -499,7 +504,7 @@ async fn http_get(address: &str, path: &str) -> (u16, String) {
 }
 
 /// Polls until `condition` holds, failing with `what` after `within`.
-async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
         assert!(

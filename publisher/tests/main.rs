@@ -3,5 +3,6 @@ mod aggregation;
 mod cli;
 mod discovery;
 mod e2e;
+mod faults;
 mod parser;
 mod scrape;

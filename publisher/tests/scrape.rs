@@ -16,6 +16,7 @@ fn settings(concurrency: usize, timeout: Duration, round_timeout: Duration) -> S
         timeout,
         round_timeout,
         body_limit: 4 * 1024 * 1024,
+        memory_budget: 64 * 4 * 1024 * 1024,
     }
 }
 
@@ -106,4 +107,41 @@ async fn the_per_pod_timeout_applies_when_it_ends_before_the_round() {
     assert!(results[1].1.outcome.is_ok());
     assert!(results[2].1.outcome.is_ok());
     fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_holds_its_share_of_the_memory_budget_until_it_is_dropped() {
+    let fleet = start_fleet(2).await;
+    // Budget = body limit: one chunked body (no Content-Length, so it reserves the limit)
+    // takes all of it.
+    let limit = 256 * 1024;
+    let options = ScrapeOptions {
+        body_limit: limit,
+        memory_budget: limit,
+        ..settings(2, Duration::from_secs(2), Duration::from_secs(2))
+    };
+    let scraper = Scraper::direct(&options);
+    let targets = targets(&fleet);
+    let first = scraper.scrape(targets[0].clone()).await;
+    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
+    assert_eq!(first.reserved_bytes(), limit);
+
+    // While the first body is held, the second node's answer waits for the budget until its
+    // timeout, although the node answered at once.
+    let second = scraper.scrape(targets[1].clone()).await;
+    assert!(
+        matches!(
+            second.outcome,
+            Err(ScrapeError::Timeout(_) | ScrapeError::RoundDeadline(_))
+        ),
+        "{:?}",
+        second.outcome
+    );
+    assert_eq!(second.reserved_bytes(), 0);
+    assert!(fleet.node(1).request_count() >= 1, "the node was asked");
+
+    // Dropping the first body returns its share.
+    drop(first);
+    let second = scraper.scrape(targets[1].clone()).await;
+    assert!(second.outcome.is_ok(), "{:?}", second.outcome);
 }

@@ -21,8 +21,8 @@ use sandbox::fleet::{AWS_NODE_LABEL, AWS_NODE_NAMESPACE, IPAMD_METRICS_PORT};
 
 use crate::CLUSTER_ID;
 
-/// The publisher's default body limit (`--scrape-body-limit 4MiB`).
-const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// The publisher's default body limit (`--scrape-body-limit 1MiB`).
+const BODY_LIMIT: usize = 1024 * 1024;
 /// How long a measuring process may wait for the first pod listing.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(120);
 /// How long any child process may take before it is killed and the scenario fails.
@@ -111,6 +111,7 @@ impl Publisher {
             Aggregator::new(AggregatorOptions {
                 cluster_id: CLUSTER_ID.to_owned(),
                 per_az: false,
+                max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
             }),
         );
         runner.wait_until_ready(DISCOVERY_WAIT).await?;
@@ -170,6 +171,8 @@ pub(crate) fn scrape_settings(concurrency: usize, timeout: Duration) -> ScrapeOp
         timeout,
         round_timeout: timeout,
         body_limit: BODY_LIMIT,
+        // The default budget (`--scrape-memory-budget 32MiB`).
+        memory_budget: 32 * BODY_LIMIT,
     }
 }
 

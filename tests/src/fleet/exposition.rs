@@ -1083,6 +1083,20 @@ pub(crate) fn set_extreme_values(body: &mut String) {
     *body = out;
 }
 
+/// The family [`unique_series`] adds its series to: a counter the publisher reads.
+pub(crate) const MANY_SERIES_FAMILY: &str = "awscni_ec2api_req_count";
+
+/// Appends `count` counter series of [`MANY_SERIES_FAMILY`] with label values no other call
+/// produced (`nonce` differs per call), in a block of their own: the text format lets a
+/// family's samples come in more than one block, and the publisher must still hold them all.
+pub(crate) fn unique_series(body: &mut String, count: usize, nonce: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(body, "# TYPE {MANY_SERIES_FAMILY} counter");
+    for index in 0..count {
+        let _ = writeln!(body, "{MANY_SERIES_FAMILY}{{fn=\"n{nonce}s{index}\"}} 1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1094,6 +1108,30 @@ mod tests {
         assert_eq!(
             body,
             "# HELP awscni_assigned_ip_addresses x\n# TYPE awscni_assigned_ip_addresses gauge\nawscni_assigned_ip_addresses 1e+200\nawscni_total_ip_addresses 1e-200\nawscni_assigned_ip_addresses_other 3\n"
+        );
+    }
+
+    #[test]
+    fn unique_series_are_distinct_across_calls_and_lines() {
+        let mut first = String::new();
+        unique_series(&mut first, 1000, 1);
+        let mut second = String::new();
+        unique_series(&mut second, 1000, 2);
+        let series: std::collections::HashSet<&str> = first
+            .lines()
+            .chain(second.lines())
+            .filter(|line| !line.starts_with('#'))
+            .collect();
+        assert_eq!(series.len(), 2000);
+        assert!(
+            series
+                .iter()
+                .all(|line| line.starts_with("awscni_ec2api_req_count{fn=\"n")
+                    && line.ends_with("\"} 1"))
+        );
+        assert_eq!(
+            first.lines().next(),
+            Some("# TYPE awscni_ec2api_req_count counter")
         );
     }
 

@@ -100,6 +100,14 @@ pub enum Fault {
     /// `awscni_assigned_ip_addresses` and `awscni_total_ip_addresses` read `1e+200` and
     /// `1e-200`: values CloudWatch refuses. The served history keeps the simulated values.
     ExtremeValues,
+    /// Like `Oversized(size)`, but the body is sent in pieces spread evenly over `over`, as
+    /// from a node on a congested link: the scraper holds the partial body all that time.
+    SlowBody { size: usize, over: Duration },
+    /// Answer 200 with a valid exposition plus this many extra counter series of
+    /// `awscni_ec2api_req_count`, each with a label value never seen before (in this body
+    /// or any other), as from an ipamd with a label-cardinality bug. The extra series are
+    /// not in [`SimNode::served_history`].
+    ManySeries(usize),
 }
 
 /// How to build a fleet. `FleetOptions { nodes: 10, ..FleetOptions::default() }`.

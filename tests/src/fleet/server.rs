@@ -94,8 +94,22 @@ async fn respond(
             super::exposition::set_extreme_values(&mut body);
             Ok(exposition(body))
         }
+        Fault::SlowBody { size, over } => {
+            let mut response = exposition(node.serve_exposition(Some(size)));
+            response.body_mut().pace(over);
+            Ok(response)
+        }
+        Fault::ManySeries(count) => {
+            let mut body = node.serve_exposition(None);
+            let nonce = UNIQUE_SERIES_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            super::exposition::unique_series(&mut body, count, nonce);
+            Ok(exposition(body))
+        }
     }
 }
+
+/// Makes the label values of every `ManySeries` answer unique in the process.
+static UNIQUE_SERIES_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn exposition(body: String) -> Response<ChunkedBody> {
     let mut response = Response::new(ChunkedBody::new(Bytes::from(body)));
@@ -125,6 +139,8 @@ fn plain(status: StatusCode, body: &'static str) -> Response<ChunkedBody> {
 pub(crate) struct ChunkedBody {
     remaining: Bytes,
     exact_length: Option<u64>,
+    /// With [`ChunkedBody::pace`]: the wait before each chunk, and the wait in progress.
+    pause: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl ChunkedBody {
@@ -133,7 +149,15 @@ impl ChunkedBody {
         Self {
             remaining: body,
             exact_length,
+            pause: None,
         }
+    }
+
+    /// Spreads the chunks evenly over `total`: each waits its share before it is sent.
+    fn pace(&mut self, total: Duration) {
+        let chunks = self.remaining.len().div_ceil(CHUNK_BYTES).max(1);
+        let each = total / u32::try_from(chunks).unwrap_or(u32::MAX);
+        self.pause = Some((each, Box::pin(tokio::time::sleep(each))));
     }
 }
 
@@ -143,11 +167,18 @@ impl Body for ChunkedBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _context: &mut Context<'_>,
+        context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if this.remaining.is_empty() {
             return Poll::Ready(None);
+        }
+        if let Some((each, sleep)) = this.pause.as_mut() {
+            if sleep.as_mut().poll(context).is_pending() {
+                return Poll::Pending;
+            }
+            let next = tokio::time::Instant::now() + *each;
+            sleep.as_mut().reset(next);
         }
         let size = this.remaining.len().min(CHUNK_BYTES);
         Poll::Ready(Some(Ok(Frame::data(this.remaining.split_to(size)))))
@@ -162,5 +193,24 @@ impl Body for ChunkedBody {
             Some(length) => SizeHint::with_exact(length),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_paced_body_arrives_whole_and_no_sooner_than_asked() {
+        let body = Bytes::from(vec![b'#'; 10 * CHUNK_BYTES]);
+        let mut paced = ChunkedBody::new(body.clone());
+        paced.pace(Duration::from_millis(300));
+        let started = tokio::time::Instant::now();
+        let received = paced.collect().await.expect("infallible").to_bytes();
+        assert_eq!(received, body);
+        // Ten chunks of 30 ms each: at least 300 ms however fast the machine is.
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }
