@@ -1,5 +1,6 @@
 //! Folds one round of per-pod ipamd scrapes into the cluster-level datums to publish, keeping
-//! the per-pod counter state between rounds. This is DESIGN.md "Metric semantics":
+//! the per-pod counter state between rounds. These are the rules of "Metric semantics" in
+//! `publisher/README.md`:
 //!
 //! - **Type per scrape.** Each pod's samples are handled by the type their family has in that
 //!   pod's exposition (`# TYPE`), so a family that is a gauge on one aws-node version and a

@@ -1,5 +1,6 @@
 //! One CloudWatch data point, as the aggregator produces it and as `once --dry-run` and
-//! `aggregate` print it. The JSON shape is a contract (DESIGN.md):
+//! `aggregate` print it. The JSON shape is a contract (documented in
+//! `publisher/README.md`, "Metric semantics"):
 //! `{"MetricName":"assignIPAddresses","Value":2.0,"Unit":"Count","Dimensions":[{"Name":"CLUSTER_ID","Value":"c"}]}`.
 
 use std::time::SystemTime;

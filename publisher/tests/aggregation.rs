@@ -1,4 +1,4 @@
-//! The aggregator against DESIGN.md "Metric semantics", and the offline `aggregate` rounds.
+//! The aggregator against "Metric semantics" in `publisher/README.md`, and the offline `aggregate` rounds.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
