@@ -91,8 +91,7 @@ pub async fn plan_destroy(
                     name: name.to_owned(),
                 }]),
             Ownership::NotOurs(reason) => {
-                ResourceChange::new(Scope::Dashboard, KIND, name, Change::NoOp)
-                    .with_note(format!("kept: not ours ({reason})"))
+                ResourceChange::kept_as_not_ours(Scope::Dashboard, KIND, name, &reason)
             }
         }
     }))

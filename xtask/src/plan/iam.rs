@@ -8,7 +8,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::{Change, ResourceChange, Scope};
-use super::{Convergence, settle};
+use super::{Convergence, conflict_unless_adopted, settle};
 use crate::aws::{AwsError, missing_as_none};
 use crate::decide::Target;
 use crate::documents::{diff, normalize_policy, parse_iam_document};
@@ -216,9 +216,8 @@ async fn plan_policy(
     };
     let live_tags = tag_map(live.tags());
     let ownership = ownership::by_managed_by(&live_tags);
-    if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
+    if let Some(change) = conflict_unless_adopted(&ownership, adopt) {
         // Someone else's: nothing more is read from it than it takes to say so.
-        let (change, _) = settle(ownership, adopt, Convergence::<IamStep>::default());
         return Ok(ResourceChange::new(
             Scope::Iam,
             POLICY_KIND,
@@ -486,10 +485,12 @@ async fn plan_destroy_role(
                     );
                 }
             }
-            Ownership::NotOurs(reason) => changes.push(
-                ResourceChange::new(Scope::Iam, ROLE_KIND, role_name, Change::NoOp)
-                    .with_note(format!("kept: not ours ({reason})")),
-            ),
+            Ownership::NotOurs(reason) => changes.push(ResourceChange::kept_as_not_ours(
+                Scope::Iam,
+                ROLE_KIND,
+                role_name,
+                &reason,
+            )),
         }
     }
 
@@ -509,10 +510,12 @@ async fn plan_destroy_policy(
         return Ok(changes);
     };
     if let Ownership::NotOurs(reason) = ownership::by_managed_by(&tag_map(policy.tags())) {
-        changes.push(
-            ResourceChange::new(Scope::Iam, POLICY_KIND, &desired.policy_name, Change::NoOp)
-                .with_note(format!("kept: not ours ({reason})")),
-        );
+        changes.push(ResourceChange::kept_as_not_ours(
+            Scope::Iam,
+            POLICY_KIND,
+            &desired.policy_name,
+            &reason,
+        ));
         return Ok(changes);
     }
     let entities = client

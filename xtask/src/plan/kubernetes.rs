@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Change, ResourceChange, Scope};
-use super::{Convergence, settle};
+use super::{Convergence, conflict_unless_adopted, settle};
 use crate::catalog::Version;
 use crate::documents::diff;
 use crate::ownership::{self, FIELD_MANAGER, Ownership};
@@ -38,15 +38,6 @@ pub enum KubeError {
     #[error("{operation} {kind} {name} failed: {message}")]
     Call {
         operation: &'static str,
-        kind: &'static str,
-        name: String,
-        message: String,
-    },
-    #[error(
-        "{kind} {name} has fields managed by someone else: {message}; \
-         check that no Helm release or other tool still manages it, then re-run with --adopt to take these fields over"
-    )]
-    Conflict {
         kind: &'static str,
         name: String,
         message: String,
@@ -195,8 +186,8 @@ where
         );
     };
     let ownership = ownership::of_object(&live);
-    if matches!(ownership, Ownership::NotOurs(_)) && !adopt {
-        let (change, _) = settle(ownership, adopt, Convergence::<KubeStep>::default());
+    if let Some(change) = conflict_unless_adopted(&ownership, adopt) {
+        // Someone else's: not even a dry run is sent to it.
         return Ok(ResourceChange::new(
             Scope::Kubernetes,
             kind,
@@ -284,8 +275,7 @@ where
             )
         }
         Ownership::NotOurs(reason) => {
-            ResourceChange::new(Scope::Kubernetes, kind, display_name, Change::NoOp)
-                .with_note(format!("kept: not ours ({reason})"))
+            ResourceChange::kept_as_not_ours(Scope::Kubernetes, kind, display_name, &reason)
         }
     }))
 }
@@ -338,14 +328,7 @@ where
     params.force = true;
     api.patch(&name, &params, &Patch::Apply(object))
         .await
-        .map_err(|error| match error {
-            kube::Error::Api(status) if status.code == 409 => KubeError::Conflict {
-                kind,
-                name: name.clone(),
-                message: status.message,
-            },
-            other => call_error(action, kind, &name, other),
-        })
+        .map_err(|error| call_error(action, kind, &name, error))
 }
 
 async fn delete_one<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<(), KubeError>

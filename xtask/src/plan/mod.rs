@@ -93,6 +93,17 @@ impl ResourceChange {
         self
     }
 
+    /// A resource of our name that a destroy leaves alone because it is not ours.
+    pub fn kept_as_not_ours(
+        scope: Scope,
+        kind: &'static str,
+        name: impl Into<String>,
+        reason: &str,
+    ) -> Self {
+        ResourceChange::new(scope, kind, name, Change::NoOp)
+            .with_note(format!("kept: not ours ({reason})"))
+    }
+
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
         self.note = Some(note.into());
         self
@@ -149,6 +160,17 @@ impl<S> Default for Convergence<S> {
             diff: Vec::new(),
             steps: Vec::new(),
         }
+    }
+}
+
+/// The conflict a resource that is not ours is, unless the user adopts it: planners ask
+/// this before they read more of a resource than it takes to say whose it is.
+pub fn conflict_unless_adopted(ownership: &Ownership, adopt: bool) -> Option<Change> {
+    match ownership {
+        Ownership::NotOurs(reason) if !adopt => Some(Change::Conflict {
+            reason: reason.clone(),
+        }),
+        Ownership::NotOurs(_) | Ownership::Ours => None,
     }
 }
 
