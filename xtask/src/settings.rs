@@ -473,16 +473,10 @@ fn image_choice(
         (Some(_), Some(_)) => Err(SettingsError::TwoImages),
         (Some(image), None) => Ok(ImageChoice::Mirror(image.clone())),
         (None, Some(image)) => Ok(ImageChoice::Publisher(image.clone())),
-        (None, None) => match region.registry {
-            Some(registry) => Ok(ImageChoice::Upstream {
-                registry_host: registry.host(),
-            }),
-            None => Err(SettingsError::NoUpstreamImage(RegionError::NoRegistry {
-                region: region.name.clone(),
-                partition: region.partition.id.clone(),
-                nearest: catalog.nearest_regions(&region.name),
-            })),
-        },
+        (None, None) => region
+            .upstream_registry_host(catalog)
+            .map(|registry_host| ImageChoice::Upstream { registry_host })
+            .map_err(SettingsError::NoUpstreamImage),
     }
 }
 

@@ -222,7 +222,7 @@ fn regions_outside_the_table_resolve_by_pattern_or_are_refused() {
         assert_eq!(resolved.partition.id, partition, "{region}");
         assert!(resolved.registry.is_none(), "{region} has no registry row");
         assert!(matches!(
-            resolved.upstream_image(catalog, "v1.23.0"),
+            resolved.upstream_registry_host(catalog),
             Err(RegionError::NoRegistry { .. })
         ));
     }

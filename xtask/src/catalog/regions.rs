@@ -108,10 +108,11 @@ impl Catalog {
 }
 
 impl ResolvedRegion<'_> {
-    /// The upstream cni-metrics-helper image for this region and version.
-    pub fn upstream_image(&self, catalog: &Catalog, version: &str) -> Result<String, RegionError> {
+    /// The host of the ECR registry that serves upstream's cni-metrics-helper image in this
+    /// region; refused, with the nearest known regions, for a region without a table row.
+    pub fn upstream_registry_host(&self, catalog: &Catalog) -> Result<String, RegionError> {
         match self.registry {
-            Some(registry) => Ok(format!("{}/cni-metrics-helper:{version}", registry.host())),
+            Some(registry) => Ok(registry.host()),
             None => Err(RegionError::NoRegistry {
                 region: self.name.clone(),
                 partition: self.partition.id.clone(),
