@@ -527,14 +527,7 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
         "--scrape-via",
         "direct",
     ]));
-    let line = publisher
-        .wait_for_log("serving /metrics", Duration::from_secs(20))
-        .await;
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .expect("the log line names the address")
-        .to_owned();
+    let address = served_address(&publisher, Duration::from_secs(20)).await;
     assert_eq!(http_get(&address, "/healthz").await.0, 200);
 
     // Three rounds published: podsScraped appears once per round.
@@ -774,14 +767,7 @@ async fn values_cloudwatch_refuses_cost_only_their_own_datums() {
         "--scrape-via",
         "direct",
     ]));
-    let line = publisher
-        .wait_for_log("serving /metrics", Duration::from_secs(20))
-        .await;
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .expect("the log line names the address")
-        .to_owned();
+    let address = served_address(&publisher, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(30), "two published rounds", || {
         published_rounds(&sandbox).len() >= 2
     })
@@ -1016,4 +1002,13 @@ async fn sigterm_bounds_the_final_flush_to_a_hung_cloudwatch() {
         "{}",
         publisher.log()
     );
+}
+
+/// The address the publisher's endpoint listens on, from its "serving /metrics" log line.
+pub(crate) async fn served_address(publisher: &RunningPublisher, within: Duration) -> String {
+    let line = publisher.wait_for_log("serving /metrics", within).await;
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .expect("the log line names the address")
+        .to_owned()
 }

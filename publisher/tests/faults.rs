@@ -8,7 +8,9 @@ use sandbox::fleet::Fault;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::e2e::{CLUSTER_ID, RunningPublisher, TestSandbox, http_get, start_sandbox};
+use crate::e2e::{
+    CLUSTER_ID, RunningPublisher, TestSandbox, http_get, served_address, start_sandbox,
+};
 
 /// The open-file limit the starvation test runs the publisher with.
 const LOW_FILE_LIMIT: u64 = 128;
@@ -38,17 +40,6 @@ fn publisher_with_file_limit(sandbox: &TestSandbox, limit: u64, args: &[&str]) -
         command.env("PATH", path);
     }
     command
-}
-
-/// The address the publisher logged it serves on.
-async fn served_address(publisher: &RunningPublisher) -> String {
-    let line = publisher
-        .wait_for_log("serving /metrics", Duration::from_secs(30))
-        .await;
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .expect("the log line names the address")
-        .to_owned()
 }
 
 /// The value of an unlabelled or cluster-labelled sample in a `/metrics` text.
@@ -91,7 +82,7 @@ async fn idle_connections_cannot_starve_probes_or_scrapes_under_a_low_file_limit
             "direct",
         ],
     ));
-    let address = served_address(&publisher).await;
+    let address = served_address(&publisher, Duration::from_secs(30)).await;
     assert!(
         publisher.log().contains("max_connections=32"),
         "a quarter of the 128 open files: {}",
@@ -220,7 +211,7 @@ async fn run_rounds_and_measure(
     ];
     args.extend_from_slice(extra_args);
     let mut publisher = RunningPublisher::start(sandbox.publisher(&args));
-    let address = served_address(&publisher).await;
+    let address = served_address(&publisher, Duration::from_secs(30)).await;
     let deadline = Instant::now() + within;
     let metrics = loop {
         let (_, metrics) = http_get(&address, "/metrics").await;
