@@ -1061,6 +1061,35 @@ async fn pod_identity_associations_can_be_tagged() {
         tags,
         BTreeMap::from([("managed-by", "cni-metrics-xtask"), ("team", "network")])
     );
+    // boto3, a client we did not write, tags and reads the association the same way.
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let script = "import boto3, json, sys\n\
+        eks = boto3.client('eks', region_name=sys.argv[2], endpoint_url=sys.argv[1],\n\
+            aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+        eks.tag_resource(resourceArn=sys.argv[3], tags={'owner': 'boto3'})\n\
+        found = eks.describe_pod_identity_association(clusterName=sys.argv[4], associationId=sys.argv[5])\n\
+        print(json.dumps(found['association']['tags'], sort_keys=True))\n";
+    let output = std::process::Command::new(tools.python())
+        .args([
+            "-c",
+            script,
+            &emulator.endpoint_url(),
+            REGION,
+            arn,
+            CLUSTER,
+            created.association_id().expect("id"),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        r#"{"managed-by": "cni-metrics-xtask", "owner": "boto3", "team": "network"}"#
+    );
     let empty = client
         .tag_resource()
         .resource_arn(arn)
