@@ -12,6 +12,14 @@
 //! to single datums, so that only the datums CloudWatch refuses are lost; each of those is
 //! named in a warning and counted in [`CloudWatchPublisher::rejected_total`].
 //!
+//! With leader election the upload task sends only while this replica leads
+//! ([`Leadership::leads_now`], which turns false at the renewal deadline even before the
+//! election task says so): a call in flight when leadership ends is abandoned (the SDK's
+//! retries of it included) and its batch stays queued, like everything else queued, until
+//! this replica leads again; on shutdown as a standby it is dropped with a warning. So two
+//! replicas never send at the same time. An abandoned call may have reached CloudWatch, so
+//! its batch can be sent twice: delivery is at least once, as after any timeout.
+//!
 //! The SDK configuration comes from [`crate::edge::aws_config_loader`] (the default chains
 //! and one explicit rustls+ring HTTP client), with the region given explicitly so that IMDS
 //! is never asked for it.
@@ -26,6 +34,8 @@ use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension as CwDimension, MetricDatum, StandardUnit};
 use tokio::sync::{Notify, watch};
+
+use crate::leader::Leadership;
 use tokio::task::JoinHandle;
 
 use crate::datum::{Datum, Unit};
@@ -57,6 +67,19 @@ pub enum PublishError {
         queued: usize,
         message: String,
     },
+    #[error(
+        "stopped sending to CloudWatch namespace {namespace}: this replica no longer leads; \
+         {queued} datums stay queued until it leads again"
+    )]
+    NotLeading { namespace: String, queued: usize },
+}
+
+/// Why a flush stopped before the queue was empty.
+enum Halt {
+    /// A call failed after the SDK's retries.
+    Transient(String),
+    /// This replica stopped leading.
+    NotLeading,
 }
 
 /// Loads the SDK configuration for CloudWatch in `region`, with the PutMetricData timeouts.
@@ -170,6 +193,23 @@ impl CloudWatchPublisher {
     /// was not sent queued. A refused batch is split until only the refused datums are
     /// left out.
     pub async fn flush(&self) -> Result<FlushReport, PublishError> {
+        self.flush_while(None).await
+    }
+
+    /// Like [`CloudWatchPublisher::flush`], but only while `leadership` leads: no call is
+    /// started after it ends, and the call in flight is abandoned when it does (its batch
+    /// stays queued).
+    pub async fn flush_while_leading(
+        &self,
+        leadership: &Leadership,
+    ) -> Result<FlushReport, PublishError> {
+        self.flush_while(Some(leadership.clone())).await
+    }
+
+    async fn flush_while(
+        &self,
+        mut leadership: Option<Leadership>,
+    ) -> Result<FlushReport, PublishError> {
         let _flushing = self.flushing.lock().await;
         let mut report = FlushReport::default();
         loop {
@@ -177,24 +217,46 @@ impl CloudWatchPublisher {
             if batch.datums.is_empty() {
                 return Ok(report);
             }
-            let flushed = self.send_splitting(batch, &mut report).await;
+            let first_seq = batch.first_seq;
+            let flushed = match leadership.as_mut() {
+                Some(leadership) if !leadership.leads_now() => Err((first_seq, Halt::NotLeading)),
+                Some(leadership) => tokio::select! {
+                    flushed = self.send_splitting(batch, &mut report) => {
+                        flushed.map_err(|(unsent, message)| (unsent, Halt::Transient(message)))
+                    }
+                    () = leadership.lost() => Err((first_seq, Halt::NotLeading)),
+                },
+                None => self
+                    .send_splitting(batch, &mut report)
+                    .await
+                    .map_err(|(unsent, message)| (unsent, Halt::Transient(message))),
+            };
             // Everything before `unsent` was sent or refused; what follows stays queued.
             // Datums the queue dropped meanwhile (it was full) are not counted twice.
-            let unsent = match flushed {
-                Ok(end) => end,
-                Err((unsent, _)) => unsent,
+            let unsent = match &flushed {
+                Ok(end) => *end,
+                Err((unsent, _)) => *unsent,
             };
             let queued = {
                 let mut queue = self.queue();
                 queue.remove_before(unsent);
                 queue.len()
             };
-            if let Err((_, message)) = flushed {
-                return Err(PublishError::Transient {
-                    namespace: self.namespace.clone(),
-                    queued,
-                    message,
-                });
+            match flushed {
+                Ok(_) => {}
+                Err((_, Halt::Transient(message))) => {
+                    return Err(PublishError::Transient {
+                        namespace: self.namespace.clone(),
+                        queued,
+                        message,
+                    });
+                }
+                Err((_, Halt::NotLeading)) => {
+                    return Err(PublishError::NotLeading {
+                        namespace: self.namespace.clone(),
+                        queued,
+                    });
+                }
             }
         }
     }
@@ -264,44 +326,56 @@ impl CloudWatchPublisher {
         }
     }
 
-    /// Starts the upload task: it flushes whenever a round queued datums, and keeps what a
-    /// failing CloudWatch did not take for its next attempt (woken by the next round).
-    /// Once `stop` turns true it flushes one last time and ends; the caller bounds that
-    /// with the shutdown timeout (see [`CloudWatchPublisher::stop_uploader`]).
-    pub fn spawn_uploader(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    /// Starts the upload task: while `leadership` leads, it flushes whenever a round
+    /// queued datums, and keeps what a failing CloudWatch did not take for its next attempt
+    /// (woken by the next round, or by leading again). Once `stop` turns true it flushes one
+    /// last time if it leads, and ends; the caller bounds that with the shutdown timeout
+    /// (see [`CloudWatchPublisher::stop_uploader`]).
+    pub fn spawn_uploader(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        mut leadership: Leadership,
+    ) -> JoinHandle<()> {
         let publisher = Arc::clone(self);
         tokio::spawn(async move {
+            let mut reports_open = true;
             loop {
                 // Read before flushing: a stop that arrives during the flush is seen at the
                 // wait below, and is followed by one more flush.
                 let stopping = *stop.borrow_and_update();
-                match publisher.flush().await {
-                    Ok(report) => tracing::debug!(
-                        calls = report.calls,
-                        datums = report.datums_sent,
-                        rejected = report.datums_rejected,
-                        "published to CloudWatch"
-                    ),
-                    Err(error) => tracing::warn!("{error}"),
-                }
+                leadership.see();
+                publisher.flush_logged(&leadership).await;
                 if stopping {
                     return;
                 }
                 tokio::select! {
                     () = publisher.queued_signal.notified() => {}
+                    reported = leadership.changed(), if reports_open => reports_open = reported,
                     changed = stop.changed() => {
                         if changed.is_err() {
                             // The stop sender is gone, so no stop can come: flush once more
                             // and end rather than wake without end.
-                            if let Err(error) = publisher.flush().await {
-                                tracing::warn!("{error}");
-                            }
+                            publisher.flush_logged(&leadership).await;
                             return;
                         }
                     }
                 }
             }
         })
+    }
+
+    /// One flush of the upload task, while leading, with its outcome logged.
+    async fn flush_logged(&self, leadership: &Leadership) {
+        match self.flush_while_leading(leadership).await {
+            Ok(report) => tracing::debug!(
+                calls = report.calls,
+                datums = report.datums_sent,
+                rejected = report.datums_rejected,
+                "published to CloudWatch"
+            ),
+            Err(error @ PublishError::NotLeading { .. }) => tracing::info!("{error}"),
+            Err(error @ PublishError::Transient { .. }) => tracing::warn!("{error}"),
+        }
     }
 
     /// Stops the upload task started with `stop_sender`'s receiver: it sends what is

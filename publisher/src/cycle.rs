@@ -29,7 +29,7 @@ use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
 use crate::config::{LeaderSettings, ScrapeVia, Settings};
 use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
-use crate::leader::{LeaderElector, LeadershipState, run_election};
+use crate::leader::{LeaderElector, Leadership, LeadershipState, lease_client, run_election};
 use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
 use crate::serve::{PublisherStatus, ServeError, ServeOptions, ServeState, Server};
 
@@ -167,16 +167,16 @@ fn pod_scrape(scrape: &ScrapeResult) -> PodScrape<'_> {
     }
 }
 
-/// Builds the kube clients, the discovery and the scraper for `settings`.
-async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client), CycleError> {
+/// Builds the kube clients, the discovery and the scraper for `settings`; also returns the
+/// Kubernetes configuration, for the Lease client.
+async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Config), CycleError> {
     let config = kube::Config::infer()
         .await
         .map_err(CycleError::KubeConfig)?;
     let client = kube::Client::try_from(config.clone()).map_err(CycleError::KubeClient)?;
     let scraper = match settings.scrape.via {
-        ScrapeVia::Proxy => {
-            Scraper::via_proxy(config, &settings.scrape.scraper).map_err(CycleError::KubeClient)?
-        }
+        ScrapeVia::Proxy => Scraper::via_proxy(config.clone(), &settings.scrape.scraper)
+            .map_err(CycleError::KubeClient)?,
         ScrapeVia::Direct => Scraper::direct(&settings.scrape.scraper),
     };
     let discovery = PodDiscovery::start(
@@ -190,7 +190,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
         per_az: settings.per_az,
         max_series_per_pod: settings.scrape.max_series_per_pod,
     });
-    Ok((RoundRunner::new(discovery, scraper, aggregator), client))
+    Ok((RoundRunner::new(discovery, scraper, aggregator), config))
 }
 
 async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
@@ -207,7 +207,7 @@ async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher
 
 /// One cycle. With `dry_run` nothing is published and the round is returned for printing.
 pub async fn once(settings: &Settings, dry_run: bool) -> Result<Rounds, CycleError> {
-    let (mut runner, _client) = round_runner(settings).await?;
+    let (mut runner, _config) = round_runner(settings).await?;
     runner.wait_until_ready(ONCE_DISCOVERY_WAIT).await?;
     let round = runner.round().await;
     if !dry_run && let Some(publisher) = cloudwatch_publisher(settings).await {
@@ -243,12 +243,13 @@ pub async fn run(
         ),
         None => None,
     };
-    let (runner, client) = round_runner(settings).await?;
+    let (runner, config) = round_runner(settings).await?;
+    let mut election = Election::start(settings.leader.as_ref(), config)?;
     let publisher = cloudwatch_publisher(settings).await.map(Arc::new);
     let (stop_uploader, stop_receiver) = watch::channel(false);
     let uploader = publisher
         .as_ref()
-        .map(|publisher| publisher.spawn_uploader(stop_receiver));
+        .map(|publisher| publisher.spawn_uploader(stop_receiver, election.leadership.clone()));
     let mut rounds = RoundLoop {
         runner,
         publisher,
@@ -258,7 +259,6 @@ pub async fn run(
         last_round: Vec::new(),
         unpublishable_total: 0,
     };
-    let mut election = Election::start(settings.leader.as_ref(), &client);
 
     // `shutdown` must not be polled again once it completed, so its completion here is
     // remembered and the round loop skipped.
@@ -289,10 +289,10 @@ pub async fn run(
     Ok(())
 }
 
-/// This replica's view of the leadership: a constant "leader" without election, else what
-/// the election task reports.
+/// This replica's view of the leadership: "always leading" without election, else what
+/// the election task reports, bounded by the renewal deadline.
 struct Election {
-    leadership: watch::Receiver<LeadershipState>,
+    leadership: Leadership,
     /// Held so that `leadership` never reads as closed, which would wake the round loop
     /// without end; without election nothing else holds a sender.
     _state_sender: watch::Sender<LeadershipState>,
@@ -301,34 +301,47 @@ struct Election {
 }
 
 impl Election {
-    /// Starts the election task when `leader` asks for one.
-    fn start(leader: Option<&LeaderSettings>, client: &kube::Client) -> Election {
-        let (state_sender, leadership) = watch::channel(LeadershipState {
-            is_leader: leader.is_none(),
-            healthy: leader.is_none(),
-        });
+    /// Starts the election task when `leader` asks for one, with its own Lease client.
+    fn start(
+        leader: Option<&LeaderSettings>,
+        config: kube::Config,
+    ) -> Result<Election, CycleError> {
+        let initial = match leader {
+            Some(_) => LeadershipState::following(false),
+            None => LeadershipState::unelected(),
+        };
+        let (state_sender, state) = watch::channel(initial);
         let (stop, stop_receiver) = watch::channel(false);
-        let task = leader.map(|leader| {
-            let namespace = leader
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_owned());
-            let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
-            let elector = LeaderElector::new(
-                api,
-                &namespace,
-                &leader.lease_name,
-                &leader.identity,
-                leader.lease_duration,
-            );
-            tokio::spawn(run_election(elector, state_sender.clone(), stop_receiver))
-        });
-        Election {
-            leadership,
+        let task = match leader {
+            Some(leader) => {
+                let namespace = leader
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| config.default_namespace.clone());
+                let client =
+                    lease_client(config, leader.lease_duration).map_err(CycleError::KubeClient)?;
+                let api: kube::Api<Lease> = kube::Api::namespaced(client, &namespace);
+                let elector = LeaderElector::new(
+                    api,
+                    &namespace,
+                    &leader.lease_name,
+                    &leader.identity,
+                    leader.lease_duration,
+                );
+                Some(tokio::spawn(run_election(
+                    elector,
+                    state_sender.clone(),
+                    stop_receiver,
+                )))
+            }
+            None => None,
+        };
+        Ok(Election {
+            leadership: Leadership::new(state),
             _state_sender: state_sender,
             stop,
             task,
-        }
+        })
     }
 
     /// Stops the election task and waits for it to release the Lease.
@@ -369,7 +382,7 @@ impl RoundLoop {
     async fn run_until<F: Future<Output = ()>>(
         &mut self,
         interval: Duration,
-        leadership: &mut watch::Receiver<LeadershipState>,
+        leadership: &mut Leadership,
         mut shutdown: Pin<&mut F>,
     ) {
         let mut ticker = tokio::time::interval(interval);
@@ -377,14 +390,14 @@ impl RoundLoop {
         'rounds: loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                changed = leadership.changed() => {
-                    let state = *leadership.borrow_and_update();
-                    let became_leader = changed.is_ok() && state.is_leader && !self.was_leader;
-                    if became_leader {
+                reported = leadership.changed() => {
+                    leadership.see();
+                    let leads = reported && leadership.leads_now();
+                    if leads && !self.was_leader {
                         // A new leader starts its first round at once rather than an interval
                         // later.
                         ticker.reset();
-                    } else if state.is_leader {
+                    } else if leads {
                         // Still leading: the next round comes with the ticker.
                         continue 'rounds;
                     }
@@ -392,9 +405,8 @@ impl RoundLoop {
                 }
                 () = &mut shutdown => return,
             }
-            let state = *leadership.borrow_and_update();
-            if !state.is_leader {
-                self.standby(state);
+            if !leadership.leads_now() {
+                self.standby(leadership.see());
                 continue 'rounds;
             }
             self.was_leader = true;
@@ -406,23 +418,29 @@ impl RoundLoop {
     }
 
     /// One round as the leader: scrape, aggregate, queue for the upload task (never waiting
-    /// for CloudWatch), then serve the result.
+    /// for CloudWatch), then serve the result. The round is abandoned the moment leadership
+    /// ends (reported, or its renewal deadline passed), and a round that ends after that
+    /// is not published: a former leader never acts.
     async fn lead_round<F: Future<Output = ()>>(
         &mut self,
-        leadership: &watch::Receiver<LeadershipState>,
+        leadership: &Leadership,
         mut shutdown: Pin<&mut F>,
     ) -> AfterRound {
         let started = Instant::now();
+        let mut lost = leadership.clone();
         let round = tokio::select! {
             round = self.runner.round() => round,
+            () = lost.lost() => {
+                tracing::warn!("lost leadership during the round: abandoned it, nothing published");
+                return AfterRound::Continue;
+            }
             () = &mut shutdown => {
                 tracing::info!("shutting down: abandoned the round in flight");
                 return AfterRound::ShutDown;
             }
         };
-        // Leadership may have been lost while scraping; a former leader must not publish.
-        if !leadership.borrow().is_leader {
-            tracing::warn!("lost leadership during the round; not publishing it");
+        if !leadership.leads_now() {
+            tracing::warn!("lost leadership as the round ended; not publishing it");
             return AfterRound::Continue;
         }
         self.unpublishable_total += round.unpublishable.len() as u64;

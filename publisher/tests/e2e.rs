@@ -76,7 +76,7 @@ impl TestSandbox {
             .collect()
     }
 
-    fn put_metric_data(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn put_metric_data(&self) -> Vec<RecordedRequest> {
         self.cloudwatch_requests()
             .into_iter()
             .filter(|request| request.action.as_deref() == Some("PutMetricData"))
@@ -585,7 +585,7 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
     }
 }
 
-fn lease_holder(sandbox: &TestSandbox, name: &str) -> Option<String> {
+pub(crate) fn lease_holder(sandbox: &TestSandbox, name: &str) -> Option<String> {
     sandbox
         .sandbox
         .api()

@@ -4,5 +4,6 @@ mod cli;
 mod discovery;
 mod e2e;
 mod faults;
+mod leadership;
 mod parser;
 mod scrape;

@@ -1479,3 +1479,89 @@ async fn access_reviews_are_discovered_and_are_not_writes() {
     assert_eq!(api_status(empty).code, 422);
     server.shutdown().await;
 }
+
+/// A kube-rs client without retries that authenticates with `token`.
+async fn client_with_token(server: &FakeApiServer, token: &str) -> Client {
+    let kubeconfig =
+        Kubeconfig::from_yaml(&server.kubeconfig_yaml_for(token)).expect("the kubeconfig parses");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kube-rs accepts the kubeconfig");
+    config.default_retry = false;
+    Client::try_from(config).expect("a kube client")
+}
+
+#[tokio::test]
+async fn client_faults_hang_or_fail_only_that_clients_matching_requests() {
+    const LEASES: &str = "/apis/coordination.k8s.io/";
+    let server = FakeApiServer::start()
+        .await
+        .expect("the fake API server starts");
+    let cut_off: Api<Lease> = Api::default_namespaced(client_with_token(&server, "cut-off").await);
+    let cut_off_pods: Api<Pod> =
+        Api::default_namespaced(client_with_token(&server, "cut-off").await);
+    let other: Api<Lease> = Api::default_namespaced(client_with_token(&server, "other").await);
+
+    server.set_client_fault(
+        "cut-off",
+        LEASES,
+        Some(sandbox::kube_api::ClientFaultBehaviour::Hang),
+    );
+    let hung =
+        tokio::time::timeout(Duration::from_secs(1), cut_off.list(&ListParams::default())).await;
+    assert!(hung.is_err(), "the request was answered: {hung:?}");
+    other
+        .list(&ListParams::default())
+        .await
+        .expect("another client is served");
+    cut_off_pods
+        .list(&ListParams::default())
+        .await
+        .expect("other paths of the cut-off client are served");
+
+    // A held request is answered as soon as the fault is cleared.
+    let held = tokio::spawn({
+        let cut_off = cut_off.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let listed = cut_off.list(&ListParams::default()).await;
+            (listed.map(|list| list.items.len()), started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.set_client_fault("cut-off", LEASES, None);
+    let (listed, took) = tokio::time::timeout(PROMPTLY, held)
+        .await
+        .expect("the held request is answered")
+        .expect("the task ends");
+    assert_eq!(listed.expect("answered normally"), 0);
+    assert!(
+        took >= Duration::from_millis(500),
+        "answered after {took:?}"
+    );
+
+    server.set_client_fault(
+        "cut-off",
+        LEASES,
+        Some(sandbox::kube_api::ClientFaultBehaviour::Fail(503)),
+    );
+    let status = api_status(cut_off.get("any").await.expect_err("the fault answers 503"));
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (503, "ServiceUnavailable")
+    );
+
+    let tokens: std::collections::BTreeSet<Option<String>> = server
+        .requests()
+        .iter()
+        .map(|request| request.token.clone())
+        .collect();
+    assert_eq!(
+        tokens,
+        [Some("cut-off".to_owned()), Some("other".to_owned())]
+            .into_iter()
+            .collect()
+    );
+    server.shutdown().await;
+}

@@ -604,6 +604,16 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// When a CloudWatch request arrived at the emulator (its wall clock, before any
+    /// sandbox hang held it); `None` for the other services, whose requests moto records
+    /// without it.
+    pub fn received_at(&self) -> Option<std::time::SystemTime> {
+        let seconds: f64 = self.headers.get("x-sandbox-received-at")?.parse().ok()?;
+        std::time::Duration::try_from_secs_f64(seconds)
+            .ok()
+            .map(|since_epoch| std::time::UNIX_EPOCH + since_epoch)
+    }
+
     /// Whether the request changes state: an action that does not start with `Get`,
     /// `List` or `Describe`, or, without an action (EKS), a method other than GET/HEAD.
     pub fn is_mutating(&self) -> bool {

@@ -98,6 +98,11 @@ CBOR_ONLY_REQUEST_HEADERS = (
 # wire (e.g. gzip), since the encoding header itself is dropped in translation.
 ORIGINAL_ENCODING_ENVIRON_KEY = "HTTP_X_CBOR_SHIM_ORIGINAL_CONTENT_ENCODING"
 
+# The request header that tells moto's recorder when the CBOR request arrived (Unix seconds,
+# microsecond resolution, taken before any sandbox hang), so that tests can order the calls
+# of several clients in time.
+RECEIVED_AT_ENVIRON_KEY = "HTTP_X_SANDBOX_RECEIVED_AT"
+
 # Response headers of moto's JSON answer that do not apply to the CBOR answer: the
 # encoding headers are recomputed, and `X-Amzn-Errortype` and `status` describe the JSON
 # error form only.
@@ -343,6 +348,7 @@ class CborTranslator:
         return self.moto_app(environ, start_response)
 
     def handle_cbor(self, operation: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        received_at = time.time()
         try:
             raw = read_request_body(environ)
             request = cbor2.loads(raw) if raw else {}
@@ -381,6 +387,7 @@ class CborTranslator:
         original_encoding = environ.get("HTTP_CONTENT_ENCODING")
         if original_encoding:
             json_environ[ORIGINAL_ENCODING_ENVIRON_KEY] = original_encoding
+        json_environ[RECEIVED_AT_ENVIRON_KEY] = f"{received_at:.6f}"
         json_environ.update(
             {
                 "PATH_INFO": "/",

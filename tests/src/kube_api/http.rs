@@ -17,7 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::LoggedRequest;
 use super::access;
 use super::discovery;
 use super::errors::ApiError;
@@ -26,6 +25,7 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
 };
+use super::{ClientFaultBehaviour, LoggedRequest};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// Turns true (or its sender goes away) when the server shuts down; long-running
     /// tasks such as watches end then.
     pub shutdown: watch::Receiver<bool>,
+    /// Bumped whenever the client faults change, to wake the requests they hold.
+    pub client_fault_changes: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -216,7 +218,12 @@ pub(crate) async fn handle(
         body,
         dry_run: false,
     };
-    let injected = take_fault(&shared, &request.method, &request.path);
+    let token = header_text(header::AUTHORIZATION)
+        .and_then(|value| value.strip_prefix("Bearer ").map(str::to_owned));
+    let injected = match wait_out_client_fault(&shared, token.as_deref(), &request.path).await {
+        Some(status) => Some(status),
+        None => take_fault(&shared, &request.method, &request.path),
+    };
     let response = match injected {
         Some(status) => error_response(&ApiError::injected(status)),
         None => route(&shared, &mut request).await,
@@ -230,6 +237,7 @@ pub(crate) async fn handle(
         field_manager,
         dry_run: request.dry_run,
         status: response.status().as_u16(),
+        token,
     };
     shared.lock().requests.push(entry);
     Ok(response)
@@ -238,6 +246,35 @@ pub(crate) async fn handle(
 impl ApiRequest {
     fn query_field_manager(&self) -> Option<String> {
         self.query.get("fieldManager").map(str::to_owned)
+    }
+}
+
+/// Applies the client fault matching this request, if any: holds a hung request until the
+/// faults change (or the server shuts down, answering 503), and returns the status to fail
+/// with, or `None` to serve the request.
+async fn wait_out_client_fault(shared: &Shared, token: Option<&str>, path: &str) -> Option<u16> {
+    let token = token?;
+    let mut changes = shared.client_fault_changes.subscribe();
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        // Marked seen before reading the faults, so a change made after the read wakes us.
+        changes.borrow_and_update();
+        let behaviour = shared
+            .lock()
+            .client_faults
+            .iter()
+            .find(|fault| fault.token == token && path.starts_with(&fault.path_prefix))
+            .map(|fault| fault.behaviour);
+        match behaviour {
+            None => return None,
+            Some(ClientFaultBehaviour::Fail(status)) => return Some(status),
+            Some(ClientFaultBehaviour::Hang) => {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = shutdown.wait_for(|stopped| *stopped) => return Some(503),
+                }
+            }
+        }
     }
 }
 

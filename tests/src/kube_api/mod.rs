@@ -83,6 +83,29 @@ pub struct LoggedRequest {
     pub dry_run: bool,
     /// The HTTP status of the response.
     pub status: u16,
+    /// The bearer token the client sent, which tells clients with their own kubeconfigs
+    /// ([`FakeApiServer::kubeconfig_yaml_for`]) apart.
+    pub token: Option<String>,
+}
+
+/// A fault for the requests of one client (by bearer token) whose path starts with a
+/// prefix, in force until [`FakeApiServer::set_client_fault`] changes it: an overloaded or
+/// partitioned API server as one client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientFault {
+    pub token: String,
+    pub path_prefix: String,
+    pub behaviour: ClientFaultBehaviour,
+}
+
+/// What the server does with a request a [`ClientFault`] matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFaultBehaviour {
+    /// Read the request and answer nothing while the fault lasts; when it is changed, the
+    /// held requests are answered as the new setting says (normally, once it is cleared).
+    Hang,
+    /// Answer this status with a `metav1.Status` body (e.g. 503, as an overloaded server).
+    Fail(u16),
 }
 
 impl LoggedRequest {
@@ -135,6 +158,7 @@ impl FakeApiServer {
             proxy_client: Client::builder(TokioExecutor::new()).build_http(),
             server_address: address.to_string(),
             shutdown: shutdown_receiver.clone(),
+            client_fault_changes: watch::channel(0).0,
         });
         let accept_task = tokio::spawn(accept_loop(
             listener,
@@ -157,6 +181,13 @@ impl FakeApiServer {
     /// A kubeconfig with cluster, token user and context all named `sandbox`, the
     /// context current and its namespace `default`.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(SANDBOX_TOKEN)
+    }
+
+    /// [`FakeApiServer::kubeconfig_yaml`] with its own bearer `token`, so that the server
+    /// can tell this client's requests apart ([`LoggedRequest::token`],
+    /// [`FakeApiServer::set_client_fault`]).
+    pub fn kubeconfig_yaml_for(&self, token: &str) -> String {
         format!(
             "apiVersion: v1\n\
              kind: Config\n\
@@ -167,7 +198,7 @@ impl FakeApiServer {
              users:\n\
              - name: sandbox\n  \
                user:\n    \
-                 token: {SANDBOX_TOKEN}\n\
+                 token: {token}\n\
              contexts:\n\
              - name: sandbox\n  \
                context:\n    \
@@ -273,6 +304,36 @@ impl FakeApiServer {
             status,
             remaining: count,
         });
+    }
+
+    /// Sets (`Some`) or clears (`None`) the fault for the requests of the client with bearer
+    /// `token` whose path starts with `path_prefix`; it replaces any fault for the same
+    /// token and prefix, and held requests re-check at once.
+    ///
+    /// kube-rs sends its kubeconfig's token over plain HTTP; client-go (`kubectl`) does
+    /// not, so kubectl's requests never match a client fault.
+    pub fn set_client_fault(
+        &self,
+        token: &str,
+        path_prefix: &str,
+        behaviour: Option<ClientFaultBehaviour>,
+    ) {
+        {
+            let mut state = self.shared.lock();
+            state
+                .client_faults
+                .retain(|fault| !(fault.token == token && fault.path_prefix == path_prefix));
+            if let Some(behaviour) = behaviour {
+                state.client_faults.push(ClientFault {
+                    token: token.to_owned(),
+                    path_prefix: path_prefix.to_owned(),
+                    behaviour,
+                });
+            }
+        }
+        self.shared
+            .client_fault_changes
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Makes SelfSubjectAccessReviews for `verb` on `resource` in API `group` (`""` for

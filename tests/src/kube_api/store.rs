@@ -125,6 +125,8 @@ pub(crate) struct State {
     pub events: broadcast::Sender<Arc<WatchRecord>>,
     pub stuck_rollouts: BTreeSet<(String, String)>,
     pub faults: Vec<Fault>,
+    /// Faults that last until changed, for the requests of one client.
+    pub client_faults: Vec<crate::kube_api::ClientFault>,
     /// Permissions that SelfSubjectAccessReviews report as missing.
     pub denials: Vec<Denial>,
     pub requests: Vec<LoggedRequest>,
@@ -140,6 +142,7 @@ impl State {
             events,
             stuck_rollouts: BTreeSet::new(),
             faults: Vec::new(),
+            client_faults: Vec::new(),
             denials: Vec::new(),
             requests: Vec::new(),
         };
