@@ -12,6 +12,7 @@ use aws_sdk_cloudwatch::types::{
 };
 use sandbox::aws_emulator::{AwsEmulator, DEFAULT_ACCOUNT_ID, EmulatorOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
+use serde_json::Value;
 
 const REGION: &str = "us-west-2";
 const NAMESPACE: &str = "Kubernetes";
@@ -1417,5 +1418,56 @@ async fn emulated_eks_calls_are_recorded_like_moto_records_its_own() {
         recorded[1].path,
         format!("/clusters/{CLUSTER}/pod-identity-associations")
     );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn ecr_points_at_a_real_registry_that_skopeo_pushes_to() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = sandbox::registry::LocalRegistry::start(&dir.path().join("registry"))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    emulator
+        .register_registry(Some(&registry.endpoint()))
+        .await
+        .expect("the registry is registered");
+
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let script = workspace_root().join("tests/e2e/fixtures/ecr_registry_roundtrip.py");
+    let output = tokio::process::Command::new(tools.python())
+        .arg(&script)
+        .args([
+            emulator.endpoint_url().as_str(),
+            "eu-west-1",
+            &dir.path().display().to_string(),
+        ])
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let host = registry.host();
+    assert_eq!(said["user"], "AWS");
+    assert_eq!(said["proxy_endpoint"], format!("http://{host}"));
+    assert_eq!(said["repository_uri"], format!("{host}/roundtrip"));
+    assert_eq!(said["images_before"], 0);
+    let described = said["described"].as_array().expect("a list");
+    assert_eq!(described.len(), 1, "{said}");
+    assert_eq!(described[0]["digest"], said["pushed_digest"]);
+    assert_eq!(described[0]["tags"], serde_json::json!(["v1"]));
+    assert!(described[0]["size"].as_u64().is_some_and(|size| size > 0));
+    assert_eq!(said["missing_tag"], "ImageNotFoundException");
+    assert_eq!(said["missing_repository"], "RepositoryNotFoundException");
+
+    // Without a registry, ECR is moto's own again.
+    emulator
+        .register_registry(None)
+        .await
+        .expect("unregistered");
     emulator.stop().expect("emulator stops");
 }

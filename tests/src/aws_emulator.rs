@@ -420,6 +420,21 @@ impl AwsEmulator {
         .await
     }
 
+    /// Points the emulated ECR at a real OCI registry (`POST /sandbox-api/ecr/registry`):
+    /// GetAuthorizationToken names `endpoint` (`http://127.0.0.1:PORT`), repository URIs
+    /// carry its host, and DescribeImages lists what was pushed there. `None` gives moto's
+    /// own ECR back. Not recorded.
+    pub async fn register_registry(&self, endpoint: Option<&str>) -> Result<(), EmulatorError> {
+        let body = serde_json::json!({ "endpoint": endpoint }).to_string();
+        control_post(
+            &self.endpoint_url(),
+            self.port,
+            "/sandbox-api/ecr/registry",
+            &body,
+        )
+        .await
+    }
+
     /// Sends `POST <path>` to moto's control API and checks for a 2xx answer.
     async fn moto_api_post(&self, path: &str) -> Result<(), EmulatorError> {
         let request_line = format!("POST {path}");

@@ -20,6 +20,7 @@ use crate::aws_emulator::{
 use crate::fleet::{Fleet, FleetError, FleetOptions};
 use crate::kube_api::{FakeApiServer, KubeApiError};
 use crate::python_tools::PythonTools;
+use crate::registry::{LocalRegistry, RegistryError};
 
 /// The audience EKS's pod identity webhook uses; the sandbox's OIDC provider lists it.
 const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
@@ -41,6 +42,9 @@ pub struct SandboxOptions {
     /// Whether to install the `eks-pod-identity-agent` add-on at start, which is what
     /// makes `--identity auto` choose Pod Identity. Off by default, as on a new cluster.
     pub pod_identity_agent: bool,
+    /// Whether to start a local OCI registry behind the emulator's ECR (needs the emulator
+    /// and Debian's docker-registry). Off by default: most tests push no image.
+    pub registry: bool,
 }
 
 impl SandboxOptions {
@@ -52,6 +56,7 @@ impl SandboxOptions {
             dir: dir.into(),
             aws_endpoint: None,
             pod_identity_agent: false,
+            registry: false,
         }
     }
 }
@@ -70,6 +75,13 @@ pub enum SandboxError {
     KubeApi(#[from] KubeApiError),
     #[error("starting the simulated aws-node fleet failed")]
     Fleet(#[from] FleetError),
+    #[error("starting the local OCI registry failed")]
+    Registry(#[from] RegistryError),
+    #[error(
+        "a registry was asked for, but the sandbox uses the AWS endpoint {0} instead of its \
+         emulator, whose ECR it cannot point at a local registry"
+    )]
+    RegistryWithoutEmulator(String),
     #[error("cannot write {}: {error}", path.display())]
     Write {
         path: PathBuf,
@@ -83,6 +95,7 @@ pub struct Sandbox {
     aws_endpoint: String,
     api: FakeApiServer,
     fleet: Fleet,
+    registry: Option<LocalRegistry>,
     options: SandboxOptions,
     account: String,
     oidc_issuer: String,
@@ -141,11 +154,23 @@ impl Sandbox {
             api.insert(&node)?;
             api.insert(pod)?;
         }
+        let registry = match (options.registry, emulator.as_ref()) {
+            (false, _) => None,
+            (true, None) => return Err(SandboxError::RegistryWithoutEmulator(aws_endpoint)),
+            (true, Some(emulator)) => {
+                let registry = LocalRegistry::start(&options.dir).await?;
+                emulator
+                    .register_registry(Some(&registry.endpoint()))
+                    .await?;
+                Some(registry)
+            }
+        };
         let sandbox = Sandbox {
             emulator,
             aws_endpoint,
             api,
             fleet,
+            registry,
             options,
             account,
             oidc_issuer,
@@ -206,6 +231,11 @@ impl Sandbox {
 
     pub fn api(&self) -> &FakeApiServer {
         &self.api
+    }
+
+    /// The local OCI registry behind ECR, when [`SandboxOptions::registry`] asked for one.
+    pub fn registry(&self) -> Option<&LocalRegistry> {
+        self.registry.as_ref()
     }
 
     pub fn fleet(&self) -> &Fleet {

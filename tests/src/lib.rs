@@ -19,3 +19,4 @@ pub mod environment;
 pub mod fleet;
 pub mod kube_api;
 pub mod python_tools;
+pub mod registry;

@@ -44,7 +44,11 @@ process:
   region's CloudWatch backend of an account (and partition) is given one shared
   dashboards table, so PutDashboard in one region is seen by GetDashboard and
   ListDashboards in every other, and a test can see the collisions real AWS would have.
-* Every other request (IAM, STS, the rest of EKS, /moto-api/) goes to moto untouched.
+* ECR's registry side is a real OCI registry (Debian's docker-registry) once the sandbox
+  registers one with `POST /sandbox-api/ecr/registry` (`{"endpoint": "http://127.0.0.1:PORT"}`):
+  GetAuthorizationToken names it, repository URIs carry its host, and DescribeImages lists
+  what was pushed to it (see `EcrRegistryBridge`).
+* Every other request (IAM, STS, the rest of EKS and ECR, /moto-api/) goes to moto untouched.
 
 moto's recorder (MOTO_ENABLE_RECORDING, MOTO_RECORDER_FILEPATH) sees the request after
 translation, so recorded CloudWatch calls carry an `X-Amz-Target` header, a JSON body,
@@ -69,7 +73,9 @@ import string
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import weakref
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
@@ -1299,19 +1305,250 @@ def share_dashboards_across_regions() -> None:
     CloudWatchBackend.__init__ = init
 
 
+
+# ---------------------------------------------------------------------------
+# ECR in front of a real OCI registry
+# ---------------------------------------------------------------------------
+
+ECR_TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+ECR_JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+CONTROL_ECR_REGISTRY = re.compile(r"^/sandbox-api/ecr/registry/?$")
+# What DescribeImages asks the registry for: both the OCI and the Docker media types.
+REGISTRY_MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+# How long the authorization token says it is valid, as ECR's (12 hours).
+ECR_TOKEN_LIFETIME_SECONDS = 12 * 3600
+
+
+class EcrRegistryBridge:
+    """WSGI middleware: ECR's registry side, served by a real OCI registry.
+
+    moto's ECR keeps repositories but has no registry: its GetAuthorizationToken names
+    `https://ACCOUNT.dkr.ecr.REGION.amazonaws.com`, and it only knows images given to
+    PutImage. Once a test registers a local registry (`POST /sandbox-api/ecr/registry` with
+    `{"endpoint": "http://127.0.0.1:PORT"}`), this layer makes ECR point at it, as ECR
+    points at its own registry: GetAuthorizationToken returns that endpoint and a token
+    (`AWS:` and a password, base64, as ECR's), repository URIs name its host, and
+    DescribeImages lists what was pushed there over the OCI distribution API (tags grouped
+    by digest), for repositories that exist in moto. Without a registered registry
+    everything is moto's own. The control request is not recorded.
+    """
+
+    def __init__(self, next_app: Callable[..., Iterable[bytes]]) -> None:
+        self.next_app = next_app
+        self.lock = threading.Lock()
+        self.endpoint: str | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if CONTROL_ECR_REGISTRY.match(path):
+            return self.register(environ, start_response)
+        if path == MOTO_RESET_PATH and environ.get("REQUEST_METHOD") == "POST":
+            # The registry belongs to the sandbox, not to moto's state: it stays.
+            return self.next_app(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        with self.lock:
+            endpoint = self.endpoint
+        if endpoint is None or not target.startswith(ECR_TARGET_PREFIX):
+            return self.next_app(environ, start_response)
+        operation = target[len(ECR_TARGET_PREFIX):]
+        body = read_bodiless_safe(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if operation == "GetAuthorizationToken":
+            record_request(environ, body)
+            return self.authorization_token(endpoint, start_response)
+        if operation == "DescribeImages":
+            return self.describe_images(endpoint, environ, body, start_response)
+        if operation in ("CreateRepository", "DescribeRepositories"):
+            return self.with_registry_uris(endpoint, environ, start_response)
+        return self.next_app(environ, start_response)
+
+    def register(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return send_json(start_response, 405, {"message": "/sandbox-api/ecr/registry accepts POST only"}, [])
+        try:
+            document = json.loads(read_bodiless_safe(environ) or b"{}")
+        except ValueError as error:
+            return send_json(start_response, 400, {"message": f"the body is not JSON: {error}"}, [])
+        endpoint = document.get("endpoint") if isinstance(document, dict) else None
+        if endpoint is not None and not (isinstance(endpoint, str) and endpoint.startswith("http://127.")):
+            return send_json(
+                start_response, 400, {"message": "`endpoint` must be http://127.x.y.z:PORT, or null to unregister"}, []
+            )
+        with self.lock:
+            self.endpoint = endpoint.rstrip("/") if endpoint else None
+        return send_json(start_response, 200, {"endpoint": endpoint}, [])
+
+    def authorization_token(self, endpoint: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        password = "sandbox-" + str(moto_random().uuid4())
+        token = base64.b64encode(f"AWS:{password}".encode()).decode()
+        document = {
+            "authorizationData": [
+                {
+                    "authorizationToken": token,
+                    "expiresAt": time.time() + ECR_TOKEN_LIFETIME_SECONDS,
+                    "proxyEndpoint": endpoint,
+                }
+            ]
+        }
+        return send_ecr_json(start_response, 200, document)
+
+    def with_registry_uris(
+        self, endpoint: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """moto's answer with every repository URI naming the registry's host."""
+        captured, body = run_captured(self.next_app, environ)
+        if captured.status_code >= 400:
+            start_response(captured.status, captured.headers)
+            return [body]
+        document = json.loads(body)
+        host = registry_host(endpoint)
+        repositories = document.get("repositories") or []
+        if "repository" in document:
+            repositories = [document["repository"]]
+        for repository in repositories:
+            repository["repositoryUri"] = f"{host}/{repository['repositoryName']}"
+        return send_ecr_json(start_response, captured.status_code, document)
+
+    def describe_images(
+        self, endpoint: str, environ: dict[str, Any], body: bytes, start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        request = json.loads(body or b"{}")
+        name = request.get("repositoryName", "")
+        # The repository must exist in moto; its own answer (with the not-found error) is
+        # what ECR would say.
+        probe = dict(environ)
+        probe_body = json.dumps({"repositoryNames": [name]}).encode()
+        probe.update(
+            {
+                "HTTP_X_AMZ_TARGET": ECR_TARGET_PREFIX + "DescribeRepositories",
+                "CONTENT_LENGTH": str(len(probe_body)),
+                "wsgi.input": io.BytesIO(probe_body),
+            }
+        )
+        captured, answer = run_captured(self.next_app, probe)
+        if captured.status_code >= 400:
+            start_response(captured.status, captured.headers)
+            return [answer]
+        repository = json.loads(answer)["repositories"][0]
+        environ["wsgi.input"] = io.BytesIO(body)
+        record_request(environ, body)
+        try:
+            details = registry_images(endpoint, repository["registryId"], name)
+        except OSError as error:
+            return send_ecr_json(
+                start_response, 500, {"__type": "ServerException", "message": f"the sandbox registry failed: {error}"}
+            )
+        wanted = request.get("imageIds")
+        if wanted:
+            chosen = []
+            for image_id in wanted:
+                match = [
+                    detail
+                    for detail in details
+                    if detail["imageDigest"] == image_id.get("imageDigest")
+                    or image_id.get("imageTag") in detail.get("imageTags", [])
+                ]
+                if not match:
+                    return send_ecr_json(
+                        start_response,
+                        400,
+                        {
+                            "__type": "ImageNotFoundException",
+                            "message": f"The image with imageId {json.dumps(image_id)} does not exist within the "
+                            f"repository with name '{name}' in the registry with id '{repository['registryId']}'",
+                        },
+                    )
+                chosen.extend(detail for detail in match if detail not in chosen)
+            details = chosen
+        return send_ecr_json(start_response, 200, {"imageDetails": details})
+
+
+def registry_host(endpoint: str) -> str:
+    return endpoint.split("://", 1)[-1]
+
+
+def registry_images(endpoint: str, registry_id: str, name: str) -> list[dict[str, Any]]:
+    """The images of repository `name` in the registry, as ECR's imageDetails: one per
+    manifest digest with its tags, media type and the size of its layers."""
+    quoted = urllib.parse.quote(name, safe="/")
+    try:
+        tags = registry_json(f"{endpoint}/v2/{quoted}/tags/list")[0].get("tags") or []
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return []
+        raise
+    by_digest: dict[str, dict[str, Any]] = {}
+    for tag in sorted(tags):
+        manifest, digest, media_type = registry_json(f"{endpoint}/v2/{quoted}/manifests/{tag}")
+        detail = by_digest.setdefault(
+            digest,
+            {
+                "registryId": registry_id,
+                "repositoryName": name,
+                "imageDigest": digest,
+                "imageTags": [],
+                "imageSizeInBytes": image_size(endpoint, quoted, manifest),
+                "imagePushedAt": time.time(),
+                "imageManifestMediaType": media_type,
+            },
+        )
+        detail["imageTags"].append(tag)
+    return list(by_digest.values())
+
+
+def image_size(endpoint: str, quoted: str, manifest: dict[str, Any]) -> int:
+    """The compressed size of the layers, of the first platform's image for an index."""
+    if "manifests" in manifest and manifest["manifests"]:
+        first = manifest["manifests"][0]["digest"]
+        manifest = registry_json(f"{endpoint}/v2/{quoted}/manifests/{first}")[0]
+    return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
+
+
+def registry_json(url: str) -> tuple[dict[str, Any], str, str]:
+    """GET a registry document: (document, Docker-Content-Digest, Content-Type)."""
+    request = urllib.request.Request(url, headers={"Accept": REGISTRY_MANIFEST_ACCEPT})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        payload = response.read()
+        digest = response.headers.get("Docker-Content-Digest", "")
+        media_type = response.headers.get("Content-Type", "")
+    return json.loads(payload), digest, media_type
+
+
+def send_ecr_json(start_response: Callable[..., Any], status_code: int, document: Any) -> Iterable[bytes]:
+    payload = json.dumps(document).encode()
+    try:
+        reason = HTTPStatus(status_code).phrase
+    except ValueError:
+        reason = "Error"
+    headers = [
+        ("Content-Type", ECR_JSON_CONTENT_TYPE),
+        ("Content-Length", str(len(payload))),
+        ("x-amzn-RequestId", str(moto_random().uuid4())),
+    ]
+    start_response(f"{status_code} {reason}", headers)
+    return [payload]
+
+
 def forget_shared_dashboards() -> None:
     """On moto's reset: the new backends start with empty tables, as moto's own would."""
     with SHARED_DASHBOARDS_LOCK:
         SHARED_DASHBOARDS.clear()
 
 
-def build_application() -> EksEmulation:
+def build_application() -> "EcrRegistryBridge":
     # moto reads its environment variables (MOTO_ENABLE_RECORDING, MOTO_ACCOUNT_ID, ...)
     # when it is imported, so it is imported only here, after the process started.
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     share_dashboards_across_regions()
-    return EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app)))
+    return EcrRegistryBridge(EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app))))
 
 
 def exit_on_signal(signum: int, frame: Any) -> None:

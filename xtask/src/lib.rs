@@ -28,6 +28,7 @@ pub mod plan_cmd;
 pub mod preflight;
 pub mod preflight_cmd;
 pub mod prepare;
+pub mod registry;
 pub mod render;
 pub mod render_cmd;
 pub mod sandbox_cmd;

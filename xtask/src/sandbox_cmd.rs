@@ -25,6 +25,16 @@ async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|endpoint| !endpoint.is_empty());
     let tools = PythonTools::ensure(&workspace_root()).context("installing the AWS emulator")?;
+    // A registry behind the emulator's ECR, for `image push`; only in front of our own
+    // emulator, and only where Debian's docker-registry is installed.
+    let registry = aws_endpoint.is_none() && sandbox::registry::available();
+    if aws_endpoint.is_none() && !registry {
+        tracing::warn!(
+            "no OCI registry behind the emulated ECR: {} is not installed (apt-get install \
+             docker-registry); everything but `image push` works",
+            sandbox::registry::REGISTRY_BINARY
+        );
+    }
     let options = SandboxOptions {
         nodes: flags.nodes,
         cluster: flags.cluster,
@@ -32,6 +42,7 @@ async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
         dir: flags.dir,
         aws_endpoint,
         pod_identity_agent: flags.pod_identity_agent,
+        registry,
     };
     let sandbox = Sandbox::start(&tools, options)
         .await
@@ -49,9 +60,14 @@ fn print_usage(sandbox: &Sandbox) {
         Some(emulator) => format!("started here, pid {}", emulator.pid()),
         None => "from AWS_ENDPOINT_URL".to_owned(),
     };
+    let registry = match sandbox.registry() {
+        Some(registry) => format!("{} (behind ECR)", registry.endpoint()),
+        None => "none".to_owned(),
+    };
     println!(
         "The sandbox is up: EKS cluster {cluster} in {region}, account {account}, {nodes} aws-node pods.\n\
-         \n  AWS endpoint     {aws} ({emulator}; EKS, IAM, STS, CloudWatch)\
+         \n  AWS endpoint     {aws} ({emulator}; EKS, IAM, STS, CloudWatch, ECR)\
+         \n  OCI registry     {registry}\
          \n  Kubernetes API   {kube}\
          \n  OIDC issuer      {issuer}\
          \n  kubeconfig       {kubeconfig}\

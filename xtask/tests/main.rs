@@ -11,6 +11,7 @@ mod iam_lint;
 mod identity;
 mod kubernetes_schemas;
 mod ownership;
+mod registry;
 mod render_cli;
 mod sandbox_up;
 mod snapshots;

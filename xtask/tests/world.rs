@@ -106,6 +106,18 @@ impl World {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Writes a script into this world's home directory and returns its path.
+    pub fn write_script(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, text).expect("the script is written");
+        path
+    }
+
+    /// The Python interpreter with boto3 (the test tools' virtual environment).
+    pub fn python(&self) -> std::path::PathBuf {
+        python_tools().python()
+    }
+
     /// Runs xtask with the sandbox's environment only.
     pub async fn xtask(&self, args: &[&str]) -> Output {
         self.xtask_with_env(args, &[]).await
