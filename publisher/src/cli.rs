@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
 use crate::config::{
     CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
-    RequestedLeader, ScrapeSettings, ScrapeVia,
+    RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout,
 };
 use crate::scrape::ScrapeOptions;
 
@@ -147,7 +147,8 @@ pub struct PublisherArgs {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub scrape_timeout: Duration,
     /// How long all scrapes of a round may take together, counted from the round's start;
-    /// pods still unanswered then count as scrape errors. Default: the scrape timeout.
+    /// pods still unanswered then count as scrape errors. At most the interval. Default: 80%
+    /// of the interval.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub round_timeout: Option<Duration>,
     /// The largest scrape body accepted, e.g. 1MiB; a larger body fails that pod (real
@@ -216,7 +217,9 @@ impl PublisherArgs {
                     port: self.metrics_port,
                     concurrency: self.scrape_concurrency,
                     timeout: self.scrape_timeout,
-                    round_timeout: self.round_timeout.unwrap_or(self.scrape_timeout),
+                    round_timeout: self
+                        .round_timeout
+                        .unwrap_or_else(|| default_round_timeout(self.interval)),
                     body_limit: self.scrape_body_limit,
                     memory_budget: self.scrape_memory_budget,
                 },
@@ -448,14 +451,16 @@ mod tests {
     }
 
     #[test]
-    fn the_round_deadline_defaults_to_the_scrape_timeout() {
+    fn the_round_deadline_defaults_to_most_of_the_interval_and_never_exceeds_it() {
         let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
         let settings = Settings::validate(defaults.requested(), Purpose::Run).expect("valid");
         assert_eq!(settings.scrape.scraper.timeout, Duration::from_secs(5));
+        // 80% of the 30 s interval, not the 5 s scrape timeout.
         assert_eq!(
             settings.scrape.scraper.round_timeout,
-            Duration::from_secs(5)
+            Duration::from_secs(24)
         );
+        // The scrape timeout no longer moves it; the interval does.
         let slow = args(&[
             "--cluster-id",
             "c",
@@ -463,11 +468,20 @@ mod tests {
             "r",
             "--scrape-timeout",
             "20s",
+            "--interval",
+            "60",
         ]);
         let settings = Settings::validate(slow.requested(), Purpose::Run).expect("valid");
         assert_eq!(
             settings.scrape.scraper.round_timeout,
-            Duration::from_secs(20)
+            Duration::from_secs(48)
+        );
+        // The same rule for a dry run (one round, with the configured interval).
+        let dry = args(&["--cluster-id", "c", "--interval", "1"]);
+        let settings = Settings::validate(dry.requested(), Purpose::DryRun).expect("valid");
+        assert_eq!(
+            settings.scrape.scraper.round_timeout,
+            Duration::from_millis(800)
         );
         let explicit = args(&[
             "--cluster-id",
@@ -483,6 +497,40 @@ mod tests {
             settings.scrape.scraper.round_timeout,
             Duration::from_millis(1500)
         );
+        // Up to the whole interval is allowed; beyond it rounds would overlap.
+        let whole = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--round-timeout",
+            "30s",
+        ]);
+        assert!(Settings::validate(whole.requested(), Purpose::Run).is_ok());
+        for purpose in [Purpose::Run, Purpose::Once, Purpose::DryRun] {
+            let over = args(&[
+                "--cluster-id",
+                "c",
+                "--region",
+                "r",
+                "--interval",
+                "10",
+                "--round-timeout",
+                "11s",
+            ]);
+            let error = Settings::validate(over.requested(), purpose).expect_err("refused");
+            assert_eq!(
+                error,
+                ConfigError::RoundTimeoutOverInterval {
+                    round_timeout: Duration::from_secs(11),
+                    interval: Duration::from_secs(10),
+                }
+            );
+            let message = error.to_string();
+            assert!(!message.contains('\n'), "one line: {message}");
+            assert!(message.contains("--round-timeout"), "{message}");
+            assert!(message.contains("--interval"), "{message}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::config::{LeaderSettings, ScrapeVia, Settings};
 use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, LeadershipState, run_election};
-use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
+use crate::scrape::{ScrapeError, ScrapeResult, Scraper, median_duration, round_time_estimate};
 use crate::serve::{PublisherStatus, ServeError, ServeOptions, ServeState, Server};
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
@@ -91,17 +91,22 @@ impl RoundRunner {
     pub async fn round_over(&mut self, targets: Vec<ScrapeTarget>) -> (Round, RoundStats) {
         let timestamp = SystemTime::now();
         let started = Instant::now();
+        let pods = targets.len();
         let mut not_started = 0_usize;
+        // How long each started scrape took, for the deadline check.
+        let mut durations = Vec::with_capacity(pods);
         let mut round = self.aggregator.begin_round();
         let mut scrapes = std::pin::pin!(self.scraper.scrape_each(targets));
         while let Some((position, scrape)) = scrapes.next().await {
             if matches!(scrape.outcome, Err(ScrapeError::NotStarted(_))) {
                 not_started += 1;
             }
+            durations.extend(scrape.elapsed);
             let parsed = round.parse(pod_scrape(&scrape));
             round.fold(position, parsed);
         }
         let (round, stats) = round.finish_with_self_metrics(timestamp);
+        self.warn_if_the_deadline_is_short(pods, &mut durations);
         round.warn_unpublishable();
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
@@ -129,6 +134,30 @@ impl RoundRunner {
             "round done"
         );
         (round, stats)
+    }
+
+    /// Warns when the round's deadline is shorter than what a round of `pods` scrapes needs
+    /// at the configured concurrency and this round's median scrape time (`durations`, of
+    /// the scrapes that started): with such a deadline the last waves of every round fail
+    /// however healthy the nodes are.
+    fn warn_if_the_deadline_is_short(&self, pods: usize, durations: &mut [Duration]) {
+        let options = self.scraper.options();
+        let Some(median) = median_duration(durations) else {
+            return;
+        };
+        let needed = round_time_estimate(pods, options.concurrency, median);
+        if options.round_timeout < needed {
+            tracing::warn!(
+                "the round's deadline (--round-timeout {:?}) is shorter than the {needed:?} \
+                 that {pods} pods need at --scrape-concurrency {} with this round's median \
+                 scrape time of {median:?} (ceil({pods} / {}) rounds of scrapes x the median); \
+                 raise --scrape-concurrency or --round-timeout (at most --interval, so raise \
+                 that too if needed)",
+                options.round_timeout,
+                options.concurrency,
+                options.concurrency
+            );
+        }
     }
 
     /// The pods the next round would scrape.

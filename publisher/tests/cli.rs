@@ -89,6 +89,21 @@ fn a_bad_interval_is_a_clear_error() {
 }
 
 #[test]
+fn a_round_timeout_longer_than_the_interval_is_a_clear_error() {
+    let env = [("AWS_CLUSTER_ID", "c"), ("METRIC_UPDATE_INTERVAL", "10")];
+    let output = publisher(&env, &["once", "--dry-run", "--round-timeout", "15s"]);
+    assert_fails_with(
+        &output,
+        &[
+            "round timeout (15s)",
+            "interval (10s)",
+            "--round-timeout",
+            "--interval",
+        ],
+    );
+}
+
+#[test]
 fn bad_upstream_booleans_and_transports_are_refused() {
     let env = [("AWS_CLUSTER_ID", "c"), ("USE_CLOUDWATCH", "maybe")];
     assert_fails_with(&publisher(&env, &["run"]), &["yes/true or no/false"]);

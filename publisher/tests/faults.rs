@@ -192,10 +192,12 @@ fn rendered_memory_limit() -> u64 {
     mebibytes * 1024 * 1024
 }
 
-/// Runs the publisher against the sandbox until `rounds` rounds completed and returns its
-/// last `/metrics` text and its peak RSS, then stops it.
+/// Runs the publisher against the sandbox every `interval` seconds until `rounds` rounds
+/// completed and returns its last `/metrics` text and its peak RSS, then stops it. The
+/// round deadline is 80% of the interval.
 async fn run_rounds_and_measure(
     sandbox: &TestSandbox,
+    interval: &str,
     rounds: f64,
     within: Duration,
     extra_args: &[&str],
@@ -203,7 +205,7 @@ async fn run_rounds_and_measure(
     let mut args = vec![
         "run",
         "--interval",
-        "1",
+        interval,
         "--listen",
         "127.0.0.1:0",
         "--scrape-via",
@@ -243,9 +245,12 @@ async fn sixty_four_slow_four_mib_bodies_stay_inside_the_memory_limit() {
         over: Duration::from_secs(2),
     });
     // The old default body limit, so that the bodies are accepted and the memory budget
-    // (not the body limit) is what bounds them.
+    // (not the body limit) is what bounds them. The budget lets about eight 4 MiB bodies in
+    // at once, so a round takes about 8 x 2 s = 16 s: the default 30 s interval gives it a
+    // 24 s deadline.
     let (metrics, peak, log) = run_rounds_and_measure(
         &sandbox,
+        "30",
         2.0,
         Duration::from_secs(240),
         &["--scrape-body-limit", "4MiB", "--scrape-timeout", "90s"],
@@ -279,8 +284,11 @@ async fn ten_nodes_with_a_hundred_thousand_series_each_stay_inside_the_memory_li
     // Five rounds, because the series are new every round: without the limit, the state and
     // the label sets of successive rounds pile up past the rendered limit by then (measured:
     // 302 MiB).
+    // A 7 s interval gives each round a 5.6 s deadline, about the 5 s it had when this test
+    // was measured, so that the pods fail on the series limit, not on the deadline.
     let (metrics, peak, log) = run_rounds_and_measure(
         &sandbox,
+        "7",
         5.0,
         Duration::from_secs(120),
         &["--scrape-body-limit", "8MiB"],
