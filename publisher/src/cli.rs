@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::aggregate::DEFAULT_STALE_ROUNDS;
 use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
 use crate::config::{
     CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
@@ -74,6 +75,10 @@ pub struct AggregateArgs {
     /// Also publish the capacity metrics per availability zone.
     #[arg(long)]
     pub per_az: bool,
+    /// How many rounds in a row a pod whose file is unreadable or does not parse still adds
+    /// the gauge values of its last good round, as in `run`; 0: never.
+    #[arg(long, default_value_t = DEFAULT_STALE_ROUNDS, value_name = "ROUNDS")]
+    pub stale_rounds: u32,
     #[command(flatten)]
     pub logging: LoggingArgs,
 }
@@ -151,6 +156,11 @@ pub struct PublisherArgs {
     /// of the interval.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub round_timeout: Option<Duration>,
+    /// How many rounds in a row a pod that was not scraped (timeout, error, bad body) still
+    /// adds the gauge values of its last good scrape, so that capacity totals do not dip;
+    /// 0: never.
+    #[arg(long, default_value_t = DEFAULT_STALE_ROUNDS, value_name = "ROUNDS")]
+    pub stale_rounds: u32,
     /// The largest scrape body accepted, e.g. 1MiB; a larger body fails that pod (real
     /// ipamd bodies are tens of KiB).
     #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_bytes)]
@@ -224,6 +234,7 @@ impl PublisherArgs {
                     memory_budget: self.scrape_memory_budget,
                 },
                 max_series_per_pod: self.max_series_per_pod,
+                stale_rounds: self.stale_rounds,
             },
             cloudwatch: self.cloudwatch.then(|| RequestedCloudWatch {
                 region: self.region.clone(),
@@ -455,6 +466,7 @@ mod tests {
         let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
         let settings = Settings::validate(defaults.requested(), Purpose::Run).expect("valid");
         assert_eq!(settings.scrape.scraper.timeout, Duration::from_secs(5));
+        assert_eq!(settings.scrape.stale_rounds, 3);
         // 80% of the 30 s interval, not the 5 s scrape timeout.
         assert_eq!(
             settings.scrape.scraper.round_timeout,
@@ -531,6 +543,15 @@ mod tests {
             assert!(message.contains("--round-timeout"), "{message}");
             assert!(message.contains("--interval"), "{message}");
         }
+    }
+
+    #[test]
+    fn stale_rounds_take_zero_to_turn_them_off() {
+        let off = args(&["--cluster-id", "c", "--region", "r", "--stale-rounds", "0"]);
+        let settings = Settings::validate(off.requested(), Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.stale_rounds, 0);
+        let cli = Cli::try_parse_from(["cni-metrics-publisher", "run", "--stale-rounds", "-1"]);
+        assert!(cli.is_err(), "a negative count is refused");
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct ScrapeSettings {
     pub scraper: ScrapeOptions,
     /// The most counter series kept per pod; see [`crate::aggregate::AggregatorOptions`].
     pub max_series_per_pod: usize,
+    /// How many rounds in a row a pod's last good gauge values stand in for it; see
+    /// [`crate::aggregate::AggregatorOptions`].
+    pub stale_rounds: u32,
 }
 
 /// Leader election through a coordination.k8s.io Lease.

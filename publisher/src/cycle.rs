@@ -61,6 +61,8 @@ pub struct RoundRunner {
     discovery: PodDiscovery,
     scraper: Scraper,
     aggregator: Aggregator,
+    /// Pods whose last good gauge values stood in for them in the last round.
+    stale_pods: usize,
 }
 
 impl RoundRunner {
@@ -69,6 +71,7 @@ impl RoundRunner {
             discovery,
             scraper,
             aggregator,
+            stale_pods: 0,
         }
     }
 
@@ -106,7 +109,9 @@ impl RoundRunner {
             round.fold(position, parsed);
         }
         let (round, stats) = round.finish_with_self_metrics(timestamp);
+        self.stale_pods = stats.stale_pods;
         self.warn_if_the_deadline_is_short(pods, &mut durations);
+        self.log_stale_pods(&stats);
         round.warn_unpublishable();
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
@@ -160,6 +165,28 @@ impl RoundRunner {
         }
     }
 
+    /// One line when last good values stood in for pods, or were dropped as too old.
+    fn log_stale_pods(&self, stats: &RoundStats) {
+        if stats.stale_pods == 0 && stats.stale_expired == 0 {
+            return;
+        }
+        tracing::warn!(
+            stale_pods = stats.stale_pods,
+            dropped = stats.stale_expired,
+            "{} pods not scraped this round count with the gauge values of their last good \
+             scrape; {} pods not scraped for more than --stale-rounds {} rounds in a row were \
+             dropped from the totals",
+            stats.stale_pods,
+            stats.stale_expired,
+            self.aggregator.options().stale_rounds
+        );
+    }
+
+    /// Pods whose last good gauge values stood in for them in the last round.
+    pub fn stale_pods(&self) -> usize {
+        self.stale_pods
+    }
+
     /// The pods the next round would scrape.
     pub fn targets(&self) -> Vec<ScrapeTarget> {
         self.discovery.targets()
@@ -179,6 +206,7 @@ impl RoundRunner {
     /// would be stale by the time it leads again.
     pub fn forget(&mut self) {
         self.aggregator = Aggregator::new(self.aggregator.options().clone());
+        self.stale_pods = 0;
     }
 }
 
@@ -218,6 +246,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Client)
         cluster_id: settings.cluster_id.clone(),
         per_az: settings.per_az,
         max_series_per_pod: settings.scrape.max_series_per_pod,
+        stale_rounds: settings.scrape.stale_rounds,
     });
     Ok((RoundRunner::new(discovery, scraper, aggregator), client))
 }
@@ -470,6 +499,7 @@ impl RoundLoop {
             .first()
             .map_or(0.0, |datum| unix_seconds(datum.timestamp));
         self.status.rounds_total += 1;
+        self.status.stale_pods = self.runner.stale_pods();
         self.status.is_leader = true;
         self.status.cloudwatch_rejected_datums_total = self.unpublishable_total;
         if let Some(publisher) = self.publisher.as_ref() {

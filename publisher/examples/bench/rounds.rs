@@ -113,6 +113,7 @@ impl Publisher {
                 cluster_id: CLUSTER_ID.to_owned(),
                 per_az: false,
                 max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+                stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
             }),
         );
         runner.wait_until_ready(DISCOVERY_WAIT).await?;
