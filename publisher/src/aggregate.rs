@@ -42,8 +42,9 @@
 //!   - Its **latency quantile** is not carried over: it describes the calls of the last
 //!     moments, not a state, and an old peak would stand for calls nobody made.
 //! - **Bounded memory.** The state of a pod that is not in the round's pod list at all (deleted,
-//!   or replaced by a pod with a new UID) is dropped. A series that a pod no longer exposes is
-//!   forgotten with that pod's next successful scrape.
+//!   or replaced by a pod with a new UID) is dropped, its last good gauges with it. A series
+//!   that a pod no longer exposes is forgotten with that pod's next successful scrape. A pod's
+//!   last good gauges are one value per ipamd metric it exposed, at most 20.
 //! - **Never NaN or infinity.** Non-finite samples, and negative counter samples (a counter
 //!   cannot go below 0), are ignored as if absent; a counter series that reports such a value
 //!   keeps its previous value as state. A total that still overflows to infinity is not
@@ -267,10 +268,10 @@ impl LastGoodGauges {
 }
 
 /// What stands in for a pod that was not scraped this round.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StandIn {
     /// Its last good gauge values.
-    Stale(PodContribution),
+    Stale,
     /// Nothing any more: its last good values were just dropped, as too old.
     Expired,
     /// Nothing: it never had a successful scrape (or its values expired earlier, or stale
@@ -650,8 +651,14 @@ impl Aggregator {
     }
 
     /// What stands in for the pod `uid`, which is in the round but was not scraped: its last
-    /// good gauge values while it has failed at most `stale_rounds` rounds in a row.
-    fn stand_in(&mut self, uid: &str, position: usize) -> StandIn {
+    /// good gauge values while it has failed at most `stale_rounds` rounds in a row, added to
+    /// `contributions`.
+    fn stand_in(
+        &mut self,
+        uid: &str,
+        position: usize,
+        contributions: &mut Vec<PodContribution>,
+    ) -> StandIn {
         let stale_rounds = self.options.stale_rounds;
         let Some(state) = self.pods.get_mut(uid) else {
             return StandIn::Nothing;
@@ -664,7 +671,8 @@ impl Aggregator {
             state.last_good = None;
             return StandIn::Expired;
         }
-        StandIn::Stale(last_good.contribution(position))
+        contributions.push(last_good.contribution(position));
+        StandIn::Stale
     }
 
     /// Turns a successfully parsed pod's observations into its contribution to the round and
@@ -968,11 +976,11 @@ impl RoundInProgress<'_> {
 
     /// Adds what stands in for a pod that was not scraped this round, and counts it.
     fn stand_in(&mut self, position: usize, uid: &str) {
-        match self.aggregator.stand_in(uid, position) {
-            StandIn::Stale(contribution) => {
-                self.stats.stale_pods += 1;
-                self.contributions.push(contribution);
-            }
+        match self
+            .aggregator
+            .stand_in(uid, position, &mut self.contributions)
+        {
+            StandIn::Stale => self.stats.stale_pods += 1,
             StandIn::Expired => self.stats.stale_expired += 1,
             StandIn::Nothing => {}
         }
