@@ -19,16 +19,32 @@
 //!   published only when the `_count` increase is above 0. Unit `Milliseconds`; everything else
 //!   is `Count`.
 //! - **Union, no invented values.** A metric is published when any pod exposed its family in
-//!   the round, and not at all when none did.
-//! - **Failures.** A pod whose scrape failed or whose body does not parse contributes nothing
-//!   to the round (a body is parsed completely before any of it is used) and is counted in
-//!   [`RoundStats`]. Its counter state is **kept**: when it comes back, its increase covers
-//!   every interval since its last good scrape, so nothing is lost and nothing is counted
-//!   twice. Dropping the state instead would turn the recovery into a first sight and lose the
-//!   increase of the missed intervals. (If it restarted meanwhile, the reset rule applies.)
+//!   the round (or in the last good scrape that stands in for it), and not at all when none
+//!   did.
+//! - **Failures.** A pod that was not scraped this round (its scrape failed or timed out,
+//!   was never started before the round's deadline, its body does not parse, or it has more
+//!   series than the limit) uses none of this round's body (a body is parsed completely
+//!   before any of it is used) and is counted in [`RoundStats`].
+//!   - Its **gauges** stand in from its last successful scrape: the sums of that scrape's
+//!     gauge samples, in the zone it had then, for at most
+//!     [`AggregatorOptions::stale_rounds`] rounds in a row (counted in
+//!     [`RoundStats::stale_pods`]); after that they are dropped
+//!     ([`RoundStats::stale_expired`]) and the pod adds nothing until it answers again. Gauges
+//!     are state (addresses held, ENIs allowed): one late answer does not change how many
+//!     addresses a node has, while dropping them made capacity totals dip and fire false
+//!     IP-exhaustion alarms. A pod never scraped successfully adds nothing: no value is
+//!     invented.
+//!   - Its **counters** add nothing that round and their state is **kept**: when it comes
+//!     back, its increase covers every interval since its last good scrape, so nothing is
+//!     lost and nothing is counted twice. Dropping the state instead would turn the recovery
+//!     into a first sight and lose the increase of the missed intervals. (If it restarted
+//!     meanwhile, the reset rule applies.)
+//!   - Its **latency quantile** is not carried over: it describes the calls of the last
+//!     moments, not a state, and an old peak would stand for calls nobody made.
 //! - **Bounded memory.** The state of a pod that is not in the round's pod list at all (deleted,
-//!   or replaced by a pod with a new UID) is dropped. A series that a pod no longer exposes is
-//!   forgotten with that pod's next successful scrape.
+//!   or replaced by a pod with a new UID) is dropped, its last good gauges with it. A series
+//!   that a pod no longer exposes is forgotten with that pod's next successful scrape. A pod's
+//!   last good gauges are one value per ipamd metric it exposed, at most 20.
 //! - **Never NaN or infinity.** Non-finite samples, and negative counter samples (a counter
 //!   cannot go below 0), are ignored as if absent; a counter series that reports such a value
 //!   keeps its previous value as state. A total that still overflows to infinity is not
@@ -69,7 +85,16 @@ pub struct AggregatorOptions {
     /// [`RoundStats::series_limit_errors`]) and keeps its previous state, so a node with a
     /// label-cardinality bug cannot grow the publisher's memory without bound.
     pub max_series_per_pod: usize,
+    /// How many rounds in a row a pod that was not scraped still contributes the gauge values
+    /// of its last successful scrape (see "Failures" in the module docs); 0: never, and no
+    /// gauge values are kept.
+    pub stale_rounds: u32,
 }
+
+/// The default of [`AggregatorOptions::stale_rounds`]: three rounds (90 s at the default
+/// interval) cover a slow round, a node busy for a minute or an API server hiccup, while a
+/// node that is really gone (or broken) leaves the totals within two minutes.
+pub const DEFAULT_STALE_ROUNDS: u32 = 3;
 
 /// The default of [`AggregatorOptions::max_series_per_pod`]: fifteen times the ~1,300
 /// samples a real ipamd exposes (far fewer of them are counters), and small enough that
@@ -115,6 +140,13 @@ pub struct RoundStats {
     pub series_limit_errors: usize,
     /// Which pods those were, for the log.
     pub series_limit_pods: Vec<String>,
+    /// Pods not scraped this round whose last good gauge values were used instead. They are
+    /// counted in the errors above too.
+    pub stale_pods: usize,
+    /// Pods not scraped this round whose last good gauge values were dropped this round,
+    /// because they have now failed more than [`AggregatorOptions::stale_rounds`] rounds in a
+    /// row.
+    pub stale_expired: usize,
 }
 
 /// A pod whose body did not parse.
@@ -190,6 +222,61 @@ struct PodState {
     last_round: u64,
     /// The last good value of each counter series.
     counters: HashMap<SeriesKey, f64>,
+    /// The gauges of the pod's last successful scrape, while they may still stand in for it.
+    last_good: Option<LastGoodGauges>,
+    /// The rounds in a row the pod was not scraped, since its last successful scrape.
+    failed_rounds: u32,
+}
+
+/// The gauge totals of a pod's last successful scrape and the zone it had then, kept only
+/// for the metrics it exposed (a handful of the 20): 16 bytes each.
+#[derive(Debug)]
+struct LastGoodGauges {
+    gauges: Box<[(u8, f64)]>,
+    zone: Option<Box<str>>,
+}
+
+impl LastGoodGauges {
+    fn new(gauges: &Totals, zone: Option<&str>) -> Self {
+        let gauges = (0..IPAMD_METRIC_COUNT)
+            .filter_map(|index| Some((u8::try_from(index).ok()?, gauges.get(index)?)))
+            .collect();
+        LastGoodGauges {
+            gauges,
+            zone: zone.map(Box::from),
+        }
+    }
+
+    /// Its contribution to a round in which the pod stands at `position`: the gauges alone,
+    /// no counter increase and no latency.
+    fn contribution(&self, position: usize) -> PodContribution {
+        let mut totals = Totals::new();
+        for (metric, value) in self.gauges.iter() {
+            totals.add(usize::from(*metric), *value);
+        }
+        PodContribution {
+            position,
+            zone: self.zone.clone(),
+            totals,
+            latency: LatencyTotals::default(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.gauges.len() * size_of::<(u8, f64)>() + self.zone.as_ref().map_or(0, |zone| zone.len())
+    }
+}
+
+/// What stands in for a pod that was not scraped this round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StandIn {
+    /// Its last good gauge values.
+    Stale,
+    /// Nothing any more: its last good values were just dropped, as too old.
+    Expired,
+    /// Nothing: it never had a successful scrape (or its values expired earlier, or stale
+    /// values are off).
+    Nothing,
 }
 
 /// Label sets (the raw label text of a series) shared by all pods, each stored once.
@@ -527,7 +614,14 @@ impl Aggregator {
         let pods: usize = self
             .pods
             .iter()
-            .map(|(uid, state)| uid.len() + state.counters.capacity() * series_entry)
+            .map(|(uid, state)| {
+                uid.len()
+                    + state.counters.capacity() * series_entry
+                    + state
+                        .last_good
+                        .as_ref()
+                        .map_or(0, LastGoodGauges::heap_bytes)
+            })
             .sum();
         let labels: usize = self.labels.ids.keys().map(|labels| labels.len()).sum();
         self.pods.capacity() * pod_entry + pods + self.labels.ids.capacity() * label_entry + labels
@@ -548,7 +642,7 @@ impl Aggregator {
                     uid.into(),
                     PodState {
                         last_round: round_number,
-                        counters: HashMap::new(),
+                        ..PodState::default()
                     },
                 );
                 true
@@ -556,8 +650,33 @@ impl Aggregator {
         }
     }
 
+    /// What stands in for the pod `uid`, which is in the round but was not scraped: its last
+    /// good gauge values while it has failed at most `stale_rounds` rounds in a row, added to
+    /// `contributions`.
+    fn stand_in(
+        &mut self,
+        uid: &str,
+        position: usize,
+        contributions: &mut Vec<PodContribution>,
+    ) -> StandIn {
+        let stale_rounds = self.options.stale_rounds;
+        let Some(state) = self.pods.get_mut(uid) else {
+            return StandIn::Nothing;
+        };
+        state.failed_rounds = state.failed_rounds.saturating_add(1);
+        let Some(last_good) = state.last_good.as_ref() else {
+            return StandIn::Nothing;
+        };
+        if state.failed_rounds > stale_rounds {
+            state.last_good = None;
+            return StandIn::Expired;
+        }
+        contributions.push(last_good.contribution(position));
+        StandIn::Stale
+    }
+
     /// Turns a successfully parsed pod's observations into its contribution to the round and
-    /// replaces its counter state with this scrape's values.
+    /// replaces its counter state and its last good gauges with this scrape's values.
     fn commit(
         &mut self,
         uid: &str,
@@ -572,6 +691,8 @@ impl Aggregator {
             totals: Totals::new(),
             latency: LatencyTotals::default(),
         };
+        // The gauges alone, to stand in for the pod when a later scrape fails.
+        let mut gauges = Totals::new();
         let mut current: HashMap<SeriesKey, f64> = HashMap::with_capacity(state.counters.len());
         // Series whose sample this round was unusable: they keep their previous value.
         let mut carried_over = Vec::new();
@@ -580,6 +701,7 @@ impl Aggregator {
                 Observation::Gauge { metric, value } => {
                     if value.is_finite() {
                         contribution.totals.add(metric, value);
+                        gauges.add(metric, value);
                     }
                 }
                 Observation::LatencyQuantile { value } => {
@@ -634,6 +756,9 @@ impl Aggregator {
             }
         }
         state.counters = current;
+        state.failed_rounds = 0;
+        state.last_good = (self.options.stale_rounds > 0)
+            .then(|| LastGoodGauges::new(&gauges, contribution.zone.as_deref()));
         Some(contribution)
     }
 
@@ -822,6 +947,7 @@ impl RoundInProgress<'_> {
             ParsedSamples::Parsed(observations) => observations,
             ParsedSamples::ScrapeFailed => {
                 self.stats.scrape_errors += 1;
+                self.stand_in(position, pod.uid);
                 return;
             }
             ParsedSamples::ParseFailed(error) => {
@@ -830,11 +956,13 @@ impl RoundInProgress<'_> {
                     pod: pod.name.to_owned(),
                     error,
                 });
+                self.stand_in(position, pod.uid);
                 return;
             }
             ParsedSamples::TooManySeries => {
                 self.stats.series_limit_errors += 1;
                 self.stats.series_limit_pods.push(pod.name.to_owned());
+                self.stand_in(position, pod.uid);
                 return;
             }
         };
@@ -843,6 +971,18 @@ impl RoundInProgress<'_> {
         let zone = pod.zone.filter(|_| aggregator.options.per_az);
         if let Some(contribution) = aggregator.commit(pod.uid, position, zone, &observations) {
             self.contributions.push(contribution);
+        }
+    }
+
+    /// Adds what stands in for a pod that was not scraped this round, and counts it.
+    fn stand_in(&mut self, position: usize, uid: &str) {
+        match self
+            .aggregator
+            .stand_in(uid, position, &mut self.contributions)
+        {
+            StandIn::Stale => self.stats.stale_pods += 1,
+            StandIn::Expired => self.stats.stale_expired += 1,
+            StandIn::Nothing => {}
         }
     }
 

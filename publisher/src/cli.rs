@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::aggregate::DEFAULT_STALE_ROUNDS;
 use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
 use crate::config::{
     CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
-    RequestedLeader, ScrapeSettings, ScrapeVia,
+    RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout,
 };
 use crate::scrape::ScrapeOptions;
 
@@ -74,6 +75,10 @@ pub struct AggregateArgs {
     /// Also publish the capacity metrics per availability zone.
     #[arg(long)]
     pub per_az: bool,
+    /// How many rounds in a row a pod whose file is unreadable or does not parse still adds
+    /// the gauge values of its last good round, as in `run`; 0: never.
+    #[arg(long, default_value_t = DEFAULT_STALE_ROUNDS, value_name = "ROUNDS")]
+    pub stale_rounds: u32,
     #[command(flatten)]
     pub logging: LoggingArgs,
 }
@@ -147,9 +152,15 @@ pub struct PublisherArgs {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     pub scrape_timeout: Duration,
     /// How long all scrapes of a round may take together, counted from the round's start;
-    /// pods still unanswered then count as scrape errors. Default: the scrape timeout.
+    /// pods still unanswered then count as scrape errors. At most the interval. Default: 80%
+    /// of the interval.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub round_timeout: Option<Duration>,
+    /// How many rounds in a row a pod that was not scraped (timeout, error, bad body) still
+    /// adds the gauge values of its last good scrape, so that capacity totals do not dip;
+    /// 0: never.
+    #[arg(long, default_value_t = DEFAULT_STALE_ROUNDS, value_name = "ROUNDS")]
+    pub stale_rounds: u32,
     /// The largest scrape body accepted, e.g. 1MiB; a larger body fails that pod (real
     /// ipamd bodies are tens of KiB).
     #[arg(long, default_value = "1MiB", value_name = "BYTES", value_parser = parse_bytes)]
@@ -216,11 +227,14 @@ impl PublisherArgs {
                     port: self.metrics_port,
                     concurrency: self.scrape_concurrency,
                     timeout: self.scrape_timeout,
-                    round_timeout: self.round_timeout.unwrap_or(self.scrape_timeout),
+                    round_timeout: self
+                        .round_timeout
+                        .unwrap_or_else(|| default_round_timeout(self.interval)),
                     body_limit: self.scrape_body_limit,
                     memory_budget: self.scrape_memory_budget,
                 },
                 max_series_per_pod: self.max_series_per_pod,
+                stale_rounds: self.stale_rounds,
             },
             cloudwatch: self.cloudwatch.then(|| RequestedCloudWatch {
                 region: self.region.clone(),
@@ -448,14 +462,17 @@ mod tests {
     }
 
     #[test]
-    fn the_round_deadline_defaults_to_the_scrape_timeout() {
+    fn the_round_deadline_defaults_to_most_of_the_interval_and_never_exceeds_it() {
         let defaults = args(&["--cluster-id", "c", "--region", "us-west-2"]);
         let settings = Settings::validate(defaults.requested(), Purpose::Run).expect("valid");
         assert_eq!(settings.scrape.scraper.timeout, Duration::from_secs(5));
+        assert_eq!(settings.scrape.stale_rounds, 3);
+        // 80% of the 30 s interval, not the 5 s scrape timeout.
         assert_eq!(
             settings.scrape.scraper.round_timeout,
-            Duration::from_secs(5)
+            Duration::from_secs(24)
         );
+        // The scrape timeout no longer moves it; the interval does.
         let slow = args(&[
             "--cluster-id",
             "c",
@@ -463,11 +480,20 @@ mod tests {
             "r",
             "--scrape-timeout",
             "20s",
+            "--interval",
+            "60",
         ]);
         let settings = Settings::validate(slow.requested(), Purpose::Run).expect("valid");
         assert_eq!(
             settings.scrape.scraper.round_timeout,
-            Duration::from_secs(20)
+            Duration::from_secs(48)
+        );
+        // The same rule for a dry run (one round, with the configured interval).
+        let dry = args(&["--cluster-id", "c", "--interval", "1"]);
+        let settings = Settings::validate(dry.requested(), Purpose::DryRun).expect("valid");
+        assert_eq!(
+            settings.scrape.scraper.round_timeout,
+            Duration::from_millis(800)
         );
         let explicit = args(&[
             "--cluster-id",
@@ -483,6 +509,49 @@ mod tests {
             settings.scrape.scraper.round_timeout,
             Duration::from_millis(1500)
         );
+        // Up to the whole interval is allowed; beyond it rounds would overlap.
+        let whole = args(&[
+            "--cluster-id",
+            "c",
+            "--region",
+            "r",
+            "--round-timeout",
+            "30s",
+        ]);
+        assert!(Settings::validate(whole.requested(), Purpose::Run).is_ok());
+        for purpose in [Purpose::Run, Purpose::Once, Purpose::DryRun] {
+            let over = args(&[
+                "--cluster-id",
+                "c",
+                "--region",
+                "r",
+                "--interval",
+                "10",
+                "--round-timeout",
+                "11s",
+            ]);
+            let error = Settings::validate(over.requested(), purpose).expect_err("refused");
+            assert_eq!(
+                error,
+                ConfigError::RoundTimeoutOverInterval {
+                    round_timeout: Duration::from_secs(11),
+                    interval: Duration::from_secs(10),
+                }
+            );
+            let message = error.to_string();
+            assert!(!message.contains('\n'), "one line: {message}");
+            assert!(message.contains("--round-timeout"), "{message}");
+            assert!(message.contains("--interval"), "{message}");
+        }
+    }
+
+    #[test]
+    fn stale_rounds_take_zero_to_turn_them_off() {
+        let off = args(&["--cluster-id", "c", "--region", "r", "--stale-rounds", "0"]);
+        let settings = Settings::validate(off.requested(), Purpose::Run).expect("valid");
+        assert_eq!(settings.scrape.stale_rounds, 0);
+        let cli = Cli::try_parse_from(["cni-metrics-publisher", "run", "--stale-rounds", "-1"]);
+        assert!(cli.is_err(), "a negative count is refused");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::config::{LeaderSettings, ScrapeVia, Settings};
 use crate::datum::{Datum, Round, Rounds};
 use crate::discovery::{DiscoveryError, PodDiscovery, ScrapeTarget};
 use crate::leader::{LeaderElector, Leadership, LeadershipState, lease_client, run_election};
-use crate::scrape::{ScrapeError, ScrapeResult, Scraper};
+use crate::scrape::{ScrapeError, ScrapeResult, Scraper, median_duration, round_time_estimate};
 use crate::serve::{PublisherStatus, ServeError, ServeOptions, ServeState, Server};
 
 /// How long `run` waits for the first pod listing before it starts rounds anyway (the
@@ -61,6 +61,8 @@ pub struct RoundRunner {
     discovery: PodDiscovery,
     scraper: Scraper,
     aggregator: Aggregator,
+    /// Pods whose last good gauge values stood in for them in the last round.
+    stale_pods: usize,
 }
 
 impl RoundRunner {
@@ -69,6 +71,7 @@ impl RoundRunner {
             discovery,
             scraper,
             aggregator,
+            stale_pods: 0,
         }
     }
 
@@ -91,17 +94,24 @@ impl RoundRunner {
     pub async fn round_over(&mut self, targets: Vec<ScrapeTarget>) -> (Round, RoundStats) {
         let timestamp = SystemTime::now();
         let started = Instant::now();
+        let pods = targets.len();
         let mut not_started = 0_usize;
+        // How long each started scrape took, for the deadline check.
+        let mut durations = Vec::with_capacity(pods);
         let mut round = self.aggregator.begin_round();
         let mut scrapes = std::pin::pin!(self.scraper.scrape_each(targets));
         while let Some((position, scrape)) = scrapes.next().await {
             if matches!(scrape.outcome, Err(ScrapeError::NotStarted(_))) {
                 not_started += 1;
             }
+            durations.extend(scrape.elapsed);
             let parsed = round.parse(pod_scrape(&scrape));
             round.fold(position, parsed);
         }
         let (round, stats) = round.finish_with_self_metrics(timestamp);
+        self.stale_pods = stats.stale_pods;
+        self.warn_if_the_deadline_is_short(pods, &mut durations);
+        self.log_stale_pods(&stats);
         round.warn_unpublishable();
         for failure in &stats.parse_failures {
             tracing::warn!(pod = %failure.pod, "the scrape did not parse: {}", failure.error);
@@ -131,6 +141,52 @@ impl RoundRunner {
         (round, stats)
     }
 
+    /// Warns when the round's deadline is shorter than what a round of `pods` scrapes needs
+    /// at the configured concurrency and this round's median scrape time (`durations`, of
+    /// the scrapes that started): with such a deadline the last waves of every round fail
+    /// however healthy the nodes are.
+    fn warn_if_the_deadline_is_short(&self, pods: usize, durations: &mut [Duration]) {
+        let options = self.scraper.options();
+        let Some(median) = median_duration(durations) else {
+            return;
+        };
+        let needed = round_time_estimate(pods, options.concurrency, median);
+        if options.round_timeout < needed {
+            tracing::warn!(
+                "the round's deadline (--round-timeout {:?}) is shorter than the {needed:?} \
+                 that {pods} pods need at --scrape-concurrency {} with this round's median \
+                 scrape time of {median:?} (ceil({pods} / {}) rounds of scrapes x the median); \
+                 raise --scrape-concurrency or --round-timeout (at most --interval, so raise \
+                 that too if needed)",
+                options.round_timeout,
+                options.concurrency,
+                options.concurrency
+            );
+        }
+    }
+
+    /// One line when last good values stood in for pods, or were dropped as too old.
+    fn log_stale_pods(&self, stats: &RoundStats) {
+        if stats.stale_pods == 0 && stats.stale_expired == 0 {
+            return;
+        }
+        tracing::warn!(
+            stale_pods = stats.stale_pods,
+            dropped = stats.stale_expired,
+            "{} pods not scraped this round count with the gauge values of their last good \
+             scrape; {} pods not scraped for more than --stale-rounds {} rounds in a row were \
+             dropped from the totals",
+            stats.stale_pods,
+            stats.stale_expired,
+            self.aggregator.options().stale_rounds
+        );
+    }
+
+    /// Pods whose last good gauge values stood in for them in the last round.
+    pub fn stale_pods(&self) -> usize {
+        self.stale_pods
+    }
+
     /// The pods the next round would scrape.
     pub fn targets(&self) -> Vec<ScrapeTarget> {
         self.discovery.targets()
@@ -150,6 +206,7 @@ impl RoundRunner {
     /// would be stale by the time it leads again.
     pub fn forget(&mut self) {
         self.aggregator = Aggregator::new(self.aggregator.options().clone());
+        self.stale_pods = 0;
     }
 }
 
@@ -189,6 +246,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Config)
         cluster_id: settings.cluster_id.clone(),
         per_az: settings.per_az,
         max_series_per_pod: settings.scrape.max_series_per_pod,
+        stale_rounds: settings.scrape.stale_rounds,
     });
     Ok((RoundRunner::new(discovery, scraper, aggregator), config))
 }
@@ -459,6 +517,7 @@ impl RoundLoop {
             .first()
             .map_or(0.0, |datum| unix_seconds(datum.timestamp));
         self.status.rounds_total += 1;
+        self.status.stale_pods = self.runner.stale_pods();
         self.status.is_leader = true;
         self.status.cloudwatch_rejected_datums_total = self.unpublishable_total;
         if let Some(publisher) = self.publisher.as_ref() {

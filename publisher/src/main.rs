@@ -59,7 +59,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Aggregate(args) => {
             let cluster_id = required_cluster_id(args.cluster_id.as_deref())?;
-            let rounds = offline::aggregate_rounds(&args.rounds, &cluster_id, args.per_az)?;
+            let rounds = offline::aggregate_rounds(
+                &args.rounds,
+                &cluster_id,
+                args.per_az,
+                args.stale_rounds,
+            )?;
             print_json(&rounds)?;
         }
     }

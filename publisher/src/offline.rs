@@ -11,7 +11,11 @@
 //!
 //! A file that cannot be read or is not UTF-8 counts as a failed scrape of that pod and a file
 //! that does not parse as a parse error, exactly as in a live round; neither is an error of the
-//! command. Only a round directory that cannot be listed is.
+//! command. Only a round directory that cannot be listed is. The rounds follow one another as
+//! in `run`: a pod that failed stands in with the gauges of its last good round for at most
+//! `stale_rounds` rounds (`--stale-rounds`, the same default as `run`), so replaying a run's
+//! scrapes gives the datums it published. A single round, like `once`, has no earlier round
+//! to take values from.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -50,8 +54,9 @@ pub fn aggregate_rounds(
     round_dirs: &[PathBuf],
     cluster_id: &str,
     per_az: bool,
+    stale_rounds: u32,
 ) -> Result<Rounds, OfflineError> {
-    let rounds = aggregate_rounds_with_stats(round_dirs, cluster_id, per_az)?
+    let rounds = aggregate_rounds_with_stats(round_dirs, cluster_id, per_az, stale_rounds)?
         .into_iter()
         .map(|(round, _stats)| round)
         .collect();
@@ -64,6 +69,7 @@ pub fn aggregate_rounds_with_stats(
     round_dirs: &[PathBuf],
     cluster_id: &str,
     per_az: bool,
+    stale_rounds: u32,
 ) -> Result<Vec<(Round, RoundStats)>, OfflineError> {
     // Read every directory first, so that a bad one is reported before any work is done.
     let rounds = round_dirs
@@ -74,6 +80,7 @@ pub fn aggregate_rounds_with_stats(
         cluster_id: cluster_id.to_owned(),
         per_az,
         max_series_per_pod: crate::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds,
     });
     let mut results = Vec::with_capacity(rounds.len());
     for pod_files in &rounds {

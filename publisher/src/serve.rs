@@ -129,6 +129,8 @@ pub struct PublisherStatus {
     pub cloudwatch_dropped_datums_total: u64,
     /// Datums left out because CloudWatch refused them or would refuse their value.
     pub cloudwatch_rejected_datums_total: u64,
+    /// Pods not scraped in the last round whose last good gauge values were used instead.
+    pub stale_pods: usize,
     pub is_leader: bool,
 }
 
@@ -413,7 +415,7 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
             let _ = writeln!(out, " {}", datum.value);
         }
     }
-    let own: [(&str, &str, &str, f64); 7] = [
+    let own: [(&str, &str, &str, f64); 8] = [
         (
             "cni_metrics_publisher_round_duration_seconds",
             "gauge",
@@ -449,6 +451,12 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
             "counter",
             "Datums left out because CloudWatch refused them or would refuse their value.",
             status.cloudwatch_rejected_datums_total as f64,
+        ),
+        (
+            "cni_metrics_publisher_stale_pods",
+            "gauge",
+            "Pods not scraped in the last round whose last good gauge values were used instead.",
+            status.stale_pods as f64,
         ),
         (
             "cni_metrics_publisher_leader",
@@ -567,6 +575,17 @@ mod tests {
         assert!(text.contains("cni_metrics_awsAPILatency{cluster_id=\"c\\\"1\"} 1.5\n"));
         assert!(!text.contains("broken"));
         assert!(text.contains("cni_metrics_publisher_rounds_total 0\n"));
+        let stale = PublisherStatus {
+            stale_pods: 3,
+            ..PublisherStatus::default()
+        };
+        let text = render(&[], &stale);
+        assert!(
+            text.contains(
+                "# TYPE cni_metrics_publisher_stale_pods gauge\ncni_metrics_publisher_stale_pods 3\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

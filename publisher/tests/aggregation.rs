@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cni_metrics_publisher::aggregate::{
-    AVAILABILITY_ZONE_DIMENSION, Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats,
-    ScrapeOutcome,
+    AVAILABILITY_ZONE_DIMENSION, Aggregator, AggregatorOptions, DEFAULT_STALE_ROUNDS, PodScrape,
+    RoundCounts, RoundStats, ScrapeOutcome,
 };
 use cni_metrics_publisher::datum::{Round, Unit};
 use cni_metrics_publisher::offline::{OfflineError, aggregate_rounds, aggregate_rounds_with_stats};
@@ -19,6 +19,7 @@ fn aggregator() -> Aggregator {
         cluster_id: "c".to_owned(),
         per_az: false,
         max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     })
 }
 
@@ -228,6 +229,9 @@ fn failed_scrapes_are_counted_and_keep_their_state() {
             parse_failures: Vec::new(),
             series_limit_errors: 0,
             series_limit_pods: Vec::new(),
+            // b's last good scrape stands in for it, with no gauges to add.
+            stale_pods: 1,
+            stale_expired: 0,
         }
     );
     assert_eq!(aggregator.tracked_pods(), 2, "a failed pod's state is kept");
@@ -419,6 +423,7 @@ fn per_az_capacity_datums() {
         cluster_id: "c".to_owned(),
         per_az: true,
         max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     });
     let node = |assigned: &str, total: &str, max: &str| {
         format!(
@@ -478,6 +483,7 @@ fn per_az_capacity_datums() {
         cluster_id: "c".to_owned(),
         per_az: false,
         max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     });
     let (round, _) = without.round(&pods, at(0));
     assert!(round.datums.iter().all(|datum| datum.dimensions.len() == 1));
@@ -674,6 +680,7 @@ fn offline_rounds_print_the_exact_json() {
         ],
         "c",
         false,
+        DEFAULT_STALE_ROUNDS,
     )
     .expect("the fixture rounds aggregate");
     let json = serde_json::to_string(&rounds).expect("rounds serialize");
@@ -682,8 +689,8 @@ fn offline_rounds_print_the_exact_json() {
         format!(r#"{{"MetricName":"{name}","Value":{value},"Unit":"{unit}",{dims}}}"#)
     };
     // Round 1: a=3/20, b=4/50, c=5/30; first sight, no latency increase yet.
-    // Round 2: b does not parse (skipped, state kept, one scrape error); a +5 and +30ms/+3
-    // calls, c +5.
+    // Round 2: b does not parse (one scrape error, counter state kept, its round-1 gauge 4
+    // stands in: 3 + 4 + 2 = 13); a +5 and +30ms/+3 calls, c +5.
     // Round 3: c is gone; b is back: +10 over its round-1 value, +40ms/+2 calls.
     // Each round ends with the self-metrics, as a live round does.
     let expected = format!(
@@ -692,7 +699,7 @@ fn offline_rounds_print_the_exact_json() {
         datum("addReqCount", "0.0", "Count"),
         datum("podsScraped", "3.0", "Count"),
         datum("scrapeErrors", "0.0", "Count"),
-        datum("assignIPAddresses", "9.0", "Count"),
+        datum("assignIPAddresses", "13.0", "Count"),
         datum("awsAPILatency", "10.0", "Milliseconds"),
         datum("addReqCount", "10.0", "Count"),
         datum("podsScraped", "2.0", "Count"),
@@ -708,8 +715,13 @@ fn offline_rounds_print_the_exact_json() {
 
 #[test]
 fn offline_zone_subdirectories_give_per_az_datums() {
-    let rounds = aggregate_rounds(&[fixture_dir("rounds-az/round1")], "c", true)
-        .expect("the fixture round aggregates");
+    let rounds = aggregate_rounds(
+        &[fixture_dir("rounds-az/round1")],
+        "c",
+        true,
+        DEFAULT_STALE_ROUNDS,
+    )
+    .expect("the fixture round aggregates");
     let json = serde_json::to_string(&rounds).expect("rounds serialize");
     let cluster = r#"{"Name":"CLUSTER_ID","Value":"c"}"#;
     let datum = |name: &str, value: &str, zone: Option<&str>| {
@@ -735,8 +747,13 @@ fn offline_zone_subdirectories_give_per_az_datums() {
 #[test]
 fn offline_missing_directory_is_an_error_naming_it() {
     let missing = fixture_dir("rounds/no-such-round");
-    let error = aggregate_rounds(&[fixture_dir("rounds/round1"), missing.clone()], "c", false)
-        .expect_err("a missing round directory is an error");
+    let error = aggregate_rounds(
+        &[fixture_dir("rounds/round1"), missing.clone()],
+        "c",
+        false,
+        DEFAULT_STALE_ROUNDS,
+    )
+    .expect_err("a missing round directory is an error");
     assert!(matches!(error, OfflineError::ReadRoundDirectory { .. }));
     let message = error.to_string();
     assert!(
@@ -753,8 +770,13 @@ fn offline_unreadable_and_non_utf8_files_are_failed_pods() {
     std::fs::write(directory.path().join("binary"), [0xff_u8, 0xfe, 0x00])
         .expect("write a pod file");
     std::fs::write(directory.path().join(".hidden"), "garbage{").expect("write a hidden file");
-    let rounds = aggregate_rounds(&[directory.path().to_owned()], "c", false)
-        .expect("bad pod files are not errors of the command");
+    let rounds = aggregate_rounds(
+        &[directory.path().to_owned()],
+        "c",
+        false,
+        DEFAULT_STALE_ROUNDS,
+    )
+    .expect("bad pod files are not errors of the command");
     assert_eq!(
         values(&rounds.rounds[0]),
         vec![
@@ -771,6 +793,7 @@ fn offline_rounds_report_the_failed_pods() {
         &[fixture_dir("rounds/round1"), fixture_dir("rounds/round2")],
         "c",
         false,
+        DEFAULT_STALE_ROUNDS,
     )
     .expect("the fixture rounds aggregate");
     let stats: Vec<_> = rounds.iter().map(|(_, stats)| stats).collect();
@@ -818,6 +841,7 @@ fn pods_folded_in_as_their_scrapes_complete_give_the_datums_of_target_order() {
         cluster_id: "c".to_owned(),
         per_az: true,
         max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     };
 
     // The reference: one round in target order, then a second round so the counters have
@@ -924,6 +948,7 @@ fn a_pod_over_the_series_limit_fails_the_round_and_keeps_its_previous_state() {
         cluster_id: "c".to_owned(),
         per_az: false,
         max_series_per_pod: 100,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     });
     let (at_limit, next) = (many_series(100, 1), many_series(100, 3));
     let (_, stats) = aggregator.round(&[pod("a", &at_limit)], at(0));
@@ -948,4 +973,289 @@ fn a_pod_over_the_series_limit_fails_the_round_and_keeps_its_previous_state() {
     let (round, stats) = aggregator.round(&[pod("a", &next)], at(120));
     assert_eq!(stats.pods_scraped, 1);
     assert_eq!(values(&round), vec![("ec2ApiReqCount", 200.0)]);
+}
+
+// Pods that were not scraped: their last good gauge values stand in for them
+// (README "Metric semantics", "Failures").
+
+fn stale_options(per_az: bool, stale_rounds: u32) -> AggregatorOptions {
+    AggregatorOptions {
+        cluster_id: "c".to_owned(),
+        per_az,
+        // Low enough that `many_series(51, _)` fails on it, far above the nodes' 3 series.
+        max_series_per_pod: 50,
+        stale_rounds,
+    }
+}
+
+/// A node exposing capacity gauges, one counter and a latency summary with a 0.99 quantile.
+fn capacity_node(max: u32, total: u32, requests: u32, p99: &str) -> String {
+    format!(
+        "{}{}{}{}",
+        gauge("awscni_ip_max", &max.to_string()),
+        gauge("awscni_total_ip_addresses", &total.to_string()),
+        add_requests(&requests.to_string()),
+        latency_quantile("AssignPrivateIpAddresses", p99),
+    )
+}
+
+fn zone_value(round: &Round, metric_name: &str, zone: &str) -> Option<f64> {
+    round
+        .datums
+        .iter()
+        .find(|datum| {
+            datum.metric_name == metric_name
+                && datum.dimensions.iter().any(|dimension| {
+                    dimension.name == AVAILABILITY_ZONE_DIMENSION && dimension.value == zone
+                })
+        })
+        .map(|datum| datum.value)
+}
+
+#[test]
+fn a_pod_not_scraped_counts_with_its_last_gauges_for_stale_rounds_then_drops_out() {
+    let mut aggregator = Aggregator::new(stale_options(true, 3));
+    let healthy = |round: u32| capacity_node(10, 5 + round, 1 + round, "5");
+    let b_last_good = capacity_node(30, 20, 100, "900");
+    let a = healthy(0);
+    let (round, _) = aggregator.round(
+        &[
+            in_zone("zone-a", pod("a", &a)),
+            in_zone("zone-b", pod("b", &b_last_good)),
+        ],
+        at(0),
+    );
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(40.0));
+    assert_eq!(value_of(&round, "awsAPILatency"), Some(900.0));
+
+    // Three rounds in which b is not scraped, each for another reason. Its failed scrapes
+    // carry no zone: the zone of its last good scrape is the one its values count in.
+    let garbage = "awscni_ip_max{";
+    let too_many_series = many_series(51, 1);
+    for failing_round in 1..=3_u32 {
+        let b = match failing_round {
+            1 => failed("b"),
+            2 => pod("b", garbage),
+            _ => pod("b", &too_many_series),
+        };
+        let a = healthy(failing_round);
+        let (round, stats) = aggregator.round(
+            &[in_zone("zone-a", pod("a", &a)), b],
+            at(60 * u64::from(failing_round)),
+        );
+        let what = format!("failing round {failing_round}");
+        assert_eq!(value_of(&round, "maxIPAddresses"), Some(40.0), "{what}");
+        assert_eq!(
+            value_of(&round, "totalIPAddresses"),
+            Some(f64::from(5 + failing_round + 20)),
+            "{what}"
+        );
+        assert_eq!(zone_value(&round, "maxIPAddresses", "zone-b"), Some(30.0));
+        assert_eq!(zone_value(&round, "totalIPAddresses", "zone-b"), Some(20.0));
+        assert_eq!(zone_value(&round, "maxIPAddresses", "zone-a"), Some(10.0));
+        // b's counters add nothing; a's grow by one a round.
+        assert_eq!(value_of(&round, "addReqCount"), Some(1.0), "{what}");
+        // b's old 900 ms peak is not carried over: only a's quantile counts.
+        assert_eq!(value_of(&round, "awsAPILatency"), Some(5.0), "{what}");
+        assert_eq!((stats.stale_pods, stats.stale_expired), (1, 0), "{what}");
+        // Still a failed pod in the self-metrics.
+        let counts = RoundCounts::from_stats(&stats);
+        assert_eq!(
+            (counts.pods_scraped, counts.scrape_errors),
+            (1, 1),
+            "{what}"
+        );
+    }
+
+    // A fourth failing round is one too many: b's values are dropped, once.
+    let a = healthy(4);
+    let (round, stats) = aggregator.round(&[in_zone("zone-a", pod("a", &a)), failed("b")], at(240));
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+    assert_eq!(value_of(&round, "totalIPAddresses"), Some(9.0));
+    assert_eq!(zone_value(&round, "maxIPAddresses", "zone-b"), None);
+    assert_eq!((stats.stale_pods, stats.stale_expired), (0, 1));
+    let a = healthy(5);
+    let (round, stats) = aggregator.round(&[in_zone("zone-a", pod("a", &a)), failed("b")], at(300));
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+    assert_eq!((stats.stale_pods, stats.stale_expired), (0, 0));
+
+    // b answers again: its gauges are current and its counter increase covers every round
+    // since its last good scrape once (160 - 100), not 0 and not 160.
+    let a = healthy(6);
+    let b = capacity_node(30, 22, 160, "7");
+    let (round, stats) = aggregator.round(
+        &[
+            in_zone("zone-a", pod("a", &a)),
+            in_zone("zone-b", pod("b", &b)),
+        ],
+        at(360),
+    );
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(40.0));
+    assert_eq!(value_of(&round, "totalIPAddresses"), Some(11.0 + 22.0));
+    assert_eq!(value_of(&round, "addReqCount"), Some(1.0 + 60.0));
+    assert_eq!((stats.stale_pods, stats.stale_expired), (0, 0));
+}
+
+#[test]
+fn the_counters_of_a_pod_not_scraped_add_nothing_and_resume_exactly_once() {
+    // Within --stale-rounds (1, 2, 3 failed rounds) and beyond it (4, 5): the counter state
+    // is kept as long as the pod is in the list, whatever happens to its gauges.
+    for failed_rounds in 1..=5_u64 {
+        let mut aggregator = Aggregator::new(stale_options(false, 3));
+        let other = add_requests("7");
+        let (before, after) = (add_requests("100"), add_requests("130"));
+        aggregator.round(&[pod("other", &other), pod("a", &before)], at(0));
+        for failing_round in 1..=failed_rounds {
+            let (round, _) =
+                aggregator.round(&[pod("other", &other), failed("a")], at(60 * failing_round));
+            assert_eq!(
+                value_of(&round, "addReqCount"),
+                Some(0.0),
+                "a's counter adds nothing in failing round {failing_round}"
+            );
+        }
+        let (round, _) = aggregator.round(
+            &[pod("other", &other), pod("a", &after)],
+            at(60 * (failed_rounds + 1)),
+        );
+        assert_eq!(
+            value_of(&round, "addReqCount"),
+            Some(30.0),
+            "the increase over {failed_rounds} failed rounds is counted once"
+        );
+    }
+}
+
+#[test]
+fn a_pod_never_scraped_successfully_contributes_nothing() {
+    let mut aggregator = Aggregator::new(stale_options(true, 3));
+    let a = capacity_node(10, 5, 1, "5");
+    for round_number in 0..3 {
+        let (round, stats) = aggregator.round(
+            &[
+                in_zone("zone-a", pod("a", &a)),
+                in_zone("zone-b", failed("new")),
+            ],
+            at(60 * round_number),
+        );
+        assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+        assert_eq!(zone_value(&round, "maxIPAddresses", "zone-b"), None);
+        assert_eq!((stats.stale_pods, stats.stale_expired), (0, 0));
+        assert_eq!(stats.scrape_errors, 1);
+    }
+}
+
+#[test]
+fn stale_rounds_zero_lets_a_failed_pod_add_nothing() {
+    let mut aggregator = Aggregator::new(stale_options(true, 0));
+    let (a, b) = (
+        capacity_node(10, 5, 1, "5"),
+        capacity_node(30, 20, 100, "9"),
+    );
+    aggregator.round(
+        &[
+            in_zone("zone-a", pod("a", &a)),
+            in_zone("zone-b", pod("b", &b)),
+        ],
+        at(0),
+    );
+    let (round, stats) = aggregator.round(
+        &[
+            in_zone("zone-a", pod("a", &a)),
+            in_zone("zone-b", failed("b")),
+        ],
+        at(60),
+    );
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+    assert_eq!(zone_value(&round, "maxIPAddresses", "zone-b"), None);
+    assert_eq!((stats.stale_pods, stats.stale_expired), (0, 0));
+    // The counters still resume exactly once.
+    let b = capacity_node(30, 20, 125, "9");
+    let (round, _) = aggregator.round(
+        &[
+            in_zone("zone-a", pod("a", &a)),
+            in_zone("zone-b", pod("b", &b)),
+        ],
+        at(120),
+    );
+    assert_eq!(value_of(&round, "addReqCount"), Some(25.0));
+}
+
+#[test]
+fn a_pod_removed_from_the_list_takes_its_stale_values_with_it() {
+    let mut aggregator = Aggregator::new(stale_options(false, 3));
+    let (a, b) = (
+        capacity_node(10, 5, 1, "5"),
+        capacity_node(30, 20, 100, "9"),
+    );
+    aggregator.round(&[pod("a", &a), pod("b", &b)], at(0));
+    let (round, stats) = aggregator.round(&[pod("a", &a), failed("b")], at(60));
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(40.0));
+    assert_eq!(stats.stale_pods, 1);
+    // b is gone from the pod list (deleted): its values go with it at once.
+    let (round, stats) = aggregator.round(&[pod("a", &a)], at(120));
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+    assert_eq!((stats.stale_pods, stats.stale_expired), (0, 0));
+    assert_eq!(aggregator.tracked_pods(), 1);
+    // The same UID listed again but failing is a pod never scraped: nothing stands in.
+    let (round, stats) = aggregator.round(&[pod("a", &a), failed("b")], at(180));
+    assert_eq!(value_of(&round, "maxIPAddresses"), Some(10.0));
+    assert_eq!(stats.stale_pods, 0);
+}
+
+#[test]
+fn stale_values_are_summed_in_target_order_like_fresh_ones() {
+    // Values whose sum depends on the order of addition (see the test above for fresh pods).
+    let values = [0.1, 0.2, 0.3, 1e16, 1.0, 0.7];
+    let bodies: Vec<String> = values
+        .iter()
+        .map(|value| gauge("awscni_total_ip_addresses", &value.to_string()))
+        .collect();
+    let uids: Vec<String> = (0..bodies.len())
+        .map(|index| format!("pod-{index}"))
+        .collect();
+    let good: Vec<PodScrape<'_>> = uids
+        .iter()
+        .zip(&bodies)
+        .enumerate()
+        .map(|(index, (uid, body))| in_zone(["z1", "z2"][index % 2], pod(uid, body)))
+        .collect();
+    // The second round: pods 0, 3 and 5 are not scraped.
+    let second: Vec<PodScrape<'_>> = good
+        .iter()
+        .enumerate()
+        .map(|(index, scrape)| match index {
+            0 | 3 | 5 => failed(scrape.uid),
+            _ => *scrape,
+        })
+        .collect();
+    let options = stale_options(true, 3);
+    let mut in_order = Aggregator::new(options.clone());
+    in_order.round(&good, at(0));
+    let (expected, stats) = in_order.round(&second, at(60));
+    assert_eq!(stats.stale_pods, 3);
+    assert_eq!(
+        value_of(&expected, "totalIPAddresses"),
+        Some(values.iter().sum::<f64>())
+    );
+    for arrival in [[5, 4, 3, 2, 1, 0], [3, 0, 5, 1, 4, 2]] {
+        let mut streamed = Aggregator::new(options.clone());
+        streamed.round(&good, at(0));
+        let mut round = streamed.begin_round();
+        for position in arrival {
+            round.add(position, second[position]);
+        }
+        let (datums, _) = round.finish(at(60));
+        assert_eq!(datums, expected, "arrival order {arrival:?}");
+    }
+}
+
+#[test]
+fn offline_rounds_use_stale_values_like_run_unless_turned_off() {
+    let rounds = [fixture_dir("rounds/round1"), fixture_dir("rounds/round2")];
+    // aws-node-b does not parse in round 2; its round-1 gauge (4) stands in by default.
+    let with = aggregate_rounds(&rounds, "c", false, DEFAULT_STALE_ROUNDS).expect("aggregates");
+    assert_eq!(value_of(&with.rounds[1], "assignIPAddresses"), Some(13.0));
+    let without = aggregate_rounds(&rounds, "c", false, 0).expect("aggregates");
+    assert_eq!(value_of(&without.rounds[1], "assignIPAddresses"), Some(9.0));
 }

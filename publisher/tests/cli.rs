@@ -89,6 +89,21 @@ fn a_bad_interval_is_a_clear_error() {
 }
 
 #[test]
+fn a_round_timeout_longer_than_the_interval_is_a_clear_error() {
+    let env = [("AWS_CLUSTER_ID", "c"), ("METRIC_UPDATE_INTERVAL", "10")];
+    let output = publisher(&env, &["once", "--dry-run", "--round-timeout", "15s"]);
+    assert_fails_with(
+        &output,
+        &[
+            "round timeout (15s)",
+            "interval (10s)",
+            "--round-timeout",
+            "--interval",
+        ],
+    );
+}
+
+#[test]
 fn bad_upstream_booleans_and_transports_are_refused() {
     let env = [("AWS_CLUSTER_ID", "c"), ("USE_CLOUDWATCH", "maybe")];
     assert_fails_with(&publisher(&env, &["run"]), &["yes/true or no/false"]);
@@ -169,6 +184,41 @@ fn aggregate_prints_one_json_round_per_directory() {
     );
     assert_eq!(value(0, "addReqCount")["Value"], 0.0);
     assert_eq!(value(1, "addReqCount")["Value"], 10.0);
+}
+
+#[test]
+fn aggregate_takes_stale_rounds_like_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = dir.path().join("round-1");
+    let second = dir.path().join("round-2");
+    write_round(&first, &[("aws-node-a", POD_A), ("aws-node-b", POD_B)]);
+    // b's file does not parse in the second round.
+    write_round(
+        &second,
+        &[
+            ("aws-node-a", POD_A),
+            ("aws-node-b", "awscni_assigned_ip_addresses{"),
+        ],
+    );
+    let assigned_in_round_2 = |extra: &[&str]| {
+        let (first, second) = (first.display().to_string(), second.display().to_string());
+        let mut args = vec!["aggregate", "--round", &first, "--round", &second];
+        args.extend_from_slice(extra);
+        let output = publisher(&[("AWS_CLUSTER_ID", "c")], &args);
+        assert!(output.status.success(), "{output:?}");
+        let printed: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+        printed["rounds"][1]["datums"]
+            .as_array()
+            .and_then(|datums| {
+                datums
+                    .iter()
+                    .find(|datum| datum["MetricName"] == "assignIPAddresses")
+            })
+            .and_then(|datum| datum["Value"].as_f64())
+    };
+    // By default b's round-1 gauge (4) stands in for it, as `run` would publish.
+    assert_eq!(assigned_in_round_2(&[]), Some(7.0));
+    assert_eq!(assigned_in_round_2(&["--stale-rounds", "0"]), Some(3.0));
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_cni-metrics-publisher");
 pub(crate) const CLUSTER_ID: &str = "e2e-cluster";
 /// The gauge families a correct publisher sums over every scraped pod, with their
 /// CloudWatch names.
-const GAUGES: [(&str, &str); 5] = [
+pub(crate) const GAUGES: [(&str, &str); 5] = [
     ("awscni_assigned_ip_addresses", "assignIPAddresses"),
     ("awscni_total_ip_addresses", "totalIPAddresses"),
     ("awscni_ip_max", "maxIPAddresses"),
@@ -92,16 +92,16 @@ impl TestSandbox {
 
 /// One datum as the emulator recorded it.
 #[derive(Debug, Clone)]
-struct PublishedDatum {
-    name: String,
-    value: f64,
+pub(crate) struct PublishedDatum {
+    pub(crate) name: String,
+    pub(crate) value: f64,
     unit: String,
     dimensions: BTreeMap<String, String>,
-    timestamp: String,
+    pub(crate) timestamp: String,
 }
 
 /// Every datum of every PutMetricData call, checking each call against CloudWatch's limits.
-fn published_datums(requests: &[RecordedRequest]) -> Vec<PublishedDatum> {
+pub(crate) fn published_datums(requests: &[RecordedRequest]) -> Vec<PublishedDatum> {
     let mut datums = Vec::new();
     for request in requests {
         assert!(
@@ -146,7 +146,7 @@ fn published_datums(requests: &[RecordedRequest]) -> Vec<PublishedDatum> {
     datums
 }
 
-fn cluster_value(datums: &[PublishedDatum], cluster: &str, name: &str) -> Option<f64> {
+pub(crate) fn cluster_value(datums: &[PublishedDatum], cluster: &str, name: &str) -> Option<f64> {
     let matching: Vec<&PublishedDatum> = datums
         .iter()
         .filter(|datum| {
@@ -163,7 +163,7 @@ fn cluster_value(datums: &[PublishedDatum], cluster: &str, name: &str) -> Option
     matching.first().map(|datum| datum.value)
 }
 
-fn assert_close(actual: f64, expected: f64, what: &str) {
+pub(crate) fn assert_close(actual: f64, expected: f64, what: &str) {
     assert!(
         (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
         "{what}: published {actual}, expected {expected}"

@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         cluster_id: "fuzz".to_owned(),
         per_az: true,
         max_series_per_pod: cni_metrics_publisher::aggregate::DEFAULT_MAX_SERIES_PER_POD,
+        stale_rounds: cni_metrics_publisher::aggregate::DEFAULT_STALE_ROUNDS,
     });
     for round in data.split(|byte| *byte == 0x1D).take(16) {
         let pods: Vec<(u8, String)> = round
