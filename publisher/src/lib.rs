@@ -18,3 +18,7 @@ pub mod serve;
 
 pub use config::CLOUDWATCH_NAMESPACE;
 pub use datum::CLUSTER_DIMENSION;
+
+/// This build's version: the image tag `cargo xtask image push` gives it and the tag
+/// `deploy --publisher ours` looks up by default.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

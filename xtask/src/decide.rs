@@ -79,6 +79,25 @@ pub enum DecideError {
         "--identity auto is decided from the live cluster (its eks-pod-identity-agent add-on); for render choose irsa or pod-identity"
     )]
     AutoIdentityOffline,
+    #[error(
+        "--publisher ours runs the image by its digest in your ECR registry, which was not read; \
+         run with AWS credentials, or pass --publisher-image <repository URI>@sha256:..."
+    )]
+    PublisherDigestUnknown,
+}
+
+/// The image the Deployment runs: `--publisher ours` becomes the digest ECR reported.
+fn image(settings: &Settings, facts: &Facts) -> Result<ImageChoice, DecideError> {
+    match &settings.image {
+        ImageChoice::Ours { .. } => facts
+            .publisher_image
+            .clone()
+            .map(ImageChoice::Publisher)
+            .ok_or(DecideError::PublisherDigestUnknown),
+        ImageChoice::Upstream { .. } | ImageChoice::Mirror(_) | ImageChoice::Publisher(_) => {
+            Ok(settings.image.clone())
+        }
+    }
 }
 
 /// Decides the target of `settings` given `facts`.
@@ -110,7 +129,7 @@ pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError>
         identity,
         version: settings.version,
         namespace: settings.namespace.clone(),
-        image: settings.image.clone(),
+        image: image(settings, facts)?,
         leader_elect: settings.leader_elect,
         role_name: settings.role_name.clone(),
         policy_name: settings.policy_name.clone(),

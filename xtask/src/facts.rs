@@ -10,7 +10,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::arn;
 use crate::aws::{AwsError, missing_as_none};
-use crate::settings::{IRSA_AUDIENCE, IdentityMode, Settings, issuer_host_path};
+use crate::registry::ecr::{self, EcrError};
+use crate::settings::{IRSA_AUDIENCE, IdentityMode, ImageChoice, Settings, issuer_host_path};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -83,6 +84,9 @@ pub struct Facts {
     /// Whether `--context` chose the kube context on purpose (then it need not be the
     /// cluster's endpoint).
     pub kube_context_explicit: bool,
+    /// With `--publisher ours`: the pushed image's reference by digest,
+    /// `<repository URI>@sha256:...`, as ECR reports it.
+    pub publisher_image: Option<String>,
 }
 
 impl std::fmt::Debug for Facts {
@@ -93,6 +97,7 @@ impl std::fmt::Debug for Facts {
             .field("agent_active", &self.agent_active)
             .field("oidc_provider", &self.oidc_provider)
             .field("kube", &self.kube.as_ref().map(|kube| &kube.url))
+            .field("publisher_image", &self.publisher_image)
             .finish()
     }
 }
@@ -162,6 +167,37 @@ pub enum FactsError {
     OidcAudienceMissing { arn: String, audiences: String },
     #[error(transparent)]
     OidcProvider(AwsError),
+    #[error("cannot find the publisher image for --publisher ours")]
+    PublisherImage(#[source] EcrError),
+    #[error(
+        "ECR repository {repository} does not exist; push the image first: cargo xtask image push --region {region} --repository {repository}"
+    )]
+    NoPublisherRepository { repository: String, region: String },
+}
+
+/// With `--publisher ours`, the image to run: the digest ECR reports for the tag, in the
+/// repository's own registry (`DescribeRepositories`, `DescribeImages`); `None` otherwise.
+pub async fn publisher_image(
+    settings: &Settings,
+    sdk: &SdkConfig,
+) -> Result<Option<String>, FactsError> {
+    let ImageChoice::Ours { repository, tag } = &settings.image else {
+        return Ok(None);
+    };
+    let client = aws_sdk_ecr::Client::new(sdk);
+    let found = ecr::describe(&client, repository)
+        .await
+        .map_err(FactsError::PublisherImage)?;
+    let uri = found
+        .and_then(|found| found.repository_uri)
+        .ok_or_else(|| FactsError::NoPublisherRepository {
+            repository: repository.clone(),
+            region: settings.region.name.clone(),
+        })?;
+    let digest = ecr::image_digest(&client, repository, tag)
+        .await
+        .map_err(FactsError::PublisherImage)?;
+    Ok(Some(format!("{uri}@{digest}")))
 }
 
 /// Reads everything live the deployment depends on.
@@ -202,6 +238,7 @@ pub async fn gather(
         Some(issuer) if may_be_irsa => Some(oidc_provider(sdk, settings, &caller, issuer).await?),
         Some(_) | None => None,
     };
+    let publisher_image = publisher_image(settings, sdk).await?;
     let kube = if with_kubernetes {
         let live = matches!(cluster, ClusterState::Live { .. });
         Some(kube_connection(settings, live).await?)
@@ -215,6 +252,7 @@ pub async fn gather(
         oidc_provider,
         kube,
         kube_context_explicit: settings.context.is_some(),
+        publisher_image,
     })
 }
 
@@ -241,6 +279,7 @@ impl Facts {
             oidc_provider: None,
             kube: None,
             kube_context_explicit: settings.context.is_some(),
+            publisher_image: None,
         })
     }
 }

@@ -10,7 +10,7 @@ use crate::decide::decide;
 use crate::facts::Facts;
 use crate::flags::{OutputFormat, RenderFlags};
 use crate::render::render;
-use crate::settings::{self, ConfigFile, DeployInput};
+use crate::settings::{self, ConfigFile, DeployInput, ImageChoice};
 
 pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
     let file = match &flags.config {
@@ -25,7 +25,16 @@ pub fn run(flags: RenderFlags) -> anyhow::Result<ExitCode> {
         None,
         catalog,
     )?;
-    let target = decide(&settings, &Facts::offline(&settings)?)?;
+    let mut facts = Facts::offline(&settings)?;
+    // Everything render needs is in the flags, except the digest of our pushed image with
+    // --publisher ours: that one read goes to ECR.
+    if let ImageChoice::Ours { .. } = settings.image {
+        facts.publisher_image = crate::terminal::runtime()?.block_on(async {
+            let sdk = crate::aws::load(&settings.region.name).await;
+            crate::facts::publisher_image(&settings, &sdk).await
+        })?;
+    }
+    let target = decide(&settings, &facts)?;
     let rendered = render(&target)?;
     if flags.output == OutputFormat::Json {
         let text = serde_json::to_string_pretty(&rendered.to_json())

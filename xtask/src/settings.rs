@@ -28,6 +28,17 @@ pub const ROLE_NAME_MAX: usize = 64;
 /// The longest IAM managed policy name.
 pub const POLICY_NAME_MAX: usize = 128;
 
+/// Which metrics helper runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublisherChoice {
+    /// AWS's cni-metrics-helper image (or `--image`).
+    Upstream,
+    /// Our cni-metrics-publisher, from the image `cargo xtask image push` put in the
+    /// account's ECR registry, run by digest.
+    Ours,
+}
+
 /// How the helper's pods get AWS credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -82,7 +93,16 @@ pub struct TargetInput {
     /// IAM role name [default: AmazonEKSVPCCNIMetricsHelperRole-<cluster>-<region>, shortened to 64 characters]
     #[arg(long)]
     pub role_name: Option<String>,
-    /// Run our cni-metrics-publisher image instead of the upstream helper (e.g. your registry's copy)
+    /// Which helper runs: upstream's, or ours from the image `image push` put in the account's ECR registry, by digest [default: upstream]
+    #[arg(long, value_enum)]
+    pub publisher: Option<PublisherChoice>,
+    /// With --publisher ours: the ECR repository [default: cni-metrics-publisher]
+    #[arg(long, value_name = "NAME")]
+    pub publisher_repository: Option<String>,
+    /// With --publisher ours: the tag whose digest runs [default: this tool's publisher version]
+    #[arg(long, value_name = "TAG")]
+    pub publisher_tag: Option<String>,
+    /// Run our cni-metrics-publisher from this image reference instead (e.g. a mirror; best pinned by digest)
     #[arg(long, value_name = "REF")]
     pub publisher_image: Option<String>,
     /// With --publisher-image: run two replicas with Lease-based leader election
@@ -103,6 +123,9 @@ impl TargetInput {
             namespace: self.namespace.or(file.namespace),
             image: self.image.or(file.image),
             role_name: self.role_name.or(file.role_name),
+            publisher: self.publisher.or(file.publisher),
+            publisher_repository: self.publisher_repository.or(file.publisher_repository),
+            publisher_tag: self.publisher_tag.or(file.publisher_tag),
             publisher_image: self.publisher_image.or(file.publisher_image),
             leader_elect: self.leader_elect || file.leader_elect,
         }
@@ -173,6 +196,9 @@ pub struct ConfigFile {
     namespace: Option<String>,
     image: Option<String>,
     role_name: Option<String>,
+    publisher: Option<PublisherChoice>,
+    publisher_repository: Option<String>,
+    publisher_tag: Option<String>,
     publisher_image: Option<String>,
     #[serde(default)]
     leader_elect: bool,
@@ -210,6 +236,9 @@ impl ConfigFile {
             namespace: self.namespace.clone(),
             image: self.image.clone(),
             role_name: self.role_name.clone(),
+            publisher: self.publisher,
+            publisher_repository: self.publisher_repository.clone(),
+            publisher_tag: self.publisher_tag.clone(),
             publisher_image: self.publisher_image.clone(),
             leader_elect: self.leader_elect,
         }
@@ -235,8 +264,13 @@ pub enum ImageChoice {
     Upstream { registry_host: String },
     /// Upstream's helper from another place (`--image`, e.g. a mirror).
     Mirror(String),
-    /// Our publisher (`--publisher-image`).
+    /// Our publisher (`--publisher-image`, or `--publisher ours` once its digest is known).
     Publisher(String),
+    /// Our publisher from the account's ECR repository (`--publisher ours`): the image
+    /// tagged `tag` in `repository`, run by its digest. [`crate::decide`] resolves it into
+    /// [`ImageChoice::Publisher`] from the digest ECR reports, so a [`crate::decide::Target`]
+    /// never holds it.
+    Ours { repository: String, tag: String },
 }
 
 impl ImageChoice {
@@ -247,11 +281,16 @@ impl ImageChoice {
                 format!("{registry_host}/cni-metrics-helper:{version}")
             }
             ImageChoice::Mirror(image) | ImageChoice::Publisher(image) => image.clone(),
+            // Not a pullable reference: only what the digest is looked up by.
+            ImageChoice::Ours { repository, tag } => format!("{repository}:{tag}"),
         }
     }
 
     pub fn is_publisher(&self) -> bool {
-        matches!(self, ImageChoice::Publisher(_))
+        match self {
+            ImageChoice::Publisher(_) | ImageChoice::Ours { .. } => true,
+            ImageChoice::Upstream { .. } | ImageChoice::Mirror(_) => false,
+        }
     }
 }
 
@@ -333,8 +372,22 @@ pub enum SettingsError {
     Version(#[from] VersionError),
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("--image and --publisher-image both choose the image to run; give one of them")]
+    #[error(
+        "--image, --publisher-image and --publisher ours each choose the image to run; give one of them"
+    )]
     TwoImages,
+    #[error(
+        "--publisher-repository and --publisher-tag choose the image of --publisher ours; add --publisher ours"
+    )]
+    OursOptionsWithoutOurs,
+    #[error(
+        "invalid --publisher-repository '{0}': an ECR repository name is 2-256 lowercase letters, digits and ._-/ , starting with a letter or digit"
+    )]
+    Repository(String),
+    #[error(
+        "invalid --publisher-tag '{0}': an image tag is 1-128 letters, digits and ._- , not starting with . or -"
+    )]
+    ImageTag(String),
     #[error(transparent)]
     NoUpstreamImage(RegionError),
     #[error(
@@ -348,7 +401,7 @@ pub enum SettingsError {
     #[error("invalid --tag '{key}': {problem}")]
     Tag { key: String, problem: &'static str },
     #[error(
-        "--leader-elect needs --publisher-image: the upstream helper has no leader election, so it runs one replica"
+        "--leader-elect needs our publisher (--publisher ours or --publisher-image): the upstream helper has no leader election, so it runs one replica"
     )]
     LeaderElectNeedsPublisher,
 }
@@ -469,15 +522,73 @@ fn image_choice(
             return Err(SettingsError::Image(image.clone()));
         }
     }
-    match (&target.image, &target.publisher_image) {
-        (Some(_), Some(_)) => Err(SettingsError::TwoImages),
-        (Some(image), None) => Ok(ImageChoice::Mirror(image.clone())),
-        (None, Some(image)) => Ok(ImageChoice::Publisher(image.clone())),
-        (None, None) => region
+    let ours = match target.publisher {
+        Some(PublisherChoice::Ours) => Some(ours_image(target)?),
+        Some(PublisherChoice::Upstream) | None => {
+            if target.publisher_repository.is_some() || target.publisher_tag.is_some() {
+                return Err(SettingsError::OursOptionsWithoutOurs);
+            }
+            None
+        }
+    };
+    match (&target.image, &target.publisher_image, ours) {
+        (Some(_), Some(_), _) | (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+            Err(SettingsError::TwoImages)
+        }
+        (Some(image), None, None) => Ok(ImageChoice::Mirror(image.clone())),
+        (None, Some(image), None) => Ok(ImageChoice::Publisher(image.clone())),
+        (None, None, Some(ours)) => Ok(ours),
+        (None, None, None) => region
             .upstream_registry_host(catalog)
             .map(|registry_host| ImageChoice::Upstream { registry_host })
             .map_err(SettingsError::NoUpstreamImage),
     }
+}
+
+/// The default ECR repository of our publisher's image.
+pub const DEFAULT_PUBLISHER_REPOSITORY: &str = "cni-metrics-publisher";
+
+/// `--publisher ours` with its repository and tag, validated.
+fn ours_image(target: &TargetInput) -> Result<ImageChoice, SettingsError> {
+    let repository = target
+        .publisher_repository
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PUBLISHER_REPOSITORY.to_owned());
+    if !is_repository_name(&repository) {
+        return Err(SettingsError::Repository(repository));
+    }
+    let tag = target
+        .publisher_tag
+        .clone()
+        .unwrap_or_else(|| cni_metrics_publisher::VERSION.to_owned());
+    if !is_image_tag(&tag) {
+        return Err(SettingsError::ImageTag(tag));
+    }
+    Ok(ImageChoice::Ours { repository, tag })
+}
+
+/// ECR's repository name pattern: `(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`.
+pub fn is_repository_name(name: &str) -> bool {
+    let component_ok = |component: &str| {
+        !component.is_empty()
+            && component.split(['.', '_', '-']).all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
+            })
+    };
+    (2..=256).contains(&name.len()) && name.split('/').all(component_ok)
+}
+
+/// The OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn is_image_tag(tag: &str) -> bool {
+    let mut bytes = tag.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphanumeric() || first == b'_')
+        && tag.len() <= 128
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 fn is_dashboard_name(name: &str) -> bool {

@@ -290,3 +290,134 @@ fn small_layout_with(world: &World, dir: &Path, content: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// The Deployment's image in the sandbox.
+async fn deployed_image(world: &World) -> String {
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(world.kube().await, "kube-system");
+    let live = deployments
+        .get("cni-metrics-helper")
+        .await
+        .expect("the Deployment");
+    live.spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.containers.into_iter().next())
+        .and_then(|container| container.image)
+        .expect("an image")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publisher_ours_deploys_the_pushed_image_by_digest_and_plans_a_new_digest_as_a_change() {
+    let world = World::start_with(|options| options.registry = true).await;
+    let ours = ["--publisher", "ours", "--leader-elect"];
+
+    // Nothing pushed yet: a clear error that says how to push, and nothing written.
+    world.clear_request_logs();
+    let refused = world
+        .xtask(&[
+            "deploy",
+            "--cluster",
+            "sandbox",
+            "--yes",
+            "--publisher",
+            "ours",
+        ])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("ECR repository cni-metrics-publisher does not exist")
+            && text.contains("cargo xtask image push"),
+        "{text}"
+    );
+    assert!(world.mutating_aws_calls().is_empty());
+    assert!(world.kubernetes_writes().is_empty());
+
+    let client = ecr_client(&world);
+    let repository = ecr::ensure_repository(&client, &spec("cni-metrics-publisher", false))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let login = xtask::registry::login(&client)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let digest = small_layout(&world, dir.path());
+    let layout = Layout::read(dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    let version = cni_metrics_publisher::VERSION.to_owned();
+    push::push(&layout, &login, "cni-metrics-publisher", &[version])
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    world.deploy(&ours).await;
+    let first = format!("{}@{digest}", repository.uri);
+    assert_eq!(deployed_image(&world).await, first);
+    let (code, _) = world.plan_json(&ours).await;
+    assert_eq!(code, Some(0), "converged");
+
+    // A newer image under another tag: plan shows the digest change, deploy rolls it out.
+    let newer_dir = tempfile::tempdir().expect("a temp dir");
+    let newer_digest = small_layout_with(&world, newer_dir.path(), "newer\n");
+    let newer = Layout::read(newer_dir.path()).unwrap_or_else(|error| panic!("{error}"));
+    push::push(
+        &newer,
+        &login,
+        "cni-metrics-publisher",
+        &["rev-newer".to_owned()],
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    let newer_flags = [
+        "--publisher",
+        "ours",
+        "--leader-elect",
+        "--publisher-tag",
+        "rev-newer",
+    ];
+    let (code, plan) = world.plan_json(&newer_flags).await;
+    assert_eq!(code, Some(2), "{plan}");
+    let text = plan.to_string();
+    assert!(
+        text.contains(&digest) && text.contains(&newer_digest),
+        "the plan shows the digest change: {plan}"
+    );
+    world.deploy(&newer_flags).await;
+    assert_eq!(
+        deployed_image(&world).await,
+        format!("{}@{newer_digest}", repository.uri)
+    );
+
+    // render resolves the digest the same way (one ECR read, nothing else live).
+    let out = tempfile::tempdir().expect("a temp dir");
+    let rendered = world
+        .xtask(&[
+            "render",
+            "--region",
+            world.sandbox.region(),
+            "--cluster",
+            "sandbox",
+            "--account",
+            world.sandbox.account(),
+            "--identity",
+            "pod-identity",
+            "--publisher",
+            "ours",
+            "--out",
+            &out.path().display().to_string(),
+        ])
+        .await;
+    assert_eq!(
+        rendered.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let manifests = std::fs::read_dir(out.path())
+        .expect("rendered files")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .collect::<String>();
+    assert!(
+        manifests.contains(&first),
+        "render runs the tagged image by digest"
+    );
+}

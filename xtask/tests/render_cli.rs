@@ -261,14 +261,39 @@ fn bad_input_gets_one_clear_error_line_exit_1_and_writes_nothing() {
         ),
         (
             with(base("eu-west-1"), &["--leader-elect"]),
-            "--leader-elect needs --publisher-image",
+            "--leader-elect needs our publisher (--publisher ours or --publisher-image)",
         ),
         (
             with(
                 with(base("eu-west-1"), &["--image", "a/b:c"]),
                 &["--publisher-image", "d/e:f"],
             ),
-            "--image and --publisher-image both choose the image",
+            "--image, --publisher-image and --publisher ours each choose the image",
+        ),
+        (
+            with(base("eu-west-1"), &["--publisher-tag", "v1"]),
+            "--publisher-repository and --publisher-tag choose the image of --publisher ours",
+        ),
+        (
+            with(
+                with(base("eu-west-1"), &["--publisher", "ours"]),
+                &["--publisher-repository", "Upper/Case"],
+            ),
+            "invalid --publisher-repository 'Upper/Case'",
+        ),
+        (
+            with(
+                with(base("eu-west-1"), &["--publisher", "ours"]),
+                &["--publisher-tag", ".bad"],
+            ),
+            "invalid --publisher-tag '.bad'",
+        ),
+        (
+            with(
+                with(base("eu-west-1"), &["--publisher", "ours"]),
+                &["--publisher-image", "d/e:f"],
+            ),
+            "--image, --publisher-image and --publisher ours each choose the image",
         ),
         (
             with(base("eu-west-1"), &["--identity", "auto"]),
