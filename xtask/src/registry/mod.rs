@@ -85,3 +85,77 @@ mod tests {
         assert_eq!(registry_host("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 }
+
+/// The image label naming the publisher version an image was built from.
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+/// The image label naming the source revision an image was built from.
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
+
+/// What `image push` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    pub repository: ecr::RepositorySpec,
+    /// The OCI image layout `image build` wrote.
+    pub layout_dir: std::path::PathBuf,
+    /// Extra tags besides the image's version and revision.
+    pub extra_tags: Vec<String>,
+}
+
+/// What `image push` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushOutcome {
+    pub repository_uri: String,
+    pub repository_changes: Vec<String>,
+    #[serde(flatten)]
+    pub report: push::PushReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImagePushError {
+    #[error(transparent)]
+    Layout(#[from] push::PushError),
+    #[error(transparent)]
+    Repository(#[from] ecr::EcrError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(
+        "the image in {} has no {label} label to tag it with; build it with `cargo xtask image build`",
+        dir.display()
+    )]
+    MissingLabel {
+        dir: std::path::PathBuf,
+        label: &'static str,
+    },
+}
+
+/// Ensures the repository, logs in and pushes the layout, tagged with the version and the
+/// revision the image's own labels name (so a tag always says what is inside), plus any
+/// extra tags.
+pub async fn push_image(
+    sdk: &aws_config::SdkConfig,
+    request: &PushRequest,
+) -> Result<PushOutcome, ImagePushError> {
+    let layout = push::Layout::read(&request.layout_dir)?;
+    let labels = layout.labels()?;
+    let label = |label: &'static str| {
+        labels
+            .get(label)
+            .cloned()
+            .ok_or_else(|| ImagePushError::MissingLabel {
+                dir: request.layout_dir.clone(),
+                label,
+            })
+    };
+    let mut tags = vec![label(VERSION_LABEL)?, label(REVISION_LABEL)?];
+    tags.extend(request.extra_tags.iter().cloned());
+    tags.dedup();
+    let client = aws_sdk_ecr::Client::new(sdk);
+    let repository = ecr::ensure_repository(&client, &request.repository).await?;
+    let login = login(&client).await?;
+    let report = push::push(&layout, &login, &request.repository.name, &tags).await?;
+    Ok(PushOutcome {
+        repository_uri: repository.uri,
+        repository_changes: repository.changes.iter().map(ToString::to_string).collect(),
+        report,
+    })
+}

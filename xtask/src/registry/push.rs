@@ -8,6 +8,7 @@
 //! Plain HTTP is used only for registries on 127.0.0.0/8 (the sandbox's); anything else is
 //! HTTPS.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -123,6 +124,23 @@ impl Layout {
     /// The digest of the image as a registry names it: the root's.
     pub fn digest(&self) -> &str {
         &self.root.digest
+    }
+
+    /// The image config's labels (of the first platform's image for an index): what the
+    /// image says it is, e.g. `org.opencontainers.image.version`.
+    pub fn labels(&self) -> Result<BTreeMap<String, String>, PushError> {
+        let image = self.children.first().unwrap_or(&self.root);
+        let Some(config) = image.blobs.first() else {
+            return Ok(BTreeMap::new());
+        };
+        let document = read_json(&config.path)?;
+        Ok(document
+            .pointer("/config/Labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+            .collect())
     }
 
     /// Every blob, each once, in upload order (configs and layers before the manifests
