@@ -17,7 +17,7 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{Endianness, ReadRef};
 
 use super::platform::Platform;
-use crate::cargo_tool::{cargo, target_dir};
+use crate::cargo_tool::{cargo_command, target_dir};
 
 /// The package the image is built around.
 pub const PUBLISHER: &str = "cni-metrics-publisher";
@@ -143,7 +143,7 @@ impl Provenance {
     /// as resolved for `platform`'s target.
     pub fn read(workspace_root: &Path, platform: Platform) -> Result<Provenance, BuildError> {
         let metadata = run(
-            Command::new(cargo())
+            cargo_command()
                 .args(["metadata", "--format-version", "1", "--locked"])
                 .args(["--filter-platform", platform.rust_target()])
                 .current_dir(workspace_root),
@@ -253,7 +253,7 @@ pub fn release_build(workspace_root: &Path) -> Result<PathBuf, BuildError> {
         args.join(" ")
     );
     let command = format!("cargo {}", args.join(" "));
-    let status = Command::new(cargo())
+    let status = cargo_command()
         .args(args)
         .current_dir(workspace_root)
         .stdout(Stdio::from(io::stderr()))
