@@ -86,7 +86,7 @@ pub struct SandboxUpFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the publisher's image as a reproducible OCI image layout (no Docker needed): the release binary, its loader and shared libraries from Debian packages, CA certificates, user 65534
+    /// Build the publisher's image as a reproducible OCI image layout, no Docker needed: the release binary, its loader and libraries from Debian packages, CA certificates
     #[command(after_help = IMAGE_BUILD_EXAMPLES)]
     Build(ImageBuildFlags),
 }

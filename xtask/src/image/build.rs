@@ -373,8 +373,7 @@ fn parse_elf(path: &Path, data: &[u8], platform: Platform) -> Result<Elf, BuildE
         .transpose()
         .map_err(bad)?;
     if let Some(entries) = dynamic {
-        // DT_* tags are signed in the ELF specification; d_tag is the raw 64-bit word.
-        let tag_of = |entry: &object::elf::Dyn64<Endianness>| entry.d_tag(endian) as i64;
+        let tag_of = |entry: &object::elf::Dyn64<Endianness>| entry.d_tag(endian);
         let address = |tag: i64| {
             entries
                 .iter()
