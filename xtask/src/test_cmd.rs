@@ -58,7 +58,9 @@ pub fn run(flags: TestFlags) -> anyhow::Result<ExitCode> {
         ensure_debian_tool(tool)?;
     }
     let cargo = crate::cargo_tool::cargo();
-    let status = Command::new(&cargo)
+    // A shell's environment for cargo (see `cargo_command`), so that `cargo xtask test` and
+    // a plain `cargo test` reuse each other's build.
+    let status = crate::cargo_tool::cargo_command()
         .args(["test", "--workspace", "--locked"])
         .args(&flags.cargo_test_args)
         .current_dir(&root)
