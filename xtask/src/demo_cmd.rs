@@ -16,7 +16,7 @@ use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 
 use crate::aws::AwsError;
-use crate::cargo_tool::{cargo, target_dir};
+use crate::cargo_tool::target_dir;
 use crate::exit;
 use crate::flags::DemoFlags;
 
@@ -46,9 +46,10 @@ pub fn demo(flags: DemoFlags) -> anyhow::Result<ExitCode> {
 
 async fn run(flags: DemoFlags) -> anyhow::Result<ExitCode> {
     let root = workspace_root();
-    let cargo = cargo();
     println!("Building the publisher...");
-    let built = tokio::process::Command::new(&cargo)
+    // A shell's environment for cargo, so that this build and the others reuse each other's
+    // output (see `cargo_command`).
+    let built = tokio::process::Command::from(crate::cargo_tool::cargo_command())
         .args(["build", "--quiet", "--package", "cni-metrics-publisher"])
         .current_dir(&root)
         .status()

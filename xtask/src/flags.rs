@@ -52,6 +52,9 @@ pub enum Command {
     /// The local sandbox: an AWS emulator, a Kubernetes API server and simulated aws-node pods
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// The publisher's container image, built without a container engine
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The benchmarks (rounds at scale, parser, CloudWatch calls, soak, deploy, binary size), with ratios side by side
     Bench(BenchFlags),
 }
@@ -79,6 +82,39 @@ pub struct SandboxUpFlags {
     /// Install the eks-pod-identity-agent add-on on the emulated cluster (for --identity pod-identity or auto)
     #[arg(long)]
     pub pod_identity_agent: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the publisher's image as a reproducible OCI image layout, no Docker needed: the release binary, its loader and libraries from Debian packages, CA certificates
+    #[command(after_help = IMAGE_BUILD_EXAMPLES)]
+    Build(ImageBuildFlags),
+}
+
+const IMAGE_BUILD_EXAMPLES: &str = "Examples:\n  cargo xtask image build\n  cargo xtask image build --out image/oci --archive image/cni-metrics-publisher.tar --output json\n  skopeo inspect oci:target/image/oci\n\nThe same commit and binary give the same digests; SOURCE_DATE_EPOCH overrides the commit time.";
+
+#[derive(Debug, clap::Args)]
+pub struct ImageBuildFlags {
+    /// Platforms to build, repeatable or comma-separated; only linux/amd64 can be built on this machine (linux/arm64 needs the aarch64-unknown-linux-gnu target)
+    #[arg(
+        long,
+        value_name = "OS/ARCH",
+        value_delimiter = ',',
+        default_value = "linux/amd64"
+    )]
+    pub platform: Vec<crate::image::Platform>,
+    /// Build around this binary instead of running `cargo build --release -p cni-metrics-publisher --locked`
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// The OCI image layout directory to write (replaced whole when it holds a layout) [default: <target dir>/image/oci]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also write the layout as an oci-archive tarball (`podman pull oci-archive:FILE`)
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    /// human: digests and sizes; json: digests, sizes, the layer's files and the runtime's packages as one JSON object
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
 }
 
 const RENDER_EXAMPLES: &str = "Example:\n  cargo xtask render --region eu-west-1 --cluster prod --account 111122223333 \\\n      --oidc-issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE --out rendered/prod";

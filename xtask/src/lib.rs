@@ -22,6 +22,7 @@ pub mod documents;
 pub mod exit;
 pub mod facts;
 pub mod flags;
+pub mod image;
 pub mod ownership;
 pub mod plan;
 pub mod plan_cmd;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use xtask::exit;
-use xtask::flags::{Command, Flags, SandboxCommand};
+use xtask::flags::{Command, Flags, ImageCommand, SandboxCommand};
 
 fn main() -> ExitCode {
     let flags = match Flags::try_parse() {
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Test(test) => xtask::test_cmd::run(test),
         Command::Demo(demo) => xtask::demo_cmd::demo(demo),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
+        Command::Image(ImageCommand::Build(build)) => xtask::image::run(build),
         Command::Bench(bench) => xtask::bench::run(bench),
     };
     result.unwrap_or_else(|error| {

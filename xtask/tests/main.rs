@@ -9,6 +9,7 @@ mod demo;
 mod deploy;
 mod iam_lint;
 mod identity;
+mod image;
 mod kubernetes_schemas;
 mod ownership;
 mod registry;

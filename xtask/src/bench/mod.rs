@@ -31,7 +31,7 @@ use sandbox::bench_report::run_for_report;
 use sandbox::python_tools::{PythonTools, workspace_root};
 use serde::de::DeserializeOwned;
 
-use crate::cargo_tool::{cargo, target_dir};
+use crate::cargo_tool::target_dir;
 use crate::exit;
 use crate::flags::BenchFlags;
 
@@ -128,7 +128,8 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
 }
 
 fn build_release(root: &Path) -> anyhow::Result<()> {
-    let status = std::process::Command::new(cargo())
+    // The same environment as `image build`'s release build, so that each reuses the other's.
+    let status = crate::cargo_tool::cargo_command()
         .args([
             "build",
             "--quiet",
