@@ -89,6 +89,49 @@ pub enum ImageCommand {
     /// Build the publisher's image as a reproducible OCI image layout, no Docker needed: the release binary, its loader and libraries from Debian packages, CA certificates
     #[command(after_help = IMAGE_BUILD_EXAMPLES)]
     Build(ImageBuildFlags),
+    /// Push the built image to the account's ECR registry: the repository converged (scan on push, immutable tags, encryption, lifecycle policy, our tag), only missing blobs uploaded, tagged with its version and revision
+    #[command(after_help = IMAGE_PUSH_EXAMPLES)]
+    Push(ImagePushFlags),
+}
+
+const IMAGE_PUSH_EXAMPLES: &str = "Examples:\n  cargo xtask image push --region eu-west-1\n  cargo xtask image push --region eu-west-1 --repository platform/cni-metrics-publisher --encryption kms --kms-key alias/ecr\n  cargo xtask deploy --region eu-west-1 --cluster prod --publisher ours\n\nPrints <registry>/<repository>@sha256:...; a second push of the same image uploads nothing.";
+
+/// How `image push` encrypts a repository it creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionFlag {
+    Aes256,
+    Kms,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagePushFlags {
+    /// AWS region of the registry [default: the AWS CLI's region chain]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// ECR repository name
+    #[arg(long, default_value = crate::settings::DEFAULT_PUBLISHER_REPOSITORY, value_name = "NAME")]
+    pub repository: String,
+    /// The OCI image layout `image build` wrote [default: <target dir>/image/oci]
+    #[arg(long, value_name = "DIR")]
+    pub layout: Option<PathBuf>,
+    /// Another tag besides the image's version and git revision (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Encryption at rest of a repository this creates (ECR cannot change it later)
+    #[arg(long, value_enum, default_value_t = EncryptionFlag::Aes256)]
+    pub encryption: EncryptionFlag,
+    /// With --encryption kms: the KMS key (ARN, ID or alias) [default: the AWS managed key]
+    #[arg(long, value_name = "KEY")]
+    pub kms_key: Option<String>,
+    /// Images the lifecycle policy keeps; older ones expire
+    #[arg(long, default_value_t = crate::registry::ecr::DEFAULT_KEEP_IMAGES, value_name = "N")]
+    pub keep_images: u32,
+    /// Take over a same-named repository that lacks our managed-by tag
+    #[arg(long)]
+    pub adopt: bool,
+    /// human: the pushed reference and what changed; json: one JSON object
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
 }
 
 const IMAGE_BUILD_EXAMPLES: &str = "Examples:\n  cargo xtask image build\n  cargo xtask image build --out image/oci --archive image/cni-metrics-publisher.tar --output json\n  skopeo inspect oci:target/image/oci\n\nThe same commit and binary give the same digests; SOURCE_DATE_EPOCH overrides the commit time.";

@@ -23,6 +23,7 @@ pub mod exit;
 pub mod facts;
 pub mod flags;
 pub mod image;
+pub mod image_push_cmd;
 pub mod ownership;
 pub mod plan;
 pub mod plan_cmd;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Demo(demo) => xtask::demo_cmd::demo(demo),
         Command::Sandbox(SandboxCommand::Up(up)) => xtask::sandbox_cmd::up(up),
         Command::Image(ImageCommand::Build(build)) => xtask::image::run(build),
+        Command::Image(ImageCommand::Push(push)) => xtask::image_push_cmd::run(push),
         Command::Bench(bench) => xtask::bench::run(bench),
     };
     result.unwrap_or_else(|error| {

@@ -819,3 +819,124 @@ fn bad_input_is_one_line_with_exit_code_1_and_writes_nothing() {
         );
     }
 }
+
+/// `image push --output json` against the world's ECR and registry.
+async fn image_push(world: &World, layout: &Path) -> Value {
+    let output = world
+        .xtask(&[
+            "image",
+            "push",
+            "--layout",
+            &layout.display().to_string(),
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("stdout is JSON ({error}): {}", stdout(&output)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_built_image_is_pushed_once_read_back_by_skopeo_deployed_by_digest_and_runs() {
+    let world = World::start_with(|options| options.registry = true).await;
+    let registry = world
+        .sandbox
+        .registry()
+        .expect("a registry")
+        .host()
+        .to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let built = built_image(dir.path());
+    let digest = built["index_digest"]
+        .as_str()
+        .expect("an index digest")
+        .to_owned();
+    let revision = built["revision"].as_str().expect("a revision").to_owned();
+
+    let pushed = image_push(&world, &dir.path().join("oci")).await;
+    let reference = format!("{registry}/cni-metrics-publisher@{digest}");
+    assert_eq!(pushed["reference"], reference.as_str(), "{pushed}");
+    assert_eq!(
+        pushed["blobs_uploaded"], 2,
+        "the config and the layer: {pushed}"
+    );
+    assert_eq!(
+        pushed["tags_pushed"],
+        serde_json::json!([VERSION, revision])
+    );
+    assert_eq!(
+        pushed["repository_changes"][0], "created",
+        "the repository is made on first push: {pushed}"
+    );
+    let inspected = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{registry}/cni-metrics-publisher:{VERSION}"),
+        ],
+    );
+    assert_eq!(stdout(&inspected).trim(), digest, "{}", stderr(&inspected));
+
+    world.clear_request_logs();
+    let again = image_push(&world, &dir.path().join("oci")).await;
+    assert_eq!(again["blobs_uploaded"], 0, "{again}");
+    assert_eq!(
+        again["tags_unchanged"],
+        serde_json::json!([VERSION, revision])
+    );
+    assert!(
+        world.mutating_aws_calls().is_empty(),
+        "a second push changed the repository: {:?}",
+        world.mutating_aws_calls()
+    );
+
+    world
+        .deploy(&["--publisher", "ours", "--leader-elect"])
+        .await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(world.kube().await, "kube-system");
+    let image = deployments
+        .get("cni-metrics-helper")
+        .await
+        .expect("the Deployment")
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.containers.into_iter().next())
+        .and_then(|container| container.image);
+    assert_eq!(image.as_deref(), Some(reference.as_str()));
+
+    // What the Deployment names is pullable and runs: podman takes it from the registry.
+    let podman_dir = dir.path().join("pull");
+    std::fs::create_dir_all(&podman_dir).expect("a podman dir");
+    std::fs::write(
+        podman_dir.join("containers.conf"),
+        "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+    )
+    .expect("containers.conf written");
+    let pulled = podman(
+        &podman_dir,
+        &[
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
+    );
+    assert!(pulled.status.success(), "podman pull: {}", stderr(&pulled));
+    let ran = podman(
+        &podman_dir,
+        &["run", "--rm", "--network", "host", &reference, "--version"],
+    );
+    // (The runtime test above covers machines where podman cannot start containers with
+    // its chroot fallback; here the pull from the registry is the point, so it must run.)
+    assert_eq!(
+        stdout(&ran).trim(),
+        format!("cni-metrics-publisher {VERSION}"),
+        "podman run of the pushed image: {}",
+        stderr(&ran)
+    );
+}

@@ -142,13 +142,14 @@ async fn a_repository_without_our_tag_is_a_conflict_until_adopted() {
     assert!(calls.is_empty(), "{calls:?}");
 }
 
-/// A small OCI layout (one manifest, one layer) written by the sandbox's Python fixture.
+/// A small OCI layout (an index of one manifest of one layer) written by the sandbox's
+/// Python fixture; returns the index's digest.
 fn small_layout(world: &World, dir: &Path) -> String {
     let fixtures = workspace_root().join("tests/e2e/fixtures");
     let output = std::process::Command::new(world.python())
         .args([
             "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); import ecr_registry_roundtrip as r; print(r.small_image(sys.argv[2]))",
+            "import sys; sys.path.insert(0, sys.argv[1]); import ecr_registry_roundtrip as r; r.small_image(sys.argv[2]); print(r.index_digest(sys.argv[2]))",
             &fixtures.display().to_string(),
             &dir.display().to_string(),
         ])
@@ -227,13 +228,14 @@ async fn a_pushed_layout_reads_back_by_digest_and_a_second_push_uploads_nothing(
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(first.reference, format!("{registry}/pushed@{digest}"));
+    // The layer and the config; the manifest and the index are pushed as manifests.
     assert_eq!((first.blobs_uploaded, first.blobs_present), (2, 0));
     assert_eq!(first.tags_pushed, tags);
 
     assert_eq!(skopeo_digest(&format!("{registry}/pushed:0.1.0")), digest);
     assert_eq!(skopeo_digest(&format!("{registry}/pushed:rev-abc")), digest);
-    let manifest = skopeo_inspect(&first.reference);
-    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
+    let index = skopeo_inspect(&first.reference);
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
     // ECR sees what the registry holds.
     assert_eq!(
         ecr::image_digest(&client, "pushed", "0.1.0")
@@ -276,7 +278,7 @@ fn small_layout_with(world: &World, dir: &Path, content: &str) -> String {
     let output = std::process::Command::new(world.python())
         .args([
             "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); import ecr_registry_roundtrip as r; print(r.small_image(sys.argv[2], sys.argv[3].encode()))",
+            "import sys; sys.path.insert(0, sys.argv[1]); import ecr_registry_roundtrip as r; r.small_image(sys.argv[2], sys.argv[3].encode()); print(r.index_digest(sys.argv[2]))",
             &fixtures.display().to_string(),
             &dir.display().to_string(),
             content,

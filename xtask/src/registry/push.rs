@@ -83,40 +83,48 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Reads the layout in `dir`: `index.json` must name one image, an index or a manifest.
+    /// Reads the layout in `dir`. The image is `index.json` itself, pushed as an image
+    /// index (so its digest is the one `image build` prints), with the manifests it lists;
+    /// or, when `index.json` names exactly one nested index blob, that index.
     pub fn read(dir: &Path) -> Result<Layout, PushError> {
-        let index = read_json(&dir.join("index.json"))?;
+        let index_path = dir.join("index.json");
+        let index_bytes = std::fs::read(&index_path).map_err(|source| PushError::Read {
+            path: index_path.clone(),
+            source,
+        })?;
+        let index: Value = serde_json::from_slice(&index_bytes)
+            .map_err(|error| layout_error(dir, &format!("index.json: {error}")))?;
         let entries = index
             .get("manifests")
             .and_then(Value::as_array)
+            .filter(|entries| !entries.is_empty())
             .ok_or_else(|| layout_error(dir, "index.json lists no manifests"))?;
-        let [entry] = entries.as_slice() else {
-            return Err(layout_error(
-                dir,
-                &format!(
-                    "index.json lists {} images; push needs exactly one",
-                    entries.len()
-                ),
-            ));
-        };
-        let (digest, media_type) = descriptor(dir, entry)?;
-        let root = manifest(dir, &digest, &media_type)?;
-        let children = match media_type.as_str() {
-            INDEX_MEDIA_TYPE => {
-                let document: Value = serde_json::from_slice(&root.bytes)
-                    .map_err(|error| layout_error(dir, &format!("the index {digest}: {error}")))?;
-                document
-                    .get("manifests")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|child| {
-                        let (digest, media_type) = descriptor(dir, child)?;
-                        manifest(dir, &digest, &media_type)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            _ => Vec::new(),
+        let descriptors = entries
+            .iter()
+            .map(|entry| descriptor(dir, entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let [(digest, media_type)] = descriptors.as_slice()
+            && media_type == INDEX_MEDIA_TYPE
+        {
+            let root = manifest(dir, digest, media_type)?;
+            let children = children_of(dir, &root)?;
+            return Ok(Layout { root, children });
+        }
+        let children = descriptors
+            .iter()
+            .map(|(digest, media_type)| match media_type.as_str() {
+                INDEX_MEDIA_TYPE => Err(layout_error(
+                    dir,
+                    "index.json mixes nested indexes with other images; push needs one image",
+                )),
+                _ => manifest(dir, digest, media_type),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let root = Manifest {
+            digest: sha256_digest(&index_bytes),
+            media_type: INDEX_MEDIA_TYPE.to_owned(),
+            bytes: index_bytes,
+            blobs: Vec::new(),
         };
         Ok(Layout { root, children })
     }
@@ -159,6 +167,33 @@ impl Layout {
         }
         blobs
     }
+}
+
+/// The manifests an index blob lists.
+fn children_of(dir: &Path, index: &Manifest) -> Result<Vec<Manifest>, PushError> {
+    let document: Value = serde_json::from_slice(&index.bytes)
+        .map_err(|error| layout_error(dir, &format!("the index {}: {error}", index.digest)))?;
+    document
+        .get("manifests")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|child| {
+            let (digest, media_type) = descriptor(dir, child)?;
+            manifest(dir, &digest, &media_type)
+        })
+        .collect()
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn sha256_digest(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let hex: String = digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 fn layout_error(dir: &Path, reason: &str) -> PushError {
