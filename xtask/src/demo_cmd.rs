@@ -1,9 +1,11 @@
 //! `cargo xtask demo`: the whole product on one machine, no AWS account. It starts the
-//! sandbox with a fleet of simulated nodes, deploys with the real `deploy` command, runs our
-//! publisher against the fleet for a few rounds (as a local process with the sandbox's
-//! kubeconfig: the sandbox has no kubelet to run the Deployment's pods), shows what
-//! CloudWatch now holds next to what the nodes served, saves the dashboard body, and tears
-//! everything down.
+//! sandbox with a fleet of simulated nodes (and a registry behind its ECR), deploys with
+//! the real `deploy` command, builds our publisher's image, pushes it with `image push`,
+//! switches the Deployment to it with `deploy --publisher ours`, runs that very image
+//! (pulled from the registry by digest, in podman, as the sandbox has no kubelet) against
+//! the fleet for a few rounds, shows what CloudWatch now holds next to what the nodes
+//! served, saves the dashboard body, and tears everything down. Without docker-registry or
+//! podman on the machine, the publisher runs as a local process instead, and it says so.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -76,6 +78,7 @@ async fn run(flags: DemoFlags) -> anyhow::Result<ExitCode> {
         SandboxOptions {
             nodes: flags.nodes,
             cluster: "demo".to_owned(),
+            registry: sandbox::registry::available(),
             ..SandboxOptions::new(dir.join("sandbox"))
         },
     )
@@ -93,9 +96,13 @@ async fn drive(
     dir: &Path,
     flags: &DemoFlags,
 ) -> anyhow::Result<()> {
-    deploy(sandbox).await?;
+    deploy(sandbox, &[]).await?;
+    let image = ship_image(sandbox, publisher, dir).await?;
     let started = SystemTime::now();
-    run_publisher(sandbox, publisher, flags.rounds).await?;
+    match &image {
+        Some(reference) => run_container(sandbox, dir, reference, flags.rounds).await?,
+        None => run_publisher(sandbox, publisher, flags.rounds).await?,
+    }
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
     show_metrics(sandbox, &cloudwatch, started).await?;
     save_dashboard(sandbox, &cloudwatch, dir).await?;
@@ -106,12 +113,16 @@ async fn drive(
     Ok(())
 }
 
-/// `cargo xtask deploy` against the sandbox, as a user would run it.
-async fn deploy(sandbox: &Sandbox) -> anyhow::Result<()> {
+/// `cargo xtask deploy` against the sandbox, as a user would run it, with `extra` flags.
+async fn deploy(sandbox: &Sandbox, extra: &[&str]) -> anyhow::Result<()> {
     let xtask = std::env::current_exe().context("finding the xtask binary")?;
-    println!("\n$ cargo xtask deploy --cluster demo --yes");
+    println!(
+        "\n$ cargo xtask deploy --cluster demo --yes {}",
+        extra.join(" ")
+    );
     let deployed = tokio::process::Command::new(&xtask)
         .args(["deploy", "--cluster", "demo", "--yes", "--quiet"])
+        .args(extra)
         .envs(sandbox.env_vars())
         .stdin(Stdio::null())
         .status()
@@ -121,27 +132,172 @@ async fn deploy(sandbox: &Sandbox) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Our publisher for `rounds` rounds, then stopped with SIGTERM as Kubernetes stops it.
-async fn run_publisher(sandbox: &Sandbox, publisher: &Path, rounds: u32) -> anyhow::Result<()> {
+/// Builds our publisher's image around `publisher`, pushes it to the sandbox's ECR with
+/// `image push` and deploys it with `--publisher ours`; returns the reference the
+/// Deployment runs. `None`, with the reason printed, when the machine lacks the registry or
+/// podman to run it.
+async fn ship_image(
+    sandbox: &Sandbox,
+    publisher: &Path,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let missing = match (sandbox.registry(), podman_runs().await) {
+        (Some(_), true) => None,
+        (None, _) => Some("docker-registry (apt-get install docker-registry)"),
+        (Some(_), false) => Some("podman (apt-get install podman runc)"),
+    };
+    if let Some(missing) = missing {
+        println!(
+            "\n(no {missing} on this machine: our publisher runs as a local process, not from its image)"
+        );
+        return Ok(None);
+    }
+    let layout = dir.join("image/oci");
+    println!("\n$ cargo xtask image build   # around the debug publisher, for speed");
+    let built = crate::image::build(&crate::image::BuildOptions {
+        workspace_root: workspace_root(),
+        platforms: vec![crate::image::Platform::LinuxAmd64],
+        binary: Some(publisher.to_owned()),
+        out: layout.clone(),
+        archive: None,
+    })
+    .context("building the publisher image")?;
+    print!("{}", built.to_human());
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
+    println!("\n$ cargo xtask image push --region {}", sandbox.region());
+    let pushed = tokio::process::Command::new(&xtask)
+        .args(["image", "push", "--quiet", "--layout"])
+        .arg(&layout)
+        .envs(sandbox.env_vars())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running image push")?;
+    anyhow::ensure!(
+        pushed.status.success(),
+        "image push failed: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let reference = String::from_utf8_lossy(&pushed.stdout).trim().to_owned();
+    println!("{reference}");
+    deploy(sandbox, &["--publisher", "ours", "--leader-elect"]).await?;
+    Ok(Some(reference))
+}
+
+/// Whether podman is installed.
+async fn podman_runs() -> bool {
+    tokio::process::Command::new("podman")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
+/// The image the Deployment runs, pulled from the sandbox's registry and run in podman for
+/// `rounds` rounds against the fleet (host network, the sandbox's kubeconfig mounted),
+/// then stopped with SIGTERM as Kubernetes stops a pod. podman keeps its state under `dir`
+/// (vfs storage, runc, cgroupfs: what works as root without systemd or overlay mounts).
+async fn run_container(
+    sandbox: &Sandbox,
+    dir: &Path,
+    reference: &str,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let podman_dir = dir.join("podman");
+    std::fs::create_dir_all(&podman_dir)
+        .and_then(|()| {
+            std::fs::write(
+                podman_dir.join("containers.conf"),
+                "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+            )
+        })
+        .with_context(|| format!("writing podman's configuration in {}", podman_dir.display()))?;
+    let podman = |args: &[&str]| {
+        let mut command = tokio::process::Command::new("podman");
+        command
+            .arg("--root")
+            .arg(podman_dir.join("root"))
+            .arg("--runroot")
+            .arg(podman_dir.join("runroot"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--runtime",
+                "runc",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args)
+            .env("CONTAINERS_CONF", podman_dir.join("containers.conf"))
+            .env("TMPDIR", &podman_dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let pulled = podman(&[
+        "pull",
+        "--quiet",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])
+    .output()
+    .await
+    .context("running podman pull")?;
+    anyhow::ensure!(
+        pulled.status.success(),
+        "podman pull {reference} failed: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
     let interval = 2;
     println!(
-        "\n$ cni-metrics-publisher run --interval {interval}   # {rounds} rounds against {} aws-node pods",
+        "\n$ podman run --network host {reference} run --interval {interval}   # {rounds} rounds against {} aws-node pods",
         sandbox.fleet().len()
     );
-    let mut child = tokio::process::Command::new(publisher)
-        .args([
+    let mut args: Vec<String> = ["run", "--rm", "--network", "host", "--volume"]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    args.push(format!(
+        "{}:/etc/kubeconfig:ro",
+        sandbox.kubeconfig_path().display()
+    ));
+    for (name, value) in sandbox.env_vars() {
+        let value = if name == "KUBECONFIG" {
+            "/etc/kubeconfig".to_owned()
+        } else {
+            value
+        };
+        args.extend(["--env".to_owned(), format!("{name}={value}")]);
+    }
+    args.extend([
+        "--env".to_owned(),
+        "AWS_VPC_K8S_CNI_LOGLEVEL=WARN".to_owned(),
+    ]);
+    args.push(reference.to_owned());
+    args.extend(
+        [
             "run",
             "--interval",
             &interval.to_string(),
             "--cluster-id",
             "demo",
-        ])
-        .envs(sandbox.env_vars())
-        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "WARN")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the publisher")?;
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = podman(&args).spawn().context("starting podman run")?;
+    stop_after_rounds(child, interval, rounds).await
+}
+
+/// Waits for `rounds` rounds `interval` seconds apart, then sends SIGTERM (podman passes it
+/// on to the container) and waits for a clean exit.
+async fn stop_after_rounds(
+    mut child: tokio::process::Child,
+    interval: u64,
+    rounds: u32,
+) -> anyhow::Result<()> {
     // Enough time for the rounds, plus one interval for the first scrape and the flush.
     tokio::time::sleep(Duration::from_secs(interval * (u64::from(rounds) + 1))).await;
     if let Some(pid) = child.id() {
@@ -160,6 +316,30 @@ async fn run_publisher(sandbox: &Sandbox, publisher: &Path, rounds: u32) -> anyh
             anyhow::bail!("the publisher did not stop within 20 s of SIGTERM");
         }
     }
+}
+
+/// Our publisher for `rounds` rounds, then stopped with SIGTERM as Kubernetes stops it.
+async fn run_publisher(sandbox: &Sandbox, publisher: &Path, rounds: u32) -> anyhow::Result<()> {
+    let interval = 2;
+    println!(
+        "\n$ cni-metrics-publisher run --interval {interval}   # {rounds} rounds against {} aws-node pods",
+        sandbox.fleet().len()
+    );
+    let child = tokio::process::Command::new(publisher)
+        .args([
+            "run",
+            "--interval",
+            &interval.to_string(),
+            "--cluster-id",
+            "demo",
+        ])
+        .envs(sandbox.env_vars())
+        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "WARN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the publisher")?;
+    stop_after_rounds(child, interval, rounds).await
 }
 
 /// What CloudWatch holds since `started`, next to what the nodes served.

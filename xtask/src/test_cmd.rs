@@ -43,6 +43,12 @@ const DEBIAN_TOOLS: &[DebianTool] = &[
         check: &["--version"],
         packages: &["podman"],
     },
+    // The registry behind the sandbox's ECR (`image push`, `deploy --publisher ours`).
+    DebianTool {
+        tool: "docker-registry",
+        check: &["--version"],
+        packages: &["docker-registry"],
+    },
     DebianTool {
         tool: "runc",
         check: &["--version"],

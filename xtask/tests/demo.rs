@@ -14,6 +14,13 @@ fn the_demo_deploys_publishes_and_reads_the_metrics_back() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("Plan: 8 to create"), "{text}");
+    // Our publisher's image, pushed to the sandbox's ECR, deployed by digest and run from
+    // the registry (`cargo xtask test` installs docker-registry and podman).
+    assert!(
+        text.contains("$ podman run --network host 127.0.0.1:")
+            && text.contains("/cni-metrics-publisher@sha256:"),
+        "{text}"
+    );
     let row = |name: &str| -> Vec<String> {
         text.lines()
             .find(|line| line.trim_start().starts_with(name))
