@@ -72,6 +72,15 @@ fn sandbox_up_serves_until_sigterm_and_then_stops_everything_it_started() {
     let env = std::fs::read_to_string(sandbox_dir.join("env")).expect("env written");
     let emulator = endpoint_address(&env);
     assert!(TcpStream::connect(emulator).is_ok(), "the emulator serves");
+    // The registry behind the emulated ECR (cargo xtask test installs docker-registry).
+    let registry = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("OCI registry"))
+        .and_then(|rest| rest.trim().strip_prefix("http://"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no OCI registry line: {text}"))
+        .to_owned();
+    assert!(TcpStream::connect(&registry).is_ok(), "the registry serves");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -93,5 +102,9 @@ fn sandbox_up_serves_until_sigterm_and_then_stops_everything_it_started() {
     assert!(
         TcpStream::connect(emulator).is_err(),
         "the emulator was stopped with it"
+    );
+    assert!(
+        TcpStream::connect(&registry).is_err(),
+        "the registry was stopped with it"
     );
 }
