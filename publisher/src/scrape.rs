@@ -84,6 +84,10 @@ pub enum ScrapeError {
     NotUtf8,
     #[error("the request failed: {0}")]
     Transport(String),
+    /// No response arrived on the connection: it was refused, reset or closed before the
+    /// answer (typically a kept-alive connection the other end had just closed).
+    #[error("no response on the connection: {0}")]
+    Unsent(String),
 }
 
 /// One target's outcome.
@@ -220,12 +224,20 @@ impl Scraper {
                 ScrapeError::RoundDeadline(self.options.round_timeout),
             )
         };
-        let (outcome, reservation) =
-            match tokio::time::timeout_at(deadline, self.fetch(&target)).await {
-                Ok(Ok((body, reservation))) => (Ok(body), Some(reservation)),
-                Ok(Err(error)) => (Err(error), None),
-                Err(_) => (Err(expired), None),
-            };
+        let mut fetched = tokio::time::timeout_at(deadline, self.fetch(&target)).await;
+        if let Ok(Err(ScrapeError::Unsent(reason))) = &fetched {
+            // A kept-alive connection closed by the other end just as it was reused fails
+            // without an answer; one more try, on another connection and within the same
+            // deadline, turns that race into a scrape instead of a missing pod. A GET of
+            // /metrics changes nothing, so a request that did arrive may be sent again.
+            tracing::debug!(pod = %target.name, "no response ({reason}); trying once more");
+            fetched = tokio::time::timeout_at(deadline, self.fetch(&target)).await;
+        }
+        let (outcome, reservation) = match fetched {
+            Ok(Ok((body, reservation))) => (Ok(body), Some(reservation)),
+            Ok(Err(error)) => (Err(error), None),
+            Err(_) => (Err(expired), None),
+        };
         let elapsed = started.elapsed();
         match &outcome {
             Ok(body) => {
@@ -291,7 +303,7 @@ impl Scraper {
                 let response = client
                     .send(request)
                     .await
-                    .map_err(|error| ScrapeError::Transport(error.to_string()))?;
+                    .map_err(|error| ScrapeError::Unsent(error.to_string()))?;
                 let (parts, body) = response.into_parts();
                 let (reservation, bytes) = self.reserve(&parts.headers).await?;
                 (parts.status, read_limited(body, bytes).await?, reservation)
@@ -305,7 +317,7 @@ impl Scraper {
                 let response = client
                     .request(request)
                     .await
-                    .map_err(|error| ScrapeError::Transport(innermost(&error)))?;
+                    .map_err(|error| ScrapeError::Unsent(innermost(&error)))?;
                 let (parts, body) = response.into_parts();
                 let (reservation, bytes) = self.reserve(&parts.headers).await?;
                 (parts.status, read_limited(body, bytes).await?, reservation)

@@ -145,3 +145,69 @@ async fn a_body_holds_its_share_of_the_memory_budget_until_it_is_dropped() {
     let second = scraper.scrape(targets[1].clone()).await;
     assert!(second.outcome.is_ok(), "{:?}", second.outcome);
 }
+
+/// A node whose first connection closes without an answer (as a kept-alive connection the
+/// node had just closed) and whose next one answers: the scrape tries once more and gets
+/// the body. A node that never answers still fails, after exactly two connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_without_an_answer_is_tried_once_more() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BODY: &str = "# TYPE awscni_ip_max gauge\nawscni_ip_max 29\n";
+    // An address of its own on loopback, with the port the direct transport scrapes.
+    async fn node(address: &str, answer_from: usize) -> Arc<AtomicUsize> {
+        let listener = tokio::net::TcpListener::bind((address, IPAMD_METRICS_PORT))
+            .await
+            .expect("a loopback address of its own");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let number = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request).await;
+                if number >= answer_from {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{BODY}",
+                        BODY.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+                // Closing without an answer otherwise.
+            }
+        });
+        connections
+    }
+    let target = |address: &str| ScrapeTarget {
+        uid: format!("uid-{address}"),
+        name: format!("pod-{address}"),
+        namespace: AWS_NODE_NAMESPACE.to_owned(),
+        host_ip: address.to_owned(),
+        zone: None,
+    };
+    let flaky = node("127.254.253.251", 2).await;
+    let dead = node("127.254.253.252", usize::MAX).await;
+    let scraper = Scraper::direct(&settings(
+        2,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    ));
+    let mut results: Vec<_> = scraper
+        .scrape_each(vec![target("127.254.253.251"), target("127.254.253.252")])
+        .collect()
+        .await;
+    results.sort_by_key(|(position, _)| *position);
+    match &results[0].1.outcome {
+        Ok(body) => assert_eq!(body, BODY),
+        Err(error) => panic!("the second try was not made or failed: {error}"),
+    }
+    assert_eq!(flaky.load(Ordering::SeqCst), 2);
+    assert!(
+        matches!(results[1].1.outcome, Err(ScrapeError::Unsent(_))),
+        "{:?}",
+        results[1].1.outcome
+    );
+    assert_eq!(dead.load(Ordering::SeqCst), 2, "one retry, not more");
+}
