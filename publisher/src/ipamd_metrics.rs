@@ -1,6 +1,7 @@
 //! The 20 ipamd metric families the publisher reads, and the CloudWatch metric name each one
 //! is published under. The names are upstream's (`cmd/cni-metrics-helper/metrics/cni_metrics.go`),
-//! so existing dashboards and alarms keep working. The order of [`IPAMD_METRICS`] is the order
+//! so existing dashboards find their series; counter values and `awsAPILatency` differ from
+//! upstream's on purpose (docs/metrics.md). The order of [`IPAMD_METRICS`] is the order
 //! datums are published in.
 
 /// How a family's samples are folded into one cluster value.

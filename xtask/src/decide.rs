@@ -37,6 +37,8 @@ pub struct Target {
     pub cluster: String,
     pub account: String,
     pub identity: Identity,
+    /// Why `--identity auto` chose `identity`, for the log; `None` when it was not auto.
+    pub identity_reason: Option<String>,
     pub version: Version,
     pub namespace: String,
     pub image: ImageChoice,
@@ -80,6 +82,11 @@ pub enum DecideError {
     )]
     AutoIdentityOffline,
     #[error(
+        "upstream's cni-metrics-helper {version} cannot use EKS Pod Identity (its AWS SDK predates the Pod Identity agent; {since} is the first release that can): \
+         pass --version {since} or later, or --identity irsa, or run our publisher (--publisher ours)"
+    )]
+    PodIdentityUnsupported { version: Version, since: Version },
+    #[error(
         "--publisher ours runs the image by its digest in your ECR registry, which was not read; \
          run with AWS credentials, or pass --publisher-image <repository URI>@sha256:..."
     )]
@@ -102,7 +109,7 @@ fn image(settings: &Settings, facts: &Facts) -> Result<ImageChoice, DecideError>
 
 /// Decides the target of `settings` given `facts`.
 pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError> {
-    let identity = identity(settings, facts)?;
+    let (identity, identity_reason) = identity(settings, facts)?;
     let partition = facts.caller.partition.clone();
     let account = facts.caller.account.clone();
     let region = settings.region.name.clone();
@@ -127,6 +134,7 @@ pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError>
         cluster,
         account,
         identity,
+        identity_reason,
         version: settings.version,
         namespace: settings.namespace.clone(),
         image: image(settings, facts)?,
@@ -139,34 +147,50 @@ pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError>
     })
 }
 
-/// `irsa` needs an issuer; `auto` is Pod Identity when the agent add-on is ACTIVE, IRSA
-/// otherwise. For a cluster that is gone (`destroy`), only the names matter, and they do
-/// not depend on the identity, so what cannot be decided any more is taken as Pod Identity.
-fn identity(settings: &Settings, facts: &Facts) -> Result<Identity, DecideError> {
-    let mode = match (settings.identity, facts.agent_active, &facts.cluster) {
-        (IdentityMode::Auto, Some(true), _) => {
-            tracing::info!(
-                "identity auto: pod-identity, because the eks-pod-identity-agent add-on is ACTIVE"
-            );
-            IdentityMode::PodIdentity
-        }
+/// `irsa` needs an issuer; `auto` is Pod Identity when the agent add-on is ACTIVE and the
+/// image can use it, IRSA otherwise, with the reason. `pod-identity` is refused for an
+/// upstream version that cannot use it, as its pods would get no credentials. For a
+/// cluster that is gone (`destroy`), only the names matter, and they do not depend on the
+/// identity, so what cannot be decided any more is taken as Pod Identity.
+fn identity(settings: &Settings, facts: &Facts) -> Result<(Identity, Option<String>), DecideError> {
+    const AGENT: &str = "the eks-pod-identity-agent add-on";
+    let supported = settings.image_supports_pod_identity();
+    let (mode, reason) = match (settings.identity, facts.agent_active, &facts.cluster) {
+        (IdentityMode::Auto, Some(true), _) if !supported => (
+            IdentityMode::Irsa,
+            Some(format!(
+                "upstream's helper {} cannot use Pod Identity ({} is the first release that can), although {AGENT} is ACTIVE",
+                settings.version, settings.pod_identity_since
+            )),
+        ),
+        (IdentityMode::Auto, Some(true), _) => (
+            IdentityMode::PodIdentity,
+            Some(format!("{AGENT} is ACTIVE")),
+        ),
         (IdentityMode::Auto, Some(false), _) => {
-            tracing::info!(
-                "identity auto: irsa, because the eks-pod-identity-agent add-on is not ACTIVE"
-            );
-            IdentityMode::Irsa
+            (IdentityMode::Irsa, Some(format!("{AGENT} is not ACTIVE")))
         }
         (IdentityMode::Auto, None, ClusterState::Offline { .. }) => {
             return Err(DecideError::AutoIdentityOffline);
         }
         (IdentityMode::Auto, None, ClusterState::Live { .. } | ClusterState::Gone) => {
-            IdentityMode::PodIdentity
+            (IdentityMode::PodIdentity, None)
         }
-        (mode @ (IdentityMode::Irsa | IdentityMode::PodIdentity), _, _) => mode,
+        (
+            IdentityMode::PodIdentity,
+            _,
+            ClusterState::Live { .. } | ClusterState::Offline { .. },
+        ) if !supported => {
+            return Err(DecideError::PodIdentityUnsupported {
+                version: settings.version,
+                since: settings.pod_identity_since,
+            });
+        }
+        (mode @ (IdentityMode::Irsa | IdentityMode::PodIdentity), _, _) => (mode, None),
     };
-    match (mode, &facts.cluster) {
+    let identity = match (mode, &facts.cluster) {
         (IdentityMode::PodIdentity | IdentityMode::Auto, _)
-        | (IdentityMode::Irsa, ClusterState::Gone) => Ok(Identity::PodIdentity),
+        | (IdentityMode::Irsa, ClusterState::Gone) => Identity::PodIdentity,
         (
             IdentityMode::Irsa,
             ClusterState::Live {
@@ -176,23 +200,26 @@ fn identity(settings: &Settings, facts: &Facts) -> Result<Identity, DecideError>
             | ClusterState::Offline {
                 issuer_host_path: Some(issuer),
             },
-        ) => Ok(Identity::Irsa {
+        ) => Identity::Irsa {
             issuer_host_path: issuer.clone(),
-        }),
+        },
         (
             IdentityMode::Irsa,
             ClusterState::Offline {
                 issuer_host_path: None,
             },
-        ) => Err(DecideError::MissingIssuer),
+        ) => return Err(DecideError::MissingIssuer),
         (
             IdentityMode::Irsa,
             ClusterState::Live {
                 issuer_host_path: None,
                 ..
             },
-        ) => Err(DecideError::NoOidcIssuer {
-            cluster: settings.cluster.clone(),
-        }),
-    }
+        ) => {
+            return Err(DecideError::NoOidcIssuer {
+                cluster: settings.cluster.clone(),
+            });
+        }
+    };
+    Ok((identity, reason))
 }

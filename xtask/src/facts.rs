@@ -231,7 +231,9 @@ pub async fn gather(
     };
     let may_be_irsa = match settings.identity {
         IdentityMode::Irsa => true,
-        IdentityMode::Auto => agent_active == Some(false),
+        // Auto is IRSA also with the agent ACTIVE for an upstream version that cannot use
+        // Pod Identity, and `upgrade` steps through such versions with these same facts.
+        IdentityMode::Auto => true,
         IdentityMode::PodIdentity => false,
     };
     let oidc_provider = match live_issuer.flatten() {

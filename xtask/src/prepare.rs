@@ -9,15 +9,13 @@ use aws_config::SdkConfig;
 use crate::apply::{self, ApplyError, Clients};
 use crate::catalog::{Catalog, Version};
 use crate::decide::{DecideError, Target, decide};
-use crate::facts::{self, AGENT_ADDON, ClusterRequirement, ClusterState, Facts, FactsError};
+use crate::facts::{self, ClusterRequirement, ClusterState, Facts, FactsError};
 use crate::flags::ClusterInputs;
 use crate::plan::kubernetes::{self, KubeError, LiveDeployment};
 use crate::plan::{DeployOptions, Plan, PlanError, PlanInputs, Scope};
 use crate::preflight::{self, Check};
 use crate::render::{ManifestObject, RenderError, Rendered, possible_objects, render};
-use crate::settings::{
-    self, DeployInput, IdentityMode, SERVICE_ACCOUNT, Settings, SettingsError, TargetInput,
-};
+use crate::settings::{self, DeployInput, SERVICE_ACCOUNT, Settings, SettingsError, TargetInput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -68,13 +66,10 @@ pub async fn prepare(
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
     let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
     let prepared = Prepared::new(catalog, settings, facts, sdk)?;
-    if let (IdentityMode::Auto, Some(active)) =
-        (prepared.settings.identity, prepared.facts.agent_active)
-    {
+    if let Some(reason) = &prepared.target.identity_reason {
         tracing::info!(
-            "identity auto: {}, because the {AGENT_ADDON} add-on is {}ACTIVE",
-            prepared.target.identity.as_str(),
-            if active { "" } else { "not " }
+            "identity auto: {}, because {reason}",
+            prepared.target.identity.as_str()
         );
     }
     Ok(prepared)

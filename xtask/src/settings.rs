@@ -307,6 +307,9 @@ pub struct Settings {
     /// `--oidc-issuer`, reduced to what IAM calls the provider (`host/path`).
     pub oidc_issuer_host_path: Option<String>,
     pub version: Version,
+    /// The oldest release whose upstream helper can use EKS Pod Identity (from the
+    /// versions table); kept beside `version` because `upgrade` moves `version` along.
+    pub pod_identity_since: Version,
     pub identity: IdentityMode,
     pub namespace: String,
     pub image: ImageChoice,
@@ -321,6 +324,18 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether the image that runs can use EKS Pod Identity: our publisher always can (the
+    /// Rust AWS SDK knows the agent); upstream's helper only from `pod_identity_since` on,
+    /// whose images are built with an AWS SDK that knows the agent.
+    pub fn image_supports_pod_identity(&self) -> bool {
+        match self.image {
+            ImageChoice::Publisher(_) | ImageChoice::Ours { .. } => true,
+            ImageChoice::Upstream { .. } | ImageChoice::Mirror(_) => {
+                self.version >= self.pod_identity_since
+            }
+        }
+    }
+
     /// The same settings at another version (what `upgrade` steps through).
     pub fn at_version(&self, version: Version) -> Settings {
         Settings {
@@ -455,6 +470,11 @@ pub fn resolve(
             problem: "no versions listed".to_owned(),
         })?,
     };
+    let pod_identity_since = catalog.pod_identity_since().ok_or(DataError {
+        file: "templates/data/versions.txt",
+        line: 0,
+        problem: "no release says pod_identity yes".to_owned(),
+    })?;
     let namespace = target
         .namespace
         .clone()
@@ -494,6 +514,7 @@ pub fn resolve(
         account: target.account.clone(),
         oidc_issuer_host_path,
         version,
+        pod_identity_since,
         identity: target.identity.unwrap_or(IdentityMode::Irsa),
         namespace,
         image,

@@ -3,6 +3,12 @@
 //! step is a full deploy of that version (plan, apply, wait for the rollout, check the pods
 //! are ready). A failed step stops the upgrade with the cluster on the last good version;
 //! running the same command again resumes from the live version.
+//!
+//! Upstream's helper can use EKS Pod Identity only from v1.15.5 on (the versions table says
+//! which release can). Every step is decided before the first one runs, so an upgrade with
+//! `--identity pod-identity` through an older step is refused with nothing changed, and one
+//! with `--identity auto` keeps IRSA until the first step that can use Pod Identity and
+//! switches there: within one upgrade, each step runs with an identity its image can use.
 
 use std::process::ExitCode;
 
@@ -10,10 +16,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalog::{Version, catalog};
+use crate::decide::DecideError;
 use crate::exit;
 use crate::facts::ClusterRequirement;
 use crate::flags::{ClusterInputs, OutputFormat, UpgradeFlags};
-use crate::prepare::{Prepared, prepare_checked};
+use crate::prepare::{PrepareError, Prepared, prepare_checked};
 use crate::settings::TargetInput;
 use crate::terminal::{confirm, runtime};
 
@@ -22,6 +29,8 @@ use crate::terminal::{confirm, runtime};
 pub struct StepReport {
     pub version: String,
     pub image: String,
+    /// `irsa` or `pod-identity`: `--identity auto` may switch along the path.
+    pub identity: &'static str,
     /// `complete`, or `failed`.
     pub rollout: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,21 +88,47 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
         tracing::info!("already on {to}; nothing to do");
         return Ok(exit::code(exit::SUCCESS));
     }
+    // Every step decided before any runs: a step that cannot run refuses the whole path.
+    let steps = path
+        .iter()
+        .map(|version| {
+            first
+                .at_version(*version)
+                .map_err(|error| step_refused(*version, to, error))
+        })
+        .collect::<anyhow::Result<Vec<Prepared>>>()?;
     if output == OutputFormat::Human {
-        println!("Upgrade path: {} -> {}", from, report.path.join(" -> "));
+        let path: Vec<String> = steps
+            .iter()
+            .map(|step| {
+                format!(
+                    "{} ({})",
+                    step.target.version,
+                    step.target.identity.as_str()
+                )
+            })
+            .collect();
+        println!("Upgrade path: {} -> {}", from, path.join(" -> "));
     }
     if !confirm("Upgrade along this path?", flags.yes)? {
         anyhow::bail!("not upgraded: the answer was not yes");
     }
     // A path that starts at the live version finishes a rollout an earlier run left.
     let mut last_good = (path.first() != Some(&from)).then_some(from);
-    for version in path {
-        let prepared = first.at_version(version)?;
-        tracing::info!(%version, image = %prepared.rendered.image, "upgrading");
-        let outcome = step(&prepared, &inputs).await;
+    for prepared in &steps {
+        let version = prepared.target.version;
+        tracing::info!(%version, image = %prepared.rendered.image, identity = prepared.target.identity.as_str(), "upgrading");
+        if let Some(reason) = &prepared.target.identity_reason {
+            tracing::info!(
+                "identity auto at {version}: {}, because {reason}",
+                prepared.target.identity.as_str()
+            );
+        }
+        let outcome = step(prepared, &inputs).await;
         report.steps.push(StepReport {
             version: version.to_string(),
             image: prepared.rendered.image.clone(),
+            identity: prepared.target.identity.as_str(),
             rollout: if outcome.is_ok() {
                 "complete"
             } else {
@@ -117,6 +152,29 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
     report.completed = true;
     print_report(&report, output)?;
     Ok(exit::code(exit::SUCCESS))
+}
+
+/// Why a step of the path cannot run; for Pod Identity on a step whose upstream helper
+/// cannot use it, what to run instead.
+fn step_refused(version: Version, to: Version, error: PrepareError) -> anyhow::Error {
+    match error {
+        PrepareError::Decide(DecideError::PodIdentityUnsupported { since, .. }) => {
+            anyhow::format_err!(
+                "the upgrade to {to} steps through {version}, whose upstream helper cannot use EKS Pod Identity \
+                 ({since} is the first release that can), so nothing was changed: run `cargo xtask upgrade --to {to} --identity auto`, \
+                 which keeps IRSA until {since} and switches to Pod Identity there, or upgrade with --identity irsa \
+                 and switch afterwards with `cargo xtask deploy --identity pod-identity`"
+            )
+        }
+        PrepareError::NoRegion
+        | PrepareError::Settings(_)
+        | PrepareError::Facts(_)
+        | PrepareError::Decide(_)
+        | PrepareError::Render(_)
+        | PrepareError::Preflight(_) => {
+            anyhow::Error::new(error).context(format!("cannot prepare the step to {version}"))
+        }
+    }
 }
 
 /// The live version and the versions to step through to `to`; a rollout left unfinished by

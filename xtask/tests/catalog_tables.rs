@@ -244,7 +244,7 @@ fn regions_outside_the_table_resolve_by_pattern_or_are_refused() {
 #[test]
 fn versions_cover_every_release_from_v1_11_0_oldest_first() {
     let catalog = catalog().expect("the embedded catalog parses");
-    let versions: Vec<String> = catalog.versions.iter().map(ToString::to_string).collect();
+    let versions: Vec<String> = catalog.versions().map(|v| v.to_string()).collect();
     assert_eq!(versions.first().map(String::as_str), Some("v1.11.0"));
     assert_eq!(
         catalog.latest_version().map(|v| v.to_string()).as_deref(),
@@ -262,6 +262,30 @@ fn versions_cover_every_release_from_v1_11_0_oldest_first() {
 
 fn version(text: &str) -> xtask::catalog::Version {
     text.parse().expect("a well-formed version")
+}
+
+/// Every row's pod_identity against the rule written out by hand: upstream's images before
+/// v1.15.5 are built with an AWS SDK older than aws-sdk-go v1.47.11, which does not know
+/// the Pod Identity agent; from v1.15.5 on they are built with newer ones.
+#[test]
+fn every_release_row_says_whether_its_helper_can_use_pod_identity() {
+    let catalog = catalog().expect("the embedded catalog parses");
+    let (mut yes, mut no) = (0, 0);
+    for release in &catalog.releases {
+        let v = release.version;
+        let expected = (v.major, v.minor, v.patch) >= (1, 15, 5);
+        assert_eq!(release.pod_identity, expected, "{v}");
+        if expected { yes += 1 } else { no += 1 }
+    }
+    // v1.11.0 .. v1.15.4 are 20 rows; the other 34 can.
+    assert_eq!((no, yes), (20, 34));
+    assert_eq!(
+        catalog
+            .pod_identity_since()
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("v1.15.5")
+    );
 }
 
 #[test]

@@ -138,6 +138,70 @@ async fn auto_picks_pod_identity_only_when_the_agent_is_active_and_says_why() {
     world.sandbox.shutdown().await;
 }
 
+/// With the agent ACTIVE, auto still picks IRSA for an upstream helper too old to use Pod
+/// Identity, and says why; an explicit pod-identity is refused there, changing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_picks_irsa_for_a_helper_too_old_for_pod_identity_and_says_why() {
+    let world = World::start_with(|options| options.pod_identity_agent = true).await;
+    let (output, plan) = world
+        .json("plan", &["--identity", "auto", "--version", "v1.15.4"])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "identity auto: irsa, because upstream's helper v1.15.4 cannot use Pod Identity \
+             (v1.15.5 is the first release that can), although the eks-pod-identity-agent add-on is ACTIVE"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(plan["identity"], "irsa");
+    assert_eq!(plan["version"], "v1.15.4");
+
+    let (output, plan) = world
+        .json("plan", &["--identity", "auto", "--version", "v1.15.5"])
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "identity auto: pod-identity, because the eks-pod-identity-agent add-on is ACTIVE"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(plan["identity"], "pod-identity");
+
+    world.clear_request_logs();
+    let output = world
+        .xtask(&[
+            "deploy",
+            "--cluster",
+            "sandbox",
+            "--yes",
+            "--identity",
+            "pod-identity",
+            "--version",
+            "v1.14.1",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .contains("upstream's cni-metrics-helper v1.14.1 cannot use EKS Pod Identity"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        world.mutating_aws_calls().is_empty(),
+        "nothing written to AWS"
+    );
+    assert!(
+        world.kubernetes_writes().is_empty(),
+        "nothing written to Kubernetes"
+    );
+    world.sandbox.shutdown().await;
+}
+
 fn failed_checks(report: &Value) -> Vec<(String, String)> {
     report["checks"]
         .as_array()

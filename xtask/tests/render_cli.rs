@@ -159,6 +159,52 @@ fn a_config_file_supplies_values_and_flags_win() {
     assert!(manifests.contains("namespace: \"monitoring\""));
 }
 
+/// Pod Identity needs an upstream helper built with an AWS SDK that knows the agent: the
+/// refusal names the version and the first that can, and where the line is, nothing else
+/// (a newer version, or our publisher at the old version) is refused.
+#[test]
+fn pod_identity_is_refused_for_an_upstream_helper_too_old_to_use_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = run(
+        dir.path(),
+        &good_args(&["--identity", "pod-identity", "--version", "v1.14.1"]),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output),
+        "error: upstream's cni-metrics-helper v1.14.1 cannot use EKS Pod Identity \
+         (its AWS SDK predates the Pod Identity agent; v1.15.5 is the first release that can): \
+         pass --version v1.15.5 or later, or --identity irsa, or run our publisher (--publisher ours)\n"
+    );
+    assert!(!dir.path().join("rendered").exists(), "nothing written");
+    for extra in [
+        ["--version", "v1.15.5"].as_slice(),
+        &["--version", "v1.19.4"],
+        &[
+            "--version",
+            "v1.11.0",
+            "--publisher-image",
+            "111122223333.dkr.ecr.eu-west-1.amazonaws.com/cni-metrics-publisher@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ],
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["--identity", "pod-identity", "--out", "out"];
+        args.extend_from_slice(extra);
+        let output = run(dir.path(), &good_args(&args));
+        assert!(output.status.success(), "{extra:?}: {}", stderr(&output));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = run(
+        dir.path(),
+        &good_args(&["--identity", "irsa", "--version", "v1.11.0", "--out", "out"]),
+    );
+    assert!(
+        output.status.success(),
+        "irsa at v1.11.0: {}",
+        stderr(&output)
+    );
+}
+
 /// Each bad input: exit code 1, exactly one error line naming the problem, nothing written.
 #[test]
 fn bad_input_gets_one_clear_error_line_exit_1_and_writes_nothing() {
@@ -298,6 +344,27 @@ fn bad_input_gets_one_clear_error_line_exit_1_and_writes_nothing() {
         (
             with(base("eu-west-1"), &["--identity", "auto"]),
             "--identity auto is decided from the live cluster",
+        ),
+        (
+            with(
+                base("eu-west-1"),
+                &["--identity", "pod-identity", "--version", "v1.15.4"],
+            ),
+            "upstream's cni-metrics-helper v1.15.4 cannot use EKS Pod Identity",
+        ),
+        (
+            with(
+                base("eu-west-1"),
+                &[
+                    "--identity",
+                    "pod-identity",
+                    "--version",
+                    "v1.11.0",
+                    "--image",
+                    "mirror.example.com/cni-metrics-helper:v1.11.0",
+                ],
+            ),
+            "upstream's cni-metrics-helper v1.11.0 cannot use EKS Pod Identity",
         ),
         (
             [

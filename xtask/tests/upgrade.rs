@@ -93,6 +93,78 @@ async fn an_upgrade_two_minors_up_goes_through_the_one_between_and_waits_for_eac
     world.sandbox.shutdown().await;
 }
 
+/// Upstream's helper can use Pod Identity from v1.15.5 on: an upgrade with
+/// `--identity pod-identity` through an older step is refused before anything changes;
+/// `--identity auto` keeps IRSA for the older step and switches at v1.15.5.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_across_the_pod_identity_line_keeps_irsa_until_the_first_step_that_can() {
+    let world = World::start_with(|options| options.pod_identity_agent = true).await;
+    world.deploy(&["--version", "v1.13.4"]).await;
+    world.clear_request_logs();
+    let output = world
+        .xtask(&[
+            "upgrade",
+            "--cluster",
+            "sandbox",
+            "--to",
+            "v1.15.5",
+            "--identity",
+            "pod-identity",
+            "--yes",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(
+            "the upgrade to v1.15.5 steps through v1.14.1, whose upstream helper cannot use EKS Pod Identity \
+             (v1.15.5 is the first release that can), so nothing was changed: \
+             run `cargo xtask upgrade --to v1.15.5 --identity auto`"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(world.mutating_aws_calls(), Vec::<String>::new());
+    assert_eq!(world.kubernetes_writes(), Vec::<String>::new());
+    assert_eq!(live_image(&world).await, image("v1.13.4"));
+
+    let (output, report) = world
+        .json(
+            "upgrade",
+            &["--to", "v1.15.5", "--identity", "auto", "--yes"],
+        )
+        .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let identities: Vec<(&str, &str)> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| {
+            (
+                step["version"].as_str().unwrap_or_default(),
+                step["identity"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        identities,
+        [("v1.14.1", "irsa"), ("v1.15.5", "pod-identity")]
+    );
+    assert!(
+        stderr(&output).contains(
+            "identity auto at v1.14.1: irsa, because upstream's helper v1.14.1 cannot use Pod Identity"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(live_image(&world).await, image("v1.15.5"));
+    // Converged in pod-identity mode: nothing left to change.
+    let (code, _) = world
+        .plan_json(&["--identity", "pod-identity", "--version", "v1.15.5"])
+        .await;
+    assert_eq!(code, Some(0));
+    world.sandbox.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_that_skips_a_minor_or_goes_back_is_refused_with_the_path() {
     let world = World::start().await;

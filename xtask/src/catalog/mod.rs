@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 pub use partitions::Partition;
 pub use regions::{EcrRegistry, RegionError, ResolvedRegion, is_account_id};
-pub use versions::{Version, VersionError, VersionStepError};
+pub use versions::{Release, Version, VersionError, VersionStepError};
 
 /// A malformed embedded data file. This is a bug in the repository, not a user error, and
 /// the table tests catch it before a release; it is still reported, never panicked on.
@@ -33,7 +33,7 @@ pub struct DataError {
 pub struct Catalog {
     pub partitions: Vec<Partition>,
     pub registries: Vec<EcrRegistry>,
-    pub versions: Vec<Version>,
+    pub releases: Vec<Release>,
 }
 
 const PARTITIONS_CSV: &str = include_str!("../../../templates/data/partitions.csv");
@@ -55,11 +55,11 @@ impl Catalog {
             REGISTRIES_CSV,
             &partitions,
         )?;
-        let versions = versions::parse("templates/data/versions.txt", VERSIONS_TXT)?;
+        let releases = versions::parse("templates/data/versions.txt", VERSIONS_TXT)?;
         Ok(Catalog {
             partitions,
             registries,
-            versions,
+            releases,
         })
     }
 

@@ -1,9 +1,11 @@
 //! Upstream release versions (`vX.Y.Z`); the cni-metrics-helper image tag equals the CNI tag.
+//! Each release row also says whether upstream's helper image of that release can use EKS
+//! Pod Identity, a property of the AWS SDK it was built with.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Catalog, DataError};
+use super::{Catalog, DataError, table};
 
 /// A release version, ordered numerically (v1.9.0 < v1.10.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,6 +25,15 @@ impl serde::Serialize for Version {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
+}
+
+/// One row of the versions table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    pub version: Version,
+    /// Whether upstream's helper image of this release can use EKS Pod Identity: its AWS
+    /// SDK must know the Pod Identity agent (aws-sdk-go v1.47.11 or later).
+    pub pod_identity: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -113,11 +124,9 @@ impl Catalog {
         let mut path = Vec::new();
         for minor in from.minor + 1..to.minor {
             let newest = self
-                .versions
-                .iter()
+                .versions()
                 .filter(|known| known.major == from.major && known.minor == minor)
                 .max()
-                .copied()
                 .ok_or_else(|| {
                     let major = from.major;
                     let (from, to) = names();
@@ -168,15 +177,31 @@ impl Catalog {
         })
     }
 
+    /// The known releases, oldest first.
+    pub fn versions(&self) -> impl Iterator<Item = Version> + '_ {
+        self.releases.iter().map(|release| release.version)
+    }
+
     /// The newest known release: the default when no version is pinned.
     pub fn latest_version(&self) -> Option<Version> {
-        self.versions.last().copied()
+        self.releases.last().map(|release| release.version)
+    }
+
+    /// The oldest release whose upstream helper image can use EKS Pod Identity. The table
+    /// is checked to have one and to say yes for every release after it, so any version,
+    /// listed or not (a live one may be older than the table), is judged by comparing with
+    /// it.
+    pub fn pod_identity_since(&self) -> Option<Version> {
+        self.releases
+            .iter()
+            .find(|release| release.pod_identity)
+            .map(|release| release.version)
     }
 
     /// Parses `text` and checks that it is a known release.
     pub fn known_version(&self, text: &str) -> Result<Version, VersionError> {
         let version: Version = text.parse()?;
-        if self.versions.contains(&version) {
+        if self.versions().any(|known| known == version) {
             return Ok(version);
         }
         Err(VersionError::Unknown {
@@ -189,57 +214,86 @@ impl Catalog {
     /// unknown.
     fn nearby_versions(&self, version: Version) -> Vec<String> {
         let same_minor: Vec<String> = self
-            .versions
-            .iter()
+            .versions()
             .filter(|known| (known.major, known.minor) == (version.major, version.minor))
-            .map(ToString::to_string)
+            .map(|known| known.to_string())
             .collect();
         if !same_minor.is_empty() {
             return same_minor;
         }
-        let position = self.versions.partition_point(|known| *known < version);
+        let position = self
+            .releases
+            .partition_point(|known| known.version < version);
         let start = position.saturating_sub(2);
-        let end = (position + 1).min(self.versions.len());
-        self.versions[start..end]
+        let end = (position + 1).min(self.releases.len());
+        self.releases[start..end]
             .iter()
-            .map(ToString::to_string)
+            .map(|release| release.version.to_string())
             .collect()
     }
 }
 
-pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Version>, DataError> {
-    let mut versions: Vec<Version> = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
+pub(super) fn parse(file: &'static str, text: &str) -> Result<Vec<Release>, DataError> {
+    let mut releases: Vec<Release> = Vec::new();
+    for row in table::rows(file, text, &["version", "pod_identity"])? {
         let problem = |problem: String| DataError {
             file,
-            line: index + 1,
+            line: row.line,
             problem,
         };
-        let version: Version = line.parse().map_err(|error| problem(format!("{error}")))?;
-        if versions.last().is_some_and(|previous| *previous >= version) {
-            return Err(problem(format!(
-                "{version} is not newer than the line before it; keep the file sorted oldest first"
-            )));
+        let version: Version = row.fields[0]
+            .parse()
+            .map_err(|error| problem(format!("{error}")))?;
+        let pod_identity = match row.fields[1] {
+            "yes" => true,
+            "no" => false,
+            other => {
+                return Err(problem(format!(
+                    "pod_identity is '{other}'; write yes or no"
+                )));
+            }
+        };
+        if let Some(previous) = releases.last() {
+            if previous.version >= version {
+                return Err(problem(format!(
+                    "{version} is not newer than the line before it; keep the file sorted oldest first"
+                )));
+            }
+            // A newer release never goes back to an older SDK; the check keeps
+            // `pod_identity_since` right for versions between or before the rows.
+            if previous.pod_identity && !pod_identity {
+                return Err(problem(format!(
+                    "{version} says pod_identity no after {} said yes; once a release can use Pod Identity, every later one can",
+                    previous.version
+                )));
+            }
         }
-        versions.push(version);
+        releases.push(Release {
+            version,
+            pod_identity,
+        });
     }
-    if versions.is_empty() {
+    if releases.is_empty() {
         return Err(DataError {
             file,
             line: 0,
             problem: "no versions listed".to_owned(),
         });
     }
-    Ok(versions)
+    if !releases.iter().any(|release| release.pod_identity) {
+        return Err(DataError {
+            file,
+            line: 0,
+            problem: "no release says pod_identity yes; the newest releases can use Pod Identity"
+                .to_owned(),
+        });
+    }
+    Ok(releases)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Version, VersionError};
+    use super::{Version, VersionError, parse};
 
     #[test]
     fn parses_release_tags_and_refuses_everything_else() {
@@ -268,5 +322,35 @@ mod tests {
         let older: Version = "v1.9.9".parse().expect("valid");
         let newer: Version = "v1.10.0".parse().expect("valid");
         assert!(older < newer);
+    }
+
+    fn parse_error(text: &str) -> String {
+        parse("versions.txt", text).expect_err("refused").problem
+    }
+
+    #[test]
+    fn the_pod_identity_column_is_yes_or_no_and_never_goes_back() {
+        let parsed = parse(
+            "versions.txt",
+            "version,pod_identity\nv1.15.4,no\nv1.15.5,yes\n",
+        )
+        .expect("a valid table");
+        assert_eq!(
+            parsed.iter().map(|r| r.pod_identity).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!(
+            parse_error("version,pod_identity\nv1.15.5,true\n"),
+            "pod_identity is 'true'; write yes or no"
+        );
+        assert!(
+            parse_error("version,pod_identity\nv1.15.5,yes\nv1.16.0,no\n")
+                .contains("once a release can use Pod Identity, every later one can")
+        );
+        assert!(
+            parse_error("version,pod_identity\nv1.15.4,no\n")
+                .starts_with("no release says pod_identity yes")
+        );
+        assert!(parse_error("v1.15.5\n").starts_with("expected the header"));
     }
 }
