@@ -15,6 +15,12 @@ use crate::e2e::{
     eventually, http_get, published_datums, served_address, start_sandbox,
 };
 
+/// Held by the tests that load this machine's two cores for tens of seconds (the 4 MiB
+/// bodies, the 100,000 series, the 2,000 slow nodes), so that they never run at the same
+/// time: each measures time or memory that another one's load would distort (seen: a node
+/// answering after 3 s took over 5 s to reach the publisher while another ran).
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The open-file limit the starvation test runs the publisher with.
 const LOW_FILE_LIMIT: u64 = 128;
 /// Idle connections opened against it: more than the file limit.
@@ -239,6 +245,7 @@ async fn run_rounds_and_measure(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_slow_four_mib_bodies_stay_inside_the_memory_limit() {
+    let _alone = HEAVY.lock().await;
     const NODES: usize = 64;
     assert_eq!(rendered_memory_limit(), RENDERED_MEMORY_LIMIT_BYTES);
     let sandbox = start_sandbox(NODES).await;
@@ -277,6 +284,7 @@ async fn sixty_four_slow_four_mib_bodies_stay_inside_the_memory_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_nodes_with_a_hundred_thousand_series_each_stay_inside_the_memory_limit() {
+    let _alone = HEAVY.lock().await;
     const NODES: usize = 10;
     let sandbox = start_sandbox(NODES).await;
     sandbox
@@ -393,6 +401,7 @@ fn own_open_file_limit() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_slow_nodes_are_all_in_every_round_with_the_default_settings() {
+    let _alone = HEAVY.lock().await;
     const NODES: usize = 2000;
     const ROUNDS: usize = 2;
     // Each node is a listener in this process, and the fake API server keeps a pooled
