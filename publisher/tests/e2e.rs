@@ -242,6 +242,46 @@ async fn once_direct_to_the_nodes_survives_hung_erroring_and_garbage_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstreams_env_with_only_aws_default_region_publishes_there() {
+    let sandbox = start_sandbox(3).await;
+    let region = sandbox.sandbox.region().to_owned();
+    let mut command = sandbox.publisher(&["once"]);
+    // Upstream's stock environment with the cluster id filled in and the region only in
+    // AWS_DEFAULT_REGION; nothing else names a region (env cleared, IMDS disabled).
+    command
+        .env_remove("AWS_REGION")
+        .env("AWS_DEFAULT_REGION", &region)
+        .env("AWS_CLUSTER_ID", "upstream-env")
+        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "INFO")
+        .env("USE_CLOUDWATCH", "true")
+        .env("USE_PROMETHEUS", "false")
+        .env("METRIC_UPDATE_INTERVAL", "30")
+        .env("HTTP_TIMEOUT", "10s");
+    let output = command.output().await.expect("the publisher runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "once failed: {stderr}");
+    let puts = sandbox.put_metric_data();
+    assert!(!puts.is_empty(), "nothing was published: {stderr}");
+    let scope = format!("/{region}/monitoring/aws4_request");
+    for put in &puts {
+        let authorization = put
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            authorization.contains(&scope),
+            "signed for another region: {authorization}"
+        );
+    }
+    let datums = published_datums(&puts);
+    assert_eq!(
+        cluster_value(&datums, "upstream-env", "podsScraped"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oversized_body_fails_only_that_pod() {
     let sandbox = start_sandbox(4).await;
     sandbox.fault(&[(1, Fault::Oversized(200_000))]);
