@@ -592,6 +592,17 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
         metrics.contains("cni_metrics_scrapeErrors{cluster_id=\"e2e-cluster\"} 0"),
         "{metrics}"
     );
+    // Upstream's unlabelled series hold the same cluster totals (the fleet's gauges do not
+    // change between rounds).
+    let fleet = sandbox.sandbox.fleet();
+    for (family, _) in GAUGES {
+        let line = format!("\n{family} {}\n", fleet.expected_gauge_sum(family));
+        assert!(metrics.contains(&line), "{line:?} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("# TYPE {family} gauge\n")),
+            "{metrics}"
+        );
+    }
 
     publisher.signal("TERM");
     let status = publisher.wait(Duration::from_secs(15)).await;
