@@ -133,6 +133,15 @@ pub struct PublisherArgs {
     /// The CloudWatch namespace.
     #[arg(long, default_value = CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
     pub cloudwatch_namespace: String,
+    /// Publish podsScraped and scrapeErrors to CloudWatch (yes/true or no/false): two
+    /// custom metrics per cluster, billed as such. They stay on /metrics and in the logs
+    /// either way.
+    #[arg(long, value_name = "BOOL", default_value = "true",
+          value_parser = parse_upstream_bool,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true")]
+    pub self_metrics: bool,
     /// Also publish maxIPAddresses, totalIPAddresses and assignIPAddresses per availability
     /// zone (needs get/list/watch on nodes).
     #[arg(long)]
@@ -258,6 +267,7 @@ impl PublisherArgs {
                 batch_datums: self.batch_datums,
                 batch_bytes: self.batch_bytes,
             }),
+            self_metrics: self.self_metrics,
             listen: self.listen,
             prometheus: self.prometheus,
             max_connections: self.max_connections,
@@ -716,6 +726,23 @@ mod tests {
                 "{needle:?} missing from: {message}"
             );
         }
+    }
+
+    #[test]
+    fn self_metrics_default_on_and_take_a_boolean() {
+        let settings = |flags: &[&str]| {
+            let mut all = vec!["--cluster-id", "c", "--region", "r"];
+            all.extend_from_slice(flags);
+            Settings::validate(args(&all).requested(), Purpose::Run)
+                .expect("valid")
+                .self_metrics
+        };
+        assert!(settings(&[]));
+        assert!(!settings(&["--self-metrics", "false"]));
+        assert!(!settings(&["--self-metrics=no"]));
+        assert!(settings(&["--self-metrics"]));
+        let bad = Cli::try_parse_from(["cni-metrics-publisher", "run", "--self-metrics", "off"]);
+        assert!(bad.is_err(), "only yes/true/no/false are accepted");
     }
 
     #[test]

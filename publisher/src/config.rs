@@ -130,6 +130,9 @@ pub struct Settings {
     pub scrape: ScrapeSettings,
     /// `None` when USE_CLOUDWATCH is off.
     pub cloudwatch: Option<CloudWatchSettings>,
+    /// Whether the self-metrics go to CloudWatch (and into what `once --dry-run` prints,
+    /// which is what `once` would send); `/metrics` and the logs have them either way.
+    pub self_metrics: bool,
     /// Where to serve /metrics, /healthz and /readyz, if anywhere.
     pub listen: Option<SocketAddr>,
     /// `--max-connections`: the endpoint's connection limit; derived from the open-file limit
@@ -157,6 +160,8 @@ pub struct Requested {
     pub scrape: ScrapeSettings,
     /// The CloudWatch side, when USE_CLOUDWATCH is on.
     pub cloudwatch: Option<RequestedCloudWatch>,
+    /// `--self-metrics`.
+    pub self_metrics: bool,
     /// `--listen`, which wins over `prometheus`.
     pub listen: Option<SocketAddr>,
     /// USE_PROMETHEUS: serve on the upstream port.
@@ -261,6 +266,7 @@ impl Settings {
             interval: requested.interval,
             scrape: requested.scrape,
             cloudwatch,
+            self_metrics: requested.self_metrics,
             listen,
             max_connections: requested.max_connections,
             leader,

@@ -636,6 +636,59 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn self_metrics_false_keeps_them_off_cloudwatch_but_on_metrics_and_in_the_log() {
+    let sandbox = start_sandbox(4).await;
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrape-via",
+        "direct",
+        "--self-metrics",
+        "false",
+    ]));
+    let address = served_address(&publisher, Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(30), "two published rounds", || {
+        published_datums(&sandbox.put_metric_data())
+            .iter()
+            .filter(|datum| datum.name == "assignIPAddresses")
+            .count()
+            >= 2
+    })
+    .await;
+    let (status, metrics) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "cni_metrics_podsScraped{{cluster_id=\"{CLUSTER_ID}\"}} 4\n"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cni_metrics_scrapeErrors{"), "{metrics}");
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        publisher.log()
+    );
+    assert!(
+        publisher.log().contains("pods_scraped=4"),
+        "{}",
+        publisher.log()
+    );
+    let names: BTreeSet<String> = published_datums(&sandbox.put_metric_data())
+        .into_iter()
+        .map(|datum| datum.name)
+        .collect();
+    assert!(names.contains("totalIPAddresses"), "{names:?}");
+    assert!(!names.contains("podsScraped"), "{names:?}");
+    assert!(!names.contains("scrapeErrors"), "{names:?}");
+}
+
 pub(crate) fn lease_holder(sandbox: &TestSandbox, name: &str) -> Option<String> {
     sandbox
         .sandbox
