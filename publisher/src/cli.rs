@@ -17,7 +17,7 @@ use crate::aggregate::DEFAULT_STALE_ROUNDS;
 use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
 use crate::config::{
     CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
-    RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout,
+    RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout, region, scrape_timeout,
 };
 use crate::scrape::ScrapeOptions;
 
@@ -96,9 +96,14 @@ pub struct PublisherArgs {
     /// The value of the CLUSTER_ID dimension on every datum (required).
     #[arg(long, env = "AWS_CLUSTER_ID", value_name = "ID")]
     pub cluster_id: Option<String>,
-    /// The AWS region to publish to (required; IMDS is never asked).
+    /// The AWS region to publish to (required; AWS_DEFAULT_REGION when neither this nor
+    /// AWS_REGION is set; IMDS is never asked).
     #[arg(long, env = "AWS_REGION", value_name = "REGION")]
     pub region: Option<String>,
+    /// Only carries AWS_DEFAULT_REGION, which EKS's pod identity webhook injects next to
+    /// AWS_REGION and some setups set alone; hidden because --region is the flag to use.
+    #[arg(long, env = "AWS_DEFAULT_REGION", value_name = "REGION", hide = true)]
+    pub aws_default_region: Option<String>,
     /// Seconds between rounds.
     #[arg(long = "interval", env = "METRIC_UPDATE_INTERVAL", value_name = "SECONDS",
           default_value = "30", value_parser = parse_interval)]
@@ -128,6 +133,15 @@ pub struct PublisherArgs {
     /// The CloudWatch namespace.
     #[arg(long, default_value = CLOUDWATCH_NAMESPACE, value_name = "NAMESPACE")]
     pub cloudwatch_namespace: String,
+    /// Publish podsScraped and scrapeErrors to CloudWatch (yes/true or no/false): two
+    /// custom metrics per cluster, billed as such. They stay on /metrics and in the logs
+    /// either way.
+    #[arg(long, value_name = "BOOL", default_value = "true",
+          value_parser = parse_upstream_bool,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true")]
+    pub self_metrics: bool,
     /// Also publish maxIPAddresses, totalIPAddresses and assignIPAddresses per availability
     /// zone (needs get/list/watch on nodes).
     #[arg(long)]
@@ -148,9 +162,16 @@ pub struct PublisherArgs {
     /// How many pods are scraped at the same time.
     #[arg(long, default_value = "64", value_name = "N", value_parser = parse_positive_usize)]
     pub scrape_concurrency: usize,
-    /// How long one pod's scrape may take, e.g. 5s or 500ms.
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
-    pub scrape_timeout: Duration,
+    /// How long one pod's scrape may take, e.g. 5s or 500ms. Default: upstream's
+    /// HTTP_TIMEOUT when set, else 5s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub scrape_timeout: Option<Duration>,
+    /// Only carries upstream's HTTP_TIMEOUT (its helper's HTTP client timeout for the
+    /// Kubernetes calls that scrape ipamd), the default of --scrape-timeout; hidden because
+    /// --scrape-timeout is the flag to use.
+    #[arg(long, env = "HTTP_TIMEOUT", value_name = "DURATION", hide = true,
+          value_parser = parse_http_timeout)]
+    pub http_timeout: Option<UpstreamDuration>,
     /// How long all scrapes of a round may take together, counted from the round's start;
     /// pods still unanswered then count as scrape errors. At most the interval. Default: 80%
     /// of the interval.
@@ -226,7 +247,10 @@ impl PublisherArgs {
                 scraper: ScrapeOptions {
                     port: self.metrics_port,
                     concurrency: self.scrape_concurrency,
-                    timeout: self.scrape_timeout,
+                    timeout: scrape_timeout(
+                        self.scrape_timeout,
+                        self.http_timeout.and_then(|upstream| upstream.0),
+                    ),
                     round_timeout: self
                         .round_timeout
                         .unwrap_or_else(|| default_round_timeout(self.interval)),
@@ -237,12 +261,13 @@ impl PublisherArgs {
                 stale_rounds: self.stale_rounds,
             },
             cloudwatch: self.cloudwatch.then(|| RequestedCloudWatch {
-                region: self.region.clone(),
+                region: region(self.region.as_deref(), self.aws_default_region.as_deref()),
                 namespace: self.cloudwatch_namespace.clone(),
                 queue_capacity: self.queue_capacity,
                 batch_datums: self.batch_datums,
                 batch_bytes: self.batch_bytes,
             }),
+            self_metrics: self.self_metrics,
             listen: self.listen,
             prometheus: self.prometheus,
             max_connections: self.max_connections,
@@ -265,6 +290,27 @@ pub fn parse_upstream_bool(text: &str) -> Result<bool, String> {
         "no" | "false" | "0" => Ok(false),
         _ => Err("expected yes/true or no/false".to_owned()),
     }
+}
+
+/// A duration from one of upstream's environment variables, where an empty value (as
+/// upstream's manifests write variables they leave unset) means "not set".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamDuration(pub Option<Duration>);
+
+/// HTTP_TIMEOUT: a duration such as `10s`, or empty for "not set". The message names the
+/// variable, because the hidden flag that carries it is not what anyone typed.
+pub fn parse_http_timeout(text: &str) -> Result<UpstreamDuration, String> {
+    if text.trim().is_empty() {
+        return Ok(UpstreamDuration(None));
+    }
+    parse_duration(text)
+        .map(|timeout| UpstreamDuration(Some(timeout)))
+        .map_err(|reason| {
+            format!(
+                "HTTP_TIMEOUT (upstream's HTTP client timeout, our default for \
+                 --scrape-timeout): {reason}; set it to e.g. 10s, or unset it"
+            )
+        })
 }
 
 /// METRIC_UPDATE_INTERVAL is whole seconds, above zero, as upstream reads it.
@@ -571,6 +617,132 @@ mod tests {
         let settings =
             Settings::validate(missing_region.requested(), Purpose::DryRun).expect("dry run");
         assert_eq!(settings.cloudwatch, None);
+    }
+
+    #[test]
+    fn region_and_scrape_timeout_fall_back_to_upstreams_variables_in_order() {
+        use crate::config::{DEFAULT_SCRAPE_TIMEOUT, region, scrape_timeout};
+        // --region (or AWS_REGION in its place) > AWS_DEFAULT_REGION > none.
+        assert_eq!(
+            region(Some("us-east-1"), Some("eu-west-1")).as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            region(None, Some("eu-west-1")).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            region(Some(" "), Some("eu-west-1")).as_deref(),
+            Some("eu-west-1"),
+            "a blank AWS_REGION counts as unset"
+        );
+        assert_eq!(region(None, Some("")), None);
+        assert_eq!(region(None, None), None);
+        // --scrape-timeout > HTTP_TIMEOUT > 5s.
+        let (two, ten) = (Duration::from_secs(2), Duration::from_secs(10));
+        assert_eq!(scrape_timeout(Some(two), Some(ten)), two);
+        assert_eq!(scrape_timeout(None, Some(ten)), ten);
+        assert_eq!(scrape_timeout(None, None), DEFAULT_SCRAPE_TIMEOUT);
+        assert_eq!(DEFAULT_SCRAPE_TIMEOUT, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn upstreams_variables_reach_the_settings_through_their_hidden_flags() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let env_of = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_env())
+                .and_then(|name| name.to_str())
+                .map(str::to_owned)
+        };
+        assert_eq!(env_of("region").as_deref(), Some("AWS_REGION"));
+        assert_eq!(
+            env_of("aws_default_region").as_deref(),
+            Some("AWS_DEFAULT_REGION")
+        );
+        assert_eq!(env_of("http_timeout").as_deref(), Some("HTTP_TIMEOUT"));
+
+        let region_of = |flags: &[&str]| {
+            let mut all = vec!["--cluster-id", "c"];
+            all.extend_from_slice(flags);
+            Settings::validate(args(&all).requested(), Purpose::Run)
+                .map(|settings| settings.cloudwatch.map(|cloudwatch| cloudwatch.region))
+        };
+        assert_eq!(
+            region_of(&["--region", "", "--aws-default-region", "eu-west-1"]),
+            Ok(Some("eu-west-1".to_owned()))
+        );
+        assert_eq!(
+            region_of(&["--region", "us-east-1", "--aws-default-region", "eu-west-1"]),
+            Ok(Some("us-east-1".to_owned()))
+        );
+        assert_eq!(
+            region_of(&["--region", "", "--aws-default-region", ""]),
+            Err(ConfigError::MissingRegion)
+        );
+
+        let timeout_of = |flags: &[&str]| {
+            let mut all = vec!["--cluster-id", "c", "--region", "r"];
+            all.extend_from_slice(flags);
+            Settings::validate(args(&all).requested(), Purpose::Run)
+                .expect("valid")
+                .scrape
+                .scraper
+                .timeout
+        };
+        assert_eq!(
+            timeout_of(&["--http-timeout", "10s"]),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            timeout_of(&["--http-timeout", "10s", "--scrape-timeout", "2s"]),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            timeout_of(&["--http-timeout", ""]),
+            Duration::from_secs(5),
+            "an empty HTTP_TIMEOUT counts as unset"
+        );
+        let error = Cli::try_parse_from(["cni-metrics-publisher", "run", "--http-timeout", "soon"])
+            .expect_err("a word is not a duration");
+        assert!(error.to_string().contains("HTTP_TIMEOUT"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_cluster_id_says_which_variable_and_why_it_is_not_guessed() {
+        let message = ConfigError::MissingClusterId.to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        for needle in [
+            "AWS_CLUSTER_ID",
+            "--cluster-id",
+            "instance metadata",
+            "splitting",
+        ] {
+            assert!(
+                message.contains(needle),
+                "{needle:?} missing from: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn self_metrics_default_on_and_take_a_boolean() {
+        let settings = |flags: &[&str]| {
+            let mut all = vec!["--cluster-id", "c", "--region", "r"];
+            all.extend_from_slice(flags);
+            Settings::validate(args(&all).requested(), Purpose::Run)
+                .expect("valid")
+                .self_metrics
+        };
+        assert!(settings(&[]));
+        assert!(!settings(&["--self-metrics", "false"]));
+        assert!(!settings(&["--self-metrics=no"]));
+        assert!(settings(&["--self-metrics"]));
+        let bad = Cli::try_parse_from(["cni-metrics-publisher", "run", "--self-metrics", "off"]);
+        assert!(bad.is_err(), "only yes/true/no/false are accepted");
     }
 
     #[test]

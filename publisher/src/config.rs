@@ -13,6 +13,8 @@ use crate::scrape::ScrapeOptions;
 pub const DEFAULT_IPAMD_METRICS_PORT: u16 = 61678;
 /// The port upstream's helper serves its Prometheus endpoint on when `USE_PROMETHEUS=true`.
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 61681;
+/// The per-scrape timeout when neither `--scrape-timeout` nor upstream's HTTP_TIMEOUT is set.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The CloudWatch namespace upstream publishes to.
 pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";
 
@@ -30,11 +32,17 @@ pub fn default_round_timeout(interval: Duration) -> Duration {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error(
-        "no cluster id: set AWS_CLUSTER_ID or pass --cluster-id (it becomes the CLUSTER_ID \
-         dimension of every datum; IMDS and EC2 tags are never used to guess it)"
+        "no cluster id: set AWS_CLUSTER_ID to the cluster's name (or pass --cluster-id); \
+         upstream's stock manifest leaves it empty. It is not guessed from instance metadata \
+         (IMDS): an instance does not reliably tell which cluster it is in, and a wrong guess \
+         would become the CLUSTER_ID dimension of every datum, silently splitting the \
+         cluster's metrics into another series"
     )]
     MissingClusterId,
-    #[error("no AWS region: set AWS_REGION or pass --region (IMDS is never asked for the region)")]
+    #[error(
+        "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION) or pass --region (IMDS is \
+         never asked for the region)"
+    )]
     MissingRegion,
     #[error(
         "the label selector {selector:?} is empty; pass --aws-node-selector, e.g. k8s-app=aws-node"
@@ -122,6 +130,9 @@ pub struct Settings {
     pub scrape: ScrapeSettings,
     /// `None` when USE_CLOUDWATCH is off.
     pub cloudwatch: Option<CloudWatchSettings>,
+    /// Whether the self-metrics go to CloudWatch (and into what `once --dry-run` prints,
+    /// which is what `once` would send); `/metrics` and the logs have them either way.
+    pub self_metrics: bool,
     /// Where to serve /metrics, /healthz and /readyz, if anywhere.
     pub listen: Option<SocketAddr>,
     /// `--max-connections`: the endpoint's connection limit; derived from the open-file limit
@@ -149,6 +160,8 @@ pub struct Requested {
     pub scrape: ScrapeSettings,
     /// The CloudWatch side, when USE_CLOUDWATCH is on.
     pub cloudwatch: Option<RequestedCloudWatch>,
+    /// `--self-metrics`.
+    pub self_metrics: bool,
     /// `--listen`, which wins over `prometheus`.
     pub listen: Option<SocketAddr>,
     /// USE_PROMETHEUS: serve on the upstream port.
@@ -253,6 +266,7 @@ impl Settings {
             interval: requested.interval,
             scrape: requested.scrape,
             cloudwatch,
+            self_metrics: requested.self_metrics,
             listen,
             max_connections: requested.max_connections,
             leader,
@@ -284,6 +298,24 @@ impl LeaderSettings {
 /// The cluster id, which every command needs: the CLUSTER_ID dimension of every datum.
 pub fn required_cluster_id(value: Option<&str>) -> Result<String, ConfigError> {
     non_empty(value).ok_or(ConfigError::MissingClusterId)
+}
+
+/// The region to publish to: `--region` (or AWS_REGION, which clap puts in its place),
+/// else AWS_DEFAULT_REGION. Both variables are read because EKS's pod identity webhook
+/// injects both and some setups set only the older AWS_DEFAULT_REGION; a blank value counts
+/// as unset, as upstream's manifests write unset variables as `""`.
+pub fn region(
+    flag_or_aws_region: Option<&str>,
+    aws_default_region: Option<&str>,
+) -> Option<String> {
+    non_empty(flag_or_aws_region).or_else(|| non_empty(aws_default_region))
+}
+
+/// The per-scrape timeout: `--scrape-timeout`, else upstream's HTTP_TIMEOUT, else
+/// [`DEFAULT_SCRAPE_TIMEOUT`]. HTTP_TIMEOUT is the timeout of upstream's HTTP client for its
+/// Kubernetes calls, which are its scrapes through the pods proxy, so it means the same.
+pub fn scrape_timeout(flag: Option<Duration>, http_timeout: Option<Duration>) -> Duration {
+    flag.or(http_timeout).unwrap_or(DEFAULT_SCRAPE_TIMEOUT)
 }
 
 /// The trimmed value, or `None` when it is missing or blank.

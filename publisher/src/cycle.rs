@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{
-    Aggregator, AggregatorOptions, PodScrape, RoundCounts, RoundStats, ScrapeOutcome,
+    Aggregator, AggregatorOptions, PODS_SCRAPED_METRIC, PodScrape, RoundCounts, RoundStats,
+    SCRAPE_ERRORS_METRIC, ScrapeOutcome,
 };
 use crate::cloudwatch::{CloudWatchPublisher, load_sdk_config};
 use crate::config::{LeaderSettings, ScrapeVia, Settings};
@@ -263,11 +264,28 @@ async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher
     ))
 }
 
-/// One cycle. With `dry_run` nothing is published and the round is returned for printing.
+/// The datums of a round that go to CloudWatch: all of them, or, with `--self-metrics
+/// false`, all but `podsScraped` and `scrapeErrors`, which would cost two custom metrics per
+/// cluster.
+pub fn for_cloudwatch(datums: &[Datum], self_metrics: bool) -> Vec<Datum> {
+    datums
+        .iter()
+        .filter(|datum| {
+            self_metrics
+                || (datum.metric_name != PODS_SCRAPED_METRIC
+                    && datum.metric_name != SCRAPE_ERRORS_METRIC)
+        })
+        .cloned()
+        .collect()
+}
+
+/// One cycle. With `dry_run` nothing is published and the round is returned for printing:
+/// the datums `once` would send.
 pub async fn once(settings: &Settings, dry_run: bool) -> Result<Rounds, CycleError> {
     let (mut runner, _config) = round_runner(settings).await?;
     runner.wait_until_ready(ONCE_DISCOVERY_WAIT).await?;
-    let round = runner.round().await;
+    let mut round = runner.round().await;
+    round.datums = for_cloudwatch(&round.datums, settings.self_metrics);
     if !dry_run && let Some(publisher) = cloudwatch_publisher(settings).await {
         publisher.enqueue(round.datums.clone());
         let report = publisher.flush().await?;
@@ -312,6 +330,7 @@ pub async fn run(
         runner,
         publisher,
         serve_state,
+        self_metrics: settings.self_metrics,
         status: PublisherStatus::default(),
         was_leader: false,
         last_round: Vec::new(),
@@ -426,6 +445,9 @@ struct RoundLoop {
     /// Shared with the upload task, which sends what the rounds queue.
     publisher: Option<Arc<CloudWatchPublisher>>,
     serve_state: Arc<ServeState>,
+    /// `--self-metrics`: whether the self-metrics are queued for CloudWatch (they are
+    /// served either way).
+    self_metrics: bool,
     status: PublisherStatus,
     was_leader: bool,
     /// What `/metrics` serves: the datums of the last round this replica led.
@@ -503,7 +525,7 @@ impl RoundLoop {
         }
         self.unpublishable_total += round.unpublishable.len() as u64;
         if let Some(publisher) = self.publisher.as_ref() {
-            publisher.enqueue(round.datums.clone());
+            publisher.enqueue(for_cloudwatch(&round.datums, self.self_metrics));
         }
         self.serve_led_round(started, round);
         AfterRound::Continue
@@ -547,4 +569,46 @@ impl RoundLoop {
 fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datum::Unit;
+
+    fn datum(name: &str) -> Datum {
+        Datum {
+            metric_name: name.to_owned(),
+            value: 1.0,
+            unit: Unit::Count,
+            dimensions: Vec::new(),
+            timestamp: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn self_metrics_false_keeps_only_the_ipamd_datums_for_cloudwatch() {
+        let round = [
+            datum("assignIPAddresses"),
+            datum("addReqCount"),
+            datum(PODS_SCRAPED_METRIC),
+            datum(SCRAPE_ERRORS_METRIC),
+        ];
+        let names = |datums: Vec<Datum>| -> Vec<String> {
+            datums.into_iter().map(|datum| datum.metric_name).collect()
+        };
+        assert_eq!(
+            names(for_cloudwatch(&round, true)),
+            [
+                "assignIPAddresses",
+                "addReqCount",
+                "podsScraped",
+                "scrapeErrors"
+            ]
+        );
+        assert_eq!(
+            names(for_cloudwatch(&round, false)),
+            ["assignIPAddresses", "addReqCount"]
+        );
+    }
 }

@@ -34,12 +34,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::datum::Datum;
+use crate::datum::{CLUSTER_DIMENSION, Datum};
+use crate::ipamd_metrics::IPAMD_METRICS;
 
 /// The content type of the 0.0.4 text format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The prefix of every exposed aggregate.
 pub const METRIC_PREFIX: &str = "cni_metrics_";
+/// The ipamd families upstream's helper serves with `USE_PROMETHEUS=true`, as unlabelled
+/// gauges holding the cluster totals. They are served under the same names so that
+/// dashboards and alerts written against upstream's endpoint keep working.
+pub const UPSTREAM_PROMETHEUS_FAMILIES: [&str; 6] = [
+    "awscni_eni_max",
+    "awscni_ip_max",
+    "awscni_eni_allocated",
+    "awscni_total_ip_addresses",
+    "awscni_assigned_ip_addresses",
+    "awscni_total_ipv4_prefixes",
+];
 
 /// How long a client may take to send its request headers, counted from the connection's
 /// start or, on a kept-alive connection, from the previous response. Prometheus and the
@@ -372,8 +384,10 @@ fn respond(state: &ServeState, method: &Method, path: &str) -> Response<Full<Byt
     }
 }
 
-/// Renders datums and the publisher's status in the Prometheus text format: one HELP and
-/// TYPE per family, families sorted by name, non-finite values left out.
+/// Renders datums and the publisher's status in the Prometheus text format: first
+/// upstream's series ([`render_upstream_series`]), then one HELP and TYPE per
+/// `cni_metrics_*` family, families sorted by name, then the publisher's own; non-finite
+/// values left out.
 pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
     let mut families: BTreeMap<String, Vec<&Datum>> = BTreeMap::new();
     for datum in datums.iter().filter(|datum| datum.value.is_finite()) {
@@ -386,6 +400,7 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
             .push(datum);
     }
     let mut out = String::with_capacity(4096);
+    render_upstream_series(datums, &mut out);
     for (name, members) in &families {
         let cloudwatch_name = members
             .first()
@@ -471,6 +486,34 @@ pub fn render(datums: &[Datum], status: &PublisherStatus) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
+}
+
+/// Upstream's series ([`UPSTREAM_PROMETHEUS_FAMILIES`]): each family's cluster total, the
+/// datum with only the `CLUSTER_ID` dimension (not the per-zone ones of `--per-az`), without
+/// labels as upstream serves it. A family no pod exposed in the round is left out, as its
+/// datum is: no invented zeros.
+fn render_upstream_series(datums: &[Datum], out: &mut String) {
+    for family in UPSTREAM_PROMETHEUS_FAMILIES {
+        let Some(metric) = IPAMD_METRICS.iter().find(|metric| metric.family == family) else {
+            continue;
+        };
+        let total = datums.iter().find(|datum| {
+            datum.metric_name == metric.metric_name
+                && datum.value.is_finite()
+                && matches!(datum.dimensions.as_slice(), [only] if only.name == CLUSTER_DIMENSION)
+        });
+        let Some(total) = total else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {family} The sum of ipamd's {family} over the cluster's aws-node pods in the \
+             last round (upstream's helper's series; also cni_metrics_{}).",
+            metric.metric_name
+        );
+        let _ = writeln!(out, "# TYPE {family} gauge");
+        let _ = writeln!(out, "{family} {}", total.value);
+    }
 }
 
 /// Metric names may hold `[a-zA-Z0-9_:]`; anything else becomes `_`.
@@ -586,6 +629,59 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn upstreams_six_series_hold_the_cluster_totals_without_labels() {
+        let cluster = [("CLUSTER_ID", "prod")];
+        let zone = [("CLUSTER_ID", "prod"), ("AvailabilityZone", "us-west-2a")];
+        let datums = [
+            datum("assignIPAddresses", 812.0, &cluster),
+            datum("assignIPAddresses", 300.0, &zone),
+            datum("totalIPAddresses", 1024.0, &cluster),
+            datum("totalIPv4Prefixes", 64.0, &cluster),
+            datum("eniAllocated", 40.0, &cluster),
+            datum("eniMaxAvailable", 120.0, &cluster),
+            datum("maxIPAddresses", 2900.0, &cluster),
+            datum("maxIPAddresses", 930.0, &zone),
+            datum("addReqCount", 7.0, &cluster),
+            datum("podsScraped", 10.0, &cluster),
+        ];
+        let text = render(&datums, &PublisherStatus::default());
+        for (family, total) in [
+            ("awscni_eni_max", "120"),
+            ("awscni_ip_max", "2900"),
+            ("awscni_eni_allocated", "40"),
+            ("awscni_total_ip_addresses", "1024"),
+            ("awscni_assigned_ip_addresses", "812"),
+            ("awscni_total_ipv4_prefixes", "64"),
+        ] {
+            assert_eq!(
+                text.matches(&format!("# HELP {family} ")).count(),
+                1,
+                "{text}"
+            );
+            let typed = format!("# TYPE {family} gauge\n{family} {total}\n");
+            assert!(text.contains(&typed), "{typed:?} missing from:\n{text}");
+            assert_eq!(
+                text.lines()
+                    .filter(|line| line.starts_with(&format!("{family} ")))
+                    .count(),
+                1,
+                "one unlabelled sample of {family}: {text}"
+            );
+        }
+        // Only the six, and ours stay as they were.
+        assert!(!text.contains("awscni_add_ip_req_count"), "{text}");
+        assert!(text.contains("cni_metrics_maxIPAddresses{cluster_id=\"prod\"} 2900\n"));
+        assert!(text.contains("cni_metrics_podsScraped{cluster_id=\"prod\"} 10\n"));
+        // A family no pod exposed is not served at all, as its datum is not published.
+        let text = render(&datums[..2], &PublisherStatus::default());
+        assert!(
+            text.contains("awscni_assigned_ip_addresses 812\n"),
+            "{text}"
+        );
+        assert!(!text.contains("awscni_ip_max"), "{text}");
     }
 
     #[test]

@@ -66,6 +66,71 @@ fn a_missing_cluster_id_is_a_clear_error() {
     assert_fails_with(&output, &["AWS_CLUSTER_ID"]);
 }
 
+/// The environment upstream's stock manifest gives its helper, with the region as some
+/// setups inject it (AWS_DEFAULT_REGION only).
+const UPSTREAM_STOCK_ENV: [(&str, &str); 6] = [
+    ("AWS_CLUSTER_ID", ""),
+    ("AWS_VPC_K8S_CNI_LOGLEVEL", "INFO"),
+    ("USE_CLOUDWATCH", "true"),
+    ("USE_PROMETHEUS", "false"),
+    ("AWS_DEFAULT_REGION", "us-west-2"),
+    ("METRIC_UPDATE_INTERVAL", "30"),
+];
+
+#[test]
+fn upstreams_stock_manifest_fails_with_one_line_naming_aws_cluster_id() {
+    for args in [&[][..], &["run"][..], &["once"][..]] {
+        let output = publisher(&UPSTREAM_STOCK_ENV, args);
+        assert_fails_with(
+            &output,
+            &[
+                "AWS_CLUSTER_ID",
+                "--cluster-id",
+                "instance metadata",
+                "CLUSTER_ID dimension",
+                "splitting",
+            ],
+        );
+    }
+}
+
+#[test]
+fn upstreams_env_with_a_cluster_id_gets_past_configuration() {
+    let mut env = UPSTREAM_STOCK_ENV.to_vec();
+    env[0] = ("AWS_CLUSTER_ID", "x");
+    env.push(("HTTP_TIMEOUT", "10s"));
+    // Configuration is complete, so the first thing missing is the cluster it would scrape
+    // (these tests give it no Kubernetes configuration): AWS_DEFAULT_REGION stood in for
+    // AWS_REGION and HTTP_TIMEOUT parsed.
+    assert_fails_with(&publisher(&env, &["once"]), &["Kubernetes configuration"]);
+    // Without AWS_DEFAULT_REGION the same command stops at the region, so the line above
+    // came from the fallback.
+    env.retain(|(name, _)| *name != "AWS_DEFAULT_REGION");
+    assert_fails_with(
+        &publisher(&env, &["once"]),
+        &["no AWS region", "AWS_REGION", "AWS_DEFAULT_REGION"],
+    );
+}
+
+#[test]
+fn a_bad_http_timeout_names_the_variable_and_an_empty_one_is_unset() {
+    let env = [
+        ("AWS_CLUSTER_ID", "c"),
+        ("AWS_REGION", "us-west-2"),
+        ("HTTP_TIMEOUT", "soon"),
+    ];
+    assert_fails_with(
+        &publisher(&env, &["once"]),
+        &["HTTP_TIMEOUT", "--scrape-timeout", "10s"],
+    );
+    let env = [
+        ("AWS_CLUSTER_ID", "c"),
+        ("AWS_REGION", "us-west-2"),
+        ("HTTP_TIMEOUT", ""),
+    ];
+    assert_fails_with(&publisher(&env, &["once"]), &["Kubernetes configuration"]);
+}
+
 #[test]
 fn a_missing_region_is_a_clear_error() {
     let output = publisher(&[("AWS_CLUSTER_ID", "c")], &["once"]);

@@ -242,6 +242,46 @@ async fn once_direct_to_the_nodes_survives_hung_erroring_and_garbage_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstreams_env_with_only_aws_default_region_publishes_there() {
+    let sandbox = start_sandbox(3).await;
+    let region = sandbox.sandbox.region().to_owned();
+    let mut command = sandbox.publisher(&["once"]);
+    // Upstream's stock environment with the cluster id filled in and the region only in
+    // AWS_DEFAULT_REGION; nothing else names a region (env cleared, IMDS disabled).
+    command
+        .env_remove("AWS_REGION")
+        .env("AWS_DEFAULT_REGION", &region)
+        .env("AWS_CLUSTER_ID", "upstream-env")
+        .env("AWS_VPC_K8S_CNI_LOGLEVEL", "INFO")
+        .env("USE_CLOUDWATCH", "true")
+        .env("USE_PROMETHEUS", "false")
+        .env("METRIC_UPDATE_INTERVAL", "30")
+        .env("HTTP_TIMEOUT", "10s");
+    let output = command.output().await.expect("the publisher runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "once failed: {stderr}");
+    let puts = sandbox.put_metric_data();
+    assert!(!puts.is_empty(), "nothing was published: {stderr}");
+    let scope = format!("/{region}/monitoring/aws4_request");
+    for put in &puts {
+        let authorization = put
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            authorization.contains(&scope),
+            "signed for another region: {authorization}"
+        );
+    }
+    let datums = published_datums(&puts);
+    assert_eq!(
+        cluster_value(&datums, "upstream-env", "podsScraped"),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oversized_body_fails_only_that_pod() {
     let sandbox = start_sandbox(4).await;
     sandbox.fault(&[(1, Fault::Oversized(200_000))]);
@@ -552,6 +592,17 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
         metrics.contains("cni_metrics_scrapeErrors{cluster_id=\"e2e-cluster\"} 0"),
         "{metrics}"
     );
+    // Upstream's unlabelled series hold the same cluster totals (the fleet's gauges do not
+    // change between rounds).
+    let fleet = sandbox.sandbox.fleet();
+    for (family, _) in GAUGES {
+        let line = format!("\n{family} {}\n", fleet.expected_gauge_sum(family));
+        assert!(metrics.contains(&line), "{line:?} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("# TYPE {family} gauge\n")),
+            "{metrics}"
+        );
+    }
 
     publisher.signal("TERM");
     let status = publisher.wait(Duration::from_secs(15)).await;
@@ -583,6 +634,59 @@ async fn run_publishes_every_round_serves_metrics_and_stops_on_sigterm() {
         assert!(seen.iter().any(|(name, _)| *name == "podsScraped"));
         assert!(seen.iter().any(|(name, _)| *name == "assignIPAddresses"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn self_metrics_false_keeps_them_off_cloudwatch_but_on_metrics_and_in_the_log() {
+    let sandbox = start_sandbox(4).await;
+    let mut publisher = RunningPublisher::start(sandbox.publisher(&[
+        "run",
+        "--interval",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrape-via",
+        "direct",
+        "--self-metrics",
+        "false",
+    ]));
+    let address = served_address(&publisher, Duration::from_secs(20)).await;
+    eventually(Duration::from_secs(30), "two published rounds", || {
+        published_datums(&sandbox.put_metric_data())
+            .iter()
+            .filter(|datum| datum.name == "assignIPAddresses")
+            .count()
+            >= 2
+    })
+    .await;
+    let (status, metrics) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "cni_metrics_podsScraped{{cluster_id=\"{CLUSTER_ID}\"}} 4\n"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cni_metrics_scrapeErrors{"), "{metrics}");
+    publisher.signal("TERM");
+    let status = publisher.wait(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status:?}\n{}",
+        publisher.log()
+    );
+    assert!(
+        publisher.log().contains("pods_scraped=4"),
+        "{}",
+        publisher.log()
+    );
+    let names: BTreeSet<String> = published_datums(&sandbox.put_metric_data())
+        .into_iter()
+        .map(|datum| datum.name)
+        .collect();
+    assert!(names.contains("totalIPAddresses"), "{names:?}");
+    assert!(!names.contains("podsScraped"), "{names:?}");
+    assert!(!names.contains("scrapeErrors"), "{names:?}");
 }
 
 pub(crate) fn lease_holder(sandbox: &TestSandbox, name: &str) -> Option<String> {
