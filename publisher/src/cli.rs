@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::aggregate::DEFAULT_STALE_ROUNDS;
 use crate::cloudwatch::{MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, MIN_BATCH_BYTES};
 use crate::config::{
-    CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, Requested, RequestedCloudWatch,
-    RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout, region, scrape_timeout,
+    CLOUDWATCH_NAMESPACE, DEFAULT_IPAMD_METRICS_PORT, DEFAULT_SCRAPE_TIMEOUT, Requested,
+    RequestedCloudWatch, RequestedLeader, ScrapeSettings, ScrapeVia, default_round_timeout, region,
 };
 use crate::scrape::ScrapeOptions;
 
@@ -162,13 +162,12 @@ pub struct PublisherArgs {
     /// How many pods are scraped at the same time.
     #[arg(long, default_value = "64", value_name = "N", value_parser = parse_positive_usize)]
     pub scrape_concurrency: usize,
-    /// How long one pod's scrape may take, e.g. 5s or 500ms. Default: upstream's
-    /// HTTP_TIMEOUT when set, else 5s.
+    /// How long one pod's scrape may take, e.g. 5s or 500ms. Default: 5s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub scrape_timeout: Option<Duration>,
-    /// Only carries upstream's HTTP_TIMEOUT (its helper's HTTP client timeout for the
-    /// Kubernetes calls that scrape ipamd), the default of --scrape-timeout; hidden because
-    /// --scrape-timeout is the flag to use.
+    /// Only carries upstream's HTTP_TIMEOUT (the HTTP client timeout of its AWS SDK, i.e.
+    /// of each PutMetricData attempt; default and floor 10s); hidden because it is an
+    /// environment variable kept for upstream's manifests.
     #[arg(long, env = "HTTP_TIMEOUT", value_name = "DURATION", hide = true,
           value_parser = parse_http_timeout)]
     pub http_timeout: Option<UpstreamDuration>,
@@ -247,10 +246,7 @@ impl PublisherArgs {
                 scraper: ScrapeOptions {
                     port: self.metrics_port,
                     concurrency: self.scrape_concurrency,
-                    timeout: scrape_timeout(
-                        self.scrape_timeout,
-                        self.http_timeout.and_then(|upstream| upstream.0),
-                    ),
+                    timeout: self.scrape_timeout.unwrap_or(DEFAULT_SCRAPE_TIMEOUT),
                     round_timeout: self
                         .round_timeout
                         .unwrap_or_else(|| default_round_timeout(self.interval)),
@@ -266,6 +262,7 @@ impl PublisherArgs {
                 queue_capacity: self.queue_capacity,
                 batch_datums: self.batch_datums,
                 batch_bytes: self.batch_bytes,
+                http_timeout: self.http_timeout.and_then(|upstream| upstream.0),
             }),
             self_metrics: self.self_metrics,
             listen: self.listen,
@@ -307,8 +304,8 @@ pub fn parse_http_timeout(text: &str) -> Result<UpstreamDuration, String> {
         .map(|timeout| UpstreamDuration(Some(timeout)))
         .map_err(|reason| {
             format!(
-                "HTTP_TIMEOUT (upstream's HTTP client timeout, our default for \
-                 --scrape-timeout): {reason}; set it to e.g. 10s, or unset it"
+                "HTTP_TIMEOUT (upstream's AWS SDK HTTP timeout, our CloudWatch attempt \
+                 timeout): {reason}; set it to e.g. 10s, or unset it"
             )
         })
 }
@@ -620,8 +617,8 @@ mod tests {
     }
 
     #[test]
-    fn region_and_scrape_timeout_fall_back_to_upstreams_variables_in_order() {
-        use crate::config::{DEFAULT_SCRAPE_TIMEOUT, region, scrape_timeout};
+    fn region_and_cloudwatch_timeout_fall_back_to_upstreams_variables_in_order() {
+        use crate::config::{cloudwatch_attempt_timeout, region};
         // --region (or AWS_REGION in its place) > AWS_DEFAULT_REGION > none.
         assert_eq!(
             region(Some("us-east-1"), Some("eu-west-1")).as_deref(),
@@ -638,12 +635,14 @@ mod tests {
         );
         assert_eq!(region(None, Some("")), None);
         assert_eq!(region(None, None), None);
-        // --scrape-timeout > HTTP_TIMEOUT > 5s.
-        let (two, ten) = (Duration::from_secs(2), Duration::from_secs(10));
-        assert_eq!(scrape_timeout(Some(two), Some(ten)), two);
-        assert_eq!(scrape_timeout(None, Some(ten)), ten);
-        assert_eq!(scrape_timeout(None, None), DEFAULT_SCRAPE_TIMEOUT);
-        assert_eq!(DEFAULT_SCRAPE_TIMEOUT, Duration::from_secs(5));
+        // HTTP_TIMEOUT is the CloudWatch attempt timeout, 10 s by default and at least.
+        let (two, twenty) = (Duration::from_secs(2), Duration::from_secs(20));
+        assert_eq!(cloudwatch_attempt_timeout(Some(twenty)), twenty);
+        assert_eq!(
+            cloudwatch_attempt_timeout(Some(two)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(cloudwatch_attempt_timeout(None), Duration::from_secs(10));
     }
 
     #[test]
@@ -684,26 +683,28 @@ mod tests {
             Err(ConfigError::MissingRegion)
         );
 
-        let timeout_of = |flags: &[&str]| {
+        let timeouts_of = |flags: &[&str]| {
             let mut all = vec!["--cluster-id", "c", "--region", "r"];
             all.extend_from_slice(flags);
-            Settings::validate(args(&all).requested(), Purpose::Run)
-                .expect("valid")
-                .scrape
-                .scraper
-                .timeout
+            let settings = Settings::validate(args(&all).requested(), Purpose::Run).expect("valid");
+            (
+                settings.scrape.scraper.timeout,
+                settings.cloudwatch.expect("CloudWatch on").attempt_timeout,
+            )
         };
+        let seconds = Duration::from_secs;
         assert_eq!(
-            timeout_of(&["--http-timeout", "10s"]),
-            Duration::from_secs(10)
+            timeouts_of(&["--http-timeout", "30s"]),
+            (seconds(5), seconds(30))
         );
         assert_eq!(
-            timeout_of(&["--http-timeout", "10s", "--scrape-timeout", "2s"]),
-            Duration::from_secs(2)
+            timeouts_of(&["--http-timeout", "30s", "--scrape-timeout", "2s"]),
+            (seconds(2), seconds(30)),
+            "HTTP_TIMEOUT never changes the scrapes"
         );
         assert_eq!(
-            timeout_of(&["--http-timeout", ""]),
-            Duration::from_secs(5),
+            timeouts_of(&["--http-timeout", ""]),
+            (seconds(5), seconds(10)),
             "an empty HTTP_TIMEOUT counts as unset"
         );
         let error = Cli::try_parse_from(["cni-metrics-publisher", "run", "--http-timeout", "soon"])

@@ -50,11 +50,6 @@ pub const MIN_BATCH_BYTES: usize = 16 * 1024;
 /// What the request itself costs besides its datums (namespace, envelope, headers).
 const REQUEST_OVERHEAD_BYTES: usize = 4 * 1024;
 
-/// How long one PutMetricData call may take in total, retries included.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one attempt of a call may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why a flush stopped before the queue was empty.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -83,10 +78,11 @@ enum Halt {
 }
 
 /// Loads the SDK configuration for CloudWatch in `region`, with the PutMetricData timeouts.
-pub async fn load_sdk_config(region: &str) -> SdkConfig {
+pub async fn load_sdk_config(region: &str, attempt_timeout: Duration) -> SdkConfig {
+    // Three attempts (the standard retry's) fit in one call.
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(OPERATION_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(attempt_timeout * 3)
+        .operation_attempt_timeout(attempt_timeout)
         .build();
     aws_config_loader()
         .region(Region::new(region.to_owned()))

@@ -13,8 +13,11 @@ use crate::scrape::ScrapeOptions;
 pub const DEFAULT_IPAMD_METRICS_PORT: u16 = 61678;
 /// The port upstream's helper serves its Prometheus endpoint on when `USE_PROMETHEUS=true`.
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 61681;
-/// The per-scrape timeout when neither `--scrape-timeout` nor upstream's HTTP_TIMEOUT is set.
+/// The per-scrape timeout when `--scrape-timeout` is not given.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The timeout of one CloudWatch request attempt, and its floor: upstream's HTTP_TIMEOUT
+/// (the timeout of its AWS SDK's HTTP client) defaults to 10 s and is never below it.
+pub const DEFAULT_CLOUDWATCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The CloudWatch namespace upstream publishes to.
 pub const CLOUDWATCH_NAMESPACE: &str = "Kubernetes";
 
@@ -94,6 +97,8 @@ pub struct CloudWatchSettings {
     pub queue_capacity: usize,
     pub batch_datums: usize,
     pub batch_bytes: usize,
+    /// One PutMetricData attempt's timeout (upstream's HTTP_TIMEOUT).
+    pub attempt_timeout: Duration,
 }
 
 /// How pods are found and scraped.
@@ -182,6 +187,8 @@ pub struct RequestedCloudWatch {
     pub queue_capacity: usize,
     pub batch_datums: usize,
     pub batch_bytes: usize,
+    /// Upstream's HTTP_TIMEOUT, when set.
+    pub http_timeout: Option<Duration>,
 }
 
 /// Leader election as the command line asks for it.
@@ -237,6 +244,7 @@ impl Settings {
                 queue_capacity: cloudwatch.queue_capacity,
                 batch_datums: cloudwatch.batch_datums,
                 batch_bytes: cloudwatch.batch_bytes,
+                attempt_timeout: cloudwatch_attempt_timeout(cloudwatch.http_timeout),
             }),
             Some(_) | None => None,
         };
@@ -311,11 +319,14 @@ pub fn region(
     non_empty(flag_or_aws_region).or_else(|| non_empty(aws_default_region))
 }
 
-/// The per-scrape timeout: `--scrape-timeout`, else upstream's HTTP_TIMEOUT, else
-/// [`DEFAULT_SCRAPE_TIMEOUT`]. HTTP_TIMEOUT is the timeout of upstream's HTTP client for its
-/// Kubernetes calls, which are its scrapes through the pods proxy, so it means the same.
-pub fn scrape_timeout(flag: Option<Duration>, http_timeout: Option<Duration>) -> Duration {
-    flag.or(http_timeout).unwrap_or(DEFAULT_SCRAPE_TIMEOUT)
+/// One CloudWatch attempt's timeout from upstream's HTTP_TIMEOUT, which is what it means
+/// there (the HTTP client timeout of its AWS SDK session, used for PutMetricData), with
+/// upstream's default and floor of 10 s. It does not touch the scrapes: upstream's scrapes
+/// have no timeout of their own, ours have `--scrape-timeout`.
+pub fn cloudwatch_attempt_timeout(http_timeout: Option<Duration>) -> Duration {
+    http_timeout
+        .unwrap_or(DEFAULT_CLOUDWATCH_ATTEMPT_TIMEOUT)
+        .max(DEFAULT_CLOUDWATCH_ATTEMPT_TIMEOUT)
 }
 
 /// The trimmed value, or `None` when it is missing or blank.

@@ -254,7 +254,7 @@ async fn round_runner(settings: &Settings) -> Result<(RoundRunner, kube::Config)
 
 async fn cloudwatch_publisher(settings: &Settings) -> Option<CloudWatchPublisher> {
     let cloudwatch = settings.cloudwatch.as_ref()?;
-    let sdk_config = load_sdk_config(&cloudwatch.region).await;
+    let sdk_config = load_sdk_config(&cloudwatch.region, cloudwatch.attempt_timeout).await;
     Some(CloudWatchPublisher::new(
         &sdk_config,
         &cloudwatch.namespace,

@@ -121,7 +121,7 @@ fn a_bad_http_timeout_names_the_variable_and_an_empty_one_is_unset() {
     ];
     assert_fails_with(
         &publisher(&env, &["once"]),
-        &["HTTP_TIMEOUT", "--scrape-timeout", "10s"],
+        &["HTTP_TIMEOUT", "CloudWatch", "10s"],
     );
     let env = [
         ("AWS_CLUSTER_ID", "c"),
