@@ -96,7 +96,8 @@ impl HelperDef for StrictIf {
     }
 }
 
-/// `{{#each map}}{{@key}}: {{json this}}{{/each}}` over an object that must exist.
+/// `{{#each map}}{{@key}}: {{json this}}{{/each}}` over an object or a list (keyed by the
+/// index) that must exist.
 struct StrictEachEntry;
 
 impl HelperDef for StrictEachEntry {
@@ -108,11 +109,24 @@ impl HelperDef for StrictEachEntry {
         render_context: &mut RenderContext<'reg, 'rc>,
         out: &mut dyn Output,
     ) -> HelperResult {
-        let entries = present_param(helper, "each")?
-            .value()
-            .as_object()
-            .ok_or_else(|| RenderErrorReason::Other("#each takes an object".to_owned()))?
-            .clone();
+        // A list is walked like a map keyed by the index, so one helper serves both.
+        let entries: Vec<(String, serde_json::Value)> = match present_param(helper, "each")?.value()
+        {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(index, value)| (index.to_string(), value.clone()))
+                .collect(),
+            _ => {
+                return Err(
+                    RenderErrorReason::Other("#each takes an object or a list".to_owned()).into(),
+                );
+            }
+        };
         let Some(template) = helper.template() else {
             return Ok(());
         };
@@ -188,6 +202,9 @@ mod tests {
         )
         .expect("renders");
         assert_eq!(text, r#"a="1";b="2";"#);
+        let list = render(probe, &serde_json::json!({ "labels": ["x", "y"] })).expect("renders");
+        assert_eq!(list, r#"0="x";1="y";"#);
+        assert!(render(probe, &serde_json::json!({ "labels": 1 })).is_err());
     }
 
     #[test]
