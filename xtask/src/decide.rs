@@ -29,8 +29,9 @@ impl Identity {
     }
 }
 
-/// Everything one deployment is rendered, planned and checked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything one deployment is rendered, planned and checked for. (Not `Eq`: the pod
+/// knobs hold k8s-openapi types, which are only `PartialEq`.)
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub region: String,
     pub partition: String,
@@ -43,6 +44,7 @@ pub struct Target {
     pub namespace: String,
     pub image: ImageChoice,
     pub leader_elect: bool,
+    pub pod: crate::pod::PodSettings,
     pub role_name: String,
     pub role_arn: String,
     pub policy_name: String,
@@ -139,6 +141,7 @@ pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError>
         namespace: settings.namespace.clone(),
         image: image(settings, facts)?,
         leader_elect: settings.leader_elect,
+        pod: settings.pod.clone(),
         role_name: settings.role_name.clone(),
         policy_name: settings.policy_name.clone(),
         dashboard_name: settings.dashboard_name.clone(),

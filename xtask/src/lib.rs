@@ -27,6 +27,7 @@ pub mod image_push_cmd;
 pub mod ownership;
 pub mod plan;
 pub mod plan_cmd;
+pub mod pod;
 pub mod preflight;
 pub mod preflight_cmd;
 pub mod prepare;

@@ -108,6 +108,109 @@ pub struct TargetInput {
     /// With --publisher-image: run two replicas with Lease-based leader election
     #[arg(long)]
     pub leader_elect: bool,
+    /// How the helper's pods run: the knobs a Helm chart would have.
+    #[command(flatten)]
+    pub pod: PodInput,
+}
+
+/// The pod knobs, as given. The structured ones (resources, tolerations, affinity,
+/// extra-env) come from the config file only, as raw YAML values: they are checked
+/// against the Kubernetes types in [`resolve`], where the error can name the key.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PodInput {
+    /// Replicas of the Deployment: with our publisher's --leader-elect any number [default: 2]; otherwise 1
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u8>,
+    /// Seconds between two publications (METRIC_UPDATE_INTERVAL) [default: the image's own, 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<u32>,
+    /// AWS_VPC_K8S_CNI_LOGLEVEL: DEBUG, INFO, WARN or ERROR [default: INFO]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Serve Prometheus metrics on port 61681 (USE_PROMETHEUS=true); our publisher always does
+    #[arg(long)]
+    pub prometheus: bool,
+    /// The pods' PriorityClass
+    #[arg(long, value_name = "NAME")]
+    pub priority_class_name: Option<String>,
+    /// Node label the pods must run on, KEY=VALUE (repeatable; kubernetes.io/os=linux is always set)
+    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub node_selector_flags: Vec<(String, String)>,
+    /// Annotation on the pods, KEY=VALUE (repeatable)
+    #[arg(long = "pod-annotation", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub pod_annotation_flags: Vec<(String, String)>,
+    /// Label on the pods, KEY=VALUE (repeatable; cannot replace the tool's own labels)
+    #[arg(long = "pod-label", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub pod_label_flags: Vec<(String, String)>,
+    /// Secret to pull the image with (repeatable)
+    #[arg(long = "image-pull-secret", value_name = "NAME")]
+    pub image_pull_secret_flags: Vec<String>,
+    /// The config file's `node-selector`; the flags add to it.
+    #[arg(skip)]
+    pub node_selector: BTreeMap<String, String>,
+    #[arg(skip)]
+    pub pod_annotations: BTreeMap<String, String>,
+    #[arg(skip)]
+    pub pod_labels: BTreeMap<String, String>,
+    #[arg(skip)]
+    pub image_pull_secrets: Vec<serde_json::Value>,
+    /// Config file only, checked in [`resolve`]: a pod spec's `resources`.
+    #[arg(skip)]
+    pub resources: Option<serde_json::Value>,
+    #[arg(skip)]
+    pub tolerations: Option<serde_json::Value>,
+    #[arg(skip)]
+    pub affinity: Option<serde_json::Value>,
+    #[arg(skip)]
+    pub extra_env: Option<serde_json::Value>,
+}
+
+impl PodInput {
+    /// Fills what the flags left empty from `file`; for the maps and lists, the flags add
+    /// to the file's entries, a flag's value winning for the same key.
+    pub fn or(self, file: PodInput) -> PodInput {
+        let merge = |mut from_file: BTreeMap<String, String>,
+                     from_flags_map: BTreeMap<String, String>,
+                     flags: Vec<(String, String)>| {
+            from_file.extend(from_flags_map);
+            from_file.extend(flags);
+            from_file
+        };
+        let mut image_pull_secrets = file.image_pull_secrets;
+        image_pull_secrets.extend(self.image_pull_secrets);
+        image_pull_secrets.extend(
+            self.image_pull_secret_flags
+                .into_iter()
+                .map(serde_json::Value::String),
+        );
+        PodInput {
+            replicas: self.replicas.or(file.replicas),
+            interval: self.interval.or(file.interval),
+            log_level: self.log_level.or(file.log_level),
+            prometheus: self.prometheus || file.prometheus,
+            priority_class_name: self.priority_class_name.or(file.priority_class_name),
+            node_selector_flags: Vec::new(),
+            pod_annotation_flags: Vec::new(),
+            pod_label_flags: Vec::new(),
+            image_pull_secret_flags: Vec::new(),
+            node_selector: merge(
+                file.node_selector,
+                self.node_selector,
+                self.node_selector_flags,
+            ),
+            pod_annotations: merge(
+                file.pod_annotations,
+                self.pod_annotations,
+                self.pod_annotation_flags,
+            ),
+            pod_labels: merge(file.pod_labels, self.pod_labels, self.pod_label_flags),
+            image_pull_secrets,
+            resources: self.resources.or(file.resources),
+            tolerations: self.tolerations.or(file.tolerations),
+            affinity: self.affinity.or(file.affinity),
+            extra_env: self.extra_env.or(file.extra_env),
+        }
+    }
 }
 
 impl TargetInput {
@@ -128,6 +231,7 @@ impl TargetInput {
             publisher_tag: self.publisher_tag.or(file.publisher_tag),
             publisher_image: self.publisher_image.or(file.publisher_image),
             leader_elect: self.leader_elect || file.leader_elect,
+            pod: self.pod.or(file.pod),
         }
     }
 }
@@ -202,6 +306,24 @@ pub struct ConfigFile {
     publisher_image: Option<String>,
     #[serde(default)]
     leader_elect: bool,
+    replicas: Option<u8>,
+    interval: Option<u32>,
+    log_level: Option<String>,
+    #[serde(default)]
+    prometheus: bool,
+    priority_class_name: Option<String>,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pod_annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pod_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    image_pull_secrets: Vec<serde_json::Value>,
+    resources: Option<serde_json::Value>,
+    tolerations: Option<serde_json::Value>,
+    affinity: Option<serde_json::Value>,
+    extra_env: Option<serde_json::Value>,
     policy_name: Option<String>,
     dashboard_name: Option<String>,
     #[serde(default)]
@@ -241,6 +363,22 @@ impl ConfigFile {
             publisher_tag: self.publisher_tag.clone(),
             publisher_image: self.publisher_image.clone(),
             leader_elect: self.leader_elect,
+            pod: PodInput {
+                replicas: self.replicas,
+                interval: self.interval,
+                log_level: self.log_level.clone(),
+                prometheus: self.prometheus,
+                priority_class_name: self.priority_class_name.clone(),
+                node_selector: self.node_selector.clone(),
+                pod_annotations: self.pod_annotations.clone(),
+                pod_labels: self.pod_labels.clone(),
+                image_pull_secrets: self.image_pull_secrets.clone(),
+                resources: self.resources.clone(),
+                tolerations: self.tolerations.clone(),
+                affinity: self.affinity.clone(),
+                extra_env: self.extra_env.clone(),
+                ..PodInput::default()
+            },
         }
     }
 
@@ -314,6 +452,8 @@ pub struct Settings {
     pub namespace: String,
     pub image: ImageChoice,
     pub leader_elect: bool,
+    /// The pod knobs (replicas, resources, tolerations, ...), validated.
+    pub pod: crate::pod::PodSettings,
     pub role_name: String,
     pub policy_name: String,
     pub dashboard_name: String,
@@ -419,6 +559,8 @@ pub enum SettingsError {
         "--leader-elect needs our publisher (--publisher ours or --publisher-image): the upstream helper has no leader election, so it runs one replica"
     )]
     LeaderElectNeedsPublisher,
+    #[error(transparent)]
+    Pod(#[from] crate::pod::PodError),
 }
 
 /// The default name of the permission policy, as in the EKS user guide.
@@ -486,6 +628,11 @@ pub fn resolve(
     if target.leader_elect && !image.is_publisher() {
         return Err(SettingsError::LeaderElectNeedsPublisher);
     }
+    let pod = crate::pod::resolve(crate::pod::PodInputs {
+        input: &target.pod,
+        publisher: image.is_publisher(),
+        leader_elect: target.leader_elect,
+    })?;
     let role_name = match &target.role_name {
         Some(name) if is_role_name(name) => name.clone(),
         Some(name) => return Err(SettingsError::RoleName(name.clone())),
@@ -519,6 +666,7 @@ pub fn resolve(
         namespace,
         image,
         leader_elect: target.leader_elect,
+        pod,
         role_name,
         policy_name,
         dashboard_name,

@@ -44,8 +44,9 @@ fn the_identity_policy_has_no_findings_in_any_scenario() {
     let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
     let dir = tempfile::tempdir().expect("temp dir");
     for scenario in scenarios() {
+        let scenario_args = scenario.args(dir.path());
         let mut args = vec!["render", "--output", "json"];
-        args.extend(scenario.args.iter().map(String::as_str));
+        args.extend(scenario_args.iter().map(String::as_str));
         let output = xtask(dir.path(), &args);
         assert!(output.status.success(), "{}", stderr(&output));
         let rendered: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");

@@ -57,7 +57,7 @@ fn every_rendered_manifest_is_valid_for_kubernetes_1_29_to_1_34() {
     let dir = tempfile::tempdir().expect("temp dir");
     let files: Vec<PathBuf> = scenarios()
         .iter()
-        .map(|scenario| render_scenario(dir.path(), scenario.name, &scenario.args))
+        .map(|scenario| render_scenario(dir.path(), scenario.name, &scenario.args(dir.path())))
         .collect();
     let passed = validate(&tools, &files).unwrap_or_else(|problem| panic!("{problem}"));
     // Every object of every file, each validated once per Kubernetes version.

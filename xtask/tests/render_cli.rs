@@ -461,3 +461,109 @@ fn help_exits_0_and_documents_the_exit_codes() {
     assert!(text.contains("Exit codes:"), "{text}");
     assert!(text.contains("render"), "{text}");
 }
+
+/// Each refused pod knob: exit 1, one error line naming the key and what to do, nothing
+/// written. The file holds the knob; the cluster comes from flags.
+#[test]
+fn a_bad_pod_knob_is_refused_with_its_key_before_anything_is_rendered() {
+    let cases: [(&str, &[&str], &str); 8] = [
+        (
+            "tolerations:\n  - key: dedicated\n    operater: Exists\n",
+            &[],
+            "invalid tolerations: unknown fields [0].operater",
+        ),
+        (
+            "replicas: 2\n",
+            &["--publisher-image", "registry.example.com/p:v1"],
+            "replicas 2 needs leader election",
+        ),
+        (
+            "replicas: 2\n",
+            &[],
+            "upstream's cni-metrics-helper has no leader election, so it runs exactly 1 replica",
+        ),
+        (
+            "pod-labels:\n  app.kubernetes.io/managed-by: helm\n",
+            &[],
+            "pod-labels 'app.kubernetes.io/managed-by' is a label the tool sets itself",
+        ),
+        (
+            "",
+            &["--pod-label", "k8s-app=other"],
+            "pod-labels 'k8s-app' is a label the tool sets itself",
+        ),
+        (
+            "extra-env:\n  - name: USE_PROMETHEUS\n    value: \"false\"\n",
+            &[],
+            "extra-env 'USE_PROMETHEUS' is rendered by the tool itself",
+        ),
+        (
+            "log-level: verbose\n",
+            &[],
+            "invalid log-level 'verbose': expected DEBUG, INFO, WARN or ERROR",
+        ),
+        (
+            "",
+            &["--node-selector", "kubernetes.io/os=windows"],
+            "node-selector kubernetes.io/os=windows: the helpers are Linux images",
+        ),
+    ];
+    for (config, flags, expected) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("knobs.yaml"), config).expect("config written");
+        let mut extra = vec!["--out", "out", "--config", "knobs.yaml"];
+        extra.extend(flags);
+        let output = run(dir.path(), &good_args(&extra));
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{config:?} {flags:?}: {err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        assert_eq!(err.lines().count(), 1, "one error line: {err:?}");
+        assert!(
+            !dir.path().join("out").exists(),
+            "{config:?}: nothing written"
+        );
+    }
+}
+
+/// Flags win over the file for single values; the log level is rendered upper case and
+/// `prometheus` turns on the upstream helper's endpoint too.
+#[test]
+fn pod_knob_flags_win_over_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(
+        dir.path().join("knobs.yaml"),
+        "log-level: warn\ninterval: 30\nnode-selector:\n  pool: a\n",
+    )
+    .expect("config written");
+    let output = run(
+        dir.path(),
+        &good_args(&[
+            "--out",
+            "out",
+            "--config",
+            "knobs.yaml",
+            "--log-level",
+            "error",
+            "--interval",
+            "90",
+            "--node-selector",
+            "pool=b",
+            "--prometheus",
+        ]),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifests = fs::read_to_string(dir.path().join("out/manifests.yaml")).expect("written");
+    assert!(
+        manifests.contains("- name: AWS_VPC_K8S_CNI_LOGLEVEL\n              value: \"ERROR\""),
+        "{manifests}"
+    );
+    assert!(
+        manifests.contains("- name: METRIC_UPDATE_INTERVAL\n              value: \"90\""),
+        "{manifests}"
+    );
+    assert!(manifests.contains("\"pool\": \"b\""), "{manifests}");
+    assert!(
+        manifests.contains("- name: USE_PROMETHEUS\n              value: \"true\""),
+        "{manifests}"
+    );
+}

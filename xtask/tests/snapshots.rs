@@ -20,8 +20,9 @@ fn rendered_artifacts_match_their_snapshots() {
     let mut stale = Vec::new();
     for scenario in scenarios() {
         let dir = tempfile::tempdir().expect("temp dir");
+        let scenario_args = scenario.args(dir.path());
         let mut args = vec!["render", "--out", "out"];
-        args.extend(scenario.args.iter().map(String::as_str));
+        args.extend(scenario_args.iter().map(String::as_str));
         let output = xtask(dir.path(), &args);
         assert!(
             output.status.success(),

@@ -26,17 +26,36 @@ pub fn issuer_for(region: &str, dns_suffix: &str) -> String {
     format!("https://oidc.eks.{region}.{dns_suffix}/id/EXAMPLED539D4633E53DE1B71EXAMPLE")
 }
 
-/// The render flags of one scenario.
+/// The render flags of one scenario, and the config file (from `tests/fixtures`) it reads.
 pub struct Scenario {
     pub name: &'static str,
-    pub args: Vec<String>,
+    flags: Vec<String>,
+    config: Option<&'static str>,
+}
+
+impl Scenario {
+    /// The scenario's arguments for a run in `dir`: its config file is copied there, so
+    /// that the arguments (and the snapshot header showing them) name it relative to `dir`.
+    pub fn args(&self, dir: &Path) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(config) = self.config {
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(config);
+            std::fs::copy(&fixture, dir.join(config)).expect("the fixture is copied");
+            args.extend(["--config".to_owned(), config.to_owned()]);
+        }
+        args.extend(self.flags.iter().cloned());
+        args
+    }
 }
 
 /// One scenario per partition (IRSA), plus the other identity mode and the overrides.
 pub fn scenarios() -> Vec<Scenario> {
     let irsa = |name: &'static str, region: &str, suffix: &str| Scenario {
         name,
-        args: [
+        config: None,
+        flags: [
             "--region",
             region,
             "--cluster",
@@ -80,8 +99,9 @@ pub fn scenarios() -> Vec<Scenario> {
         ),
     ];
     all.push(Scenario {
+        config: None,
         name: "aws-il-central-1-pod-identity",
-        args: [
+        flags: [
             "--region",
             "il-central-1",
             "--cluster",
@@ -97,8 +117,9 @@ pub fn scenarios() -> Vec<Scenario> {
         .to_vec(),
     });
     all.push(Scenario {
+        config: None,
         name: "aws-us-west-2-publisher-leader-election",
-        args: [
+        flags: [
             "--region",
             "us-west-2",
             "--cluster",
@@ -115,8 +136,9 @@ pub fn scenarios() -> Vec<Scenario> {
         .to_vec(),
     });
     all.push(Scenario {
+        config: None,
         name: "aws-eu-west-1-overrides",
-        args: [
+        flags: [
             "--region",
             "eu-west-1",
             "--cluster",
@@ -131,6 +153,19 @@ pub fn scenarios() -> Vec<Scenario> {
             "registry.example.com/mirror/cni-metrics-helper:v1.22.4",
             "--version",
             "v1.22.4",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all.push(Scenario {
+        name: "aws-us-west-2-knobs",
+        config: Some("knobs.yaml"),
+        // Flags add to the file's maps and lists.
+        flags: [
+            "--pod-label",
+            "tier=platform",
+            "--image-pull-secret",
+            "mirror-pull",
         ]
         .map(String::from)
         .to_vec(),

@@ -134,7 +134,11 @@ fn typed<K: DeserializeOwned + k8s_openapi::Resource>(
 }
 
 /// The paths present in `written` that are missing or different in `kept`.
-fn unknown_paths(written: &serde_json::Value, kept: &serde_json::Value, at: &str) -> Vec<String> {
+pub(crate) fn unknown_paths(
+    written: &serde_json::Value,
+    kept: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
     match (written, kept) {
         (serde_json::Value::Object(written), serde_json::Value::Object(kept)) => written
             .iter()

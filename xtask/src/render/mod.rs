@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::arn;
 use crate::decide::{Identity, Target};
 use crate::ownership::{MANAGED_BY, MANAGED_BY_LABEL, dashboard_marker};
+use crate::pod::PodSettings;
 use crate::settings::{IRSA_AUDIENCE, ImageChoice, METRICS_NAMESPACE, SERVICE_ACCOUNT};
 pub use manifests::{ManifestError, ManifestObject};
 
@@ -94,6 +95,24 @@ struct TemplateContext {
     audience: &'static str,
     metrics_namespace: &'static str,
     labels: BTreeMap<&'static str, String>,
+    /// The pod template's labels: ours and the user's `pod-labels` (which cannot clash).
+    pod_labels: BTreeMap<String, String>,
+    /// The user's `pod-annotations`, beside our identity annotation.
+    pod_annotations: BTreeMap<String, String>,
+    node_selector: BTreeMap<String, String>,
+    /// The optional pod spec fields the user set, by their pod spec name, as JSON values:
+    /// the template writes each one as it is (JSON is YAML), so it never has to know the
+    /// shape of a toleration or an affinity.
+    pod_spec_extras: BTreeMap<&'static str, Value>,
+    /// The user's `resources`, replacing the default requests and limits whole.
+    custom_resources: bool,
+    resources: Value,
+    log_level: &'static str,
+    /// Upstream's helper serves Prometheus only when asked; our publisher always does.
+    prometheus: bool,
+    has_interval: bool,
+    interval: String,
+    extra_env: Vec<Value>,
     header_markdown: String,
 }
 
@@ -118,7 +137,7 @@ impl TemplateContext {
             publisher: target.publisher(),
             leader_election: target.leader_elect,
             lease_name: LEASE_NAME,
-            replicas: if target.leader_elect { 2 } else { 1 },
+            replicas: target.pod.replicas,
             aws_node_namespace: "kube-system",
             identity_fingerprint: format!("{}:{}", target.identity.as_str(), target.role_arn),
             role_arn: target.role_arn.clone(),
@@ -134,6 +153,21 @@ impl TemplateContext {
                 ("app.kubernetes.io/version", target.version.to_string()),
                 (MANAGED_BY_LABEL, MANAGED_BY.to_owned()),
             ]),
+            pod_labels: target.pod.pod_labels.clone(),
+            pod_annotations: target.pod.pod_annotations.clone(),
+            node_selector: target.pod.node_selector.clone(),
+            pod_spec_extras: pod_spec_extras(&target.pod),
+            custom_resources: target.pod.resources.is_some(),
+            resources: to_value(&target.pod.resources),
+            log_level: target.pod.log_level.as_str(),
+            prometheus: target.pod.prometheus,
+            has_interval: target.pod.interval.is_some(),
+            interval: target
+                .pod
+                .interval
+                .map(|seconds| seconds.to_string())
+                .unwrap_or_default(),
+            extra_env: target.pod.extra_env.iter().map(to_value).collect(),
             header_markdown: format!(
                 "## Amazon VPC CNI: IP addresses and ENIs of cluster `{}` ({})\n\
                  Published by the CNI metrics helper to namespace `{METRICS_NAMESPACE}`, dimension `CLUSTER_ID`. \
@@ -146,6 +180,30 @@ impl TemplateContext {
             ),
         }
     }
+}
+
+/// The optional pod spec fields of `pod` that are set, keyed by their pod spec name.
+fn pod_spec_extras(pod: &PodSettings) -> BTreeMap<&'static str, Value> {
+    let mut extras = BTreeMap::new();
+    if let Some(affinity) = &pod.affinity {
+        extras.insert("affinity", to_value(affinity));
+    }
+    if !pod.image_pull_secrets.is_empty() {
+        extras.insert("imagePullSecrets", to_value(&pod.image_pull_secrets));
+    }
+    if let Some(name) = &pod.priority_class_name {
+        extras.insert("priorityClassName", Value::String(name.clone()));
+    }
+    if !pod.tolerations.is_empty() {
+        extras.insert("tolerations", to_value(&pod.tolerations));
+    }
+    extras
+}
+
+/// Serialising k8s-openapi types into a Value cannot fail: they hold only strings,
+/// numbers, maps and lists.
+fn to_value(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// Renders and checks every artifact for `target`.
@@ -301,5 +359,125 @@ impl Rendered {
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::{OWN_POD_LABELS, PodSettings, RENDERED_ENV};
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn target(image: ImageChoice, leader_elect: bool, pod: PodSettings) -> Target {
+        Target {
+            region: "us-west-2".to_owned(),
+            partition: "aws".to_owned(),
+            cluster: "prod".to_owned(),
+            account: "111122223333".to_owned(),
+            identity: Identity::PodIdentity,
+            identity_reason: None,
+            version: "v1.23.0".parse().expect("version"),
+            namespace: "kube-system".to_owned(),
+            image,
+            leader_elect,
+            pod,
+            role_name: "role".to_owned(),
+            role_arn: "arn:aws:iam::111122223333:role/role".to_owned(),
+            policy_name: "policy".to_owned(),
+            policy_arn: "arn:aws:iam::111122223333:policy/policy".to_owned(),
+            cluster_arn: "arn:aws:eks:us-west-2:111122223333:cluster/prod".to_owned(),
+            dashboard_name: "dashboard".to_owned(),
+            role_tags: BTreeMap::new(),
+            policy_tags: BTreeMap::new(),
+        }
+    }
+
+    fn pod_template(target: &Target) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+        render(target)
+            .expect("renders")
+            .objects
+            .into_iter()
+            .find_map(|object| match object {
+                ManifestObject::Deployment(deployment) => deployment.spec.map(|spec| spec.template),
+                _ => None,
+            })
+            .expect("a Deployment")
+    }
+
+    /// `extra-env` and `pod-labels` are checked against these lists, so a variable or a
+    /// label the template gains must be added to them, or a user could override it.
+    #[test]
+    fn the_refusal_lists_cover_every_env_and_label_the_template_renders() {
+        let image = "registry.example.com/p:v1".to_owned();
+        for target in [
+            target(
+                ImageChoice::Mirror(image.clone()),
+                false,
+                PodSettings::default(),
+            ),
+            target(
+                ImageChoice::Publisher(image),
+                true,
+                PodSettings {
+                    interval: Some(60),
+                    ..PodSettings::default()
+                },
+            ),
+        ] {
+            let template = pod_template(&target);
+            for label in template
+                .metadata
+                .expect("metadata")
+                .labels
+                .expect("labels")
+                .keys()
+            {
+                assert!(OWN_POD_LABELS.contains(&label.as_str()), "{label}");
+            }
+            let container = &template.spec.expect("spec").containers[0];
+            for variable in container.env.as_deref().unwrap_or_default() {
+                assert!(
+                    RENDERED_ENV.contains(&variable.name.as_str()),
+                    "{}",
+                    variable.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extra_env_follows_ours_and_resources_replace_the_defaults() {
+        let pod = PodSettings {
+            extra_env: vec![EnvVar {
+                name: "HTTPS_PROXY".to_owned(),
+                value: Some("http://proxy:3128".to_owned()),
+                ..EnvVar::default()
+            }],
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "memory".to_owned(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("32Mi".to_owned()),
+                )])),
+                ..Default::default()
+            }),
+            ..PodSettings::default()
+        };
+        let template = pod_template(&target(
+            ImageChoice::Mirror("registry.example.com/h:v1".to_owned()),
+            false,
+            pod,
+        ));
+        let container = &template.spec.expect("spec").containers[0];
+        let env = container.env.as_deref().unwrap_or_default();
+        assert_eq!(
+            env.last().map(|variable| variable.name.as_str()),
+            Some("HTTPS_PROXY")
+        );
+        let resources = container.resources.clone().expect("resources");
+        assert_eq!(
+            resources.limits, None,
+            "the user's resources replace ours whole"
+        );
+        assert_eq!(resources.requests.expect("requests")["memory"].0, "32Mi");
     }
 }
