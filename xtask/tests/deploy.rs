@@ -698,3 +698,75 @@ async fn the_publisher_image_deploys_with_its_narrower_rbac_and_converges() {
     assert_eq!(code, Some(0), "converged");
     world.sandbox.shutdown().await;
 }
+
+/// The pod knobs from a config file deploy and converge; a knob changed in the file is
+/// drift `plan` shows field by field, and `deploy` repairs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_knobs_deploy_converge_and_a_changed_knob_is_drift() {
+    let world = World::start().await;
+    let knobs = "priority-class-name: system-cluster-critical\n\
+                 log-level: debug\n\
+                 node-selector:\n  node-pool: system\n\
+                 pod-labels:\n  team: networking\n\
+                 tolerations:\n  - key: CriticalAddonsOnly\n    operator: Exists\n\
+                 resources:\n  requests:\n    cpu: 100m\n    memory: 128Mi\n";
+    let config = world.write_script("knobs.yaml", knobs);
+    let config = config.to_string_lossy().into_owned();
+    let with_config = ["--config", config.as_str()];
+    world.deploy(&with_config).await;
+    let (code, plan) = world.plan_json(&with_config).await;
+    assert_eq!(code, Some(0), "converged: {plan}");
+
+    let deployments: Api<Deployment> = Api::namespaced(world.kube().await, "kube-system");
+    let live = deployments
+        .get("cni-metrics-helper")
+        .await
+        .expect("deployment");
+    let pod = live.spec.expect("spec").template.spec.expect("pod spec");
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    assert_eq!(pod.node_selector.expect("selector")["node-pool"], "system");
+    assert_eq!(
+        pod.tolerations.expect("tolerations")[0].key.as_deref(),
+        Some("CriticalAddonsOnly")
+    );
+
+    // The file changes: another toleration.
+    std::fs::write(&config, knobs.replace("CriticalAddonsOnly", "dedicated"))
+        .expect("config rewritten");
+    let (code, plan) = world.plan_json(&with_config).await;
+    assert_eq!(code, Some(2), "{plan}");
+    assert_eq!(
+        changed(&plan),
+        BTreeSet::from(["update Deployment kube-system/cni-metrics-helper".to_owned()])
+    );
+    let deployment_diff = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["kind"] == "Deployment")
+        .expect("deployment")["diff"]
+        .to_string();
+    assert!(
+        deployment_diff.contains(".spec.template.spec.tolerations")
+            && deployment_diff.contains("CriticalAddonsOnly")
+            && deployment_diff.contains("dedicated"),
+        "the drift names the field, the live and the desired value: {deployment_diff}"
+    );
+    world.deploy(&with_config).await;
+    let (code, plan) = world.plan_json(&with_config).await;
+    assert_eq!(code, Some(0), "deploy repaired the drift: {plan}");
+    let live = deployments
+        .get("cni-metrics-helper")
+        .await
+        .expect("deployment");
+    let tolerations = live
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.tolerations)
+        .expect("tolerations");
+    assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+    world.sandbox.shutdown().await;
+}
