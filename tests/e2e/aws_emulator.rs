@@ -1471,3 +1471,82 @@ async fn ecr_points_at_a_real_registry_that_skopeo_pushes_to() {
         .expect("unregistered");
     emulator.stop().expect("emulator stops");
 }
+
+/// Puts `assignIPAddresses` = `value` for each of the last `minutes` minutes.
+async fn put_assigned(client: &aws_sdk_cloudwatch::Client, minute: i64, minutes: i64, value: f64) {
+    let datums = (1..=minutes)
+        .map(|ago| {
+            MetricDatum::builder()
+                .metric_name("assignIPAddresses")
+                .dimensions(cluster_dimension())
+                .timestamp(DateTime::from_secs(minute - ago * 60))
+                .value(value + ago as f64)
+                .build()
+        })
+        .collect::<Vec<_>>();
+    client
+        .put_metric_data()
+        .namespace(NAMESPACE)
+        .set_metric_data(Some(datums))
+        .send()
+        .await
+        .expect("PutMetricData is accepted");
+}
+
+async fn widget_image(client: &aws_sdk_cloudwatch::Client, widget: &Value) -> Vec<u8> {
+    client
+        .get_metric_widget_image()
+        .metric_widget(widget.to_string())
+        .send()
+        .await
+        .expect("GetMetricWidgetImage answers")
+        .metric_widget_image()
+        .expect("the answer holds an image")
+        .as_ref()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn metric_widget_images_are_pngs_of_the_requested_size_drawn_from_the_data() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = cloudwatch(&emulator);
+    let minute = current_minute();
+    put_assigned(&client, minute, 10, 5.0).await;
+    let widget = serde_json::json!({
+        "title": "IPs assigned to pods",
+        "view": "timeSeries",
+        "stat": "Maximum",
+        "period": 60,
+        "region": REGION,
+        "start": "-PT3H",
+        "width": 640,
+        "height": 280,
+        "metrics": [
+            [NAMESPACE, "assignIPAddresses", "CLUSTER_ID", CLUSTER, { "id": "assigned" }],
+            [{ "expression": "100 * assigned / 20", "label": "of 20" }]
+        ],
+        "yAxis": { "left": { "min": 0 } }
+    });
+    let before = widget_image(&client, &widget).await;
+    assert_eq!(sandbox::png::dimensions(&before), Ok((640, 280)));
+
+    // Higher values move the lines, so the picture changes.
+    put_assigned(&client, minute, 10, 50.0).await;
+    let after = widget_image(&client, &widget).await;
+    assert_eq!(sandbox::png::dimensions(&after), Ok((640, 280)));
+    assert_ne!(before, after, "new datapoints change the image");
+
+    // A widget CloudWatch would refuse is a typed error that names the problem.
+    let error = client
+        .get_metric_widget_image()
+        .metric_widget(r#"{"metrics": []}"#)
+        .send()
+        .await
+        .expect_err("a widget without metrics is refused");
+    let message = format!("{:?}", error.into_service_error());
+    assert!(
+        message.contains("`metrics` must be a non-empty array"),
+        "{message}"
+    );
+    emulator.stop().expect("emulator stops");
+}

@@ -9,6 +9,7 @@
 //! - [`fleet`]: simulated aws-node (ipamd) metrics endpoints on 127.0.0.x:61678.
 //! - [`environment`]: all of the above started together, with an EKS cluster and its IAM
 //!   OIDC provider in the emulator and the fleet's pods and nodes in the API server.
+//! - [`png`]: the pixel size of a PNG, for tests of the images the emulator draws.
 //! - [`python_tools`]: the project-local virtualenv holding the Python test tools.
 //! - [`bench_report`]: what the benchmark driver reports to `cargo xtask bench`, typed on
 //!   both sides.
@@ -18,5 +19,6 @@ pub mod bench_report;
 pub mod environment;
 pub mod fleet;
 pub mod kube_api;
+pub mod png;
 pub mod python_tools;
 pub mod registry;

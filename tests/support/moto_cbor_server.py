@@ -48,6 +48,12 @@ process:
   registers one with `POST /sandbox-api/ecr/registry` (`{"endpoint": "http://127.0.0.1:PORT"}`):
   GetAuthorizationToken names it, repository URIs carry its host, and DescribeImages lists
   what was pushed to it (see `EcrRegistryBridge`).
+* GetMetricWidgetImage, which moto lacks, is drawn here: the MetricWidget JSON's metrics
+  are read from moto's CloudWatch backend of the request's account and region and
+  plotted with matplotlib (Agg) at the requested width and height, with title, axis
+  labels, yAxis limits and horizontal annotations. Metric math of + - * / over query ids
+  and numbers (`100 * assigned / capacity`) is evaluated and drawn; any other expression
+  is not drawn and is named in the legend as such. OutputFormat png only.
 * Every other request (IAM, STS, the rest of EKS and ECR, /moto-api/) goes to moto untouched.
 
 moto's recorder (MOTO_ENABLE_RECORDING, MOTO_RECORDER_FILEPATH) sees the request after
@@ -331,6 +337,34 @@ def run_captured(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -
     return captured, body
 
 
+def json_request_environ(
+    environ: dict[str, Any], operation: str, json_body: bytes, received_at: float
+) -> dict[str, Any]:
+    """The awsJson1_0 request moto sees (and records) for a CBOR request."""
+    json_environ = dict(environ)
+    for key in CBOR_ONLY_REQUEST_HEADERS:
+        json_environ.pop(key, None)
+    # Keep a trace of the wire encoding in the recording, so tests can tell that
+    # the SDK compressed a large request.
+    original_encoding = environ.get("HTTP_CONTENT_ENCODING")
+    if original_encoding:
+        json_environ[ORIGINAL_ENCODING_ENVIRON_KEY] = original_encoding
+    json_environ[RECEIVED_AT_ENVIRON_KEY] = f"{received_at:.6f}"
+    json_environ.update(
+        {
+            "PATH_INFO": "/",
+            "RAW_URI": "/",
+            "REQUEST_URI": "/",
+            "QUERY_STRING": "",
+            "CONTENT_TYPE": JSON_CONTENT_TYPE,
+            "CONTENT_LENGTH": str(len(json_body)),
+            "HTTP_X_AMZ_TARGET": f"{CLOUDWATCH_TARGET_PREFIX}.{operation}",
+            "wsgi.input": io.BytesIO(json_body),
+        }
+    )
+    return json_environ
+
+
 class CborTranslator:
     """WSGI middleware: CloudWatch RPCv2-CBOR in front, moto's awsJson1_0 behind."""
 
@@ -369,6 +403,9 @@ class CborTranslator:
                 None,
             )
 
+        if operation == "GetMetricWidgetImage":
+            return self.metric_widget_image(request, environ, json_body, received_at, start_response)
+
         if operation == "PutMetricData":
             # Each request has its own thread, so holding this one holds nothing else.
             if CLOUDWATCH_HANG.wait_out():
@@ -385,27 +422,7 @@ class CborTranslator:
             if refused is not None:
                 return self.send_error(start_response, operation, 400, "InvalidParameterValue", refused, None)
 
-        json_environ = dict(environ)
-        for key in CBOR_ONLY_REQUEST_HEADERS:
-            json_environ.pop(key, None)
-        # Keep a trace of the wire encoding in the recording, so tests can tell that
-        # the SDK compressed a large request.
-        original_encoding = environ.get("HTTP_CONTENT_ENCODING")
-        if original_encoding:
-            json_environ[ORIGINAL_ENCODING_ENVIRON_KEY] = original_encoding
-        json_environ[RECEIVED_AT_ENVIRON_KEY] = f"{received_at:.6f}"
-        json_environ.update(
-            {
-                "PATH_INFO": "/",
-                "RAW_URI": "/",
-                "REQUEST_URI": "/",
-                "QUERY_STRING": "",
-                "CONTENT_TYPE": JSON_CONTENT_TYPE,
-                "CONTENT_LENGTH": str(len(json_body)),
-                "HTTP_X_AMZ_TARGET": f"{CLOUDWATCH_TARGET_PREFIX}.{operation}",
-                "wsgi.input": io.BytesIO(json_body),
-            }
-        )
+        json_environ = json_request_environ(environ, operation, json_body, received_at)
         try:
             captured, body = run_captured(self.moto_app, json_environ)
         except Exception as error:  # An answer the SDK can parse beats a dropped connection.
@@ -439,6 +456,42 @@ class CborTranslator:
             output_shape = self.model.operation_model(operation).output_shape
         payload = cbor2.dumps(typed_cbor_value(document, output_shape) if output_shape else document)
         return self.send_cbor(start_response, captured.status, payload, captured.headers, [])
+
+    def metric_widget_image(
+        self,
+        request: Any,
+        environ: dict[str, Any],
+        json_body: bytes,
+        received_at: float,
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        """GetMetricWidgetImage, which moto lacks: the widget drawn from moto's datapoints.
+        Recorded as moto records the calls it answers itself."""
+        operation = "GetMetricWidgetImage"
+        record_request(json_request_environ(environ, operation, json_body, received_at), json_body)
+        request = request if isinstance(request, dict) else {}
+        output_format = request.get("OutputFormat") or "png"
+        if output_format not in ("png", "image/png"):
+            return self.send_error(
+                start_response,
+                operation,
+                400,
+                "InvalidParameterValue",
+                f"the sandbox draws OutputFormat png only, not {output_format!r}",
+                None,
+            )
+        try:
+            widget = json.loads(request.get("MetricWidget") or "")
+            if not isinstance(widget, dict):
+                raise WidgetError("MetricWidget must be a JSON object")
+            image = draw_widget(widget, environ)
+        except (ValueError, TypeError) as error:  # WidgetError and JSONDecodeError are ValueErrors.
+            return self.send_error(
+                start_response, operation, 400, "InvalidParameterValue", f"MetricWidget: {error}", None
+            )
+        output_shape = self.model.operation_model(operation).output_shape
+        payload = cbor2.dumps(typed_cbor_value({"MetricWidgetImage": image}, output_shape))
+        return self.send_cbor(start_response, "200 OK", payload, [], [])
 
     def translate_error(
         self, start_response: Callable[..., Any], operation: str, captured: CapturedResponse, body: bytes
@@ -1276,6 +1329,315 @@ def send_json(
     ] + extra_headers
     start_response(f"{status_code} {reason}", headers)
     return [payload]
+
+
+# ---------------------------------------------------------------------------
+# GetMetricWidgetImage, drawn from moto's datapoints
+# ---------------------------------------------------------------------------
+
+# CloudWatch's documented limits and defaults for a MetricWidget's image.
+WIDGET_DEFAULT_WIDTH = 600
+WIDGET_DEFAULT_HEIGHT = 400
+WIDGET_MAX_PIXELS = 2000
+WIDGET_DEFAULT_START = "-PT3H"
+WIDGET_DEFAULT_PERIOD = 300
+WIDGET_DEFAULT_STAT = "Average"
+ISO_DURATION = re.compile(
+    r"^(?P<sign>-)?P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+CREDENTIAL_SCOPE = re.compile(r"Credential=(?P<key>[^/,\s]+)/\d{8}/(?P<region>[^/]+)/")
+
+
+class WidgetError(ValueError):
+    """A MetricWidget CloudWatch would refuse; the message says which member and why."""
+
+
+@dataclasses.dataclass
+class WidgetSeries:
+    """One line of a metric widget: a metric, or a metric math expression over others."""
+
+    query_id: str
+    label: str
+    visible: bool
+    y_axis: str
+    stat: str = ""
+    period: int = 0
+    namespace: str = ""
+    metric_name: str = ""
+    dimensions: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    expression: str | None = None
+
+
+def widget_moment(text: Any, now: datetime.datetime, member: str) -> datetime.datetime:
+    """`start`/`end` as CloudWatch reads them: an ISO 8601 duration relative to now
+    (-PT3H) or an ISO 8601 time."""
+    if not isinstance(text, str):
+        raise WidgetError(f"`{member}` must be a string such as -PT3H or 2024-01-01T00:00:00Z, not {text!r}")
+    match = ISO_DURATION.match(text.strip())
+    if match and any(match.group(part) for part in ("weeks", "days", "hours", "minutes", "seconds")):
+        delta = datetime.timedelta(
+            weeks=int(match.group("weeks") or 0),
+            days=int(match.group("days") or 0),
+            hours=int(match.group("hours") or 0),
+            minutes=int(match.group("minutes") or 0),
+            seconds=int(match.group("seconds") or 0),
+        )
+        return now - delta if match.group("sign") else now + delta
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise WidgetError(f"`{member}` is neither an ISO 8601 duration (-PT3H) nor an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def widget_pixels(widget: dict[str, Any], member: str, default: int) -> int:
+    value = widget.get(member, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= WIDGET_MAX_PIXELS:
+        raise WidgetError(f"`{member}` must be a whole number of pixels from 1 to {WIDGET_MAX_PIXELS}, not {value!r}")
+    return value
+
+
+def widget_series(widget: dict[str, Any]) -> list[WidgetSeries]:
+    """The widget's `metrics` rows, as CloudWatch's metric widget structure documents them:
+    `[namespace, name, dimension name, dimension value, ..., {options}]`, where "." repeats
+    the previous row's item at that place, or `[{"expression": ..., options}]`."""
+    rows = widget.get("metrics")
+    if not isinstance(rows, list) or not rows:
+        raise WidgetError("`metrics` must be a non-empty array of metric rows")
+    default_stat = widget.get("stat", WIDGET_DEFAULT_STAT)
+    default_period = widget.get("period", WIDGET_DEFAULT_PERIOD)
+    series: list[WidgetSeries] = []
+    previous: list[Any] = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, list) or not row:
+            raise WidgetError(f"`metrics[{number - 1}]` must be a non-empty array")
+        options = row[-1] if isinstance(row[-1], dict) else {}
+        items = row[:-1] if isinstance(row[-1], dict) else row
+        visible = options.get("visible", True) is not False
+        y_axis = options.get("yAxis", "left")
+        if "expression" in options:
+            series.append(
+                WidgetSeries(
+                    query_id=str(options.get("id") or f"e{number}"),
+                    label=str(options.get("label") or options["expression"]),
+                    visible=visible,
+                    y_axis=y_axis,
+                    expression=str(options["expression"]),
+                )
+            )
+            continue
+        resolved = [previous[index] if item == "." and index < len(previous) else item for index, item in enumerate(items)]
+        if len(resolved) < 2 or len(resolved) % 2 != 0 or not all(isinstance(item, str) for item in resolved):
+            raise WidgetError(
+                f"`metrics[{number - 1}]` must be [namespace, metric name, dimension name, dimension value, ...] "
+                f"strings with an optional options object last, not {row!r}"
+            )
+        previous = resolved
+        dimensions = [{"Name": resolved[i], "Value": resolved[i + 1]} for i in range(2, len(resolved), 2)]
+        series.append(
+            WidgetSeries(
+                query_id=str(options.get("id") or f"m{number}"),
+                label=str(options.get("label") or resolved[1]),
+                visible=visible,
+                y_axis=y_axis,
+                stat=str(options.get("stat", default_stat)),
+                period=int(options.get("period", default_period)),
+                namespace=resolved[0],
+                metric_name=resolved[1],
+                dimensions=dimensions,
+            )
+        )
+    return series
+
+
+def evaluate_expression(expression: str, values: dict[str, dict[float, float]]) -> dict[float, float] | None:
+    """Evaluates simple metric math: + - * / and unary minus over numbers and query ids
+    (`100 * assigned / capacity`), point by point on the timestamps all operands share.
+    None when the expression uses anything else (functions, unknown ids): the widget then
+    lists it in its legend as not drawn rather than drawing something wrong."""
+    import ast
+
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        return None
+
+    def names(node: ast.AST) -> set[str] | None:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            left, right = names(node.left), names(node.right)
+            return None if left is None or right is None else left | right
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return names(node.operand)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return set()
+        if isinstance(node, ast.Name) and node.id in values:
+            return {node.id}
+        return None
+
+    used = names(tree)
+    if used is None:
+        return None
+
+    def at(node: ast.AST, moment: float) -> float:
+        if isinstance(node, ast.BinOp):
+            left, right = at(node.left, moment), at(node.right, moment)
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if isinstance(node.op, ast.Sub):
+                return left - right
+            if isinstance(node.op, ast.Mult):
+                return left * right
+            return left / right  # Division by zero is caught below: no point there.
+        if isinstance(node, ast.UnaryOp):
+            operand = at(node.operand, moment)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        assert isinstance(node, ast.Name)
+        return values[node.id][moment]
+
+    moments = set.intersection(*(set(values[name]) for name in used)) if used else set()
+    result: dict[float, float] = {}
+    for moment in sorted(moments):
+        try:
+            result[moment] = at(tree, moment)
+        except ZeroDivisionError:
+            continue
+    return result
+
+
+def request_account_and_region(environ: dict[str, Any]) -> tuple[str, str]:
+    """The account and region moto would serve this request from: the region of the
+    SigV4 credential scope, the account its access key maps to."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import get_account_id_from
+
+    match = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None:
+        return DEFAULT_ACCOUNT_ID, "us-east-1"
+    return get_account_id_from(match.group("key")), match.group("region")
+
+
+def widget_datapoints(
+    series: list[WidgetSeries], environ: dict[str, Any], start: datetime.datetime, end: datetime.datetime
+) -> dict[str, dict[float, float]]:
+    """Each metric's datapoints (epoch seconds -> value), read from moto's CloudWatch
+    backend for the request's account and region. The backend is called directly rather
+    than through a GetMetricData request so that moto's recording holds only the calls
+    clients made."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    account, region = request_account_and_region(environ)
+    backend = cloudwatch_backends[account][region]
+    queries = [
+        {
+            "Id": item.query_id,
+            "MetricStat": {
+                "Metric": {"Namespace": item.namespace, "MetricName": item.metric_name, "Dimensions": item.dimensions},
+                "Period": item.period,
+                "Stat": item.stat,
+            },
+            "ReturnData": True,
+        }
+        for item in series
+        if item.expression is None
+    ]
+    # moto compares these with the naive UTC timestamps it stores.
+    naive_start = start.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    naive_end = end.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    results = backend.get_metric_data(queries, naive_start, naive_end, "TimestampAscending") if queries else []
+    values: dict[str, dict[float, float]] = {}
+    for result in results:
+        values[result["id"]] = {
+            epoch_seconds(moment): float(value) for moment, value in zip(result["timestamps"], result["values"])
+        }
+    return values
+
+
+def draw_widget(widget: dict[str, Any], environ: dict[str, Any]) -> bytes:
+    """A PNG of the widget, `width` x `height` pixels, drawn with matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # No display in the sandbox; Agg only renders to memory.
+    from matplotlib.dates import DateFormatter
+    from matplotlib.figure import Figure
+
+    width = widget_pixels(widget, "width", WIDGET_DEFAULT_WIDTH)
+    height = widget_pixels(widget, "height", WIDGET_DEFAULT_HEIGHT)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = widget_moment(widget.get("start", WIDGET_DEFAULT_START), now, "start")
+    end = widget_moment(widget.get("end"), now, "end") if "end" in widget else now
+    if start >= end:
+        raise WidgetError(f"`start` ({start.isoformat()}) must be before `end` ({end.isoformat()})")
+    series = widget_series(widget)
+    values = widget_datapoints(series, environ, start, end)
+    notes: list[str] = []
+    for item in series:
+        if item.expression is not None:
+            evaluated = evaluate_expression(item.expression, values)
+            if evaluated is None:
+                notes.append(f"{item.label}: expression not drawn (only + - * / over ids)")
+            else:
+                values[item.query_id] = evaluated
+
+    # Figure, not pyplot: pyplot keeps global state, and each request has its own thread.
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    axes = {"left": figure.add_subplot()}
+    if any(item.visible and item.y_axis == "right" for item in series):
+        axes["right"] = axes["left"].twinx()
+    drawn = 0
+    lines = 0
+    for item in series:
+        points = values.get(item.query_id)
+        if not item.visible or points is None:
+            continue
+        moments = sorted(points)
+        axes.get(item.y_axis, axes["left"]).plot(
+            [datetime.datetime.fromtimestamp(moment, datetime.timezone.utc) for moment in moments],
+            [points[moment] for moment in moments],
+            marker="." if len(moments) < 30 else None,
+            # One colour cycle across both axes: each axes would restart its own.
+            color=f"C{lines % 10}",
+            label=item.label,
+        )
+        lines += 1
+        drawn += len(moments)
+    for annotation in (widget.get("annotations") or {}).get("horizontal") or []:
+        if isinstance(annotation, dict) and isinstance(annotation.get("value"), (int, float)):
+            axes["left"].axhline(annotation["value"], color="tab:red", linestyle="--", label=annotation.get("label"))
+    y_axis = widget.get("yAxis") or {}
+    stat = widget.get("stat", WIDGET_DEFAULT_STAT)
+    for side, side_axes in axes.items():
+        settings = y_axis.get(side) or {}
+        low, high = settings.get("min"), settings.get("max")
+        if low is not None or high is not None:
+            side_axes.set_ylim(bottom=low, top=high)
+        side_axes.set_ylabel(settings.get("label") or stat, fontsize="small")
+    axes["left"].set_xlim(start, end)
+    axes["left"].xaxis.set_major_formatter(DateFormatter("%H:%M"))
+    axes["left"].set_xlabel("time (UTC)", fontsize="small")
+    axes["left"].set_title(str(widget.get("title") or ""), fontsize="medium")
+    axes["left"].tick_params(labelsize="x-small")
+    if drawn == 0:
+        axes["left"].text(0.5, 0.5, "No data available.", transform=axes["left"].transAxes, ha="center")
+    handles, labels = [], []
+    for side_axes in axes.values():
+        more_handles, more_labels = side_axes.get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
+    if notes:
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], linestyle="none") for _ in notes]
+        labels += notes
+    if handles:
+        axes["left"].legend(handles, labels, fontsize="x-small", loc="upper left")
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=dpi)
+    return image.getvalue()
 
 
 # ---------------------------------------------------------------------------
