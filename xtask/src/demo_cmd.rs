@@ -106,6 +106,7 @@ async fn drive(
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
     show_metrics(sandbox, &cloudwatch, started).await?;
     save_dashboard(sandbox, &cloudwatch, dir).await?;
+    save_widget_images(sandbox, &cloudwatch, dir).await?;
     if flags.dir.is_none() {
         println!("(that directory is removed when the demo ends; pass --dir DIR to keep it)");
     }
@@ -430,5 +431,28 @@ async fn save_dashboard(
         "\nThe dashboard {dashboard_name} is in the emulator; its body is saved in {}",
         body_path.display()
     );
+    Ok(())
+}
+
+/// Saves each metric widget of the dashboard as a PNG, as `status --widgets` does, so the
+/// IP capacity and utilisation can be looked at rather than read.
+async fn save_widget_images(
+    sandbox: &Sandbox,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let dashboard_name =
+        crate::settings::default_dashboard_name(sandbox.cluster(), sandbox.region());
+    let images = dir.join("widgets");
+    println!(
+        "\n$ cargo xtask status --cluster {} --widgets {}",
+        sandbox.cluster(),
+        images.display()
+    );
+    let paths = crate::widgets::save(cloudwatch, &dashboard_name, &images).await?;
+    println!("The dashboard's metric widgets as CloudWatch draws them:");
+    for path in paths {
+        println!("  {}", path.display());
+    }
     Ok(())
 }

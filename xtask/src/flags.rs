@@ -285,6 +285,9 @@ pub struct UpgradeFlags {
 pub struct StatusFlags {
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    /// Also save each metric widget of the dashboard as a PNG in DIR (CloudWatch's GetMetricWidgetImage)
+    #[arg(long, value_name = "DIR")]
+    pub widgets: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

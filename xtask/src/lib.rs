@@ -40,3 +40,4 @@ pub mod status_cmd;
 pub mod terminal;
 pub mod test_cmd;
 pub mod upgrade_cmd;
+pub mod widgets;

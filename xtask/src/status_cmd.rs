@@ -1,6 +1,7 @@
 //! `cargo xtask status`: where the helper stands — the live and the pinned version, the next
 //! step on the upgrade path, the identity mode, drift, and the last rollout.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use crate::plan::kubernetes::{self, RolloutState};
 use crate::prepare::prepare_checked;
 use crate::settings::SERVICE_ACCOUNT;
 use crate::terminal::runtime;
+use crate::widgets;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -31,6 +33,9 @@ pub struct Status {
     /// Differences from the desired state at the live version (an upgrade is not drift).
     pub drift: Summary,
     pub last_rollout: Option<RolloutState>,
+    /// The PNG of each metric widget of the dashboard, with `--widgets DIR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widget_images: Option<Vec<PathBuf>>,
 }
 
 pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
@@ -68,6 +73,13 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             }
             None => "unknown".to_owned(),
         };
+        let widget_images = match &flags.widgets {
+            Some(dir) => {
+                let client = aws_sdk_cloudwatch::Client::new(&at_live.sdk);
+                Some(widgets::save(&client, &at_live.target.dashboard_name, dir).await?)
+            }
+            None => None,
+        };
         let status = Status {
             cluster: at_live.target.cluster.clone(),
             region: at_live.target.region.clone(),
@@ -81,6 +93,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             configured_identity: at_live.target.identity.as_str(),
             drift,
             last_rollout: live.map(|live| live.rollout),
+            widget_images,
         };
         print_status(&status, inputs.output)?;
         Ok(exit::code(exit::SUCCESS))
@@ -147,6 +160,12 @@ fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {
                 .unwrap_or_default()
         ),
         None => println!("  last rollout     -"),
+    }
+    if let Some(paths) = &status.widget_images {
+        println!("  widget images    {}", paths.len());
+        for path in paths {
+            println!("    {}", path.display());
+        }
     }
     Ok(())
 }

@@ -39,4 +39,19 @@ fn the_demo_deploys_publishes_and_reads_the_metrics_back() {
     let body =
         std::fs::read_to_string(keep.join("dashboard.json")).expect("the dashboard body is kept");
     assert!(body.contains("assignIPAddresses"));
+    // The dashboard's metric widgets as pictures, listed after this heading.
+    let images: Vec<&str> = text
+        .split("The dashboard's metric widgets as CloudWatch draws them:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the demo lists the widget images: {text}"))
+        .lines()
+        .skip(1) // The rest of the heading's line.
+        .map(str::trim)
+        .take_while(|line| line.ends_with(".png"))
+        .collect();
+    assert!(images.len() > 1, "{text}");
+    for image in images {
+        let bytes = std::fs::read(image).unwrap_or_else(|error| panic!("{image}: {error}"));
+        assert!(sandbox::png::dimensions(&bytes).is_ok(), "{image} is a PNG");
+    }
 }

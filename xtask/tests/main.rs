@@ -2,6 +2,7 @@
 
 mod support;
 mod upgrade;
+mod widgets;
 mod world;
 
 mod catalog_tables;
