@@ -1,6 +1,6 @@
 //! The project-local virtualenv that holds the Python test tools: moto (the AWS
-//! emulator), cbor2 (for our CloudWatch translation layer), kubernetes-validate and
-//! parliament.
+//! emulator), cbor2 (for our CloudWatch translation layer), matplotlib (which draws its
+//! GetMetricWidgetImage answers), kubernetes-validate and parliament.
 //!
 //! The virtualenv lives in `<workspace root>/.venv-test` (git-ignored), or wherever the
 //! `CNI_SANDBOX_VENV` environment variable points. [`PythonTools::ensure`] creates and
