@@ -86,6 +86,8 @@ pub struct PodSettings {
     pub log_level: LogLevel,
     /// `prometheus: true` (our publisher serves Prometheus whatever this says).
     pub prometheus: bool,
+    /// Our publisher's own podsScraped and scrapeErrors in CloudWatch (`self-metrics`).
+    pub self_metrics: bool,
     pub priority_class_name: Option<String>,
     /// The user's selector merged with `kubernetes.io/os: linux`.
     pub node_selector: BTreeMap<String, String>,
@@ -106,6 +108,7 @@ impl Default for PodSettings {
             interval: None,
             log_level: LogLevel::Info,
             prometheus: false,
+            self_metrics: true,
             priority_class_name: None,
             node_selector: BTreeMap::from([(OS_LABEL.to_owned(), "linux".to_owned())]),
             pod_annotations: BTreeMap::new(),
@@ -139,6 +142,10 @@ pub enum PodError {
     ReplicasZero,
     #[error("interval 0: METRIC_UPDATE_INTERVAL is whole seconds above 0")]
     IntervalZero,
+    #[error(
+        "self-metrics: false applies to our publisher; upstream's helper publishes no podsScraped or scrapeErrors to turn off (run ours with --publisher ours, or drop self-metrics)"
+    )]
+    SelfMetricsUpstream,
     #[error("invalid log-level '{0}': expected DEBUG, INFO, WARN or ERROR")]
     LogLevel(String),
     #[error(
@@ -278,6 +285,11 @@ pub fn resolve(inputs: PodInputs<'_>) -> Result<PodSettings, PodError> {
         interval: input.interval,
         log_level,
         prometheus: input.prometheus,
+        self_metrics: match (input.self_metrics, inputs.publisher) {
+            (Some(false), false) => return Err(PodError::SelfMetricsUpstream),
+            (Some(wanted), _) => wanted,
+            (None, _) => true,
+        },
         priority_class_name: input.priority_class_name.clone(),
         node_selector,
         pod_annotations: input.pod_annotations.clone(),

@@ -130,6 +130,9 @@ pub struct PodInput {
     /// Serve Prometheus metrics on port 61681 (USE_PROMETHEUS=true); our publisher always does
     #[arg(long)]
     pub prometheus: bool,
+    /// Our publisher only: publish its own podsScraped and scrapeErrors to CloudWatch, two paid custom metrics per cluster (true/false) [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub self_metrics: Option<bool>,
     /// The pods' PriorityClass
     #[arg(long, value_name = "NAME")]
     pub priority_class_name: Option<String>,
@@ -188,6 +191,7 @@ impl PodInput {
             interval: self.interval.or(file.interval),
             log_level: self.log_level.or(file.log_level),
             prometheus: self.prometheus || file.prometheus,
+            self_metrics: self.self_metrics.or(file.self_metrics),
             priority_class_name: self.priority_class_name.or(file.priority_class_name),
             node_selector_flags: Vec::new(),
             pod_annotation_flags: Vec::new(),
@@ -311,6 +315,7 @@ pub struct ConfigFile {
     log_level: Option<String>,
     #[serde(default)]
     prometheus: bool,
+    self_metrics: Option<bool>,
     priority_class_name: Option<String>,
     #[serde(default)]
     node_selector: BTreeMap<String, String>,
@@ -368,6 +373,7 @@ impl ConfigFile {
                 interval: self.interval,
                 log_level: self.log_level.clone(),
                 prometheus: self.prometheus,
+                self_metrics: self.self_metrics,
                 priority_class_name: self.priority_class_name.clone(),
                 node_selector: self.node_selector.clone(),
                 pod_annotations: self.pod_annotations.clone(),

@@ -466,7 +466,7 @@ fn help_exits_0_and_documents_the_exit_codes() {
 /// written. The file holds the knob; the cluster comes from flags.
 #[test]
 fn a_bad_pod_knob_is_refused_with_its_key_before_anything_is_rendered() {
-    let cases: [(&str, &[&str], &str); 8] = [
+    let cases: [(&str, &[&str], &str); 10] = [
         (
             "tolerations:\n  - key: dedicated\n    operater: Exists\n",
             &[],
@@ -506,6 +506,16 @@ fn a_bad_pod_knob_is_refused_with_its_key_before_anything_is_rendered() {
             "",
             &["--node-selector", "kubernetes.io/os=windows"],
             "node-selector kubernetes.io/os=windows: the helpers are Linux images",
+        ),
+        (
+            "self-metrics: false\n",
+            &[],
+            "self-metrics: false applies to our publisher",
+        ),
+        (
+            "",
+            &["--self-metrics", "false"],
+            "self-metrics: false applies to our publisher",
         ),
     ];
     for (config, flags, expected) in cases {

@@ -110,6 +110,8 @@ struct TemplateContext {
     log_level: &'static str,
     /// Upstream's helper serves Prometheus only when asked; our publisher always does.
     prometheus: bool,
+    /// Our publisher's `--self-metrics false` when its own metrics stay off CloudWatch.
+    self_metrics: bool,
     has_interval: bool,
     interval: String,
     extra_env: Vec<Value>,
@@ -161,6 +163,7 @@ impl TemplateContext {
             resources: to_value(&target.pod.resources),
             log_level: target.pod.log_level.as_str(),
             prometheus: target.pod.prometheus,
+            self_metrics: target.pod.self_metrics,
             has_interval: target.pod.interval.is_some(),
             interval: target
                 .pod
