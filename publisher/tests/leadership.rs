@@ -127,26 +127,35 @@ fn lease_requests(sandbox: &TestSandbox, replica: &Replica) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_cut_off_from_its_lease_stops_before_the_standby_starts() {
-    let sandbox = start_sandbox(3).await;
-    let dir = tempfile::tempdir().expect("a temp dir for the kubeconfigs");
+/// Replica a leading and publishing (3 calls), replica b standing by, at [`INTERVAL`].
+async fn leader_and_standby(
+    sandbox: &TestSandbox,
+    dir: &TempDir,
+) -> (RunningPublisher, RunningPublisher) {
     let interval = INTERVAL.as_secs().to_string();
-    let first = start_replica(&sandbox, &dir, &REPLICA_A, &["--interval", &interval]);
+    let first = start_replica(sandbox, dir, &REPLICA_A, &["--interval", &interval]);
     eventually(Duration::from_secs(20), "replica a to lead", || {
-        holder_is(&sandbox, &REPLICA_A)
+        holder_is(sandbox, &REPLICA_A)
     })
     .await;
-    let second = start_replica(&sandbox, &dir, &REPLICA_B, &["--interval", &interval]);
+    let second = start_replica(sandbox, dir, &REPLICA_B, &["--interval", &interval]);
     second
         .wait_for_log("standing by", Duration::from_secs(20))
         .await;
     eventually(
         Duration::from_secs(20),
         "replica a to publish 3 times",
-        || calls_of(&sandbox, &REPLICA_A).len() >= 3,
+        || calls_of(sandbox, &REPLICA_A).len() >= 3,
     )
     .await;
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_lease_stops_before_the_standby_starts() {
+    let sandbox = start_sandbox(3).await;
+    let dir = tempfile::tempdir().expect("a temp dir for the kubeconfigs");
+    let (first, second) = leader_and_standby(&sandbox, &dir).await;
 
     // The API server stops answering the leader's Lease requests (and only those: its
     // scrapes through the pods proxy and the other replica are served as before).
@@ -281,22 +290,7 @@ async fn a_former_leader_never_sends_its_backlog_while_the_new_leader_leads() {
     const CLOUDWATCH_HANG: Duration = Duration::from_secs(8);
     let sandbox = start_sandbox(3).await;
     let dir = tempfile::tempdir().expect("a temp dir for the kubeconfigs");
-    let interval = INTERVAL.as_secs().to_string();
-    let first = start_replica(&sandbox, &dir, &REPLICA_A, &["--interval", &interval]);
-    eventually(Duration::from_secs(20), "replica a to lead", || {
-        holder_is(&sandbox, &REPLICA_A)
-    })
-    .await;
-    let second = start_replica(&sandbox, &dir, &REPLICA_B, &["--interval", &interval]);
-    second
-        .wait_for_log("standing by", Duration::from_secs(20))
-        .await;
-    eventually(
-        Duration::from_secs(20),
-        "replica a to publish 3 times",
-        || calls_of(&sandbox, &REPLICA_A).len() >= 3,
-    )
-    .await;
+    let (first, _standby) = leader_and_standby(&sandbox, &dir).await;
 
     // CloudWatch hangs, so the leader's call in flight is held and its rounds queue up;
     // meanwhile it loses its Lease and the standby takes over, queueing too.

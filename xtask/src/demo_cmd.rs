@@ -196,6 +196,11 @@ async fn podman_runs() -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// podman's containers.conf on these machines, as root without systemd: no ulimits to copy
+/// (a container's default ones cannot be raised here), the cgroupfs manager, runc, and
+/// events to a file. The image tests run podman with it too.
+pub const PODMAN_CONTAINERS_CONF: &str = "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n";
+
 /// The image the Deployment runs, pulled from the sandbox's registry and run in podman for
 /// `rounds` rounds against the fleet (host network, the sandbox's kubeconfig mounted),
 /// then stopped with SIGTERM as Kubernetes stops a pod. podman keeps its state under `dir`
@@ -208,12 +213,7 @@ async fn run_container(
 ) -> anyhow::Result<()> {
     let podman_dir = dir.join("podman");
     std::fs::create_dir_all(&podman_dir)
-        .and_then(|()| {
-            std::fs::write(
-                podman_dir.join("containers.conf"),
-                "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-            )
-        })
+        .and_then(|()| std::fs::write(podman_dir.join("containers.conf"), PODMAN_CONTAINERS_CONF))
         .with_context(|| format!("writing podman's configuration in {}", podman_dir.display()))?;
     let podman = |args: &[&str]| {
         let mut command = tokio::process::Command::new("podman");

@@ -632,11 +632,8 @@ impl Runtime {
         let conf = dir.join("containers.conf");
         // No ulimits to copy (a container's default ones cannot be raised here), the cgroup
         // manager and runtime that work without systemd, events to a file.
-        std::fs::write(
-            &conf,
-            "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
-        )
-        .expect("containers.conf written");
+        std::fs::write(&conf, xtask::demo_cmd::PODMAN_CONTAINERS_CONF)
+            .expect("containers.conf written");
         let archive = format!("oci-archive:{}", dir.join("image.tar").display());
         let pulled = podman(dir, &["pull", "--quiet", &archive]);
         assert!(
@@ -914,7 +911,7 @@ async fn the_built_image_is_pushed_once_read_back_by_skopeo_deployed_by_digest_a
     std::fs::create_dir_all(&podman_dir).expect("a podman dir");
     std::fs::write(
         podman_dir.join("containers.conf"),
-        "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+        xtask::demo_cmd::PODMAN_CONTAINERS_CONF,
     )
     .expect("containers.conf written");
     let pulled = podman(

@@ -145,33 +145,16 @@ async fn a_repository_without_our_tag_is_a_conflict_until_adopted() {
 /// A small OCI layout (an index of one manifest of one layer) written by the sandbox's
 /// Python fixture; returns the index's digest.
 fn small_layout(world: &World, dir: &Path) -> String {
-    let fixtures = workspace_root().join("tests/e2e/fixtures");
-    let output = std::process::Command::new(world.python())
-        .args([
-            "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); import ecr_registry_roundtrip as r; r.small_image(sys.argv[2]); print(r.index_digest(sys.argv[2]))",
-            &fixtures.display().to_string(),
-            &dir.display().to_string(),
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    small_layout_with(world, dir, "hello from the sandbox\n")
 }
 
-/// `skopeo inspect` of a reference in the sandbox's registry, as JSON.
-fn skopeo_inspect(reference: &str) -> Value {
+/// `skopeo inspect --tls-verify=false` of a reference in the sandbox's registry, with
+/// `extra` options; its stdout.
+fn skopeo_inspect(reference: &str, extra: &[&str]) -> String {
     let output = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ])
+        .args(["inspect", "--tls-verify=false"])
+        .args(extra)
+        .arg(format!("docker://{reference}"))
         .output()
         .expect("skopeo runs (cargo xtask test installs it)");
     assert!(
@@ -179,26 +162,17 @@ fn skopeo_inspect(reference: &str) -> Value {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("a manifest")
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn skopeo_raw_manifest(reference: &str) -> Value {
+    serde_json::from_str(&skopeo_inspect(reference, &["--raw"])).expect("a manifest")
 }
 
 fn skopeo_digest(reference: &str) -> String {
-    let output = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            "--format",
-            "{{.Digest}}",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .expect("skopeo runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    skopeo_inspect(reference, &["--format", "{{.Digest}}"])
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -234,7 +208,7 @@ async fn a_pushed_layout_reads_back_by_digest_and_a_second_push_uploads_nothing(
 
     assert_eq!(skopeo_digest(&format!("{registry}/pushed:0.1.0")), digest);
     assert_eq!(skopeo_digest(&format!("{registry}/pushed:rev-abc")), digest);
-    let index = skopeo_inspect(&first.reference);
+    let index = skopeo_raw_manifest(&first.reference);
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
     // ECR sees what the registry holds.
     assert_eq!(
@@ -272,7 +246,8 @@ async fn a_pushed_layout_reads_back_by_digest_and_a_second_push_uploads_nothing(
     );
 }
 
-/// Like [`small_layout`], with other file content (another digest).
+/// A small OCI layout like [`small_layout`]'s with `content` as its one file (another
+/// content, another digest); returns the index's digest.
 fn small_layout_with(world: &World, dir: &Path, content: &str) -> String {
     let fixtures = workspace_root().join("tests/e2e/fixtures");
     let output = std::process::Command::new(world.python())
