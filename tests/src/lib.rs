@@ -6,6 +6,7 @@
 //!   per sandbox, on a port the OS picks.
 //! - [`kube_api`]: a fake Kubernetes API server that the production `kube::Client` reaches
 //!   through a generated kubeconfig.
+//! - [`kubectl`]: the real kubectl binary pointed at a fake API server, for tests.
 //! - [`fleet`]: simulated aws-node (ipamd) metrics endpoints on 127.0.0.x:61678.
 //! - [`environment`]: all of the above started together, with an EKS cluster and its IAM
 //!   OIDC provider in the emulator and the fleet's pods and nodes in the API server.
@@ -19,6 +20,7 @@ pub mod bench_report;
 pub mod environment;
 pub mod fleet;
 pub mod kube_api;
+pub mod kubectl;
 pub mod png;
 pub mod python_tools;
 pub mod registry;
