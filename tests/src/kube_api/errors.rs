@@ -78,6 +78,12 @@ impl ApiError {
         )
     }
 
+    /// An error the real server answers with a bare status: no reason (it turns errors
+    /// that are not API errors into these, e.g. server-side apply's schema errors).
+    pub fn without_reason(code: u16, message: impl Into<String>) -> Self {
+        Self::new(code, "", message)
+    }
+
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }
@@ -117,6 +123,11 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            map.remove("reason");
+        }
         if let (Some(details), Some(map)) = (&self.details, status.as_object_mut()) {
             map.insert("details".to_owned(), details.clone());
         }

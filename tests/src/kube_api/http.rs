@@ -20,11 +20,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::access;
 use super::discovery;
 use super::errors::ApiError;
+use super::openapi;
 use super::resources::{self, RESOURCE_TYPES};
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
 };
+use super::validation::{self, FieldValidation};
 use super::{ClientFaultBehaviour, LoggedRequest};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,6 +101,8 @@ struct ApiRequest {
     raw_query: Option<String>,
     query: Query,
     content_type: Option<String>,
+    /// The `Accept` header, for the documents served in more than one format.
+    accept: Option<String>,
     user_agent: Option<String>,
     body: Bytes,
     /// Set by handlers that find out the request is a dry run.
@@ -144,6 +148,15 @@ impl ApiRequest {
                 format!("dryRun: Unsupported value: {other:?}: supported values: \"All\""),
             )),
         }
+    }
+
+    /// The settings of a create, update or patch: dry run, field manager and field
+    /// validation, each parsed from the query as the real server does.
+    fn write_context(&mut self) -> Result<WriteContext, ApiError> {
+        let dry_run = self.parse_dry_run()?;
+        let mut context = WriteContext::new(self.update_manager(), dry_run);
+        context.field_validation = FieldValidation::parse(self.query.get("fieldValidation"))?;
+        Ok(context)
     }
 
     /// The body as JSON, or as YAML when the content type says so.
@@ -214,6 +227,7 @@ pub(crate) async fn handle(
         raw_query: parts.uri.query().map(str::to_owned),
         query: Query::parse(parts.uri.query()),
         content_type: header_text(header::CONTENT_TYPE),
+        accept: header_text(header::ACCEPT),
         user_agent: header_text(header::USER_AGENT),
         body,
         dry_run: false,
@@ -305,6 +319,9 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
             Ok(discovery::core_versions(&shared.server_address))
         }),
         ["apis"] => get_only(request, || Ok(discovery::group_list())),
+        ["openapi", "v2"] => return openapi_v2(request),
+        ["openapi", "v3"] => get_only(request, || Ok(openapi::v3_index())),
+        ["openapi", "v3", rest @ ..] => return openapi_v3(request, &rest.join("/")),
         ["apis", group] => get_only(request, || {
             discovery::group(group).ok_or_else(|| ApiError::path_not_found(&path))
         }),
@@ -364,6 +381,54 @@ fn get_only(
         return Err(ApiError::method_not_allowed(&request.method));
     }
     Ok(json_response(StatusCode::OK, &document()?))
+}
+
+/// `/openapi/v3/api/v1` or `/openapi/v3/apis/{group}/{version}`. A request that names
+/// the document's current hash may be cached for good, as the real server allows.
+fn openapi_v3(request: &ApiRequest, key: &str) -> Response<ResponseBody> {
+    if request.method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(&request.method));
+    }
+    let Some((body, hash)) = openapi::v3_document(key) else {
+        return error_response(&ApiError::path_not_found(&request.path));
+    };
+    let cache = if request.query.get("hash") == Some(hash) {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    let mut response = bytes_response(StatusCode::OK, "application/json", body.as_bytes());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}
+
+/// `/openapi/v2`, in JSON. The real server also serves it as protobuf, which this one
+/// does not: a client that accepts nothing but protobuf gets 406, as it would from a
+/// server without that format.
+fn openapi_v2(request: &ApiRequest) -> Response<ResponseBody> {
+    if request.method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(&request.method));
+    }
+    let accepts_json = request.accept.as_deref().is_none_or(|accept| {
+        accept.split(',').any(|media| {
+            let media = media.split(';').next().unwrap_or_default().trim();
+            matches!(media, "application/json" | "application/*" | "*/*" | "")
+        })
+    });
+    if !accepts_json {
+        return error_response(&ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json",
+        ));
+    }
+    bytes_response(
+        StatusCode::OK,
+        "application/json",
+        openapi::v2_document().as_bytes(),
+    )
 }
 
 /// What a resource path names.
@@ -430,16 +495,16 @@ fn resource(
                 Ok(json_response(StatusCode::OK, &list))
             }
             Method::POST => {
-                let dry_run = request.parse_dry_run()?;
+                let mut context = request.write_context()?;
                 let body = request.body_value()?;
-                let context = WriteContext {
-                    manager: request.update_manager(),
-                    dry_run,
-                };
-                let created = shared
-                    .lock()
-                    .create(type_index, &namespace_text, body, &context)?;
-                Ok(json_response(StatusCode::CREATED, &created))
+                let created =
+                    shared
+                        .lock()
+                        .create(type_index, &namespace_text, body, &mut context)?;
+                Ok(with_warnings(
+                    json_response(StatusCode::CREATED, &created),
+                    &context.warnings,
+                ))
             }
             Method::DELETE => {
                 let options = delete_options(request);
@@ -516,14 +581,13 @@ fn object(
     match request.method {
         Method::GET => Ok(json_response(StatusCode::OK, &shared.lock().get(&key)?)),
         Method::PUT => {
-            let dry_run = request.parse_dry_run()?;
+            let mut context = request.write_context()?;
             let body = request.body_value()?;
-            let context = WriteContext {
-                manager: request.update_manager(),
-                dry_run,
-            };
-            let replaced = shared.lock().replace(key, body, &context, target)?;
-            Ok(json_response(StatusCode::OK, &replaced))
+            let replaced = shared.lock().replace(key, body, &mut context, target)?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &replaced),
+                &context.warnings,
+            ))
         }
         Method::PATCH => {
             let dry_run = request.parse_dry_run()?;
@@ -543,7 +607,7 @@ fn object(
                 }
                 let force = request.query.is_true("force");
                 let config = parse_yaml(&request.body)?;
-                let context = WriteContext { manager, dry_run };
+                let context = WriteContext::new(manager, dry_run);
                 let mut state = shared.lock();
                 let existed = state.objects.contains_key(&key);
                 let applied = state.apply(key, config, &context, force, target)?;
@@ -554,25 +618,24 @@ fn object(
                 };
                 return Ok(json_response(status, &applied));
             }
-            let merge = match media_type.as_str() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => true,
-                "application/json-patch+json" => false,
+            let make_patch: fn(Value) -> PatchBody = match media_type.as_str() {
+                "application/merge-patch+json" => PatchBody::Merge,
+                "application/strategic-merge-patch+json" => PatchBody::Strategic,
+                "application/json-patch+json" => PatchBody::Json,
                 other => return Err(unsupported_media_type(other)),
             };
             let patch_value: Value = serde_json::from_slice(&request.body).map_err(|error| {
                 ApiError::bad_request(format!("the patch is not valid JSON: {error}"))
             })?;
-            let patch = if merge {
-                PatchBody::Merge(patch_value)
-            } else {
-                PatchBody::Json(patch_value)
-            };
-            let context = WriteContext {
-                manager: request.update_manager(),
-                dry_run,
-            };
-            let patched = shared.lock().patch(key, &patch, &context, target)?;
-            Ok(json_response(StatusCode::OK, &patched))
+            let mut context = request.write_context()?;
+            let patched =
+                shared
+                    .lock()
+                    .patch(key, &make_patch(patch_value), &mut context, target)?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &patched),
+                &context.warnings,
+            ))
         }
         Method::DELETE if target == Target::Main => {
             let options = delete_options(request);
@@ -860,8 +923,21 @@ async fn proxy(
     match shared.proxy_client.request(forward).await {
         Ok(answer) => {
             let (parts, body) = answer.into_parts();
+            // The whole answer is read before the response starts, so that headers and body
+            // leave in one write: a metrics page is small, and a response written in pieces
+            // is what makes a sequential client wait on delayed ACKs.
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) => {
+                    return error_response(&ApiError::service_unavailable(format!(
+                        "error trying to reach service: reading the answer of {host}:{port}: {}",
+                        describe_error(&error)
+                    )));
+                }
+            };
             let mut response = Response::new(
-                body.map_err(|error| Box::new(error) as BoxError)
+                Full::new(body)
+                    .map_err(|never| match never {})
                     .boxed_unsync(),
             );
             *response.status_mut() = parts.status;
@@ -927,6 +1003,37 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Respo
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// Adds one `Warning: 299 - "..."` header per warning, which kubectl prints as
+/// `Warning: ...`.
+fn with_warnings(
+    mut response: Response<ResponseBody>,
+    warnings: &[String],
+) -> Response<ResponseBody> {
+    for warning in warnings {
+        if let Ok(value) = HeaderValue::from_str(&validation::warning_header(warning)) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &'static [u8],
+) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -22,9 +22,13 @@ mod clock;
 mod discovery;
 mod errors;
 mod http;
+mod openapi;
 mod resources;
+mod schema;
 mod selector;
 mod store;
+mod strategic;
+mod validation;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -155,7 +159,7 @@ impl FakeApiServer {
         let (events, _) = broadcast::channel(WATCH_CHANNEL_CAPACITY);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(events)),
-            proxy_client: Client::builder(TokioExecutor::new()).build_http(),
+            proxy_client: Client::builder(TokioExecutor::new()).build(proxy_connector()),
             server_address: address.to_string(),
             shutdown: shutdown_receiver.clone(),
             client_fault_changes: watch::channel(0).0,
@@ -384,6 +388,14 @@ impl Drop for FakeApiServer {
     }
 }
 
+/// The connector of the pods proxy: plain HTTP to pod IPs with TCP_NODELAY, as the real
+/// server's (Go) dialer has.
+fn proxy_connector() -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector
+}
+
 fn key_for(
     api_version: &str,
     kind: &str,
@@ -420,6 +432,10 @@ async fn accept_loop(
             tokio::task::yield_now().await;
             continue;
         };
+        // kube-apiserver (Go's net/http) sets TCP_NODELAY on every connection; without it a
+        // response written in two pieces waits for the client's delayed ACK (~40 ms) on a
+        // kept-alive connection. Failing to set it only costs speed.
+        let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let mut connection_shutdown = shutdown.clone();
         tokio::spawn(async move {

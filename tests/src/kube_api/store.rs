@@ -18,7 +18,10 @@ use super::apply::{self, Ownership, Scope};
 use super::clock::{new_uid, now_rfc3339};
 use super::errors::ApiError;
 use super::resources::{self, RESOURCE_TYPES, ResourceType};
+use super::schema::{self, Gvk};
 use super::selector::{FieldSelector, LabelSelector};
+use super::strategic;
+use super::validation::{self, Decoding, FieldValidation};
 
 /// How many watch events are kept for watches that resume from an older resourceVersion.
 const HISTORY_LIMIT: usize = 10_000;
@@ -85,6 +88,22 @@ pub(crate) struct Fault {
 pub(crate) struct WriteContext {
     pub manager: String,
     pub dry_run: bool,
+    /// What to do with fields the kind's schema does not declare.
+    pub field_validation: FieldValidation,
+    /// What the response's `Warning` headers say, filled in by the write.
+    pub warnings: Vec<String>,
+}
+
+impl WriteContext {
+    /// A write by `manager` with the server's default field validation.
+    pub fn new(manager: String, dry_run: bool) -> WriteContext {
+        WriteContext {
+            manager,
+            dry_run,
+            field_validation: FieldValidation::default(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Which part of the object a write replaces.
@@ -99,9 +118,10 @@ pub(crate) enum Target {
 /// The body of a PATCH request, by content type.
 #[derive(Debug)]
 pub(crate) enum PatchBody {
-    /// JSON merge patch; strategic merge patches are treated the same way (lists are
-    /// replaced rather than merged by key).
+    /// JSON merge patch.
     Merge(Value),
+    /// Strategic merge patch: lists merge as the schema's patch strategy says.
+    Strategic(Value),
     Json(Value),
 }
 
@@ -160,10 +180,7 @@ impl State {
         };
         if !self.objects.contains_key(&key) {
             let candidate = json!({"metadata": {"name": namespace}});
-            let context = WriteContext {
-                manager: "kube-apiserver".to_owned(),
-                dry_run: false,
-            };
+            let context = WriteContext::new("kube-apiserver".to_owned(), false);
             let ownership = Ownership::default();
             self.commit(key, candidate, ownership, &context, Mode::Api(Target::Main));
         }
@@ -246,10 +263,13 @@ impl State {
         type_index: usize,
         namespace: &str,
         mut body: Value,
-        context: &WriteContext,
+        context: &mut WriteContext,
     ) -> Result<Value, ApiError> {
         let rt = &RESOURCE_TYPES[type_index];
         check_identity(rt, namespace, None, &body)?;
+        let warnings =
+            validation::check_object(rt, &mut body, context.field_validation, Decoding::Object)?;
+        context.warnings.extend(warnings);
         let name = match body.pointer("/metadata/name").and_then(Value::as_str) {
             Some(name) if !name.is_empty() => name.to_owned(),
             _ => match body
@@ -292,12 +312,15 @@ impl State {
     pub fn replace(
         &mut self,
         key: ObjectKey,
-        body: Value,
-        context: &WriteContext,
+        mut body: Value,
+        context: &mut WriteContext,
         target: Target,
     ) -> Result<Value, ApiError> {
         let rt = &RESOURCE_TYPES[key.type_index];
         check_identity(rt, &key.namespace, Some(&key.name), &body)?;
+        let warnings =
+            validation::check_object(rt, &mut body, context.field_validation, Decoding::Object)?;
+        context.warnings.extend(warnings);
         let stored = self
             .objects
             .get(&key)
@@ -315,7 +338,7 @@ impl State {
         &mut self,
         key: ObjectKey,
         patch: &PatchBody,
-        context: &WriteContext,
+        context: &mut WriteContext,
         target: Target,
     ) -> Result<Value, ApiError> {
         let rt = &RESOURCE_TYPES[key.type_index];
@@ -331,6 +354,14 @@ impl State {
                 }
                 apply::merge_patch(&mut candidate, patch);
             }
+            PatchBody::Strategic(patch) => {
+                let definitions = schema::definitions();
+                let root = definitions
+                    .name_for(&Gvk::new(rt.group, rt.version, rt.kind))
+                    .and_then(|name| definitions.get(name));
+                strategic::apply(definitions, root, &mut candidate, patch)
+                    .map_err(|error| ApiError::new(422, "Invalid", error.0))?;
+            }
             PatchBody::Json(operations) => {
                 apply::json_patch(&mut candidate, operations)
                     .map_err(|message| ApiError::new(422, "Invalid", message))?;
@@ -345,6 +376,13 @@ impl State {
             &stored.object,
         )?;
         check_identity(rt, &key.namespace, Some(&key.name), &candidate)?;
+        let warnings = validation::check_object(
+            rt,
+            &mut candidate,
+            context.field_validation,
+            Decoding::Patch,
+        )?;
+        context.warnings.extend(warnings);
         let candidate = match target {
             Target::Main => candidate,
             Target::Status => with_status_of(&stored.object, &candidate),
@@ -417,6 +455,7 @@ impl State {
             ));
         }
         check_identity(rt, &key.namespace, Some(&key.name), &config)?;
+        validation::check_apply_configuration(rt, &key.namespace, &key.name, &config)?;
         validate_name(rt, &key.name)?;
         if rt.namespaced && !self.namespace_exists(&key.namespace) {
             return Err(ApiError::not_found(
@@ -588,10 +627,7 @@ impl State {
             .get(&key)
             .map(|s| s.ownership.clone())
             .unwrap_or_default();
-        let context = WriteContext {
-            manager: String::new(),
-            dry_run: false,
-        };
+        let context = WriteContext::new(String::new(), false);
         Ok(self.commit(key, object, ownership, &context, Mode::System))
     }
 
@@ -611,10 +647,7 @@ impl State {
                 object["status"] = completed_deployment_status(&object, &now_rfc3339());
                 if object != stored.object {
                     let ownership = stored.ownership.clone();
-                    let context = WriteContext {
-                        manager: String::new(),
-                        dry_run: false,
-                    };
+                    let context = WriteContext::new(String::new(), false);
                     self.commit(key, object, ownership, &context, Mode::System);
                 }
             }
@@ -776,7 +809,13 @@ impl State {
                 .unwrap_or(0);
             candidate["metadata"]["generation"] = json!(generation + 1);
         }
-        if key.type_index == resources::DEPLOYMENT && mode != Mode::System && spec_changed {
+        // The rollout is the controllers' work, which a dry run never starts: its result
+        // shows the new spec (and generation) beside the old status, as the real one does.
+        if key.type_index == resources::DEPLOYMENT
+            && mode != Mode::System
+            && spec_changed
+            && !context.dry_run
+        {
             let stuck = self
                 .stuck_rollouts
                 .contains(&(key.namespace.clone(), key.name.clone()));
@@ -978,7 +1017,7 @@ fn check_resource_version(
 
 fn patch_resource_version(patch: &PatchBody) -> Option<String> {
     match patch {
-        PatchBody::Merge(value) => value
+        PatchBody::Merge(value) | PatchBody::Strategic(value) => value
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_owned),
