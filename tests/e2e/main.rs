@@ -5,3 +5,4 @@ mod environment;
 mod fleet;
 mod kube_api;
 mod kubectl_apply;
+mod openapi;

@@ -1,6 +1,7 @@
 //! The project-local virtualenv that holds the Python test tools: moto (the AWS
 //! emulator), cbor2 (for our CloudWatch translation layer), matplotlib (which draws its
-//! GetMetricWidgetImage answers), kubernetes-validate and parliament.
+//! GetMetricWidgetImage answers), kubernetes-validate, parliament and openapi-spec-validator
+//! (which checks the fake API server's OpenAPI documents).
 //!
 //! The virtualenv lives in `<workspace root>/.venv-test` (git-ignored), or wherever the
 //! `CNI_SANDBOX_VENV` environment variable points. [`PythonTools::ensure`] creates and
@@ -254,6 +255,7 @@ mod tests {
             "cbor2==6.3.0",
             "kubernetes-validate==1.37.0",
             "parliament==1.6.4",
+            "openapi-spec-validator==0.9.0",
         ] {
             assert!(
                 REQUIREMENTS.lines().any(|line| line.trim() == pin),

@@ -2,6 +2,7 @@
 //! with `kubernetes-validate --strict` from the project's Python tools (installed by
 //! `cargo xtask test`).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -98,4 +99,91 @@ fn the_validation_fails_on_a_misspelt_field_and_on_an_unknown_api_version() {
         validate(&tools, &[removed]).is_err(),
         "a removed apiVersion is a failure"
     );
+}
+
+/// Every rendered manifest, sent by the real kubectl to the sandbox's API server as a
+/// server-side dry run with strict validation: the server checks each object against the
+/// served schemas (unknown fields refused) and stores nothing.
+#[test]
+fn every_rendered_manifest_passes_kubectl_server_dry_run_with_strict_validation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files: Vec<(String, PathBuf)> = scenarios()
+        .iter()
+        .map(|scenario| {
+            let file = render_scenario(dir.path(), scenario.name, &scenario.args(dir.path()));
+            (scenario.name.to_owned(), file)
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let server = sandbox::kube_api::FakeApiServer::start()
+            .await
+            .expect("the fake API server starts");
+        let kubectl = sandbox::kubectl::Kubectl::for_server(&server).expect("kubectl is set up");
+        for (name, file) in &files {
+            let path = file.to_string_lossy().into_owned();
+            // The manifests go into a namespace the user already has (the tool does not
+            // create namespaces), so the test makes the ones a scenario names first.
+            let text = std::fs::read_to_string(file).expect("rendered");
+            let namespaces: BTreeSet<&str> = text
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("namespace: "))
+                .map(|value| value.trim_matches('"'))
+                .collect();
+            for namespace in namespaces {
+                if server
+                    .get_json("v1", "Namespace", None, namespace)
+                    .is_none()
+                {
+                    let manifest = format!(
+                        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
+                    );
+                    let created = kubectl
+                        .run_with_stdin(&["create", "-f", "-"], Some(&manifest))
+                        .await
+                        .expect("kubectl runs");
+                    assert!(created.success(), "{name}: {created}");
+                }
+            }
+            let output = kubectl
+                .run(&[
+                    "apply",
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "-f",
+                    &path,
+                ])
+                .await
+                .expect("kubectl runs");
+            assert!(output.success(), "{name}: {output}");
+            let objects = text
+                .lines()
+                .filter(|line| line.starts_with("kind: "))
+                .count();
+            let dry_runs = output
+                .stdout
+                .lines()
+                .filter(|line| line.ends_with(" created (server dry run)"))
+                .count();
+            assert_eq!(dry_runs, objects, "{name}: {output}");
+            assert!(
+                !output.stderr.contains("Warning"),
+                "{name}: the server warned: {output}"
+            );
+        }
+        let stored_writes: Vec<String> = server
+            .requests()
+            .iter()
+            .filter(|request| request.is_write() && !request.path.ends_with("/namespaces"))
+            .map(|request| format!("{} {}", request.method, request.path))
+            .collect();
+        assert!(
+            stored_writes.is_empty(),
+            "a server dry run stores nothing: {stored_writes:?}"
+        );
+        server.shutdown().await;
+    });
 }

@@ -648,6 +648,11 @@ fn rewrite(dialect: Dialect, node: &mut Value) {
             for child in map.values_mut() {
                 rewrite(dialect, child);
             }
+            // Swagger 2.0 has no `oneOf`: upstream's v2 document writes the one union it
+            // has there (Quantity, a string or a number) as a string.
+            if dialect == Dialect::V2 && map.remove("oneOf").is_some() {
+                map.insert("type".into(), json!("string"));
+            }
             let Some(Value::String(reference)) = map.get("$ref").cloned() else {
                 return;
             };

@@ -294,9 +294,98 @@ pub(crate) fn patch_meta(property: &Value) -> PatchMeta {
     }
 }
 
+/// Kinds served besides the stored ones, whose schemas the embedded file must hold: the
+/// scale subresource's and the access reviews'.
+#[cfg(test)]
+const EXTRA_KINDS: &[(&str, &str, &str)] = &[
+    ("autoscaling", "v1", "Scale"),
+    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io", "v1", "SelfSubjectRulesReview"),
+];
+
+/// Definitions every API path may answer with or take, whatever the kind.
+#[cfg(test)]
+const META_DEFINITIONS: &[&str] = &[
+    "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+    "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
+];
+
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::python_tools::{PythonTools, workspace_root};
+
+    /// `_definitions.json` of Kubernetes 1.33 in the installed kubernetes-validate.
+    fn official_definitions_file(tools: &PythonTools) -> PathBuf {
+        let lib = tools.venv().join("lib");
+        let site_packages = std::fs::read_dir(&lib)
+            .expect("the virtualenv has a lib directory")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("site-packages"))
+            .find(|path| path.is_dir())
+            .expect("the virtualenv has site-packages");
+        site_packages
+            .join("kubernetes_validate/kubernetes-json-schema/v1.33.0-local/_definitions.json")
+    }
+
+    /// The embedded file is exactly the official definitions the served kinds reach.
+    /// `UPDATE_OPENAPI=1 cargo test -p sandbox --lib openapi_definitions` rewrites it.
+    #[test]
+    fn openapi_definitions_are_the_official_ones() {
+        let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+        let path = official_definitions_file(&tools);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+        let document: Value = serde_json::from_str(&text).expect("the official file is JSON");
+        let all = document["$defs"]
+            .as_object()
+            .expect("the official file has $defs")
+            .clone();
+        let official = Definitions::from_converted(all.clone());
+        let mut roots: Vec<String> = META_DEFINITIONS.iter().map(|n| (*n).to_owned()).collect();
+        let kinds = super::super::resources::RESOURCE_TYPES
+            .iter()
+            .flat_map(|rt| {
+                [
+                    Gvk::new(rt.group, rt.version, rt.kind),
+                    Gvk::new(rt.group, rt.version, &format!("{}List", rt.kind)),
+                ]
+            })
+            .chain(EXTRA_KINDS.iter().map(|(g, v, k)| Gvk::new(g, v, k)));
+        for gvk in kinds {
+            let name = official
+                .name_for(&gvk)
+                .unwrap_or_else(|| panic!("Kubernetes 1.33 has no schema for {gvk:?}"));
+            roots.push(name.to_owned());
+        }
+        let wanted: Map<String, Value> = official
+            .closure(roots.iter().map(String::as_str))
+            .into_iter()
+            .map(|name| {
+                let raw = all.get(&name).cloned().unwrap_or(Value::Null);
+                (name, raw)
+            })
+            .collect();
+        let embedded: Map<String, Value> =
+            serde_json::from_str(EMBEDDED_DEFINITIONS).expect("the embedded file is JSON");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            let target = workspace_root().join("tests/src/kube_api/openapi/definitions-v1.33.json");
+            let mut text = serde_json::to_string_pretty(&wanted).expect("serialises");
+            text.push('\n');
+            std::fs::write(&target, text).expect("the embedded file is rewritten");
+            return;
+        }
+        assert!(
+            embedded == wanted,
+            "tests/src/kube_api/openapi/definitions-v1.33.json differs from {}; run \
+             `UPDATE_OPENAPI=1 cargo test -p sandbox --lib openapi_definitions` and review the diff",
+            path.display()
+        );
+    }
 
     #[test]
     fn the_embedded_definitions_hold_every_served_kind() {
