@@ -4,3 +4,4 @@ mod aws_emulator;
 mod environment;
 mod fleet;
 mod kube_api;
+mod kubectl_get;

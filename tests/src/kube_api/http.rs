@@ -25,6 +25,7 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
 };
+use super::table::{self, IncludeObject, TableOptions};
 use super::{ClientFaultBehaviour, LoggedRequest};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,6 +100,8 @@ struct ApiRequest {
     raw_query: Option<String>,
     query: Query,
     content_type: Option<String>,
+    /// The `Accept` header, which asks for a Table when kubectl prints for people.
+    accept: Option<String>,
     user_agent: Option<String>,
     body: Bytes,
     /// Set by handlers that find out the request is a dry run.
@@ -128,6 +131,17 @@ impl ApiRequest {
             .filter(|agent| !agent.is_empty())
             .unwrap_or("unknown")
             .to_owned()
+    }
+
+    /// Whether the answer is to be a Table (server-side printing), and in what form.
+    fn table_options(&self) -> Result<Option<TableOptions>, ApiError> {
+        match table::negotiate(self.accept.as_deref()) {
+            Some(version) => Ok(Some(TableOptions {
+                version,
+                include: IncludeObject::parse(self.query.get("includeObject"))?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Parses `dryRun`; only `All` is a valid value.
@@ -214,6 +228,7 @@ pub(crate) async fn handle(
         raw_query: parts.uri.query().map(str::to_owned),
         query: Query::parse(parts.uri.query()),
         content_type: header_text(header::CONTENT_TYPE),
+        accept: header_text(header::ACCEPT),
         user_agent: header_text(header::USER_AGENT),
         body,
         dry_run: false,
@@ -423,11 +438,17 @@ fn resource(
                 type_index,
                 list_query(request, namespace)?,
                 &request.query,
+                request.table_options()?,
             ),
             Method::GET => {
                 let query = list_query(request, namespace)?;
+                let table_options = request.table_options()?;
                 let list = shared.lock().list(type_index, &query)?;
-                Ok(json_response(StatusCode::OK, &list))
+                let answer = match table_options {
+                    Some(options) => table::list_table(type_index, &list, options),
+                    None => list,
+                };
+                Ok(json_response(StatusCode::OK, &answer))
             }
             Method::POST => {
                 let dry_run = request.parse_dry_run()?;
@@ -514,7 +535,15 @@ fn object(
         name: name.to_owned(),
     };
     match request.method {
-        Method::GET => Ok(json_response(StatusCode::OK, &shared.lock().get(&key)?)),
+        Method::GET => {
+            let table_options = request.table_options()?;
+            let found = shared.lock().get(&key)?;
+            let answer = match table_options {
+                Some(options) => table::object_table(type_index, &found, options, true),
+                None => found,
+            };
+            Ok(json_response(StatusCode::OK, &answer))
+        }
         Method::PUT => {
             let dry_run = request.parse_dry_run()?;
             let body = request.body_value()?;
@@ -648,6 +677,29 @@ fn translate(record: &WatchRecord, type_index: usize, query: &ListQuery) -> Opti
     }
 }
 
+/// Encodes the events of one watch, as Tables when the client asked for them. Like the
+/// real server, only the first Table carries column definitions: kubectl prints the
+/// header once and one line per later event.
+struct WatchEncoder {
+    type_index: usize,
+    table: Option<TableOptions>,
+    headers_sent: bool,
+}
+
+impl WatchEncoder {
+    fn event(&mut self, event_type: &str, object: &Value) -> Bytes {
+        match self.table {
+            Some(options) => {
+                let table =
+                    table::object_table(self.type_index, object, options, !self.headers_sent);
+                self.headers_sent = true;
+                event_line(event_type, &table)
+            }
+            None => event_line(event_type, object),
+        }
+    }
+}
+
 fn event_line(event_type: &str, object: &Value) -> Bytes {
     let mut line =
         serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
@@ -679,7 +731,13 @@ fn start_watch(
     type_index: usize,
     query: ListQuery,
     params: &Query,
+    table: Option<TableOptions>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let mut encoder = WatchEncoder {
+        type_index,
+        table,
+        headers_sent: false,
+    };
     let requested = params.get("resourceVersion").unwrap_or_default();
     let send_initial = params.is_true("sendInitialEvents");
     let bookmarks = params.is_true("allowWatchBookmarks");
@@ -695,7 +753,7 @@ fn start_watch(
         let events = state.events.subscribe();
         if send_initial || requested.is_empty() || requested == "0" {
             for object in state.matching(type_index, &query) {
-                initial.push(event_line("ADDED", object));
+                initial.push(encoder.event("ADDED", object));
             }
             if send_initial {
                 initial.push(bookmark_line(type_index, state.resource_version, true));
@@ -713,7 +771,7 @@ fn start_watch(
             } else {
                 for record in state.history.iter().filter(|r| r.resource_version > since) {
                     if let Some(event_type) = translate(record, type_index, &query) {
-                        initial.push(event_line(event_type, &record.object));
+                        initial.push(encoder.event(event_type, &record.object));
                     }
                 }
             }
@@ -747,7 +805,7 @@ fn start_watch(
                     Ok(record) => {
                         last_seen = last_seen.max(record.resource_version);
                         match translate(&record, type_index, &query) {
-                            Some(event_type) => event_line(event_type, &record.object),
+                            Some(event_type) => encoder.event(event_type, &record.object),
                             None => continue,
                         }
                     }

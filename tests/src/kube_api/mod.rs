@@ -25,6 +25,7 @@ mod http;
 mod resources;
 mod selector;
 mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::Path;
