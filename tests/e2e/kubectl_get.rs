@@ -766,6 +766,77 @@ async fn all_namespaces_adds_the_namespace_column() {
 }
 
 #[tokio::test]
+async fn sorting_and_label_columns_use_the_objects_in_the_rows() {
+    let (server, kubectl) = seeded().await;
+    // Sorting makes kubectl ask for whole objects in the rows (includeObject=Object), as
+    // the sort key may be any field; with only metadata it would find no podIP to sort by.
+    server.clear_requests();
+    let output = get(
+        &kubectl,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "--sort-by=.status.podIP",
+            "-L",
+            "k8s-app",
+        ],
+    )
+    .await;
+    assert_table(
+        &output,
+        &[
+            &["NAME", "READY", "STATUS", "RESTARTS", "AGE", "K8S-APP"],
+            &[
+                "aws-node-7xk2p",
+                "2/2",
+                "Running",
+                "0",
+                OBJECT_AGE,
+                "aws-node",
+            ],
+            &[
+                "aws-node-q9d4m",
+                "2/2",
+                "Running",
+                "2 (3h ago)",
+                OBJECT_AGE,
+                "aws-node",
+            ],
+        ],
+    );
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|request| request.query_value("includeObject") == Some("Object")),
+        "kubectl asked for whole objects; requests: {requests:#?}"
+    );
+
+    // Labels come from the metadata the rows carry by default.
+    let output = get(
+        &kubectl,
+        &["get", "deploy", "-n", "kube-system", "--show-labels"],
+    )
+    .await;
+    assert_table(
+        &output,
+        &[
+            &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "LABELS"],
+            &[
+                "cni-metrics-helper",
+                "1/1",
+                "1",
+                "1",
+                OBJECT_AGE,
+                "app.kubernetes.io/name=cni-metrics-helper",
+            ],
+        ],
+    );
+}
+
+#[tokio::test]
 async fn watch_prints_the_header_once_and_one_line_per_change() {
     let (server, kubectl) = seeded().await;
     let mut child = kubectl

@@ -1018,6 +1018,38 @@ mod tests {
     }
 
     #[test]
+    fn watch_tables_carry_column_definitions_only_in_the_first_event() {
+        let mut encoder = WatchEncoder {
+            type_index: resources::POD,
+            table: Some(TableOptions {
+                version: table::TableVersion::V1,
+                include: IncludeObject::Metadata,
+            }),
+            headers_sent: false,
+        };
+        let pod =
+            json!({"metadata": {"name": "p", "namespace": "default", "resourceVersion": "7"}});
+        let parse = |line: Bytes| -> Value {
+            serde_json::from_slice(&line).expect("each event line is JSON")
+        };
+        let first = parse(encoder.event("ADDED", &pod));
+        let second = parse(encoder.event("MODIFIED", &pod));
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["kind"], "Table");
+        assert_eq!(first["object"]["columnDefinitions"][0]["name"], "Name");
+        assert_eq!(first["object"]["metadata"]["resourceVersion"], "7");
+        assert_eq!(second["object"]["columnDefinitions"], Value::Null);
+        assert_eq!(second["object"]["rows"][0]["cells"][0], "p");
+
+        let mut plain = WatchEncoder {
+            type_index: resources::POD,
+            table: None,
+            headers_sent: false,
+        };
+        assert_eq!(parse(plain.event("ADDED", &pod))["object"], pod);
+    }
+
+    #[test]
     fn path_segments_are_percent_decoded() {
         assert_eq!(percent_decode("aws-node-1%3A61678"), "aws-node-1:61678");
         assert_eq!(percent_decode("100%"), "100%");
