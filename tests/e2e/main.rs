@@ -5,4 +5,5 @@ mod environment;
 mod fleet;
 mod kube_api;
 mod kubectl_apply;
+mod kubectl_get;
 mod openapi;

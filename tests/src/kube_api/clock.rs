@@ -28,6 +28,71 @@ pub(crate) fn format_rfc3339(seconds: u64) -> String {
     )
 }
 
+/// The current time in milliseconds since the Unix epoch, for ages printed in tables.
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 timestamp as Kubernetes writes them (`2024-05-01T12:00:00Z`,
+/// optionally with fractional seconds as in `MicroTime`, or with a `+hh:mm` offset) into
+/// milliseconds since the Unix epoch; `None` when it is not such a timestamp.
+pub(crate) fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    let (date, rest) = text.split_once(['T', 't'])?;
+    let mut date_parts = date.splitn(3, '-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: u32 = date_parts.next()?.parse().ok()?;
+    let day: u32 = date_parts.next()?.parse().ok()?;
+    // The zone is `Z` or a signed `hh:mm` offset after the time of day.
+    let (time, offset_seconds) = if let Some(time) = rest.strip_suffix(['Z', 'z']) {
+        (time, 0)
+    } else {
+        let split = rest.rfind(['+', '-'])?;
+        let (time, zone) = rest.split_at(split);
+        let sign = if zone.starts_with('-') { -1 } else { 1 };
+        let (hours, minutes) = zone.get(1..)?.split_once(':')?;
+        let hours: i64 = hours.parse().ok()?;
+        let minutes: i64 = minutes.parse().ok()?;
+        (time, sign * (hours * 3600 + minutes * 60))
+    };
+    let (whole, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut time_parts = whole.splitn(3, ':');
+    let hour: i64 = time_parts.next()?.parse().ok()?;
+    let minute: i64 = time_parts.next()?.parse().ok()?;
+    let second: i64 = time_parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Only the first three fractional digits matter at millisecond precision.
+    let millis: i64 = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(3).collect();
+        if !fraction.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        format!("{digits:0<3}").parse().ok()?
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    Some(seconds * 1000 + millis)
+}
+
+/// Converts a proleptic Gregorian date into days since 1970-01-01, the inverse of
+/// [`civil_from_days`] (the same well-known algorithm by Howard Hinnant).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month = i64::from(month);
+    let month_index = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_index + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Converts days since 1970-01-01 into a proleptic Gregorian (year, month, day), using
 /// Howard Hinnant's well-known algorithm.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -86,6 +151,26 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_kubernetes_variants() {
+        for seconds in [0, 951_782_400, 1_700_000_000] {
+            assert_eq!(
+                parse_rfc3339_millis(&format_rfc3339(seconds)),
+                Some(i64::try_from(seconds).expect("small seconds fit") * 1000)
+            );
+        }
+        assert_eq!(
+            parse_rfc3339_millis("2023-11-14T22:13:20.123456Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_rfc3339_millis("not a time"), None);
+        assert_eq!(parse_rfc3339_millis(""), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
 };
+use super::table::{self, IncludeObject, TableOptions};
 use super::validation::{self, FieldValidation};
 use super::{ClientFaultBehaviour, LoggedRequest};
 
@@ -101,7 +102,8 @@ struct ApiRequest {
     raw_query: Option<String>,
     query: Query,
     content_type: Option<String>,
-    /// The `Accept` header, for the documents served in more than one format.
+    /// The `Accept` header: kubectl asks for a Table when it prints for people, and
+    /// the OpenAPI v2 document is served in JSON only.
     accept: Option<String>,
     user_agent: Option<String>,
     body: Bytes,
@@ -132,6 +134,17 @@ impl ApiRequest {
             .filter(|agent| !agent.is_empty())
             .unwrap_or("unknown")
             .to_owned()
+    }
+
+    /// Whether the answer is to be a Table (server-side printing), and in what form.
+    fn table_options(&self) -> Result<Option<TableOptions>, ApiError> {
+        match table::negotiate(self.accept.as_deref()) {
+            Some(version) => Ok(Some(TableOptions {
+                version,
+                include: IncludeObject::parse(self.query.get("includeObject"))?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// Parses `dryRun`; only `All` is a valid value.
@@ -488,11 +501,17 @@ fn resource(
                 type_index,
                 list_query(request, namespace)?,
                 &request.query,
+                request.table_options()?,
             ),
             Method::GET => {
                 let query = list_query(request, namespace)?;
+                let table_options = request.table_options()?;
                 let list = shared.lock().list(type_index, &query)?;
-                Ok(json_response(StatusCode::OK, &list))
+                let answer = match table_options {
+                    Some(options) => table::list_table(type_index, &list, options),
+                    None => list,
+                };
+                Ok(json_response(StatusCode::OK, &answer))
             }
             Method::POST => {
                 let mut context = request.write_context()?;
@@ -579,7 +598,15 @@ fn object(
         name: name.to_owned(),
     };
     match request.method {
-        Method::GET => Ok(json_response(StatusCode::OK, &shared.lock().get(&key)?)),
+        Method::GET => {
+            let table_options = request.table_options()?;
+            let found = shared.lock().get(&key)?;
+            let answer = match table_options {
+                Some(options) => table::object_table(type_index, &found, options, true),
+                None => found,
+            };
+            Ok(json_response(StatusCode::OK, &answer))
+        }
         Method::PUT => {
             let mut context = request.write_context()?;
             let body = request.body_value()?;
@@ -711,6 +738,29 @@ fn translate(record: &WatchRecord, type_index: usize, query: &ListQuery) -> Opti
     }
 }
 
+/// Encodes the events of one watch, as Tables when the client asked for them. Like the
+/// real server, only the first Table carries column definitions: kubectl prints the
+/// header once and one line per later event.
+struct WatchEncoder {
+    type_index: usize,
+    table: Option<TableOptions>,
+    headers_sent: bool,
+}
+
+impl WatchEncoder {
+    fn event(&mut self, event_type: &str, object: &Value) -> Bytes {
+        match self.table {
+            Some(options) => {
+                let table =
+                    table::object_table(self.type_index, object, options, !self.headers_sent);
+                self.headers_sent = true;
+                event_line(event_type, &table)
+            }
+            None => event_line(event_type, object),
+        }
+    }
+}
+
 fn event_line(event_type: &str, object: &Value) -> Bytes {
     let mut line =
         serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
@@ -742,7 +792,13 @@ fn start_watch(
     type_index: usize,
     query: ListQuery,
     params: &Query,
+    table: Option<TableOptions>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let mut encoder = WatchEncoder {
+        type_index,
+        table,
+        headers_sent: false,
+    };
     let requested = params.get("resourceVersion").unwrap_or_default();
     let send_initial = params.is_true("sendInitialEvents");
     let bookmarks = params.is_true("allowWatchBookmarks");
@@ -758,7 +814,7 @@ fn start_watch(
         let events = state.events.subscribe();
         if send_initial || requested.is_empty() || requested == "0" {
             for object in state.matching(type_index, &query) {
-                initial.push(event_line("ADDED", object));
+                initial.push(encoder.event("ADDED", object));
             }
             if send_initial {
                 initial.push(bookmark_line(type_index, state.resource_version, true));
@@ -776,7 +832,7 @@ fn start_watch(
             } else {
                 for record in state.history.iter().filter(|r| r.resource_version > since) {
                     if let Some(event_type) = translate(record, type_index, &query) {
-                        initial.push(event_line(event_type, &record.object));
+                        initial.push(encoder.event(event_type, &record.object));
                     }
                 }
             }
@@ -810,7 +866,7 @@ fn start_watch(
                     Ok(record) => {
                         last_seen = last_seen.max(record.resource_version);
                         match translate(&record, type_index, &query) {
-                            Some(event_type) => event_line(event_type, &record.object),
+                            Some(event_type) => encoder.event(event_type, &record.object),
                             None => continue,
                         }
                     }
@@ -1064,6 +1120,38 @@ mod tests {
         assert_eq!(query.get("labelSelector"), Some("app=publisher"));
         assert!(query.is_true("watch"));
         assert_eq!(query.get("fieldManager"), Some("a b"));
+    }
+
+    #[test]
+    fn watch_tables_carry_column_definitions_only_in_the_first_event() {
+        let mut encoder = WatchEncoder {
+            type_index: resources::POD,
+            table: Some(TableOptions {
+                version: table::TableVersion::V1,
+                include: IncludeObject::Metadata,
+            }),
+            headers_sent: false,
+        };
+        let pod =
+            json!({"metadata": {"name": "p", "namespace": "default", "resourceVersion": "7"}});
+        let parse = |line: Bytes| -> Value {
+            serde_json::from_slice(&line).expect("each event line is JSON")
+        };
+        let first = parse(encoder.event("ADDED", &pod));
+        let second = parse(encoder.event("MODIFIED", &pod));
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["kind"], "Table");
+        assert_eq!(first["object"]["columnDefinitions"][0]["name"], "Name");
+        assert_eq!(first["object"]["metadata"]["resourceVersion"], "7");
+        assert_eq!(second["object"]["columnDefinitions"], Value::Null);
+        assert_eq!(second["object"]["rows"][0]["cells"][0], "p");
+
+        let mut plain = WatchEncoder {
+            type_index: resources::POD,
+            table: None,
+            headers_sent: false,
+        };
+        assert_eq!(parse(plain.event("ADDED", &pod))["object"], pod);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! or kube-rs can observe it: `metav1.Status` errors, resourceVersion and generation
 //! bumped only on real changes, server-side apply with field ownership and conflicts,
 //! dry runs, optimistic concurrency on replace, and watch streams that resume from a
-//! resourceVersion. Deployments report a finished rollout as soon as their spec changes,
+//! resourceVersion. Lists, objects and watch events are answered as `meta.k8s.io` Tables
+//! when the client asks for them (`kubectl get`), with the columns of the real server's
+//! printers. Deployments report a finished rollout as soon as their spec changes,
 //! unless a test makes the rollout stuck.
 //!
 //! Tests observe and steer the server through [`FakeApiServer`]: seed objects, read the
@@ -28,6 +30,7 @@ mod schema;
 mod selector;
 mod store;
 mod strategic;
+mod table;
 mod validation;
 
 use std::net::SocketAddr;

@@ -16,6 +16,8 @@ pub(crate) struct ResourceType {
     /// Whether the type has a `/status` subresource, in which case writes to the main
     /// resource leave `.status` alone, as the real server does.
     pub has_status: bool,
+    /// How `kubectl get` renders objects of this type (server-side printing).
+    pub printer: Printer,
 }
 
 impl ResourceType {
@@ -38,6 +40,8 @@ impl ResourceType {
     }
 }
 
+use super::table::Printer;
+
 const CORE: &str = "";
 const APPS: &str = "apps";
 const RBAC: &str = "rbac.authorization.k8s.io";
@@ -54,6 +58,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "namespace",
         namespaced: false,
         short_names: &["ns"],
+        printer: Printer::Namespace,
         has_status: true,
     },
     ResourceType {
@@ -64,6 +69,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "node",
         namespaced: false,
         short_names: &["no"],
+        printer: Printer::Node,
         has_status: true,
     },
     ResourceType {
@@ -74,6 +80,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "pod",
         namespaced: true,
         short_names: &["po"],
+        printer: Printer::Pod,
         has_status: true,
     },
     ResourceType {
@@ -84,6 +91,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "serviceaccount",
         namespaced: true,
         short_names: &["sa"],
+        printer: Printer::ServiceAccount,
         has_status: false,
     },
     ResourceType {
@@ -94,6 +102,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "configmap",
         namespaced: true,
         short_names: &["cm"],
+        printer: Printer::ConfigMap,
         has_status: false,
     },
     // Events are served (and normally empty) because `kubectl describe` lists them for
@@ -106,6 +115,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "event",
         namespaced: true,
         short_names: &["ev"],
+        printer: Printer::Event,
         has_status: false,
     },
     ResourceType {
@@ -116,6 +126,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "deployment",
         namespaced: true,
         short_names: &["deploy"],
+        printer: Printer::Deployment,
         has_status: true,
     },
     // ReplicaSets are served (and normally empty) because `kubectl describe deployment`
@@ -128,6 +139,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "replicaset",
         namespaced: true,
         short_names: &["rs"],
+        printer: Printer::ReplicaSet,
         has_status: true,
     },
     ResourceType {
@@ -138,6 +150,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "role",
         namespaced: true,
         short_names: &[],
+        printer: Printer::Generic,
         has_status: false,
     },
     ResourceType {
@@ -148,6 +161,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "clusterrole",
         namespaced: false,
         short_names: &[],
+        printer: Printer::Generic,
         has_status: false,
     },
     ResourceType {
@@ -158,6 +172,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "rolebinding",
         namespaced: true,
         short_names: &[],
+        printer: Printer::RoleBinding,
         has_status: false,
     },
     ResourceType {
@@ -168,6 +183,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "clusterrolebinding",
         namespaced: false,
         short_names: &[],
+        printer: Printer::RoleBinding,
         has_status: false,
     },
     ResourceType {
@@ -178,6 +194,7 @@ pub(crate) const RESOURCE_TYPES: &[ResourceType] = &[
         singular: "lease",
         namespaced: true,
         short_names: &[],
+        printer: Printer::Lease,
         has_status: false,
     },
 ];
