@@ -82,6 +82,53 @@ fn sandbox_up_serves_until_sigterm_and_then_stops_everything_it_started() {
         .to_owned();
     assert!(TcpStream::connect(&registry).is_ok(), "the registry serves");
 
+    // What a new user tries first, with the kubeconfig `.sandbox/env` points at: a
+    // server-side apply with kubectl's default validation (it needs the OpenAPI documents)
+    // and a look at the aws-node pods.
+    let kubectl = |args: &[&str]| {
+        let output = Command::new("kubectl")
+            .args(args)
+            .arg("--cache-dir")
+            .arg(dir.path().join("kube-cache"))
+            .env("KUBECONFIG", sandbox_dir.join("kubeconfig"))
+            .output()
+            .expect("kubectl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let manifest = dir.path().join("sa.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: mine\n  namespace: default\n",
+    )
+    .expect("written");
+    let (applied, said) = kubectl(&["apply", "--server-side", "-f", &manifest.to_string_lossy()]);
+    assert!(applied, "{said}");
+    assert_eq!(said, "serviceaccount/mine serverside-applied\n");
+    let (listed, said) = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+        "-l",
+        "k8s-app=aws-node",
+        "-o",
+        "wide",
+    ]);
+    assert!(listed, "{said}");
+    assert!(said.starts_with("NAME "), "{said}");
+    assert_eq!(
+        said.lines()
+            .filter(|line| line.contains(" Running "))
+            .count(),
+        2,
+        "{said}"
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
