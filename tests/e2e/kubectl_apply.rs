@@ -380,6 +380,29 @@ async fn explain_walks_the_served_schemas() {
         );
     }
 
+    // The same through the v2 document, which client-go reads in its protobuf form.
+    let from_v2 = run(
+        &kubectl,
+        &[
+            "explain",
+            "deployment.spec.template.spec.containers",
+            "--output",
+            "plaintext-openapiv2",
+        ],
+    )
+    .await;
+    assert!(from_v2.success(), "{from_v2}");
+    for expected in [
+        "KIND:     Deployment",
+        "RESOURCE: containers <[]Object>",
+        "image\t<string>",
+    ] {
+        assert!(
+            from_v2.stdout.contains(expected),
+            "{expected:?} missing: {from_v2}"
+        );
+    }
+
     let recursive = run(&kubectl, &["explain", "lease.spec", "--recursive"]).await;
     assert!(recursive.success(), "{recursive}");
     assert!(

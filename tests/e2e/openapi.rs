@@ -106,13 +106,27 @@ async fn every_served_openapi_document_passes_openapi_spec_validator() {
     assert_eq!(status, 200);
     validate(&tools, dir.path(), "v2.json", &body);
 
-    // A client that takes nothing but the protobuf form is told so.
-    let (status, _, _) = get(
+    // client-go takes nothing but the protobuf form (kubectl reads it through
+    // `explain --output plaintext-openapiv2`, in kubectl_apply); a format the server does
+    // not have is refused.
+    let (status, headers, body) = get(
         &server,
         "/openapi/v2",
         "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
     )
     .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+    );
+    assert!(
+        body.starts_with(b"\x0a\x032.0"),
+        "a Document whose swagger field is 2.0"
+    );
+    let (status, _, _) = get(&server, "/openapi/v2", "application/xml").await;
     assert_eq!(status, 406);
     server.shutdown().await;
 }

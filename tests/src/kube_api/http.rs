@@ -417,31 +417,38 @@ fn openapi_v3(request: &ApiRequest, key: &str) -> Response<ResponseBody> {
     response
 }
 
-/// `/openapi/v2`, in JSON. The real server also serves it as protobuf, which this one
-/// does not: a client that accepts nothing but protobuf gets 406, as it would from a
-/// server without that format.
+/// `/openapi/v2`, in JSON or protobuf: the first of the client's `Accept` media types the
+/// server has (client-go asks for protobuf only), else 406 as the real server answers.
 fn openapi_v2(request: &ApiRequest) -> Response<ResponseBody> {
     if request.method != Method::GET {
         return error_response(&ApiError::method_not_allowed(&request.method));
     }
-    let accepts_json = request.accept.as_deref().is_none_or(|accept| {
-        accept.split(',').any(|media| {
-            let media = media.split(';').next().unwrap_or_default().trim();
-            matches!(media, "application/json" | "application/*" | "*/*" | "")
-        })
-    });
-    if !accepts_json {
-        return error_response(&ApiError::new(
-            406,
-            "NotAcceptable",
-            "only the following media types are accepted: application/json",
-        ));
+    let accept = request.accept.as_deref().unwrap_or("*/*");
+    for media in accept.split(',') {
+        let media = media.split(';').next().unwrap_or_default().trim();
+        if matches!(media, "application/json" | "application/*" | "*/*" | "") {
+            return bytes_response(
+                StatusCode::OK,
+                "application/json",
+                openapi::v2_document().as_bytes(),
+            );
+        }
+        if media == openapi::V2_PROTOBUF_MEDIA_TYPE || media == openapi::V2_PROTOBUF_CONTENT_TYPE {
+            return bytes_response(
+                StatusCode::OK,
+                openapi::V2_PROTOBUF_CONTENT_TYPE,
+                openapi::v2_protobuf(),
+            );
+        }
     }
-    bytes_response(
-        StatusCode::OK,
-        "application/json",
-        openapi::v2_document().as_bytes(),
-    )
+    error_response(&ApiError::new(
+        406,
+        "NotAcceptable",
+        format!(
+            "only the following media types are accepted: application/json, {}",
+            openapi::V2_PROTOBUF_MEDIA_TYPE
+        ),
+    ))
 }
 
 /// What a resource path names.

@@ -1,7 +1,7 @@
 //! The OpenAPI documents kube-apiserver serves, built from the served kinds and their
 //! official schemas ([`super::schema`]): `/openapi/v3` (an index of one document per
 //! group-version), `/openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`, and the
-//! single `/openapi/v2` document (JSON only; the protobuf form is not served).
+//! single `/openapi/v2` document, in JSON or in the protobuf form client-go asks for.
 //!
 //! kubectl reads them for more than `explain`: before a write it looks for the
 //! `fieldValidation` and `dryRun` query parameters on the PATCH operation of the kind's
@@ -9,6 +9,8 @@
 //! computes its strategic merge patch from the schemas' `x-kubernetes-patch-*`
 //! extensions. So every path a kind is served on is described with its operations,
 //! parameters and `x-kubernetes-group-version-kind`, as the real documents do.
+
+mod v2_protobuf;
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -35,6 +37,7 @@ struct GroupVersionDocument {
 struct Documents {
     v3: Vec<GroupVersionDocument>,
     v2: String,
+    v2_protobuf: Vec<u8>,
 }
 
 static DOCUMENTS: LazyLock<Documents> = LazyLock::new(build);
@@ -66,6 +69,20 @@ pub(crate) fn v3_document(key: &str) -> Option<(&'static str, &'static str)> {
 /// The `/openapi/v2` document.
 pub(crate) fn v2_document() -> &'static str {
     &DOCUMENTS.v2
+}
+
+/// The media type client-go asks for the protobuf form of the v2 document with.
+pub(crate) const V2_PROTOBUF_MEDIA_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// The content type the server answers it with: the same with a `.` for the `@`, which
+/// Go's media type parser (and so client-go's response handling) refuses.
+pub(crate) const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// The `/openapi/v2` document as gnostic's `openapi.v2.Document` message.
+pub(crate) fn v2_protobuf() -> &'static [u8] {
+    &DOCUMENTS.v2_protobuf
 }
 
 /// A kind that is only ever created (a review), served at one collection path.
@@ -112,8 +129,13 @@ fn build() -> Documents {
         })
         .collect();
     let all: Vec<&Operations> = group_versions.values().flatten().collect();
-    let v2 = v2_whole(definitions, &all).to_string();
-    Documents { v3, v2 }
+    let v2_value = v2_whole(definitions, &all);
+    let v2_protobuf = v2_protobuf::encode(&v2_value);
+    Documents {
+        v3,
+        v2: v2_value.to_string(),
+        v2_protobuf,
+    }
 }
 
 fn digest(body: &str) -> String {
