@@ -4,3 +4,5 @@ mod aws_emulator;
 mod environment;
 mod fleet;
 mod kube_api;
+mod kubectl_access;
+mod kubectl_drift;

@@ -20,7 +20,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::access;
 use super::discovery;
 use super::errors::ApiError;
+use super::protobuf;
+use super::rbac::{self, Requester};
+use super::request_info;
 use super::resources::{self, RESOURCE_TYPES};
+use super::scale;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
@@ -226,7 +230,10 @@ pub(crate) async fn handle(
     };
     let response = match injected {
         Some(status) => error_response(&ApiError::injected(status)),
-        None => route(&shared, &mut request).await,
+        None => match authorize(&shared, &parts.headers, &request) {
+            Ok(requester) => route(&shared, &mut request, &requester).await,
+            Err(error) => error_response(&error),
+        },
     };
     let field_manager = request.query_field_manager();
     let entry = LoggedRequest {
@@ -247,6 +254,26 @@ impl ApiRequest {
     fn query_field_manager(&self) -> Option<String> {
         self.query.get("fieldManager").map(str::to_owned)
     }
+}
+
+/// Finds out who makes the request (impersonation headers) and, for an impersonated
+/// user, whether RBAC allows it; the sandbox's own user may do anything.
+fn authorize(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    request: &ApiRequest,
+) -> Result<Requester, ApiError> {
+    let requester = rbac::requester(headers)?;
+    match &requester {
+        Requester::Admin => {}
+        Requester::Impersonated(user) => {
+            let info = request_info::resolve(&request.method, &request.path, &request.query.pairs);
+            if !rbac::authorize(&shared.lock(), user, &info).allowed {
+                return Err(rbac::forbidden(user, &info));
+            }
+        }
+    }
+    Ok(requester)
 }
 
 /// Applies the client fault matching this request, if any: holds a hung request until the
@@ -290,7 +317,11 @@ fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<u16> {
     Some(status)
 }
 
-async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<ResponseBody> {
+async fn route(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    requester: &Requester,
+) -> Response<ResponseBody> {
     let path = request.path.clone();
     let mut segments: Vec<&str> = path.split('/').skip(1).collect();
     let is_proxy =
@@ -329,7 +360,12 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
             let rest = rest.join("/");
             return proxy(shared, request, &namespace, &pod, &rest).await;
         }
-        ["apis", access::GROUP, access::VERSION, access::PLURAL] => access_review(shared, request),
+        ["apis", access::GROUP, access::VERSION, access::PLURAL] => {
+            access_review(shared, request, requester)
+        }
+        ["apis", access::GROUP, access::VERSION, access::RULES_PLURAL] => {
+            rules_review(shared, request, requester)
+        }
         ["api", "v1", rest @ ..] => resource(shared, request, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource(shared, request, group, version, rest),
         _ => Err(ApiError::path_not_found(&path)),
@@ -345,14 +381,49 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
 fn access_review(
     shared: &Arc<Shared>,
     request: &mut ApiRequest,
+    requester: &Requester,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if request.method != Method::POST {
         return Err(ApiError::method_not_allowed(&request.method));
     }
     request.parse_dry_run()?;
-    let body = request.body_value()?;
-    let denials = shared.lock().denials.clone();
-    let answer = access::review(body, &denials)?;
+    let body = review_body(request)?;
+    let answer = match requester {
+        Requester::Admin => {
+            let denials = shared.lock().denials.clone();
+            access::review(body, &denials)?
+        }
+        Requester::Impersonated(user) => access::review_as(body, &shared.lock(), user)?,
+    };
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// The body of an access review: JSON or YAML, or protobuf, which is what
+/// `kubectl auth can-i` sends.
+fn review_body(request: &ApiRequest) -> Result<Value, ApiError> {
+    if request.media_type() == protobuf::MEDIA_TYPE {
+        protobuf::decode_review(&request.body)
+    } else {
+        request.body_value()
+    }
+}
+
+/// `POST .../selfsubjectrulesreviews`: lists what the caller may do in a namespace.
+fn rules_review(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    requester: &Requester,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method != Method::POST {
+        return Err(ApiError::method_not_allowed(&request.method));
+    }
+    request.parse_dry_run()?;
+    let body = review_body(request)?;
+    let user = match requester {
+        Requester::Admin => rbac::admin_user(),
+        Requester::Impersonated(user) => user.clone(),
+    };
+    let answer = access::rules_review(body, &shared.lock(), &user)?;
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
@@ -372,6 +443,8 @@ enum PathTarget {
     Object(String),
     /// The `/status` subresource of the named object.
     Status(String),
+    /// The `/scale` subresource of the named Deployment or ReplicaSet.
+    Scale(String),
 }
 
 /// Routes `/api/v1/...` and `/apis/{group}/{version}/...` below the version.
@@ -405,6 +478,7 @@ fn resource(
         [] => PathTarget::Collection,
         [name] => PathTarget::Object(percent_decode(name)),
         [name, "status"] if rt.has_status => PathTarget::Status(percent_decode(name)),
+        [name, "scale"] if scale::served(rt) => PathTarget::Scale(percent_decode(name)),
         _ => return Err(not_found()),
     };
     // A namespaced type is reachable without a namespace only to list or watch across
@@ -481,7 +555,71 @@ fn resource(
             &name,
             Target::Status,
         ),
+        PathTarget::Scale(name) => scale_subresource(
+            shared,
+            request,
+            ObjectKey {
+                type_index,
+                namespace: namespace_text,
+                name,
+            },
+        ),
     }
+}
+
+/// GET, PUT or PATCH of a Deployment's or ReplicaSet's Scale. A write becomes a merge
+/// patch of the object's `spec.replicas`, so it bumps the generation, reaches watches and
+/// runs the rollout like any other spec change; the answer is the new Scale.
+fn scale_subresource(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    key: ObjectKey,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let name = key.name.clone();
+    let (replicas, precondition) = match request.method {
+        Method::GET => {
+            let object = shared.lock().get(&key)?;
+            return Ok(json_response(StatusCode::OK, &scale::of(&object)));
+        }
+        Method::PUT => {
+            let body = request.body_value()?;
+            let precondition = body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (scale::requested_replicas(&body, &name)?, precondition)
+        }
+        Method::PATCH => {
+            let patch: Value = serde_json::from_slice(&request.body).map_err(|error| {
+                ApiError::bad_request(format!("the patch is not valid JSON: {error}"))
+            })?;
+            let mut current = scale::of(&shared.lock().get(&key)?);
+            let precondition = match request.media_type().as_str() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    super::apply::merge_patch(&mut current, &patch);
+                    patch
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }
+                "application/json-patch+json" => {
+                    super::apply::json_patch(&mut current, &patch)
+                        .map_err(|message| ApiError::new(422, "Invalid", message))?;
+                    None
+                }
+                other => return Err(unsupported_media_type(other)),
+            };
+            (scale::requested_replicas(&current, &name)?, precondition)
+        }
+        _ => return Err(ApiError::method_not_allowed(&request.method)),
+    };
+    let context = WriteContext {
+        manager: request.update_manager(),
+        dry_run: request.parse_dry_run()?,
+    };
+    let patch = PatchBody::Merge(scale::object_patch(replicas, precondition.as_deref()));
+    let updated = shared.lock().patch(key, &patch, &context, Target::Main)?;
+    Ok(json_response(StatusCode::OK, &scale::of(&updated)))
 }
 
 fn object_key(type_index: usize, object: &Value) -> Option<ObjectKey> {
@@ -830,9 +968,9 @@ async fn proxy(
         .and_then(Value::as_str)
         .filter(|ip| !ip.is_empty())
     else {
-        return error_response(&ApiError::service_unavailable(format!(
-            "error trying to reach service: pod {namespace}/{name} has no IP address"
-        )));
+        // The real server refuses to proxy to an address it cannot parse, and an empty
+        // pod IP is one: 400 with this message.
+        return error_response(&ApiError::bad_request("address not allowed"));
     };
     let host = if ip.contains(':') {
         format!("[{ip}]")
@@ -884,14 +1022,21 @@ async fn proxy(
     }
 }
 
-/// The innermost cause of an error, which is the informative part (e.g. "Connection
-/// refused").
+/// The innermost cause of an error, which is the informative part, worded like Go's
+/// dialer for a refused connection (`connect: connection refused`), as the real
+/// server's message has it.
 fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(source) = current.source() {
         current = source;
     }
-    current.to_string()
+    match current
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+    {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connect: connection refused".to_owned(),
+        Some(_) | None => current.to_string(),
+    }
 }
 
 /// Decodes `%XX` escapes in a path segment.

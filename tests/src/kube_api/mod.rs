@@ -5,8 +5,11 @@
 //! ConfigMap, Event, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Deployment,
 //! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (merge,
 //! JSON and server-side apply), delete and deletecollection, plus discovery, the pods
-//! proxy, the status subresources and SelfSubjectAccessReview (everything is allowed
-//! unless a test denies it with [`FakeApiServer::deny`]). Behaviour follows the real server where the tool
+//! proxy, the status and scale subresources, and SelfSubjectAccessReview and
+//! SelfSubjectRulesReview. The sandbox's own user may do everything (its reviews say
+//! allowed unless a test denies it with [`FakeApiServer::deny`]); a client that
+//! impersonates another user (`kubectl --as`) is held to the stored RBAC roles and
+//! bindings. Behaviour follows the real server where the tool
 //! or kube-rs can observe it: `metav1.Status` errors, resourceVersion and generation
 //! bumped only on real changes, server-side apply with field ownership and conflicts,
 //! dry runs, optimistic concurrency on replace, and watch streams that resume from a
@@ -22,7 +25,11 @@ mod clock;
 mod discovery;
 mod errors;
 mod http;
+mod protobuf;
+mod rbac;
+mod request_info;
 mod resources;
+mod scale;
 mod selector;
 mod store;
 
@@ -115,9 +122,13 @@ impl LoggedRequest {
         self.method != ::http::Method::GET && !self.dry_run && !self.is_access_review()
     }
 
-    /// Whether the request was a SelfSubjectAccessReview.
+    /// Whether the request was a SelfSubjectAccessReview or SelfSubjectRulesReview.
     pub fn is_access_review(&self) -> bool {
-        self.path.trim_end_matches('/') == access::PATH
+        let path = self.path.trim_end_matches('/');
+        path == access::PATH
+            || path
+                .strip_prefix(access::PATH.trim_end_matches(access::PLURAL))
+                .is_some_and(|plural| plural == access::RULES_PLURAL)
     }
 
     /// The value of a query parameter, if sent.
@@ -284,8 +295,9 @@ impl FakeApiServer {
         self.shared.lock().requests.clear();
     }
 
-    /// Makes rollouts of the named Deployment stuck (the next spec change is never
-    /// observed and Progressing turns False with ProgressDeadlineExceeded), or unsticks
+    /// Makes rollouts of the named Deployment stuck (the next spec change is observed but
+    /// its new pods never become available, and Progressing turns False with
+    /// ProgressDeadlineExceeded, as after the progress deadline passed), or unsticks
     /// it, which completes a pending rollout at once. A Deployment that already finished
     /// its rollout keeps its status until its spec changes.
     pub fn set_rollout_stuck(&self, namespace: &str, name: &str, stuck: bool) {
@@ -339,8 +351,9 @@ impl FakeApiServer {
     /// Makes SelfSubjectAccessReviews for `verb` on `resource` in API `group` (`""` for
     /// the core group) answer `allowed: false` with a reason, in `namespace`, or in every
     /// namespace and at the cluster scope when `None`. `verb`, `group` and `resource`
-    /// may be `*` to match anything. Only the reviews change: the requests themselves
-    /// still succeed, since the sandbox has no RBAC.
+    /// may be `*` to match anything. Only the reviews of the sandbox's own user change:
+    /// its requests themselves still succeed. (Requests and reviews of an impersonated
+    /// user follow the stored RBAC instead.)
     pub fn deny(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) {
         let denial = Denial {
             verb: verb.to_owned(),

@@ -1,0 +1,311 @@
+//! The real `kubectl` changing the helper's Deployment by hand, as an operator would
+//! between two runs of the tool: scale, label, annotate, delete, and watching a rollout.
+
+use std::time::{Duration, Instant};
+
+use sandbox::kube_api::FakeApiServer;
+use sandbox::kubectl::{Kubectl, KubectlOutput};
+use serde_json::Value;
+
+use crate::kubectl_access::{kubectl, rendered_manifests_yaml};
+
+const NAMESPACE: &str = "kube-system";
+const NAME: &str = "cni-metrics-helper";
+
+/// A server with the rendered manifests created through kubectl, so that the Deployment
+/// went through the API (defaults, status of a finished rollout) as the tool's would.
+async fn deployed() -> (FakeApiServer, Kubectl) {
+    let server = FakeApiServer::start().await.expect("server");
+    let kc = Kubectl::for_server(&server).expect("kubectl");
+    let path = kc
+        .write_file("manifests.yaml", &rendered_manifests_yaml())
+        .expect("write");
+    let path = path.display().to_string();
+    let created = kubectl(&kc, &["create", "--validate=false", "-f", &path]).await;
+    assert_eq!(created.code, 0, "create the manifests:\n{created}");
+    assert!(
+        created
+            .stdout
+            .contains("deployment.apps/cni-metrics-helper created"),
+        "{created}"
+    );
+    (server, kc)
+}
+
+fn deployment(server: &FakeApiServer) -> Option<Value> {
+    server.get_json("apps/v1", "Deployment", Some(NAMESPACE), NAME)
+}
+
+fn assert_ok(output: &KubectlOutput, stdout: &str) {
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(output.stdout.trim_end(), stdout, "{output}");
+}
+
+#[tokio::test]
+async fn kubectl_scale_goes_through_the_scale_subresource() {
+    let (server, kc) = deployed().await;
+    let before = deployment(&server).expect("deployed");
+    let generation = before["metadata"]["generation"]
+        .as_i64()
+        .expect("generation");
+
+    let scale_path = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}/scale");
+    let read = kubectl(&kc, &["get", "--raw", &scale_path]).await;
+    assert_eq!(read.code, 0, "{read}");
+    let scale: Value = serde_json::from_str(&read.stdout).expect("JSON");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1", "{read}");
+    assert_eq!(scale["kind"], "Scale", "{read}");
+    assert_eq!(scale["spec"]["replicas"], 1, "{read}");
+    assert_eq!(
+        scale["status"]["selector"], "k8s-app=cni-metrics-helper",
+        "{read}"
+    );
+
+    let scaled = kubectl(
+        &kc,
+        &[
+            "scale",
+            &format!("deployment/{NAME}"),
+            "-n",
+            NAMESPACE,
+            "--replicas=3",
+        ],
+    )
+    .await;
+    assert_ok(&scaled, "deployment.apps/cni-metrics-helper scaled");
+    let after = deployment(&server).expect("still there");
+    assert_eq!(after["spec"]["replicas"], 3, "{after}");
+    assert_eq!(after["metadata"]["generation"], generation + 1, "{after}");
+    assert_eq!(after["status"]["replicas"], 3, "{after}");
+    assert_eq!(
+        after["status"]["observedGeneration"],
+        generation + 1,
+        "{after}"
+    );
+
+    // With a precondition kubectl reads the Scale, compares, and writes it back with PUT.
+    let stale = kubectl(
+        &kc,
+        &[
+            "scale",
+            &format!("deployment/{NAME}"),
+            "-n",
+            NAMESPACE,
+            "--replicas=2",
+            "--resource-version=1",
+        ],
+    )
+    .await;
+    assert_eq!(stale.code, 1, "{stale}");
+    let current = after["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a resourceVersion");
+    assert!(
+        stale
+            .stderr
+            .contains(&format!("Expected resource version to be 1, was {current}")),
+        "{stale}"
+    );
+    let precondition = format!("--resource-version={current}");
+    let put = kubectl(
+        &kc,
+        &[
+            "scale",
+            &format!("deployment/{NAME}"),
+            "-n",
+            NAMESPACE,
+            "--replicas=2",
+            &precondition,
+        ],
+    )
+    .await;
+    assert_ok(&put, "deployment.apps/cni-metrics-helper scaled");
+    let last = deployment(&server).expect("still there");
+    assert_eq!(last["spec"]["replicas"], 2, "{last}");
+    assert_eq!(last["metadata"]["generation"], generation + 2, "{last}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_label_and_annotate_store_what_they_say() {
+    let (server, kc) = deployed().await;
+    let target = ["deployment", NAME, "-n", NAMESPACE];
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        args.splice(1..1, target.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        let kc = &kc;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(kc, &args).await
+        }
+    };
+    let label = |server: &FakeApiServer| {
+        deployment(server).expect("there")["metadata"]["labels"]["team"].clone()
+    };
+
+    assert_ok(
+        &run(with(&["label", "team=x"])).await,
+        "deployment.apps/cni-metrics-helper labeled",
+    );
+    assert_eq!(label(&server), "x");
+    let refused = run(with(&["label", "team=y"])).await;
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains("'team' already has a value (x), and --overwrite is false"),
+        "{refused}"
+    );
+    assert_ok(
+        &run(with(&["label", "--overwrite", "team=y"])).await,
+        "deployment.apps/cni-metrics-helper labeled",
+    );
+    assert_eq!(label(&server), "y");
+    assert_ok(
+        &run(with(&["label", "team-"])).await,
+        "deployment.apps/cni-metrics-helper unlabeled",
+    );
+    assert_eq!(label(&server), Value::Null);
+
+    assert_ok(
+        &run(with(&["annotate", "note=by-hand"])).await,
+        "deployment.apps/cni-metrics-helper annotated",
+    );
+    let annotations = |server: &FakeApiServer| {
+        deployment(server).expect("there")["metadata"]["annotations"].clone()
+    };
+    assert_eq!(annotations(&server)["note"], "by-hand");
+    assert_ok(
+        &run(with(&["annotate", "--overwrite", "note=again"])).await,
+        "deployment.apps/cni-metrics-helper annotated",
+    );
+    assert_eq!(annotations(&server)["note"], "again");
+    assert_ok(
+        &run(with(&["annotate", "note-"])).await,
+        "deployment.apps/cni-metrics-helper annotated",
+    );
+    assert_eq!(annotations(&server)["note"], Value::Null);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_delete_returns_promptly_and_a_second_delete_is_not_found() {
+    let (server, kc) = deployed().await;
+    let started = Instant::now();
+    let deleted = kubectl(&kc, &["delete", "deployment", NAME, "-n", NAMESPACE]).await;
+    assert_ok(&deleted, "deployment.apps \"cni-metrics-helper\" deleted");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}:\n{deleted}",
+        started.elapsed()
+    );
+    assert!(deployment(&server).is_none(), "gone");
+
+    let again = kubectl(&kc, &["delete", "deployment", NAME, "-n", NAMESPACE]).await;
+    assert_eq!(again.code, 1, "{again}");
+    assert!(
+        again.stderr.contains(
+            "Error from server (NotFound): deployments.apps \"cni-metrics-helper\" not found"
+        ),
+        "{again}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
+    let (server, kc) = deployed().await;
+    let deployment_ref = format!("deployment/{NAME}");
+    let status = kubectl(
+        &kc,
+        &["rollout", "status", &deployment_ref, "-n", NAMESPACE],
+    )
+    .await;
+    assert_ok(
+        &status,
+        "deployment \"cni-metrics-helper\" successfully rolled out",
+    );
+
+    // The status fields kubectl reads are those of a finished rollout.
+    let live = deployment(&server).expect("deployed");
+    let field = |name: &str| live["status"][name].clone();
+    assert_eq!(
+        field("observedGeneration"),
+        live["metadata"]["generation"],
+        "{live}"
+    );
+    for counted in [
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+    ] {
+        assert_eq!(
+            field(counted),
+            live["spec"]["replicas"],
+            "{counted}: {live}"
+        );
+    }
+    let conditions = field("conditions");
+    let condition = |kind: &str| {
+        conditions
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == kind))
+            .cloned()
+            .unwrap_or_else(|| panic!("a {kind} condition: {live}"))
+    };
+    assert_eq!(
+        (
+            condition("Available")["status"].clone(),
+            condition("Available")["reason"].clone()
+        ),
+        ("True".into(), "MinimumReplicasAvailable".into())
+    );
+    assert_eq!(
+        (
+            condition("Progressing")["status"].clone(),
+            condition("Progressing")["reason"].clone()
+        ),
+        ("True".into(), "NewReplicaSetAvailable".into())
+    );
+
+    // A spec change that never becomes available fails the status check.
+    server.set_rollout_stuck(NAMESPACE, NAME, true);
+    let patched = kubectl(
+        &kc,
+        &[
+            "patch",
+            &deployment_ref,
+            "-n",
+            NAMESPACE,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"metadata":{"annotations":{"restarted":"now"}}}}}"#,
+        ],
+    )
+    .await;
+    assert_ok(&patched, "deployment.apps/cni-metrics-helper patched");
+    let stuck = kubectl(
+        &kc,
+        &[
+            "rollout",
+            "status",
+            &deployment_ref,
+            "-n",
+            NAMESPACE,
+            "--timeout=20s",
+        ],
+    )
+    .await;
+    assert_eq!(stuck.code, 1, "{stuck}");
+    assert!(
+        stuck
+            .stderr
+            .contains("error: deployment \"cni-metrics-helper\" exceeded its progress deadline"),
+        "{stuck}"
+    );
+    server.shutdown().await;
+}
