@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 use sandbox::kube_api::FakeApiServer;
 use sandbox::kubectl::{Kubectl, KubectlOutput};
 use serde_json::Value;
@@ -11,6 +13,9 @@ use crate::kubectl_access::{kubectl, rendered_manifests_yaml};
 
 const NAMESPACE: &str = "kube-system";
 const NAME: &str = "cni-metrics-helper";
+
+/// How long a watch may take to report; generous for a loaded machine.
+const PROMPTLY: Duration = Duration::from_secs(20);
 
 /// A server with the rendered manifests created through kubectl, so that the Deployment
 /// went through the API (defaults, status of a finished rollout) as the tool's would.
@@ -61,6 +66,27 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
         "{read}"
     );
 
+    // A watcher started before the scale sees the Deployment change.
+    let mut watcher = kc
+        .spawn(&[
+            "get",
+            "deployment",
+            NAME,
+            "-n",
+            NAMESPACE,
+            "--watch",
+            "-o",
+            "jsonpath={.spec.replicas}{\"\\n\"}",
+        ])
+        .expect("kubectl get --watch starts");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("piped stdout")).lines();
+    let first = tokio::time::timeout(PROMPTLY, lines.next_line())
+        .await
+        .expect("the watch lists promptly")
+        .expect("reads");
+    assert_eq!(first.as_deref(), Some("1"));
+
+    server.clear_requests();
     let scaled = kubectl(
         &kc,
         &[
@@ -73,6 +99,30 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
     )
     .await;
     assert_ok(&scaled, "deployment.apps/cni-metrics-helper scaled");
+    let scale_writes: Vec<(String, Option<String>)> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.is_write())
+        .map(|request| {
+            (
+                format!("{} {}", request.method, request.path),
+                request.content_type,
+            )
+        })
+        .collect();
+    assert_eq!(
+        scale_writes,
+        [(
+            format!("PATCH {scale_path}"),
+            Some("application/merge-patch+json".to_owned())
+        )]
+    );
+    let seen = tokio::time::timeout(PROMPTLY, lines.next_line())
+        .await
+        .expect("the watch sees the change promptly")
+        .expect("reads");
+    assert_eq!(seen.as_deref(), Some("3"));
+    drop(watcher);
     let after = deployment(&server).expect("still there");
     assert_eq!(after["spec"]["replicas"], 3, "{after}");
     assert_eq!(after["metadata"]["generation"], generation + 1, "{after}");
@@ -106,6 +156,7 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
             .contains(&format!("Expected resource version to be 1, was {current}")),
         "{stale}"
     );
+    server.clear_requests();
     let precondition = format!("--resource-version={current}");
     let put = kubectl(
         &kc,
@@ -120,6 +171,13 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
     )
     .await;
     assert_ok(&put, "deployment.apps/cni-metrics-helper scaled");
+    let methods: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.path == scale_path)
+        .map(|request| request.method.to_string())
+        .collect();
+    assert_eq!(methods, ["GET", "PUT"], "read, compared, then replaced");
     let last = deployment(&server).expect("still there");
     assert_eq!(last["spec"]["replicas"], 2, "{last}");
     assert_eq!(last["metadata"]["generation"], generation + 2, "{last}");
