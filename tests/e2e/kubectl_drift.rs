@@ -178,6 +178,38 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
         .map(|request| request.method.to_string())
         .collect();
     assert_eq!(methods, ["GET", "PUT"], "read, compared, then replaced");
+
+    // ReplicaSets have the subresource too.
+    server
+        .insert_json(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "by-hand", "namespace": NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "by-hand"}},
+                "template": {
+                    "metadata": {"labels": {"app": "by-hand"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }))
+        .expect("seed");
+    let replica_set = kubectl(
+        &kc,
+        &[
+            "scale",
+            "replicaset/by-hand",
+            "-n",
+            NAMESPACE,
+            "--replicas=4",
+        ],
+    )
+    .await;
+    assert_ok(&replica_set, "replicaset.apps/by-hand scaled");
+    let stored = server
+        .get_json("apps/v1", "ReplicaSet", Some(NAMESPACE), "by-hand")
+        .expect("there");
+    assert_eq!(stored["spec"]["replicas"], 4, "{stored}");
     let last = deployment(&server).expect("still there");
     assert_eq!(last["spec"]["replicas"], 2, "{last}");
     assert_eq!(last["metadata"]["generation"], generation + 2, "{last}");
