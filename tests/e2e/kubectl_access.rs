@@ -352,7 +352,7 @@ async fn get_raw_through_the_pods_proxy_prints_what_the_pod_served() {
     assert_exit(&raw, 0, "the proxy reaches the pod");
     let served = node.last_served().expect("the node served a scrape");
     assert_eq!(raw.stdout, served.body, "{raw}");
-    assert_eq!(served.pod_name, pod);
+    assert_eq!(served.pod_name, pod, "{raw}");
 
     let closed = format!(
         "/api/v1/namespaces/kube-system/pods/{pod}:{}/proxy/metrics",
@@ -394,10 +394,22 @@ async fn get_raw_through_the_pods_proxy_prints_what_the_pod_served() {
         "{pending}"
     );
 
-    // The helper's RBAC reaches the proxy too.
+    // Impersonating the helper, the proxy needs its RBAC: refused without, allowed with.
+    let refused_proxy = kubectl(&kc, &["get", "--raw", &path, "--as", HELPER]).await;
+    assert_exit(&refused_proxy, 1, "no RBAC yet");
+    assert!(
+        refused_proxy.stderr.contains(&format!(
+            "Error from server (Forbidden): pods \"{pod}:{IPAMD_METRICS_PORT}\" is forbidden: \
+             User \"{HELPER}\" cannot get resource \"pods/proxy\" in API group \"\" in the \
+             namespace \"kube-system\""
+        )),
+        "{refused_proxy}"
+    );
     seed_rbac(&server);
     let as_helper = kubectl(&kc, &["get", "--raw", &path, "--as", HELPER]).await;
     assert_exit(&as_helper, 0, "the helper may get pods/proxy");
+    let served = node.last_served().expect("served again");
+    assert_eq!(as_helper.stdout, served.body, "{as_helper}");
     fleet.shutdown().await;
     server.shutdown().await;
 }

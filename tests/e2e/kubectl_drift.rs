@@ -84,7 +84,7 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
         .await
         .expect("the watch lists promptly")
         .expect("reads");
-    assert_eq!(first.as_deref(), Some("1"));
+    assert_eq!(first.as_deref(), Some("1"), "the watch's first line");
 
     server.clear_requests();
     let scaled = kubectl(
@@ -115,22 +115,27 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
         [(
             format!("PATCH {scale_path}"),
             Some("application/merge-patch+json".to_owned())
-        )]
+        )],
+        "{scaled}"
     );
     let seen = tokio::time::timeout(PROMPTLY, lines.next_line())
         .await
         .expect("the watch sees the change promptly")
         .expect("reads");
-    assert_eq!(seen.as_deref(), Some("3"));
+    assert_eq!(seen.as_deref(), Some("3"), "the watch after:\n{scaled}");
     drop(watcher);
     let after = deployment(&server).expect("still there");
-    assert_eq!(after["spec"]["replicas"], 3, "{after}");
-    assert_eq!(after["metadata"]["generation"], generation + 1, "{after}");
-    assert_eq!(after["status"]["replicas"], 3, "{after}");
+    assert_eq!(after["spec"]["replicas"], 3, "{scaled}\n{after}");
+    assert_eq!(
+        after["metadata"]["generation"],
+        generation + 1,
+        "{scaled}\n{after}"
+    );
+    assert_eq!(after["status"]["replicas"], 3, "{scaled}\n{after}");
     assert_eq!(
         after["status"]["observedGeneration"],
         generation + 1,
-        "{after}"
+        "{scaled}\n{after}"
     );
 
     // With a precondition kubectl reads the Scale, compares, and writes it back with PUT.
@@ -177,7 +182,18 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
         .filter(|request| request.path == scale_path)
         .map(|request| request.method.to_string())
         .collect();
-    assert_eq!(methods, ["GET", "PUT"], "read, compared, then replaced");
+    assert_eq!(
+        methods,
+        ["GET", "PUT"],
+        "read, compared, then replaced:\n{put}"
+    );
+    let last = deployment(&server).expect("still there");
+    assert_eq!(last["spec"]["replicas"], 2, "{put}\n{last}");
+    assert_eq!(
+        last["metadata"]["generation"],
+        generation + 2,
+        "{put}\n{last}"
+    );
 
     // ReplicaSets have the subresource too.
     server
@@ -209,75 +225,91 @@ async fn kubectl_scale_goes_through_the_scale_subresource() {
     let stored = server
         .get_json("apps/v1", "ReplicaSet", Some(NAMESPACE), "by-hand")
         .expect("there");
-    assert_eq!(stored["spec"]["replicas"], 4, "{stored}");
-    let last = deployment(&server).expect("still there");
-    assert_eq!(last["spec"]["replicas"], 2, "{last}");
-    assert_eq!(last["metadata"]["generation"], generation + 2, "{last}");
+    assert_eq!(stored["spec"]["replicas"], 4, "{replica_set}\n{stored}");
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn kubectl_label_and_annotate_store_what_they_say() {
     let (server, kc) = deployed().await;
-    let target = ["deployment", NAME, "-n", NAMESPACE];
-    let with = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        args.splice(1..1, target.iter().map(|s| (*s).to_owned()));
-        args
-    };
-    let run = |args: Vec<String>| {
-        let kc = &kc;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(kc, &args).await
+    // Each step: the command (the target is inserted after the verb), what kubectl
+    // prints, and the label or annotation stored afterwards.
+    let steps: [(&[&str], &str, &str, Value); 7] = [
+        (
+            &["label", "team=x"],
+            "labeled",
+            "/metadata/labels/team",
+            "x".into(),
+        ),
+        (
+            &["label", "--overwrite", "team=y"],
+            "labeled",
+            "/metadata/labels/team",
+            "y".into(),
+        ),
+        (
+            &["label", "team-"],
+            "unlabeled",
+            "/metadata/labels/team",
+            Value::Null,
+        ),
+        (
+            &["annotate", "note=by-hand"],
+            "annotated",
+            "/metadata/annotations/note",
+            "by-hand".into(),
+        ),
+        (
+            &["annotate", "--overwrite", "note=again"],
+            "annotated",
+            "/metadata/annotations/note",
+            "again".into(),
+        ),
+        (
+            &["annotate", "note-"],
+            "annotated",
+            "/metadata/annotations/note",
+            Value::Null,
+        ),
+        // The rendered labels are untouched by all this.
+        (
+            &["label", "team=z"],
+            "labeled",
+            "/metadata/labels/k8s-app",
+            NAME.into(),
+        ),
+    ];
+    for (command, verb, pointer, expected) in steps {
+        let mut args = vec![command[0], "deployment", NAME, "-n", NAMESPACE];
+        args.extend_from_slice(&command[1..]);
+        let output = kubectl(&kc, &args).await;
+        assert_ok(
+            &output,
+            &format!("deployment.apps/cni-metrics-helper {verb}"),
+        );
+        let live = deployment(&server).expect("still there");
+        assert_eq!(
+            live.pointer(pointer).cloned().unwrap_or(Value::Null),
+            expected,
+            "after kubectl {}:\n{output}\n{live}",
+            args.join(" ")
+        );
+        if args.join(" ").contains("team=x") {
+            // Without --overwrite kubectl refuses to change a set label.
+            let refused = kubectl(
+                &kc,
+                &["label", "deployment", NAME, "-n", NAMESPACE, "team=other"],
+            )
+            .await;
+            assert_eq!(refused.code, 1, "{refused}");
+            assert!(
+                refused
+                    .stderr
+                    .contains("'team' already has a value (x), and --overwrite is false"),
+                "{refused}"
+            );
         }
-    };
-    let label = |server: &FakeApiServer| {
-        deployment(server).expect("there")["metadata"]["labels"]["team"].clone()
-    };
-
-    assert_ok(
-        &run(with(&["label", "team=x"])).await,
-        "deployment.apps/cni-metrics-helper labeled",
-    );
-    assert_eq!(label(&server), "x");
-    let refused = run(with(&["label", "team=y"])).await;
-    assert_eq!(refused.code, 1, "{refused}");
-    assert!(
-        refused
-            .stderr
-            .contains("'team' already has a value (x), and --overwrite is false"),
-        "{refused}"
-    );
-    assert_ok(
-        &run(with(&["label", "--overwrite", "team=y"])).await,
-        "deployment.apps/cni-metrics-helper labeled",
-    );
-    assert_eq!(label(&server), "y");
-    assert_ok(
-        &run(with(&["label", "team-"])).await,
-        "deployment.apps/cni-metrics-helper unlabeled",
-    );
-    assert_eq!(label(&server), Value::Null);
-
-    assert_ok(
-        &run(with(&["annotate", "note=by-hand"])).await,
-        "deployment.apps/cni-metrics-helper annotated",
-    );
-    let annotations = |server: &FakeApiServer| {
-        deployment(server).expect("there")["metadata"]["annotations"].clone()
-    };
-    assert_eq!(annotations(&server)["note"], "by-hand");
-    assert_ok(
-        &run(with(&["annotate", "--overwrite", "note=again"])).await,
-        "deployment.apps/cni-metrics-helper annotated",
-    );
-    assert_eq!(annotations(&server)["note"], "again");
-    assert_ok(
-        &run(with(&["annotate", "note-"])).await,
-        "deployment.apps/cni-metrics-helper annotated",
-    );
-    assert_eq!(annotations(&server)["note"], Value::Null);
+    }
     server.shutdown().await;
 }
 
@@ -292,7 +324,7 @@ async fn kubectl_delete_returns_promptly_and_a_second_delete_is_not_found() {
         "took {:?}:\n{deleted}",
         started.elapsed()
     );
-    assert!(deployment(&server).is_none(), "gone");
+    assert!(deployment(&server).is_none(), "gone after:\n{deleted}");
 
     let again = kubectl(&kc, &["delete", "deployment", NAME, "-n", NAMESPACE]).await;
     assert_eq!(again.code, 1, "{again}");
@@ -325,7 +357,7 @@ async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
     assert_eq!(
         field("observedGeneration"),
         live["metadata"]["generation"],
-        "{live}"
+        "{status}\n{live}"
     );
     for counted in [
         "replicas",
@@ -336,7 +368,7 @@ async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
         assert_eq!(
             field(counted),
             live["spec"]["replicas"],
-            "{counted}: {live}"
+            "{counted}:\n{status}\n{live}"
         );
     }
     let conditions = field("conditions");
@@ -345,21 +377,23 @@ async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
             .as_array()
             .and_then(|all| all.iter().find(|c| c["type"] == kind))
             .cloned()
-            .unwrap_or_else(|| panic!("a {kind} condition: {live}"))
+            .unwrap_or_else(|| panic!("a {kind} condition:\n{status}\n{live}"))
     };
     assert_eq!(
         (
             condition("Available")["status"].clone(),
             condition("Available")["reason"].clone()
         ),
-        ("True".into(), "MinimumReplicasAvailable".into())
+        ("True".into(), "MinimumReplicasAvailable".into()),
+        "{status}\n{live}"
     );
     assert_eq!(
         (
             condition("Progressing")["status"].clone(),
             condition("Progressing")["reason"].clone()
         ),
-        ("True".into(), "NewReplicaSetAvailable".into())
+        ("True".into(), "NewReplicaSetAvailable".into()),
+        "{status}\n{live}"
     );
 
     // A spec change that never becomes available fails the status check.
@@ -391,6 +425,23 @@ async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
     )
     .await;
     assert_eq!(stuck.code, 1, "{stuck}");
+    // What kubectl read: the new generation observed, its pods not available, and the
+    // Progressing condition timed out.
+    let live = deployment(&server).expect("still there");
+    assert_eq!(
+        live["status"]["observedGeneration"], live["metadata"]["generation"],
+        "{stuck}\n{live}"
+    );
+    let progressing = live["status"]["conditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["type"] == "Progressing"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&progressing["status"], &progressing["reason"]),
+        (&"False".into(), &"ProgressDeadlineExceeded".into()),
+        "{stuck}\n{live}"
+    );
     assert!(
         stuck
             .stderr
