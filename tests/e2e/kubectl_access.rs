@@ -187,6 +187,48 @@ async fn auth_can_i_as_the_helper_follows_the_rendered_rbac() {
 }
 
 #[tokio::test]
+async fn whoami_shows_the_impersonated_service_account_and_its_groups() {
+    let server = FakeApiServer::start().await.expect("server");
+    let kc = Kubectl::for_server(&server).expect("kubectl");
+    let whoami = kubectl(&kc, &["auth", "whoami", "--as", HELPER, "-o", "json"]).await;
+    assert_exit(&whoami, 0, "whoami answers");
+    let review: Value = serde_json::from_str(&whoami.stdout).expect("JSON");
+    assert_eq!(
+        review["status"]["userInfo"],
+        json!({
+            "username": HELPER,
+            "groups": [
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ],
+        }),
+        "{whoami}"
+    );
+    let table = kubectl(
+        &kc,
+        &["auth", "whoami", "--as", "alice", "--as-group", "ops"],
+    )
+    .await;
+    assert_exit(&table, 0, "whoami answers");
+    let rows: Vec<Vec<&str>> = table
+        .stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert!(rows.contains(&vec!["Username", "alice"]), "{table}");
+    assert!(
+        rows.contains(&vec!["Groups", "[ops", "system:authenticated]"]),
+        "{table}"
+    );
+    let admin = kubectl(&kc, &["auth", "whoami"]).await;
+    assert_exit(&admin, 0, "whoami answers the admin");
+    assert!(admin.stdout.contains("kubernetes-admin"), "{admin}");
+    assert!(admin.stdout.contains("system:masters"), "{admin}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn requests_as_the_helper_are_authorized_and_refused_like_a_real_server() {
     let server = FakeApiServer::start().await.expect("server");
     seed_rbac(&server);

@@ -29,6 +29,11 @@ pub(crate) const PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessre
 pub(crate) const RULES_PLURAL: &str = "selfsubjectrulesreviews";
 const RULES_KIND: &str = "SelfSubjectRulesReview";
 
+/// `kubectl auth whoami` posts a SelfSubjectReview to this group.
+pub(crate) const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
+pub(crate) const WHOAMI_PLURAL: &str = "selfsubjectreviews";
+const WHOAMI_KIND: &str = "SelfSubjectReview";
+
 /// Matches every value in a [`Denial`] field.
 const WILDCARD: &str = "*";
 
@@ -221,6 +226,35 @@ pub(crate) fn rules_review(
         "incomplete": false,
     });
     Ok(body)
+}
+
+/// Answers a SelfSubjectReview (`kubectl auth whoami`): who the server takes the caller
+/// for, with the groups impersonation added. The request carries nothing to read.
+pub(crate) fn whoami(user: &UserInfo) -> Value {
+    let mut user_info = json!({"username": user.name, "groups": user.groups});
+    if let Some(uid) = &user.uid {
+        user_info["uid"] = json!(uid);
+    }
+    if !user.extra.is_empty() {
+        user_info["extra"] = json!(user.extra);
+    }
+    json!({
+        "apiVersion": format!("{AUTHENTICATION_GROUP}/{VERSION}"),
+        "kind": WHOAMI_KIND,
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": user_info},
+    })
+}
+
+/// The discovery entry for `/apis/authentication.k8s.io/v1`.
+pub(crate) fn self_subject_review_entry() -> Value {
+    json!({
+        "name": WHOAMI_PLURAL,
+        "singularName": "selfsubjectreview",
+        "namespaced": false,
+        "kind": WHOAMI_KIND,
+        "verbs": ["create"],
+    })
 }
 
 /// The discovery entries for `/apis/authorization.k8s.io/v1`.

@@ -1,7 +1,8 @@
 //! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}` and
 //! `/apis/{group}/{version}`, in the plain (not aggregated) format. Besides the stored
 //! types, `authorization.k8s.io/v1` lists `selfsubjectaccessreviews` and
-//! `selfsubjectrulesreviews` (create only). kubectl asks for
+//! `selfsubjectrulesreviews`, and `authentication.k8s.io/v1` lists `selfsubjectreviews`
+//! (create only). kubectl asks for
 //! aggregated discovery first and falls back to these when the response is plain JSON.
 
 use serde_json::{Value, json};
@@ -63,6 +64,7 @@ fn group_document(group: &str, version: &str) -> Value {
 fn served_groups() -> Vec<(&'static str, &'static str)> {
     let mut groups = named_groups();
     groups.push((access::GROUP, access::VERSION));
+    groups.push((access::AUTHENTICATION_GROUP, access::VERSION));
     groups
 }
 
@@ -102,6 +104,9 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     if group == access::GROUP && version == access::VERSION {
         resources.extend(access::discovery_entries());
+    }
+    if group == access::AUTHENTICATION_GROUP && version == access::VERSION {
+        resources.push(access::self_subject_review_entry());
     }
     for rt in RESOURCE_TYPES
         .iter()

@@ -366,6 +366,12 @@ async fn route(
         ["apis", access::GROUP, access::VERSION, access::RULES_PLURAL] => {
             rules_review(shared, request, requester)
         }
+        [
+            "apis",
+            access::AUTHENTICATION_GROUP,
+            access::VERSION,
+            access::WHOAMI_PLURAL,
+        ] => whoami(request, requester),
         ["api", "v1", rest @ ..] => resource(shared, request, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource(shared, request, group, version, rest),
         _ => Err(ApiError::path_not_found(&path)),
@@ -406,6 +412,18 @@ fn review_body(request: &ApiRequest) -> Result<Value, ApiError> {
     } else {
         request.body_value()
     }
+}
+
+/// `POST .../selfsubjectreviews`: tells the caller who it is.
+fn whoami(request: &ApiRequest, requester: &Requester) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method != Method::POST {
+        return Err(ApiError::method_not_allowed(&request.method));
+    }
+    let user = match requester {
+        Requester::Admin => rbac::admin_user(),
+        Requester::Impersonated(user) => user.clone(),
+    };
+    Ok(json_response(StatusCode::CREATED, &access::whoami(&user)))
 }
 
 /// `POST .../selfsubjectrulesreviews`: lists what the caller may do in a namespace.

@@ -5,8 +5,8 @@
 //! ConfigMap, Event, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Deployment,
 //! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (merge,
 //! JSON and server-side apply), delete and deletecollection, plus discovery, the pods
-//! proxy, the status and scale subresources, and SelfSubjectAccessReview and
-//! SelfSubjectRulesReview. The sandbox's own user may do everything (its reviews say
+//! proxy, the status and scale subresources, and SelfSubjectAccessReview,
+//! SelfSubjectRulesReview and SelfSubjectReview (`kubectl auth whoami`). The sandbox's own user may do everything (its reviews say
 //! allowed unless a test denies it with [`FakeApiServer::deny`]); a client that
 //! impersonates another user (`kubectl --as`) is held to the stored RBAC roles and
 //! bindings. Behaviour follows the real server where the tool
