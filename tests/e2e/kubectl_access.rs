@@ -349,6 +349,137 @@ async fn without_the_bindings_the_helper_may_do_nothing() {
     server.shutdown().await;
 }
 
+/// Creates `object` with `kubectl create -f -` as user alice in group ops. (The
+/// generators such as `kubectl create clusterrole` send protobuf, which the sandbox
+/// reads only for access reviews.)
+async fn create_as_alice(kc: &Kubectl, object: &Value) -> KubectlOutput {
+    let args = [
+        "create",
+        "--validate=false",
+        "-f",
+        "-",
+        "--as",
+        "alice",
+        "--as-group",
+        "ops",
+    ];
+    kc.run_with_stdin(&args, Some(&object.to_string()))
+        .await
+        .unwrap_or_else(|error| panic!("kubectl {}: {error}", args.join(" ")))
+}
+
+fn cluster_role(name: &str, rules: Value) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name}, "rules": rules,
+    })
+}
+
+/// A ClusterRoleBinding of the ClusterRole `role` to a User or Group.
+fn cluster_role_binding(name: &str, role: &str, kind: &str, subject: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}],
+    })
+}
+
+#[tokio::test]
+async fn an_impersonated_user_cannot_grant_what_it_does_not_hold() {
+    let server = FakeApiServer::start().await.expect("server");
+    let kc = Kubectl::for_server(&server).expect("kubectl");
+    for object in [
+        cluster_role(
+            "rbac-writer",
+            json!([
+                {"apiGroups": ["rbac.authorization.k8s.io"],
+                 "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["create", "get"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            ]),
+        ),
+        cluster_role_binding("rbac-writer", "rbac-writer", "Group", "ops"),
+        cluster_role(
+            "pod-deleter",
+            json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]),
+        ),
+    ] {
+        server.insert_json(object).expect("seed");
+    }
+    let pods = |verbs: Value| json!([{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}]);
+
+    let held = create_as_alice(
+        &kc,
+        &cluster_role("pod-reader", pods(json!(["get", "list"]))),
+    )
+    .await;
+    assert_exit(&held, 0, "a role with rules alice holds");
+    assert!(
+        held.stdout
+            .contains("clusterrole.rbac.authorization.k8s.io/pod-reader created"),
+        "{held}"
+    );
+    let escalating =
+        create_as_alice(&kc, &cluster_role("my-deleter", pods(json!(["delete"])))).await;
+    assert_exit(&escalating, 1, "a role with rules alice lacks");
+    assert!(
+        escalating.stderr.contains(
+            "Error from server (Forbidden): error when creating \"STDIN\": \
+             clusterroles.rbac.authorization.k8s.io \"my-deleter\" is forbidden: user \"alice\" \
+             (groups=[\"ops\" \"system:authenticated\"]) is attempting to grant RBAC permissions \
+             not currently held:\n{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"delete\"]}"
+        ),
+        "{escalating}"
+    );
+    assert!(
+        server
+            .get_json(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                "my-deleter"
+            )
+            .is_none(),
+        "not stored:\n{escalating}"
+    );
+
+    let bound = create_as_alice(
+        &kc,
+        &cluster_role_binding("bob-reads", "pod-reader", "User", "bob"),
+    )
+    .await;
+    assert_exit(&bound, 0, "binding a role alice holds");
+    let deletes = cluster_role_binding("bob-deletes", "pod-deleter", "User", "bob");
+    let refused = create_as_alice(&kc, &deletes).await;
+    assert_exit(&refused, 1, "binding a role alice does not hold");
+    assert!(
+        refused.stderr.contains(
+            "clusterrolebindings.rbac.authorization.k8s.io \"bob-deletes\" is forbidden: user \
+             \"alice\" (groups=[\"ops\" \"system:authenticated\"]) is attempting to grant RBAC \
+             permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"pods\"], \
+             Verbs:[\"delete\"]}"
+        ),
+        "{refused}"
+    );
+
+    // The bind verb on that role lifts the check, as on a real server.
+    server
+        .insert_json(cluster_role(
+            "binder",
+            json!([{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                    "verbs": ["bind"], "resourceNames": ["pod-deleter"]}]),
+        ))
+        .expect("seed");
+    server
+        .insert_json(cluster_role_binding("binder", "binder", "Group", "ops"))
+        .expect("seed");
+    let allowed = create_as_alice(&kc, &deletes).await;
+    assert_exit(&allowed, 0, "bind granted");
+    let bob = kubectl(&kc, &["auth", "can-i", "delete", "pods", "--as", "bob"]).await;
+    assert_exit(&bob, 0, "bob may now delete pods");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_admin_may_do_everything_unless_a_test_denies_it() {
     let server = FakeApiServer::start().await.expect("server");

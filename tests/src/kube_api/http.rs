@@ -268,12 +268,61 @@ fn authorize(
         Requester::Admin => {}
         Requester::Impersonated(user) => {
             let info = request_info::resolve(&request.method, &request.path, &request.query.pairs);
-            if !rbac::authorize(&shared.lock(), user, &info).allowed {
+            let state = shared.lock();
+            if !rbac::authorize(&state, user, &info).allowed {
                 return Err(rbac::forbidden(user, &info));
+            }
+            if rbac::writes_rbac(&info)
+                && let Some(object) = rbac_write_result(&state, request, &info)
+            {
+                rbac::check_escalation(&state, user, &info, &object)?;
             }
         }
     }
     Ok(requester)
+}
+
+/// The role or binding a write would store, for escalation prevention: the body of a
+/// create or replace, the stored object with a merge or JSON patch applied, or an apply
+/// configuration. `None` when the body cannot be read or the object does not exist;
+/// the write itself then fails with the usual error.
+fn rbac_write_result(
+    state: &State,
+    request: &ApiRequest,
+    info: &request_info::RequestInfo,
+) -> Option<Value> {
+    match request.method {
+        Method::POST | Method::PUT => request.body_value().ok(),
+        Method::PATCH => {
+            let media_type = request.media_type();
+            if media_type == "application/apply-patch+yaml" {
+                return parse_yaml(&request.body).ok();
+            }
+            let request_info::RequestInfo::Resource(target) = info else {
+                return None;
+            };
+            let key = ObjectKey {
+                type_index: resources::by_plural(&target.group, "v1", &target.resource)?,
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+            };
+            let mut object = state.get(&key).ok()?;
+            let patch: Value = serde_json::from_slice(&request.body).ok()?;
+            match media_type.as_str() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    super::apply::merge_patch(&mut object, &patch);
+                }
+                "application/json-patch+json" => {
+                    super::apply::json_patch(&mut object, &patch).ok()?
+                }
+                // The write fails with 415; nothing to check.
+                _ => return None,
+            }
+            Some(object)
+        }
+        // Only creates, replaces and patches store a role or binding.
+        _ => None,
+    }
 }
 
 /// Applies the client fault matching this request, if any: holds a hung request until the

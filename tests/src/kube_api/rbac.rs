@@ -13,7 +13,10 @@
 //! resources (`resource/subresource`, `*`, `*/subresource`), resource names and
 //! non-resource URLs (`*` as a suffix wildcard). The default ClusterRoles every cluster
 //! binds to `system:authenticated` (discovery, access reviews, version and health) are
-//! built in, unless the store holds a ClusterRoleBinding of the same name.
+//! built in, unless the store holds a ClusterRoleBinding of the same name. Writes of
+//! roles and bindings by an impersonated user also go through RBAC's escalation
+//! prevention: a user may only create a role holding rules it holds itself (or with
+//! `escalate`), and only bind a role whose rules it holds (or with `bind`).
 
 use std::collections::BTreeMap;
 
@@ -556,6 +559,212 @@ pub(crate) fn rules_for(state: &State, user: &UserInfo, namespace: &str) -> Vec<
     rules
 }
 
+/// The RBAC kinds whose writes can grant permissions, by plural.
+const ROLE_PLURALS: &[&str] = &["roles", "clusterroles"];
+const BINDING_PLURALS: &[&str] = &["rolebindings", "clusterrolebindings"];
+
+/// Whether a request writes a role or binding, which RBAC's escalation prevention checks
+/// beyond the request's own permission.
+pub(crate) fn writes_rbac(info: &RequestInfo) -> bool {
+    match info {
+        RequestInfo::Resource(request) => {
+            request.group == RBAC_GROUP
+                && request.subresource.is_empty()
+                && matches!(request.verb.as_str(), "create" | "update" | "patch")
+                && (ROLE_PLURALS.contains(&request.resource.as_str())
+                    || BINDING_PLURALS.contains(&request.resource.as_str()))
+        }
+        RequestInfo::NonResource { .. } => false,
+    }
+}
+
+/// RBAC's escalation prevention for a role or binding `object` an impersonated user is
+/// about to store: a role may only hold rules the user holds itself (unless the user may
+/// `escalate` it), and a binding may only grant a role whose rules the user holds
+/// (unless the user may `bind` it). Other requests pass.
+pub(crate) fn check_escalation(
+    state: &State,
+    user: &UserInfo,
+    info: &RequestInfo,
+    object: &Value,
+) -> Result<(), ApiError> {
+    let RequestInfo::Resource(request) = info else {
+        return Ok(());
+    };
+    let allowed_to = |verb: &str, resource: &str, namespace: &str, name: &str| {
+        let probe = RequestInfo::Resource(ResourceRequest {
+            verb: verb.to_owned(),
+            group: RBAC_GROUP.to_owned(),
+            resource: resource.to_owned(),
+            subresource: String::new(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        authorize(state, user, &probe).allowed
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(&request.name)
+        .to_owned();
+    let granted = if ROLE_PLURALS.contains(&request.resource.as_str()) {
+        if allowed_to("escalate", &request.resource, &request.namespace, &name) {
+            return Ok(());
+        }
+        rules_of(object)
+    } else if BINDING_PLURALS.contains(&request.resource.as_str()) {
+        let kind = if request.resource == "rolebindings" {
+            "RoleBinding"
+        } else {
+            "ClusterRoleBinding"
+        };
+        let mut binding = Binding::from_object(kind, object);
+        binding.namespace = request.namespace.clone();
+        let role_resource = if binding.role_kind == "Role" {
+            "roles"
+        } else {
+            "clusterroles"
+        };
+        // `bind` on a ClusterRole may be granted in the binding's namespace or
+        // cluster-wide; on a Role only in its namespace.
+        if allowed_to(
+            "bind",
+            role_resource,
+            &binding.namespace,
+            &binding.role_name,
+        ) {
+            return Ok(());
+        }
+        role_rules(state, &binding)
+    } else {
+        return Ok(());
+    };
+    let held = rules_for(state, user, &request.namespace);
+    let missing: Vec<String> = granted
+        .iter()
+        .flat_map(atoms)
+        .filter(|atom| !held.iter().any(|owner| covers(owner, atom)))
+        .map(|atom| describe_rule(&atom))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let groups: Vec<String> = user.groups.iter().map(|g| format!("\"{g}\"")).collect();
+    let mut error = ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{}.{RBAC_GROUP} \"{name}\" is forbidden: user \"{}\" (groups=[{}]) is attempting \
+             to grant RBAC permissions not currently held:\n{}",
+            request.resource,
+            user.name,
+            groups.join(" "),
+            missing.join("\n")
+        ),
+    );
+    error.details = Some(json!({"name": name, "group": RBAC_GROUP, "kind": request.resource}));
+    Err(error)
+}
+
+/// A rule broken into rules of one verb, group, resource and name (or one verb and URL),
+/// so that coverage is checked piece by piece.
+fn atoms(rule: &PolicyRule) -> Vec<PolicyRule> {
+    let mut found = Vec::new();
+    let one = |value: &String| vec![value.clone()];
+    for verb in &rule.verbs {
+        for url in &rule.non_resource_urls {
+            found.push(PolicyRule {
+                verbs: one(verb),
+                non_resource_urls: one(url),
+                ..PolicyRule::default()
+            });
+        }
+        for group in &rule.api_groups {
+            for resource in &rule.resources {
+                let names: Vec<Vec<String>> = if rule.resource_names.is_empty() {
+                    vec![Vec::new()]
+                } else {
+                    rule.resource_names.iter().map(one).collect()
+                };
+                for resource_names in names {
+                    found.push(PolicyRule {
+                        verbs: one(verb),
+                        api_groups: one(group),
+                        resources: one(resource),
+                        resource_names,
+                        non_resource_urls: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether `owner` grants everything the single-valued rule `atom` grants. A wildcard
+/// in `atom` is only covered by a wildcard.
+fn covers(owner: &PolicyRule, atom: &PolicyRule) -> bool {
+    let first = |values: &[String]| values.first().cloned().unwrap_or_default();
+    let verb = first(&atom.verbs);
+    if !contains_or_wildcard(&owner.verbs, &verb) {
+        return false;
+    }
+    if let Some(url) = atom.non_resource_urls.first() {
+        return owner.non_resource_urls.iter().any(|held| {
+            held == WILDCARD
+                || held == url
+                || held
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| url.starts_with(prefix))
+        });
+    }
+    let group = first(&atom.api_groups);
+    let resource = first(&atom.resources);
+    let resource_covered = owner.resources.iter().any(|held| {
+        held == WILDCARD
+            || *held == resource
+            || resource
+                .split_once('/')
+                .is_some_and(|(_, sub)| *held == format!("*/{sub}"))
+    });
+    let names_covered = owner.resource_names.is_empty()
+        || atom
+            .resource_names
+            .first()
+            .is_some_and(|name| owner.resource_names.contains(name));
+    contains_or_wildcard(&owner.api_groups, &group) && resource_covered && names_covered
+}
+
+/// A rule as the escalation message lists it, e.g.
+/// `{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}`.
+fn describe_rule(rule: &PolicyRule) -> String {
+    let quoted = |values: &[String]| {
+        values
+            .iter()
+            .map(|value| format!("\"{value}\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut parts = Vec::new();
+    if !rule.api_groups.is_empty() {
+        parts.push(format!("APIGroups:[{}]", quoted(&rule.api_groups)));
+    }
+    if !rule.resources.is_empty() {
+        parts.push(format!("Resources:[{}]", quoted(&rule.resources)));
+    }
+    if !rule.resource_names.is_empty() {
+        parts.push(format!("ResourceNames:[{}]", quoted(&rule.resource_names)));
+    }
+    if !rule.non_resource_urls.is_empty() {
+        parts.push(format!(
+            "NonResourceURLs:[{}]",
+            quoted(&rule.non_resource_urls)
+        ));
+    }
+    parts.push(format!("Verbs:[{}]", quoted(&rule.verbs)));
+    format!("{{{}}}", parts.join(", "))
+}
+
 /// The 403 the real server answers when authorization refuses a request, e.g.
 /// `pods is forbidden: User "x" cannot list resource "pods" in API group "" in the
 /// namespace "default"`.
@@ -705,6 +914,21 @@ mod tests {
         assert_eq!(
             subject.describe("kube-system"),
             "ServiceAccount \"helper/kube-system\""
+        );
+    }
+
+    #[test]
+    fn coverage_is_checked_piece_by_piece() {
+        let held = rule(&["get", "list"], &[""], &["pods", "*/status"], &[]);
+        let asked = rule(&["get"], &[""], &["pods", "deployments/status"], &[]);
+        assert!(atoms(&asked).iter().all(|atom| covers(&held, atom)));
+        let more = rule(&["delete"], &[""], &["pods"], &[]);
+        assert!(!atoms(&more).iter().all(|atom| covers(&held, atom)));
+        let wildcard = rule(&["get"], &[""], &["*"], &[]);
+        assert!(!atoms(&wildcard).iter().all(|atom| covers(&held, atom)));
+        assert_eq!(
+            describe_rule(&more),
+            "{APIGroups:[\"\"], Resources:[\"pods\"], Verbs:[\"delete\"]}"
         );
     }
 
