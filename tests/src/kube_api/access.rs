@@ -1,7 +1,7 @@
 //! `SelfSubjectAccessReview` (`POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`),
 //! which `kubectl auth can-i` and the deployer's preflight use to ask "may I do this?",
 //! and `SelfSubjectRulesReview`, which `kubectl auth can-i --list` uses to ask "what may I
-//! do in this namespace?".
+//! do in this namespace?", and `SelfSubjectReview` (`kubectl auth whoami`).
 //!
 //! The sandbox's own user may do everything, and so its reviews say allowed, unless a
 //! test denied the permission with [`super::FakeApiServer::deny`]. A denial only

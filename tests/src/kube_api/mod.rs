@@ -122,13 +122,23 @@ impl LoggedRequest {
         self.method != ::http::Method::GET && !self.dry_run && !self.is_access_review()
     }
 
-    /// Whether the request was a SelfSubjectAccessReview or SelfSubjectRulesReview.
+    /// Whether the request was a SelfSubjectAccessReview, SelfSubjectRulesReview or
+    /// SelfSubjectReview: POSTs that only ask a question and store nothing.
     pub fn is_access_review(&self) -> bool {
         let path = self.path.trim_end_matches('/');
-        path == access::PATH
-            || path
-                .strip_prefix(access::PATH.trim_end_matches(access::PLURAL))
-                .is_some_and(|plural| plural == access::RULES_PLURAL)
+        let rules = format!(
+            "/apis/{}/{}/{}",
+            access::GROUP,
+            access::VERSION,
+            access::RULES_PLURAL
+        );
+        let whoami = format!(
+            "/apis/{}/{}/{}",
+            access::AUTHENTICATION_GROUP,
+            access::VERSION,
+            access::WHOAMI_PLURAL
+        );
+        path == access::PATH || path == rules || path == whoami
     }
 
     /// The value of a query parameter, if sent.
