@@ -349,9 +349,7 @@ async fn without_the_bindings_the_helper_may_do_nothing() {
     server.shutdown().await;
 }
 
-/// Creates `object` with `kubectl create -f -` as user alice in group ops. (The
-/// generators such as `kubectl create clusterrole` send protobuf, which the sandbox
-/// reads only for access reviews.)
+/// Creates `object` with `kubectl create -f -` as user alice in group ops.
 async fn create_as_alice(kc: &Kubectl, object: &Value) -> KubectlOutput {
     let args = [
         "create",

@@ -450,3 +450,127 @@ async fn kubectl_rollout_status_sees_finished_and_stuck_rollouts() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_create_generators_store_what_they_say() {
+    let server = FakeApiServer::start().await.expect("server");
+    let kc = Kubectl::for_server(&server).expect("kubectl");
+    // Each generator posts its object as protobuf; each line is what kubectl prints.
+    let steps: [(&[&str], &str); 6] = [
+        (
+            &["create", "namespace", "by-hand"],
+            "namespace/by-hand created",
+        ),
+        (
+            &["create", "serviceaccount", "by-hand", "-n", NAMESPACE],
+            "serviceaccount/by-hand created",
+        ),
+        (
+            &[
+                "create",
+                "configmap",
+                "by-hand",
+                "-n",
+                NAMESPACE,
+                "--from-literal=a=1",
+                "--from-literal=b=2",
+            ],
+            "configmap/by-hand created",
+        ),
+        (
+            &[
+                "create",
+                "clusterrole",
+                "by-hand",
+                "--verb=get,list",
+                "--resource=pods,deployments.apps",
+            ],
+            "clusterrole.rbac.authorization.k8s.io/by-hand created",
+        ),
+        (
+            &[
+                "create",
+                "clusterrolebinding",
+                "by-hand",
+                "--clusterrole=by-hand",
+                "--serviceaccount=kube-system:by-hand",
+            ],
+            "clusterrolebinding.rbac.authorization.k8s.io/by-hand created",
+        ),
+        (
+            &[
+                "create",
+                "rolebinding",
+                "by-hand",
+                "-n",
+                NAMESPACE,
+                "--clusterrole=by-hand",
+                "--user=alice",
+                "--group=ops",
+            ],
+            "rolebinding.rbac.authorization.k8s.io/by-hand created",
+        ),
+    ];
+    let mut outputs = Vec::new();
+    for (args, printed) in steps {
+        let output = kubectl(&kc, args).await;
+        assert_ok(&output, printed);
+        outputs.push(output.to_string());
+    }
+    let all = outputs.join("\n");
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let get = |api_version: &str, kind: &str, namespace: Option<&str>| {
+        server
+            .get_json(api_version, kind, namespace, "by-hand")
+            .unwrap_or_else(|| panic!("{kind} stored:\n{all}"))
+    };
+    assert_eq!(
+        get("v1", "ConfigMap", Some(NAMESPACE))["data"],
+        serde_json::json!({"a": "1", "b": "2"}),
+        "{all}"
+    );
+    assert_eq!(
+        get(rbac, "ClusterRole", None)["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
+        ]),
+        "{all}"
+    );
+    let binding = get(rbac, "ClusterRoleBinding", None);
+    assert_eq!(
+        (&binding["roleRef"], &binding["subjects"]),
+        (
+            &serde_json::json!({"apiGroup": rbac.trim_end_matches("/v1"), "kind": "ClusterRole", "name": "by-hand"}),
+            &serde_json::json!([{"kind": "ServiceAccount", "name": "by-hand", "namespace": "kube-system"}]),
+        ),
+        "{all}"
+    );
+    get("v1", "Namespace", None);
+    get("v1", "ServiceAccount", Some(NAMESPACE));
+    get(rbac, "RoleBinding", Some(NAMESPACE));
+
+    // What the generators created takes effect: the service account may now list pods.
+    let can = kubectl(
+        &kc,
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "deployments.apps",
+            "--as",
+            "system:serviceaccount:kube-system:by-hand",
+        ],
+    )
+    .await;
+    assert_ok(&can, "yes");
+    let alice = kubectl(
+        &kc,
+        &[
+            "auth", "can-i", "get", "pods", "-n", NAMESPACE, "--as", "alice",
+        ],
+    )
+    .await;
+    assert_ok(&alice, "yes");
+    server.shutdown().await;
+}

@@ -150,10 +150,12 @@ impl ApiRequest {
         }
     }
 
-    /// The body as JSON, or as YAML when the content type says so.
+    /// The body as JSON, or as YAML or protobuf when the content type says so.
     fn body_value(&self) -> Result<Value, ApiError> {
         let media_type = self.media_type();
-        if media_type.contains("yaml") {
+        if media_type == protobuf::MEDIA_TYPE {
+            protobuf::decode(&self.body)
+        } else if media_type.contains("yaml") {
             parse_yaml(&self.body)
         } else if media_type.is_empty() || media_type.contains("json") {
             serde_json::from_slice(&self.body).map_err(|error| {
@@ -442,7 +444,7 @@ fn access_review(
         return Err(ApiError::method_not_allowed(&request.method));
     }
     request.parse_dry_run()?;
-    let body = review_body(request)?;
+    let body = request.body_value()?;
     let answer = match requester {
         Requester::Admin => {
             let denials = shared.lock().denials.clone();
@@ -451,16 +453,6 @@ fn access_review(
         Requester::Impersonated(user) => access::review_as(body, &shared.lock(), user)?,
     };
     Ok(json_response(StatusCode::CREATED, &answer))
-}
-
-/// The body of an access review: JSON or YAML, or protobuf, which is what
-/// `kubectl auth can-i` sends.
-fn review_body(request: &ApiRequest) -> Result<Value, ApiError> {
-    if request.media_type() == protobuf::MEDIA_TYPE {
-        protobuf::decode_review(&request.body)
-    } else {
-        request.body_value()
-    }
 }
 
 /// `POST .../selfsubjectreviews`: tells the caller who it is.
@@ -485,7 +477,7 @@ fn rules_review(
         return Err(ApiError::method_not_allowed(&request.method));
     }
     request.parse_dry_run()?;
-    let body = review_body(request)?;
+    let body = request.body_value()?;
     let user = match requester {
         Requester::Admin => rbac::admin_user(),
         Requester::Impersonated(user) => user.clone(),
