@@ -180,7 +180,7 @@ fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn unsupported_media_type(media_type: &str) -> ApiError {
+pub(crate) fn unsupported_media_type(media_type: &str) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
@@ -274,57 +274,20 @@ fn authorize(
             if !rbac::authorize(&state, user, &info).allowed {
                 return Err(rbac::forbidden(user, &info));
             }
-            if rbac::writes_rbac(&info)
-                && let Some(object) = rbac_write_result(&state, request, &info)
-            {
-                rbac::check_escalation(&state, user, &info, &object)?;
+            if rbac::writes_rbac(&info) {
+                let write = rbac::RbacWrite {
+                    method: &request.method,
+                    media_type: &request.media_type(),
+                    body: request.body_value().ok(),
+                    raw: &request.body,
+                };
+                if let Some(object) = rbac::written_object(&state, &info, write) {
+                    rbac::check_escalation(&state, user, &info, &object)?;
+                }
             }
         }
     }
     Ok(requester)
-}
-
-/// The role or binding a write would store, for escalation prevention: the body of a
-/// create or replace, the stored object with a merge or JSON patch applied, or an apply
-/// configuration. `None` when the body cannot be read or the object does not exist;
-/// the write itself then fails with the usual error.
-fn rbac_write_result(
-    state: &State,
-    request: &ApiRequest,
-    info: &request_info::RequestInfo,
-) -> Option<Value> {
-    match request.method {
-        Method::POST | Method::PUT => request.body_value().ok(),
-        Method::PATCH => {
-            let media_type = request.media_type();
-            if media_type == "application/apply-patch+yaml" {
-                return parse_yaml(&request.body).ok();
-            }
-            let request_info::RequestInfo::Resource(target) = info else {
-                return None;
-            };
-            let key = ObjectKey {
-                type_index: resources::by_plural(&target.group, "v1", &target.resource)?,
-                namespace: target.namespace.clone(),
-                name: target.name.clone(),
-            };
-            let mut object = state.get(&key).ok()?;
-            let patch: Value = serde_json::from_slice(&request.body).ok()?;
-            match media_type.as_str() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    super::apply::merge_patch(&mut object, &patch);
-                }
-                "application/json-patch+json" => {
-                    super::apply::json_patch(&mut object, &patch).ok()?
-                }
-                // The write fails with 415; nothing to check.
-                _ => return None,
-            }
-            Some(object)
-        }
-        // Only creates, replaces and patches store a role or binding.
-        _ => None,
-    }
 }
 
 /// Applies the client fault matching this request, if any: holds a hung request until the
@@ -626,59 +589,30 @@ fn resource(
     }
 }
 
-/// GET, PUT or PATCH of a Deployment's or ReplicaSet's Scale. A write becomes a merge
-/// patch of the object's `spec.replicas`, so it bumps the generation, reaches watches and
-/// runs the rollout like any other spec change; the answer is the new Scale.
+/// GET, PUT or PATCH of a Deployment's or ReplicaSet's Scale ([`scale`]).
 fn scale_subresource(
     shared: &Arc<Shared>,
     request: &mut ApiRequest,
     key: ObjectKey,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let name = key.name.clone();
-    let (replicas, precondition) = match request.method {
-        Method::GET => {
-            let object = shared.lock().get(&key)?;
-            return Ok(json_response(StatusCode::OK, &scale::of(&object)));
-        }
-        Method::PUT => {
-            let body = request.body_value()?;
-            let precondition = body
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            (scale::requested_replicas(&body, &name)?, precondition)
-        }
-        Method::PATCH => {
-            let patch: Value = serde_json::from_slice(&request.body).map_err(|error| {
-                ApiError::bad_request(format!("the patch is not valid JSON: {error}"))
-            })?;
-            let mut current = scale::of(&shared.lock().get(&key)?);
-            let precondition = match request.media_type().as_str() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    super::apply::merge_patch(&mut current, &patch);
-                    patch
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                }
-                "application/json-patch+json" => {
-                    super::apply::json_patch(&mut current, &patch)
-                        .map_err(|message| ApiError::new(422, "Invalid", message))?;
-                    None
-                }
-                other => return Err(unsupported_media_type(other)),
-            };
-            (scale::requested_replicas(&current, &name)?, precondition)
-        }
-        _ => return Err(ApiError::method_not_allowed(&request.method)),
-    };
+    if request.method == Method::GET {
+        let object = shared.lock().get(&key)?;
+        return Ok(json_response(StatusCode::OK, &scale::of(&object)));
+    }
     let context = WriteContext {
         manager: request.update_manager(),
         dry_run: request.parse_dry_run()?,
     };
-    let patch = PatchBody::Merge(scale::object_patch(replicas, precondition.as_deref()));
-    let updated = shared.lock().patch(key, &patch, &context, Target::Main)?;
-    Ok(json_response(StatusCode::OK, &scale::of(&updated)))
+    let write = match request.method {
+        Method::PUT => scale::Write::Replace(request.body_value()?),
+        Method::PATCH => scale::Write::Patch {
+            media_type: request.media_type(),
+            body: &request.body,
+        },
+        _ => return Err(ApiError::method_not_allowed(&request.method)),
+    };
+    let scale = scale::write(&mut shared.lock(), key, write, &context)?;
+    Ok(json_response(StatusCode::OK, &scale))
 }
 
 fn object_key(type_index: usize, object: &Value) -> Option<ObjectKey> {

@@ -20,13 +20,14 @@
 
 use std::collections::BTreeMap;
 
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use serde_json::{Value, json};
 
+use super::apply;
 use super::errors::ApiError;
 use super::request_info::{RequestInfo, ResourceRequest};
 use super::resources;
-use super::store::State;
+use super::store::{ObjectKey, State};
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 const WILDCARD: &str = "*";
@@ -367,7 +368,7 @@ fn role_rules(state: &State, binding: &Binding) -> Vec<PolicyRule> {
     let Some(type_index) = resources::by_plural(RBAC_GROUP, "v1", plural) else {
         return Vec::new();
     };
-    let key = super::store::ObjectKey {
+    let key = ObjectKey {
         type_index,
         namespace: namespace.to_owned(),
         name: binding.role_name.clone(),
@@ -575,6 +576,56 @@ pub(crate) fn writes_rbac(info: &RequestInfo) -> bool {
                     || BINDING_PLURALS.contains(&request.resource.as_str()))
         }
         RequestInfo::NonResource { .. } => false,
+    }
+}
+
+/// A write of a role or binding as it arrived: the method, the body's media type, the
+/// body parsed (when it is an object in JSON, YAML or protobuf) and as sent.
+pub(crate) struct RbacWrite<'a> {
+    pub method: &'a Method,
+    pub media_type: &'a str,
+    pub body: Option<Value>,
+    pub raw: &'a [u8],
+}
+
+/// The role or binding a write would store, for escalation prevention: the body of a
+/// create or replace, the stored object with a merge or JSON patch applied, or an apply
+/// configuration. `None` when the body cannot be read or the object does not exist; the
+/// write itself then fails with the usual error.
+pub(crate) fn written_object(
+    state: &State,
+    info: &RequestInfo,
+    write: RbacWrite<'_>,
+) -> Option<Value> {
+    match *write.method {
+        Method::POST | Method::PUT => write.body,
+        Method::PATCH => {
+            if write.media_type == "application/apply-patch+yaml" {
+                let config: serde_yaml::Value = serde_yaml::from_slice(write.raw).ok()?;
+                return serde_json::to_value(config).ok();
+            }
+            let RequestInfo::Resource(target) = info else {
+                return None;
+            };
+            let key = ObjectKey {
+                type_index: resources::by_plural(&target.group, "v1", &target.resource)?,
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+            };
+            let mut object = state.get(&key).ok()?;
+            let patch: Value = serde_json::from_slice(write.raw).ok()?;
+            match write.media_type {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    apply::merge_patch(&mut object, &patch);
+                }
+                "application/json-patch+json" => apply::json_patch(&mut object, &patch).ok()?,
+                // The write fails with 415; nothing to check.
+                _ => return None,
+            }
+            Some(object)
+        }
+        // Only creates, replaces and patches store a role or binding.
+        _ => None,
     }
 }
 

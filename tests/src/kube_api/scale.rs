@@ -8,8 +8,11 @@
 
 use serde_json::{Value, json};
 
+use super::apply;
 use super::errors::ApiError;
+use super::http::unsupported_media_type;
 use super::resources::ResourceType;
+use super::store::{ObjectKey, PatchBody, State, Target, WriteContext};
 
 pub(crate) const SCALE_GROUP: &str = "autoscaling";
 pub(crate) const SCALE_VERSION: &str = "v1";
@@ -119,7 +122,7 @@ fn selector_string(selector: &Value) -> String {
 }
 
 /// The replica count a written Scale asks for, validated as the real server does.
-pub(crate) fn requested_replicas(scale: &Value, name: &str) -> Result<i64, ApiError> {
+fn requested_replicas(scale: &Value, name: &str) -> Result<i64, ApiError> {
     let invalid = |message: String| {
         ApiError::new(
             422,
@@ -143,9 +146,65 @@ pub(crate) fn requested_replicas(scale: &Value, name: &str) -> Result<i64, ApiEr
     }
 }
 
+/// A write to a Scale, by HTTP method.
+pub(crate) enum Write<'a> {
+    /// PUT: the whole new Scale.
+    Replace(Value),
+    /// PATCH: a merge, strategic merge or JSON patch of the current Scale.
+    Patch { media_type: String, body: &'a [u8] },
+}
+
+/// Applies a write to the Scale of the object `key` names and returns the new Scale. The
+/// write becomes a merge patch of the object's `spec.replicas`, so it bumps the
+/// generation, reaches watches and runs the rollout like any other spec change.
+pub(crate) fn write(
+    state: &mut State,
+    key: ObjectKey,
+    write: Write<'_>,
+    context: &WriteContext,
+) -> Result<Value, ApiError> {
+    let name = key.name.clone();
+    let (replicas, precondition) = match write {
+        Write::Replace(body) => {
+            let precondition = body
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (requested_replicas(&body, &name)?, precondition)
+        }
+        Write::Patch { media_type, body } => {
+            let patch: Value = serde_json::from_slice(body).map_err(|error| {
+                ApiError::bad_request(format!("the patch is not valid JSON: {error}"))
+            })?;
+            let mut current = of(&state.get(&key)?);
+            let precondition = match media_type.as_str() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    apply::merge_patch(&mut current, &patch);
+                    patch
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }
+                // A JSON patch names no precondition of its own (a `test` operation on
+                // the resourceVersion fails inside the patch instead).
+                "application/json-patch+json" => {
+                    apply::json_patch(&mut current, &patch)
+                        .map_err(|message| ApiError::new(422, "Invalid", message))?;
+                    None
+                }
+                other => return Err(unsupported_media_type(other)),
+            };
+            (requested_replicas(&current, &name)?, precondition)
+        }
+    };
+    let patch = PatchBody::Merge(object_patch(replicas, precondition.as_deref()));
+    let updated = state.patch(key, &patch, context, Target::Main)?;
+    Ok(of(&updated))
+}
+
 /// The merge patch that applies a Scale to its object: the new `spec.replicas`, with the
 /// Scale's resourceVersion as a precondition when the client sent one.
-pub(crate) fn object_patch(replicas: i64, resource_version: Option<&str>) -> Value {
+fn object_patch(replicas: i64, resource_version: Option<&str>) -> Value {
     let mut patch = json!({"spec": {"replicas": replicas}});
     if let Some(resource_version) = resource_version.filter(|rv| !rv.is_empty()) {
         patch["metadata"] = json!({"resourceVersion": resource_version});
