@@ -814,9 +814,11 @@ async fn deployment_rollouts_complete_unless_stuck() {
     assert_eq!(updated.metadata.generation, Some(2));
     assert_eq!(
         stuck_status.observed_generation,
-        Some(1),
-        "the new generation is never observed"
+        Some(2),
+        "the new generation is observed, but its pods never become available"
     );
+    assert_eq!(stuck_status.updated_replicas, Some(1));
+    assert_eq!(stuck_status.unavailable_replicas, Some(1));
     let progressing = stuck_status
         .conditions
         .unwrap_or_default()

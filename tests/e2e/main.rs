@@ -4,6 +4,8 @@ mod aws_emulator;
 mod environment;
 mod fleet;
 mod kube_api;
+mod kubectl_access;
 mod kubectl_apply;
+mod kubectl_drift;
 mod kubectl_get;
 mod openapi;

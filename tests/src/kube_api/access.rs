@@ -1,14 +1,22 @@
 //! `SelfSubjectAccessReview` (`POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`),
-//! which `kubectl auth can-i` and the deployer's preflight use to ask "may I do this?".
+//! which `kubectl auth can-i` and the deployer's preflight use to ask "may I do this?",
+//! and `SelfSubjectRulesReview`, which `kubectl auth can-i --list` uses to ask "what may I
+//! do in this namespace?", and `SelfSubjectReview` (`kubectl auth whoami`).
 //!
-//! The sandbox has no RBAC: every request is allowed, and so every review says allowed,
-//! unless a test denied the permission with [`super::FakeApiServer::deny`]. A denial only
+//! The sandbox's own user may do everything, and so its reviews say allowed, unless a
+//! test denied the permission with [`super::FakeApiServer::deny`]. A denial only
 //! changes what reviews answer; the requests themselves still succeed, so a test of a
 //! preflight check can make one permission look missing without breaking anything else.
+//!
+//! A client impersonating another user (`kubectl --as`) gets the answers of the RBAC
+//! authorizer over the stored roles and bindings ([`super::rbac`]).
 
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
+use super::rbac::{self, PolicyRule, UserInfo};
+use super::request_info::{RequestInfo, ResourceRequest};
+use super::store::State;
 
 pub(crate) const GROUP: &str = "authorization.k8s.io";
 pub(crate) const VERSION: &str = "v1";
@@ -17,6 +25,14 @@ pub(crate) const KIND: &str = "SelfSubjectAccessReview";
 
 /// The path reviews are posted to.
 pub(crate) const PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+
+pub(crate) const RULES_PLURAL: &str = "selfsubjectrulesreviews";
+pub(crate) const RULES_KIND: &str = "SelfSubjectRulesReview";
+
+/// `kubectl auth whoami` posts a SelfSubjectReview to this group.
+pub(crate) const AUTHENTICATION_GROUP: &str = "authentication.k8s.io";
+pub(crate) const WHOAMI_PLURAL: &str = "selfsubjectreviews";
+pub(crate) const WHOAMI_KIND: &str = "SelfSubjectReview";
 
 /// Matches every value in a [`Denial`] field.
 const WILDCARD: &str = "*";
@@ -33,7 +49,7 @@ pub(crate) struct Denial {
 }
 
 impl Denial {
-    fn matches(&self, attributes: &ResourceAttributes) -> bool {
+    fn matches(&self, attributes: &ResourceRequest) -> bool {
         let field = |rule: &str, value: &str| rule == WILDCARD || rule == value;
         field(&self.verb, &attributes.verb)
             && field(&self.group, &attributes.group)
@@ -45,7 +61,7 @@ impl Denial {
     }
 
     /// The reason reviews give, worded like the RBAC authorizer's "forbidden" message.
-    fn reason(&self, attributes: &ResourceAttributes) -> String {
+    fn reason(&self, attributes: &ResourceRequest) -> String {
         let resource = if attributes.group.is_empty() {
             attributes.resource.clone()
         } else {
@@ -64,15 +80,6 @@ impl Denial {
     }
 }
 
-/// The `spec.resourceAttributes` of a review that matter for a decision.
-#[derive(Debug, Default)]
-struct ResourceAttributes {
-    verb: String,
-    group: String,
-    resource: String,
-    namespace: String,
-}
-
 fn text(value: &Value, name: &str) -> String {
     value
         .get(name)
@@ -81,9 +88,38 @@ fn text(value: &Value, name: &str) -> String {
         .to_owned()
 }
 
-/// Answers a review: the request object with `status` filled in, as the real server
-/// returns it (with HTTP 201).
-pub(crate) fn review(mut body: Value, denials: &[Denial]) -> Result<Value, ApiError> {
+/// Answers a review asked by the sandbox's own user: allowed, unless a test denied it.
+pub(crate) fn review(body: Value, denials: &[Denial]) -> Result<Value, ApiError> {
+    answer(body, |info| match info {
+        RequestInfo::Resource(attributes) => {
+            match denials.iter().find(|denial| denial.matches(attributes)) {
+                Some(denial) => json!({"allowed": false, "reason": denial.reason(attributes)}),
+                None => json!({"allowed": true, "reason": "the sandbox allows everything"}),
+            }
+        }
+        // Non-resource URLs (`/healthz`, `/metrics`) are never denied in the sandbox.
+        RequestInfo::NonResource { .. } => {
+            json!({"allowed": true, "reason": "the sandbox allows everything"})
+        }
+    })
+}
+
+/// Answers a review asked by an impersonated user, as the RBAC authorizer decides it. A
+/// refusal carries no reason, as RBAC has no opinion on what it does not grant.
+pub(crate) fn review_as(body: Value, state: &State, user: &UserInfo) -> Result<Value, ApiError> {
+    answer(body, |info| {
+        let decision = rbac::authorize(state, user, info);
+        if decision.allowed {
+            json!({"allowed": true, "reason": decision.reason})
+        } else {
+            json!({"allowed": false})
+        }
+    })
+}
+
+/// Reads the review's attributes, lets `decide` write the status, and returns the request
+/// object with `status` filled in, as the real server returns it (with HTTP 201).
+fn answer(mut body: Value, decide: impl FnOnce(&RequestInfo) -> Value) -> Result<Value, ApiError> {
     let invalid = |message: &str| {
         ApiError::new(
             422,
@@ -103,30 +139,35 @@ pub(crate) fn review(mut body: Value, denials: &[Denial]) -> Result<Value, ApiEr
     let non_resource = spec
         .get("nonResourceAttributes")
         .filter(|value| !value.is_null());
-    let status = match (resource, non_resource) {
-        (Some(resource), None) => {
-            let attributes = ResourceAttributes {
-                verb: text(resource, "verb"),
-                group: text(resource, "group"),
-                resource: text(resource, "resource"),
-                namespace: text(resource, "namespace"),
-            };
-            match denials.iter().find(|denial| denial.matches(&attributes)) {
-                Some(denial) => json!({"allowed": false, "reason": denial.reason(&attributes)}),
-                None => json!({"allowed": true, "reason": "the sandbox allows everything"}),
-            }
-        }
-        // Non-resource URLs (`/healthz`, `/metrics`) are never denied in the sandbox.
-        (None, Some(_)) => json!({"allowed": true, "reason": "the sandbox allows everything"}),
-        _ => {
+    let info = match (resource, non_resource) {
+        (Some(resource), None) => RequestInfo::Resource(ResourceRequest {
+            verb: text(resource, "verb"),
+            group: text(resource, "group"),
+            resource: text(resource, "resource"),
+            subresource: text(resource, "subresource"),
+            namespace: text(resource, "namespace"),
+            name: text(resource, "name"),
+        }),
+        (None, Some(non_resource)) => RequestInfo::NonResource {
+            verb: text(non_resource, "verb"),
+            path: text(non_resource, "path"),
+        },
+        (Some(_), Some(_)) | (None, None) => {
             return Err(invalid(
                 "spec.resourceAttributes: Invalid value: \"null\": exactly one of \
                  nonResourceAttributes or resourceAttributes must be specified",
             ));
         }
     };
+    let status = decide(&info);
+    fill_metadata(&mut body, KIND);
+    body["status"] = status;
+    Ok(body)
+}
+
+fn fill_metadata(body: &mut Value, kind: &str) {
     body["apiVersion"] = json!(format!("{GROUP}/{VERSION}"));
-    body["kind"] = json!(KIND);
+    body["kind"] = json!(kind);
     if body
         .get("metadata")
         .is_none_or(|metadata| !metadata.is_object())
@@ -134,19 +175,106 @@ pub(crate) fn review(mut body: Value, denials: &[Denial]) -> Result<Value, ApiEr
         body["metadata"] = json!({});
     }
     body["metadata"]["creationTimestamp"] = Value::Null;
-    body["status"] = status;
+}
+
+/// Answers a SelfSubjectRulesReview: the rules that apply to `user` in `spec.namespace`,
+/// split into resource and non-resource rules as the real server lists them.
+pub(crate) fn rules_review(
+    mut body: Value,
+    state: &State,
+    user: &UserInfo,
+) -> Result<Value, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body of a {RULES_KIND} must be a JSON object"
+        )));
+    }
+    let namespace = body
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let rules = rbac::rules_for(state, user, &namespace);
+    let (resource_rules, non_resource_rules): (Vec<&PolicyRule>, Vec<&PolicyRule>) = rules
+        .iter()
+        .partition(|rule| rule.non_resource_urls.is_empty());
+    let resource_rules: Vec<Value> = resource_rules
+        .into_iter()
+        .map(|rule| {
+            let mut entry = json!({"verbs": rule.verbs});
+            // The real server leaves empty lists out.
+            for (field, values) in [
+                ("apiGroups", &rule.api_groups),
+                ("resources", &rule.resources),
+                ("resourceNames", &rule.resource_names),
+            ] {
+                if !values.is_empty() {
+                    entry[field] = json!(values);
+                }
+            }
+            entry
+        })
+        .collect();
+    let non_resource_rules: Vec<Value> = non_resource_rules
+        .into_iter()
+        .map(|rule| json!({"verbs": rule.verbs, "nonResourceURLs": rule.non_resource_urls}))
+        .collect();
+    fill_metadata(&mut body, RULES_KIND);
+    body["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false,
+    });
     Ok(body)
 }
 
-/// The discovery entry for `/apis/authorization.k8s.io/v1`.
-pub(crate) fn discovery_entry() -> Value {
+/// Answers a SelfSubjectReview (`kubectl auth whoami`): who the server takes the caller
+/// for, with the groups impersonation added. The request carries nothing to read.
+pub(crate) fn whoami(user: &UserInfo) -> Value {
+    let mut user_info = json!({"username": user.name, "groups": user.groups});
+    if let Some(uid) = &user.uid {
+        user_info["uid"] = json!(uid);
+    }
+    if !user.extra.is_empty() {
+        user_info["extra"] = json!(user.extra);
+    }
     json!({
-        "name": PLURAL,
-        "singularName": "selfsubjectaccessreview",
+        "apiVersion": format!("{AUTHENTICATION_GROUP}/{VERSION}"),
+        "kind": WHOAMI_KIND,
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": user_info},
+    })
+}
+
+/// The discovery entry for `/apis/authentication.k8s.io/v1`.
+pub(crate) fn self_subject_review_entry() -> Value {
+    json!({
+        "name": WHOAMI_PLURAL,
+        "singularName": "selfsubjectreview",
         "namespaced": false,
-        "kind": KIND,
+        "kind": WHOAMI_KIND,
         "verbs": ["create"],
     })
+}
+
+/// The discovery entries for `/apis/authorization.k8s.io/v1`.
+pub(crate) fn discovery_entries() -> Vec<Value> {
+    vec![
+        json!({
+            "name": PLURAL,
+            "singularName": "selfsubjectaccessreview",
+            "namespaced": false,
+            "kind": KIND,
+            "verbs": ["create"],
+        }),
+        json!({
+            "name": RULES_PLURAL,
+            "singularName": "selfsubjectrulesreview",
+            "namespaced": false,
+            "kind": RULES_KIND,
+            "verbs": ["create"],
+        }),
+    ]
 }
 
 #[cfg(test)]

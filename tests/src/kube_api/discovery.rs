@@ -1,12 +1,15 @@
 //! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}` and
 //! `/apis/{group}/{version}`, in the plain (not aggregated) format. Besides the stored
-//! types, `authorization.k8s.io/v1` lists `selfsubjectaccessreviews` (create only). kubectl asks for
+//! types, `authorization.k8s.io/v1` lists `selfsubjectaccessreviews` and
+//! `selfsubjectrulesreviews`, and `authentication.k8s.io/v1` lists `selfsubjectreviews`
+//! (create only). kubectl asks for
 //! aggregated discovery first and falls back to these when the response is plain JSON.
 
 use serde_json::{Value, json};
 
 use super::access;
 use super::resources::{RESOURCE_TYPES, ResourceType, named_groups};
+use super::scale;
 
 /// The verbs every served type supports.
 const VERBS: &[&str] = &[
@@ -61,6 +64,7 @@ fn group_document(group: &str, version: &str) -> Value {
 fn served_groups() -> Vec<(&'static str, &'static str)> {
     let mut groups = named_groups();
     groups.push((access::GROUP, access::VERSION));
+    groups.push((access::AUTHENTICATION_GROUP, access::VERSION));
     groups
 }
 
@@ -99,7 +103,10 @@ fn resource_entry(rt: &ResourceType) -> Value {
 pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     if group == access::GROUP && version == access::VERSION {
-        resources.push(access::discovery_entry());
+        resources.extend(access::discovery_entries());
+    }
+    if group == access::AUTHENTICATION_GROUP && version == access::VERSION {
+        resources.push(access::self_subject_review_entry());
     }
     for rt in RESOURCE_TYPES
         .iter()
@@ -120,6 +127,9 @@ pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": rt.kind,
                 "verbs": ["get", "patch", "update"],
             }));
+        }
+        if scale::served(rt) {
+            resources.push(scale::discovery_entry(rt));
         }
         if rt.kind == "Pod" {
             resources.push(json!({

@@ -21,7 +21,11 @@ use super::access;
 use super::discovery;
 use super::errors::ApiError;
 use super::openapi;
+use super::protobuf;
+use super::rbac::{self, Requester};
+use super::request_info;
 use super::resources::{self, RESOURCE_TYPES};
+use super::scale;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{
     EventType, ListQuery, ObjectKey, PatchBody, State, Target, WatchRecord, WriteContext,
@@ -172,10 +176,12 @@ impl ApiRequest {
         Ok(context)
     }
 
-    /// The body as JSON, or as YAML when the content type says so.
+    /// The body as JSON, or as YAML or protobuf when the content type says so.
     fn body_value(&self) -> Result<Value, ApiError> {
         let media_type = self.media_type();
-        if media_type.contains("yaml") {
+        if media_type == protobuf::MEDIA_TYPE {
+            protobuf::decode(&self.body)
+        } else if media_type.contains("yaml") {
             parse_yaml(&self.body)
         } else if media_type.is_empty() || media_type.contains("json") {
             serde_json::from_slice(&self.body).map_err(|error| {
@@ -200,7 +206,7 @@ fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn unsupported_media_type(media_type: &str) -> ApiError {
+pub(crate) fn unsupported_media_type(media_type: &str) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
@@ -253,7 +259,10 @@ pub(crate) async fn handle(
     };
     let response = match injected {
         Some(status) => error_response(&ApiError::injected(status)),
-        None => route(&shared, &mut request).await,
+        None => match authorize(&shared, &parts.headers, &request) {
+            Ok(requester) => route(&shared, &mut request, &requester).await,
+            Err(error) => error_response(&error),
+        },
     };
     let field_manager = request.query_field_manager();
     let entry = LoggedRequest {
@@ -274,6 +283,38 @@ impl ApiRequest {
     fn query_field_manager(&self) -> Option<String> {
         self.query.get("fieldManager").map(str::to_owned)
     }
+}
+
+/// Finds out who makes the request (impersonation headers) and, for an impersonated
+/// user, whether RBAC allows it; the sandbox's own user may do anything.
+fn authorize(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    request: &ApiRequest,
+) -> Result<Requester, ApiError> {
+    let requester = rbac::requester(headers)?;
+    match &requester {
+        Requester::Admin => {}
+        Requester::Impersonated(user) => {
+            let info = request_info::resolve(&request.method, &request.path, &request.query.pairs);
+            let state = shared.lock();
+            if !rbac::authorize(&state, user, &info).allowed {
+                return Err(rbac::forbidden(user, &info));
+            }
+            if rbac::writes_rbac(&info) {
+                let write = rbac::RbacWrite {
+                    method: &request.method,
+                    media_type: &request.media_type(),
+                    body: request.body_value().ok(),
+                    raw: &request.body,
+                };
+                if let Some(object) = rbac::written_object(&state, &info, write) {
+                    rbac::check_escalation(&state, user, &info, &object)?;
+                }
+            }
+        }
+    }
+    Ok(requester)
 }
 
 /// Applies the client fault matching this request, if any: holds a hung request until the
@@ -317,7 +358,11 @@ fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<u16> {
     Some(status)
 }
 
-async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<ResponseBody> {
+async fn route(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    requester: &Requester,
+) -> Response<ResponseBody> {
     let path = request.path.clone();
     let mut segments: Vec<&str> = path.split('/').skip(1).collect();
     let is_proxy =
@@ -359,7 +404,18 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
             let rest = rest.join("/");
             return proxy(shared, request, &namespace, &pod, &rest).await;
         }
-        ["apis", access::GROUP, access::VERSION, access::PLURAL] => access_review(shared, request),
+        ["apis", access::GROUP, access::VERSION, access::PLURAL] => {
+            access_review(shared, request, requester)
+        }
+        ["apis", access::GROUP, access::VERSION, access::RULES_PLURAL] => {
+            rules_review(shared, request, requester)
+        }
+        [
+            "apis",
+            access::AUTHENTICATION_GROUP,
+            access::VERSION,
+            access::WHOAMI_PLURAL,
+        ] => whoami(request, requester),
         ["api", "v1", rest @ ..] => resource(shared, request, "", "v1", rest),
         ["apis", group, version, rest @ ..] => resource(shared, request, group, version, rest),
         _ => Err(ApiError::path_not_found(&path)),
@@ -375,14 +431,51 @@ async fn route(shared: &Arc<Shared>, request: &mut ApiRequest) -> Response<Respo
 fn access_review(
     shared: &Arc<Shared>,
     request: &mut ApiRequest,
+    requester: &Requester,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if request.method != Method::POST {
         return Err(ApiError::method_not_allowed(&request.method));
     }
     request.parse_dry_run()?;
     let body = request.body_value()?;
-    let denials = shared.lock().denials.clone();
-    let answer = access::review(body, &denials)?;
+    let answer = match requester {
+        Requester::Admin => {
+            let denials = shared.lock().denials.clone();
+            access::review(body, &denials)?
+        }
+        Requester::Impersonated(user) => access::review_as(body, &shared.lock(), user)?,
+    };
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// `POST .../selfsubjectreviews`: tells the caller who it is.
+fn whoami(request: &ApiRequest, requester: &Requester) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method != Method::POST {
+        return Err(ApiError::method_not_allowed(&request.method));
+    }
+    let user = match requester {
+        Requester::Admin => rbac::admin_user(),
+        Requester::Impersonated(user) => user.clone(),
+    };
+    Ok(json_response(StatusCode::CREATED, &access::whoami(&user)))
+}
+
+/// `POST .../selfsubjectrulesreviews`: lists what the caller may do in a namespace.
+fn rules_review(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    requester: &Requester,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method != Method::POST {
+        return Err(ApiError::method_not_allowed(&request.method));
+    }
+    request.parse_dry_run()?;
+    let body = request.body_value()?;
+    let user = match requester {
+        Requester::Admin => rbac::admin_user(),
+        Requester::Impersonated(user) => user.clone(),
+    };
+    let answer = access::rules_review(body, &shared.lock(), &user)?;
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
@@ -457,6 +550,8 @@ enum PathTarget {
     Object(String),
     /// The `/status` subresource of the named object.
     Status(String),
+    /// The `/scale` subresource of the named Deployment or ReplicaSet.
+    Scale(String),
 }
 
 /// Routes `/api/v1/...` and `/apis/{group}/{version}/...` below the version.
@@ -490,6 +585,7 @@ fn resource(
         [] => PathTarget::Collection,
         [name] => PathTarget::Object(percent_decode(name)),
         [name, "status"] if rt.has_status => PathTarget::Status(percent_decode(name)),
+        [name, "scale"] if scale::served(rt) => PathTarget::Scale(percent_decode(name)),
         _ => return Err(not_found()),
     };
     // A namespaced type is reachable without a namespace only to list or watch across
@@ -572,7 +668,42 @@ fn resource(
             &name,
             Target::Status,
         ),
+        PathTarget::Scale(name) => scale_subresource(
+            shared,
+            request,
+            ObjectKey {
+                type_index,
+                namespace: namespace_text,
+                name,
+            },
+        ),
     }
+}
+
+/// GET, PUT or PATCH of a Deployment's or ReplicaSet's Scale ([`scale`]).
+fn scale_subresource(
+    shared: &Arc<Shared>,
+    request: &mut ApiRequest,
+    key: ObjectKey,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if request.method == Method::GET {
+        let object = shared.lock().get(&key)?;
+        return Ok(json_response(StatusCode::OK, &scale::of(&object)));
+    }
+    let mut context = request.write_context()?;
+    let write = match request.method {
+        Method::PUT => scale::Write::Replace(request.body_value()?),
+        Method::PATCH => scale::Write::Patch {
+            media_type: request.media_type(),
+            body: &request.body,
+        },
+        _ => return Err(ApiError::method_not_allowed(&request.method)),
+    };
+    let scale = scale::write(&mut shared.lock(), key, write, &mut context)?;
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &scale),
+        &context.warnings,
+    ))
 }
 
 fn object_key(type_index: usize, object: &Value) -> Option<ObjectKey> {
@@ -956,9 +1087,9 @@ async fn proxy(
         .and_then(Value::as_str)
         .filter(|ip| !ip.is_empty())
     else {
-        return error_response(&ApiError::service_unavailable(format!(
-            "error trying to reach service: pod {namespace}/{name} has no IP address"
-        )));
+        // The real server refuses to proxy to an address it cannot parse, and an empty
+        // pod IP is one: 400 with this message.
+        return error_response(&ApiError::bad_request("address not allowed"));
     };
     let host = if ip.contains(':') {
         format!("[{ip}]")
@@ -1023,14 +1154,21 @@ async fn proxy(
     }
 }
 
-/// The innermost cause of an error, which is the informative part (e.g. "Connection
-/// refused").
+/// The innermost cause of an error, which is the informative part, worded like Go's
+/// dialer for a refused connection (`connect: connection refused`), as the real
+/// server's message has it.
 fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(source) = current.source() {
         current = source;
     }
-    current.to_string()
+    match current
+        .downcast_ref::<std::io::Error>()
+        .map(std::io::Error::kind)
+    {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connect: connection refused".to_owned(),
+        Some(_) | None => current.to_string(),
+    }
 }
 
 /// Decodes `%XX` escapes in a path segment.

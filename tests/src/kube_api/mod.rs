@@ -3,17 +3,23 @@
 //!
 //! It serves the kinds the tool deploys and reads (Namespace, Node, Pod, ServiceAccount,
 //! ConfigMap, Event, Role, ClusterRole, RoleBinding, ClusterRoleBinding, Deployment,
-//! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (merge,
-//! JSON and server-side apply), delete and deletecollection, plus discovery, the pods
-//! proxy, the status subresources and SelfSubjectAccessReview (everything is allowed
-//! unless a test denies it with [`FakeApiServer::deny`]). Behaviour follows the real server where the tool
-//! or kube-rs can observe it: `metav1.Status` errors, resourceVersion and generation
-//! bumped only on real changes, server-side apply with field ownership and conflicts,
-//! dry runs, optimistic concurrency on replace, and watch streams that resume from a
-//! resourceVersion. Lists, objects and watch events are answered as `meta.k8s.io` Tables
-//! when the client asks for them (`kubectl get`), with the columns of the real server's
-//! printers. Deployments report a finished rollout as soon as their spec changes,
-//! unless a test makes the rollout stuck.
+//! ReplicaSet, Lease) with the verbs get, list, watch, create, update, patch (JSON, merge,
+//! strategic merge and server-side apply), delete and deletecollection, plus discovery,
+//! the OpenAPI v3 and v2 documents (from the official v1.33 schemas), the pods
+//! proxy, the status and scale subresources, and SelfSubjectAccessReview,
+//! SelfSubjectRulesReview and SelfSubjectReview (`kubectl auth whoami`).
+//!
+//! The sandbox's own user may do everything (its reviews say allowed unless a test denies
+//! it with [`FakeApiServer::deny`]); a client that impersonates another user
+//! (`kubectl --as`) is held to the stored RBAC roles and bindings. Behaviour follows the
+//! real server where a client can observe it: `metav1.Status` errors, resourceVersion and
+//! generation bumped only on real changes, field validation (`fieldValidation`) against
+//! the schemas, server-side apply with field ownership and conflicts, dry runs, optimistic
+//! concurrency on replace, and watch streams that resume from a resourceVersion. Lists,
+//! objects and watch events are answered as `meta.k8s.io` Tables when the client asks for
+//! them (`kubectl get`), with the columns of the real server's printers. Deployments
+//! report a finished rollout as soon as their spec changes, unless a test makes the
+//! rollout stuck. `tests/README.md` lists where it differs from a real server.
 //!
 //! Tests observe and steer the server through [`FakeApiServer`]: seed objects, read the
 //! request log, inject failures.
@@ -25,7 +31,11 @@ mod discovery;
 mod errors;
 mod http;
 mod openapi;
+mod protobuf;
+mod rbac;
+mod request_info;
 mod resources;
+mod scale;
 mod schema;
 mod selector;
 mod store;
@@ -122,9 +132,23 @@ impl LoggedRequest {
         self.method != ::http::Method::GET && !self.dry_run && !self.is_access_review()
     }
 
-    /// Whether the request was a SelfSubjectAccessReview.
+    /// Whether the request was a SelfSubjectAccessReview, SelfSubjectRulesReview or
+    /// SelfSubjectReview: POSTs that only ask a question and store nothing.
     pub fn is_access_review(&self) -> bool {
-        self.path.trim_end_matches('/') == access::PATH
+        let path = self.path.trim_end_matches('/');
+        let rules = format!(
+            "/apis/{}/{}/{}",
+            access::GROUP,
+            access::VERSION,
+            access::RULES_PLURAL
+        );
+        let whoami = format!(
+            "/apis/{}/{}/{}",
+            access::AUTHENTICATION_GROUP,
+            access::VERSION,
+            access::WHOAMI_PLURAL
+        );
+        path == access::PATH || path == rules || path == whoami
     }
 
     /// The value of a query parameter, if sent.
@@ -291,8 +315,9 @@ impl FakeApiServer {
         self.shared.lock().requests.clear();
     }
 
-    /// Makes rollouts of the named Deployment stuck (the next spec change is never
-    /// observed and Progressing turns False with ProgressDeadlineExceeded), or unsticks
+    /// Makes rollouts of the named Deployment stuck (the next spec change is observed but
+    /// its new pods never become available, and Progressing turns False with
+    /// ProgressDeadlineExceeded, as after the progress deadline passed), or unsticks
     /// it, which completes a pending rollout at once. A Deployment that already finished
     /// its rollout keeps its status until its spec changes.
     pub fn set_rollout_stuck(&self, namespace: &str, name: &str, stuck: bool) {
@@ -346,8 +371,9 @@ impl FakeApiServer {
     /// Makes SelfSubjectAccessReviews for `verb` on `resource` in API `group` (`""` for
     /// the core group) answer `allowed: false` with a reason, in `namespace`, or in every
     /// namespace and at the cluster scope when `None`. `verb`, `group` and `resource`
-    /// may be `*` to match anything. Only the reviews change: the requests themselves
-    /// still succeed, since the sandbox has no RBAC.
+    /// may be `*` to match anything. Only the reviews of the sandbox's own user change:
+    /// its requests themselves still succeed. (Requests and reviews of an impersonated
+    /// user follow the stored RBAC instead.)
     pub fn deny(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) {
         let denial = Denial {
             verb: verb.to_owned(),

@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::access;
 use super::resources::{RESOURCE_TYPES, ResourceType};
+use super::scale;
 use super::schema::{Definitions, Gvk, KUBERNETES_VERSION, REF_PREFIX, definitions};
 
 const V2_REF_PREFIX: &str = "#/definitions/";
@@ -93,12 +94,26 @@ struct CreateOnly {
     plural: &'static str,
 }
 
-const CREATE_ONLY: &[CreateOnly] = &[CreateOnly {
-    group: access::GROUP,
-    version: access::VERSION,
-    kind: access::KIND,
-    plural: access::PLURAL,
-}];
+const CREATE_ONLY: &[CreateOnly] = &[
+    CreateOnly {
+        group: access::GROUP,
+        version: access::VERSION,
+        kind: access::KIND,
+        plural: access::PLURAL,
+    },
+    CreateOnly {
+        group: access::GROUP,
+        version: access::VERSION,
+        kind: access::RULES_KIND,
+        plural: access::RULES_PLURAL,
+    },
+    CreateOnly {
+        group: access::AUTHENTICATION_GROUP,
+        version: access::VERSION,
+        kind: access::WHOAMI_KIND,
+        plural: access::WHOAMI_PLURAL,
+    },
+];
 
 fn build() -> Documents {
     let definitions = definitions();
@@ -414,6 +429,25 @@ fn resource_operations(definitions: &Definitions, rt: &ResourceType) -> Vec<Oper
                 op(Action::Get, "Status", None, &object),
                 op(Action::Put, "Status", Some(&object), &object),
                 op(Action::Patch, "Status", Some(&patch), &object),
+            ],
+        });
+    }
+    if scale::served(rt) {
+        let scale_gvk = Gvk::new(scale::SCALE_GROUP, scale::SCALE_VERSION, scale::SCALE_KIND);
+        let scale_object = definition_name(definitions, &scale_gvk);
+        let scale_op = |action: Action, request: Option<&str>| Operation {
+            gvk: scale_gvk.clone(),
+            ..op(action, "Scale", request, &scale_object)
+        };
+        operations.push(Operations {
+            path: format!("{base}/{{name}}/scale"),
+            namespaced: rt.namespaced,
+            named: true,
+            tag: tag(rt.group, rt.version),
+            entries: vec![
+                scale_op(Action::Get, None),
+                scale_op(Action::Put, Some(&scale_object)),
+                scale_op(Action::Patch, Some(&patch)),
             ],
         });
     }
@@ -758,6 +792,7 @@ mod tests {
             [
                 "api/v1",
                 "apis/apps/v1",
+                "apis/authentication.k8s.io/v1",
                 "apis/authorization.k8s.io/v1",
                 "apis/coordination.k8s.io/v1",
                 "apis/rbac.authorization.k8s.io/v1"

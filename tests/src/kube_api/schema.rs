@@ -301,6 +301,7 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
     ("autoscaling", "v1", "Scale"),
     ("authorization.k8s.io", "v1", "SelfSubjectAccessReview"),
     ("authorization.k8s.io", "v1", "SelfSubjectRulesReview"),
+    ("authentication.k8s.io", "v1", "SelfSubjectReview"),
 ];
 
 /// Definitions every API path may answer with or take, whatever the kind.

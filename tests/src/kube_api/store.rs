@@ -1105,28 +1105,54 @@ fn completed_deployment_status(deployment: &Value, now: &str) -> Value {
     })
 }
 
-/// The status of a rollout that never finishes: the old generation stays observed and
-/// Progressing turns False with ProgressDeadlineExceeded.
+/// The status of a rollout that never finishes, as the Deployment controller reports it
+/// once the progress deadline passed: the new generation is observed and one surge pod
+/// of the new ReplicaSet is created, but it never becomes available, so the old pods keep
+/// serving and Progressing turns False with ProgressDeadlineExceeded (which is what
+/// `kubectl rollout status` fails on).
 fn stuck_deployment_status(deployment: &Value, now: &str) -> Value {
-    let mut status = deployment
+    let previous = deployment
         .get("status")
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
-    let available = status
+    let old_available = previous
         .get("availableReplicas")
         .and_then(Value::as_i64)
-        .is_some_and(|available| available > 0);
-    let (available_status, available_reason) = if available {
-        ("True", "MinimumReplicasAvailable")
+        .unwrap_or(0);
+    let generation = deployment
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let updated = i64::from(deployment_replicas(deployment) > 0);
+    let mut status = json!({
+        "observedGeneration": generation,
+        "replicas": old_available + updated,
+        "updatedReplicas": updated,
+        "unavailableReplicas": updated,
+    });
+    // The real status leaves zero counts out.
+    if old_available > 0 {
+        status["readyReplicas"] = json!(old_available);
+        status["availableReplicas"] = json!(old_available);
+    }
+    let (available_status, available_reason, available_message) = if old_available > 0 {
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        )
     } else {
-        ("False", "MinimumReplicasUnavailable")
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
     };
-    status["unavailableReplicas"] = json!(deployment_replicas(deployment));
     status["conditions"] = json!([
         {
             "type": "Available", "status": available_status, "reason": available_reason,
-            "message": "Deployment does not have minimum availability.",
+            "message": available_message,
             "lastUpdateTime": now, "lastTransitionTime": now,
         },
         {
