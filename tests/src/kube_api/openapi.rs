@@ -209,95 +209,192 @@ impl Action {
     }
 
     /// The query parameters the operation takes besides `pretty`.
-    fn query_parameters(self) -> &'static [&'static str] {
-        const LIST: &[&str] = &[
-            "allowWatchBookmarks",
-            "continue",
-            "fieldSelector",
-            "labelSelector",
-            "limit",
-            "resourceVersion",
-            "resourceVersionMatch",
-            "sendInitialEvents",
-            "timeoutSeconds",
-            "watch",
-        ];
+    fn query_parameters(self) -> &'static [Parameter] {
+        use Parameter as P;
         match self {
-            Action::List => LIST,
-            Action::Post | Action::Put => &["dryRun", "fieldManager", "fieldValidation"],
-            Action::Patch => &["dryRun", "fieldManager", "fieldValidation", "force"],
+            Action::List => &[
+                P::AllowWatchBookmarks,
+                P::Continue,
+                P::FieldSelector,
+                P::LabelSelector,
+                P::Limit,
+                P::ResourceVersion,
+                P::ResourceVersionMatch,
+                P::SendInitialEvents,
+                P::TimeoutSeconds,
+                P::Watch,
+            ],
+            Action::Post | Action::Put => &[P::DryRun, P::FieldManager, P::FieldValidation],
+            Action::Patch => &[P::DryRun, P::FieldManager, P::FieldValidation, P::Force],
             Action::Delete => &[
-                "dryRun",
-                "gracePeriodSeconds",
-                "orphanDependents",
-                "propagationPolicy",
+                P::DryRun,
+                P::GracePeriodSeconds,
+                P::OrphanDependents,
+                P::PropagationPolicy,
             ],
             Action::DeleteCollection => &[
-                "continue",
-                "dryRun",
-                "fieldSelector",
-                "gracePeriodSeconds",
-                "labelSelector",
-                "limit",
-                "orphanDependents",
-                "propagationPolicy",
-                "resourceVersion",
-                "resourceVersionMatch",
-                "sendInitialEvents",
-                "timeoutSeconds",
+                P::Continue,
+                P::DryRun,
+                P::FieldSelector,
+                P::GracePeriodSeconds,
+                P::LabelSelector,
+                P::Limit,
+                P::OrphanDependents,
+                P::PropagationPolicy,
+                P::ResourceVersion,
+                P::ResourceVersionMatch,
+                P::SendInitialEvents,
+                P::TimeoutSeconds,
             ],
             Action::Get => &[],
         }
     }
 }
 
-/// The description and type of a query parameter (the documents' own words; the
-/// semantics are kube-apiserver's).
-fn query_parameter(name: &str) -> (&'static str, &'static str) {
-    match name {
-        "allowWatchBookmarks" => ("boolean", "Ask for BOOKMARK events in a watch."),
-        "continue" => (
-            "string",
-            "The continue token of the previous page of a list.",
-        ),
-        "fieldSelector" => ("string", "Only objects whose fields match this selector."),
-        "labelSelector" => ("string", "Only objects whose labels match this selector."),
-        "limit" => ("integer", "The most items one page of a list holds."),
-        "resourceVersion" => (
-            "string",
-            "The resource version a list or watch starts from.",
-        ),
-        "resourceVersionMatch" => (
-            "string",
-            "How resourceVersion is matched: Exact or NotOlderThan.",
-        ),
-        "sendInitialEvents" => (
-            "boolean",
-            "Start a watch with the current objects as ADDED events.",
-        ),
-        "timeoutSeconds" => ("integer", "How long a list or watch may last."),
-        "watch" => ("boolean", "Stream changes instead of listing."),
-        "dryRun" => (
-            "string",
-            "All: process the request fully but store nothing.",
-        ),
-        "fieldManager" => ("string", "The name of the actor making the change."),
-        "fieldValidation" => (
-            "string",
-            "What to do with fields the schema does not declare: Ignore, Warn (the default) or Strict.",
-        ),
-        "force" => (
-            "boolean",
-            "Take over fields other managers own (apply patches only).",
-        ),
-        "gracePeriodSeconds" => ("integer", "Seconds before the object is deleted."),
-        "orphanDependents" => ("boolean", "Deprecated: use propagationPolicy."),
-        "propagationPolicy" => (
-            "string",
-            "Orphan, Background or Foreground deletion of dependents.",
-        ),
-        "pretty" => ("string", "Indent the response."),
-        _ => ("string", ""),
+/// A parameter of a served operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parameter {
+    AllowWatchBookmarks,
+    Continue,
+    FieldSelector,
+    LabelSelector,
+    Limit,
+    ResourceVersion,
+    ResourceVersionMatch,
+    SendInitialEvents,
+    TimeoutSeconds,
+    Watch,
+    DryRun,
+    FieldManager,
+    FieldValidation,
+    Force,
+    GracePeriodSeconds,
+    OrphanDependents,
+    PropagationPolicy,
+    Pretty,
+    /// The `{name}` of a path.
+    Name,
+    /// The `{namespace}` of a path.
+    Namespace,
+}
+
+impl Parameter {
+    /// The name, the location, the type and the description (the documents' own words;
+    /// the semantics are kube-apiserver's).
+    fn describe(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        use Parameter as P;
+        match self {
+            P::AllowWatchBookmarks => (
+                "allowWatchBookmarks",
+                "query",
+                "boolean",
+                "Ask for BOOKMARK events in a watch.",
+            ),
+            P::Continue => (
+                "continue",
+                "query",
+                "string",
+                "The continue token of the previous page of a list.",
+            ),
+            P::FieldSelector => (
+                "fieldSelector",
+                "query",
+                "string",
+                "Only objects whose fields match this selector.",
+            ),
+            P::LabelSelector => (
+                "labelSelector",
+                "query",
+                "string",
+                "Only objects whose labels match this selector.",
+            ),
+            P::Limit => (
+                "limit",
+                "query",
+                "integer",
+                "The most items one page of a list holds.",
+            ),
+            P::ResourceVersion => (
+                "resourceVersion",
+                "query",
+                "string",
+                "The resource version a list or watch starts from.",
+            ),
+            P::ResourceVersionMatch => (
+                "resourceVersionMatch",
+                "query",
+                "string",
+                "How resourceVersion is matched: Exact or NotOlderThan.",
+            ),
+            P::SendInitialEvents => (
+                "sendInitialEvents",
+                "query",
+                "boolean",
+                "Start a watch with the current objects as ADDED events.",
+            ),
+            P::TimeoutSeconds => (
+                "timeoutSeconds",
+                "query",
+                "integer",
+                "How long a list or watch may last.",
+            ),
+            P::Watch => (
+                "watch",
+                "query",
+                "boolean",
+                "Stream changes instead of listing.",
+            ),
+            P::DryRun => (
+                "dryRun",
+                "query",
+                "string",
+                "All: process the request fully but store nothing.",
+            ),
+            P::FieldManager => (
+                "fieldManager",
+                "query",
+                "string",
+                "The name of the actor making the change.",
+            ),
+            P::FieldValidation => (
+                "fieldValidation",
+                "query",
+                "string",
+                "What to do with fields the schema does not declare: Ignore, Warn (the default) or Strict.",
+            ),
+            P::Force => (
+                "force",
+                "query",
+                "boolean",
+                "Take over fields other managers own (apply patches only).",
+            ),
+            P::GracePeriodSeconds => (
+                "gracePeriodSeconds",
+                "query",
+                "integer",
+                "Seconds before the object is deleted.",
+            ),
+            P::OrphanDependents => (
+                "orphanDependents",
+                "query",
+                "boolean",
+                "Deprecated: use propagationPolicy.",
+            ),
+            P::PropagationPolicy => (
+                "propagationPolicy",
+                "query",
+                "string",
+                "Orphan, Background or Foreground deletion of dependents.",
+            ),
+            P::Pretty => ("pretty", "query", "string", "Indent the response."),
+            P::Name => ("name", "path", "string", "The name of the object."),
+            P::Namespace => (
+                "namespace",
+                "path",
+                "string",
+                "The namespace of the object.",
+            ),
+        }
     }
 }
 
@@ -512,30 +609,23 @@ impl Dialect {
         }
     }
 
-    fn parameter(self, name: &str, location: &str, required: bool) -> Value {
-        let (kind, description) = query_parameter(name);
-        let mut parameter = json!({
-            "name": name,
-            "in": location,
-            "description": if location == "path" {
-                format!("the {name} of the object")
-            } else {
-                description.to_owned()
-            },
-        });
-        if required {
-            parameter["required"] = json!(true);
+    fn parameter(self, parameter: Parameter) -> Value {
+        let (name, location, kind, description) = parameter.describe();
+        let mut value = json!({"name": name, "in": location, "description": description});
+        // Path parameters are always required; query parameters never are.
+        if location == "path" {
+            value["required"] = json!(true);
         }
         match self {
             Dialect::V2 => {
-                parameter["type"] = json!(kind);
-                parameter["uniqueItems"] = json!(true);
+                value["type"] = json!(kind);
+                value["uniqueItems"] = json!(true);
             }
             Dialect::V3 => {
-                parameter["schema"] = json!({"type": kind, "uniqueItems": true});
+                value["schema"] = json!({"type": kind, "uniqueItems": true});
             }
         }
-        parameter
+        value
     }
 }
 
@@ -586,7 +676,7 @@ fn operation(dialect: Dialect, operations: &Operations, entry: &Operation) -> Va
         .action
         .query_parameters()
         .iter()
-        .map(|name| dialect.parameter(name, "query", false))
+        .map(|parameter| dialect.parameter(*parameter))
         .collect();
     let mut value = json!({
         "tags": [operations.tag],
@@ -662,12 +752,12 @@ fn path_item(dialect: Dialect, operations: &Operations) -> Value {
     }
     let mut parameters = Vec::new();
     if operations.named {
-        parameters.push(dialect.parameter("name", "path", true));
+        parameters.push(dialect.parameter(Parameter::Name));
     }
     if operations.namespaced {
-        parameters.push(dialect.parameter("namespace", "path", true));
+        parameters.push(dialect.parameter(Parameter::Namespace));
     }
-    parameters.push(dialect.parameter("pretty", "query", false));
+    parameters.push(dialect.parameter(Parameter::Pretty));
     item.insert("parameters".into(), Value::Array(parameters));
     Value::Object(item)
 }

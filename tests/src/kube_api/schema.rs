@@ -183,20 +183,15 @@ fn restore_union(name: &str, schema: &mut Value) {
     let Some(map) = schema.as_object_mut() else {
         return;
     };
-    match name {
-        INT_OR_STRING => {
-            map.remove("oneOf");
-            map.insert("type".into(), json!("string"));
-            map.insert("format".into(), json!("int-or-string"));
-        }
-        QUANTITY => {
-            map.remove("oneOf");
-            map.insert(
-                "oneOf".into(),
-                json!([{"type": "string"}, {"type": "number"}]),
-            );
-        }
-        _ => {}
+    if name == INT_OR_STRING {
+        map.remove("oneOf");
+        map.insert("type".into(), json!("string"));
+        map.insert("format".into(), json!("int-or-string"));
+    } else if name == QUANTITY {
+        map.insert(
+            "oneOf".into(),
+            json!([{"type": "string"}, {"type": "number"}]),
+        );
     }
 }
 
