@@ -79,8 +79,11 @@ pub struct ScaleReport {
     pub concurrency: usize,
     /// The per-pod scrape timeout, in seconds.
     pub timeout_s: f64,
-    /// One report per measuring process, every node healthy.
+    /// One report per measuring process, every node healthy, scraping directly.
     pub runs: Vec<RoundsReport>,
+    /// One report per measuring process, every node healthy, scraping through the fake API
+    /// server's pods proxy (the publisher's default path); empty when not asked for.
+    pub proxy_runs: Vec<RoundsReport>,
     /// Concurrency 1 over a subset of the pods, on loopback, when asked for.
     pub sequential: Option<RoundsReport>,
     /// Concurrent and sequential rounds with every node answering late, when asked for.

@@ -11,7 +11,8 @@
 //!   batches) with the publisher's own library code and prints the timings and its peak RSS
 //!   as JSON.
 //! - `scale` ([`scale`]): starts one `fleet` and runs `round` processes against it: plain
-//!   runs, a sequential run (concurrency 1) and runs with 1% of the nodes hung.
+//!   runs (scraping directly and, when asked for, through the pods proxy), a sequential
+//!   run (concurrency 1) and runs with 1% of the nodes hung.
 //! - `parser` ([`parser`]): our exposition parser against the `prometheus-parse` crate on
 //!   the same bytes.
 //! - `soak` ([`soak`]): thousands of rounds against a churning fleet, watching RSS and the

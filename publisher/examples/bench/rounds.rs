@@ -1,6 +1,6 @@
 //! The `round` process, one measurement with the publisher's own `RoundRunner` as
-//! `cni-metrics-publisher run --scrape-via direct` builds it, and the [`Publisher`] the
-//! other scenarios run rounds with.
+//! `cni-metrics-publisher run --scrape-via direct` (or `--scrape-via proxy`) builds it, and
+//! the [`Publisher`] the other scenarios run rounds with.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use cni_metrics_publisher::aggregate::{Aggregator, AggregatorOptions, RoundStats
 use cni_metrics_publisher::cloudwatch::{
     DatumQueue, MAX_BYTES_PER_CALL, MAX_DATUMS_PER_CALL, to_metric_datum,
 };
+use cni_metrics_publisher::config::ScrapeVia;
 use cni_metrics_publisher::cycle::RoundRunner;
 use cni_metrics_publisher::datum::Datum;
 use cni_metrics_publisher::discovery::{PodDiscovery, ScrapeTarget};
@@ -54,6 +55,10 @@ pub(crate) struct RoundOptions {
     /// Scrape only the first N pods of each round (for the sequential baseline)
     #[arg(long)]
     pub(crate) subset: Option<usize>,
+    /// How scrapes reach the nodes: straight to them, or through the fake API server's
+    /// pods proxy (the publisher's default)
+    #[arg(long, value_enum, default_value_t = ScrapeVia::Direct)]
+    pub(crate) scrape_via: ScrapeVia,
 }
 
 impl RoundOptions {
@@ -79,12 +84,17 @@ impl RoundOptions {
         if let Some(subset) = self.subset {
             line.extend(["--subset".into(), subset.to_string().into()]);
         }
+        let via = match self.scrape_via {
+            ScrapeVia::Direct => "direct",
+            ScrapeVia::Proxy => "proxy",
+        };
+        line.extend(["--scrape-via".into(), via.into()]);
         line
     }
 }
 
 /// Everything a round needs, built the way `cni-metrics-publisher run --scrape-via direct`
-/// builds it.
+/// (or `proxy`) builds it.
 pub(crate) struct Publisher {
     pub(crate) runner: RoundRunner,
     /// How long the first LIST of the aws-node pods took.
@@ -97,18 +107,30 @@ impl Publisher {
         concurrency: usize,
         timeout: Duration,
         round_timeout: Duration,
+        via: ScrapeVia,
     ) -> anyhow::Result<Publisher> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        let client = kube::Client::try_from(config)?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("reading {}", kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .context("loading the fleet's kubeconfig")?;
+        let client = kube::Client::try_from(config.clone()).context("building the kube client")?;
         let selector = format!("{}={}", AWS_NODE_LABEL.0, AWS_NODE_LABEL.1);
         let mut settings = scrape_settings(concurrency, timeout);
         settings.round_timeout = round_timeout;
+        // As `cni-metrics-publisher run` does: the proxy transport gets its own client (no
+        // retries, the scrape timeout as read timeout), separate from discovery's.
+        let scraper = match via {
+            ScrapeVia::Direct => Scraper::direct(&settings),
+            ScrapeVia::Proxy => {
+                Scraper::via_proxy(config, &settings).context("building the pods-proxy scraper")?
+            }
+        };
         let listing = Instant::now();
         let discovery = PodDiscovery::start(client, AWS_NODE_NAMESPACE, &selector, false);
         let runner = RoundRunner::new(
             discovery,
-            Scraper::direct(&settings),
+            scraper,
             Aggregator::new(AggregatorOptions {
                 cluster_id: CLUSTER_ID.to_owned(),
                 per_az: false,
@@ -126,10 +148,12 @@ impl Publisher {
     /// A publisher with the defaults of `cni-metrics-publisher run`: concurrency 64 and a 5 s
     /// scrape timeout, and a round deadline equal to it: the 5 s the results in BENCHMARKS.md
     /// were measured with (the publisher's default is now 24 s, 80% of the 30 s interval,
-    /// which no healthy round below comes near).
+    /// which no healthy round below comes near). It scrapes directly, as the soak and
+    /// CloudWatch results were measured: those scenarios are about memory and batching, which
+    /// the transport does not change.
     pub(crate) async fn with_defaults(kubeconfig: &Path) -> anyhow::Result<Publisher> {
         let timeout = Duration::from_secs(5);
-        Publisher::start(kubeconfig, 64, timeout, timeout).await
+        Publisher::start(kubeconfig, 64, timeout, timeout, ScrapeVia::Direct).await
     }
 
     /// One round: discover, scrape, parse, aggregate, add the self-metrics and build the
@@ -216,8 +240,14 @@ pub(crate) async fn measure(options: &RoundOptions) -> anyhow::Result<RoundsRepo
     let round_timeout = options
         .round_timeout_ms
         .map_or(timeout, Duration::from_millis);
-    let mut publisher =
-        Publisher::start(&options.kubeconfig, concurrency, timeout, round_timeout).await?;
+    let mut publisher = Publisher::start(
+        &options.kubeconfig,
+        concurrency,
+        timeout,
+        round_timeout,
+        options.scrape_via,
+    )
+    .await?;
     let mut rounds = Vec::new();
     for _ in 0..round_count {
         rounds.push(publisher.round(options.subset).await);

@@ -1,7 +1,8 @@
 //! The `scale` scenario: rounds at one fleet size in several measuring processes, with
-//! every node healthy, at concurrency 1, with a modelled node latency and with some nodes
-//! hung.
+//! every node healthy (scraping directly and, when asked for, through the pods proxy), at
+//! concurrency 1, with a modelled node latency and with some nodes hung.
 
+use cni_metrics_publisher::config::ScrapeVia;
 use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
 
 use crate::fleet::FleetChild;
@@ -21,6 +22,10 @@ pub(crate) struct ScaleOptions {
     runs: usize,
     #[command(flatten)]
     process: ProcessOptions,
+    /// Measuring processes with all nodes healthy that scrape through the fake API
+    /// server's pods proxy, interleaved with the direct ones (0: off)
+    #[arg(long, default_value_t = 0)]
+    proxy_runs: usize,
     /// Also measure concurrency 1 on the first N pods (0: off)
     #[arg(long, default_value_t = 0)]
     sequential_subset: usize,
@@ -46,10 +51,23 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         process: options.process,
         round_timeout_ms: None,
         subset: None,
+        scrape_via: ScrapeVia::Direct,
     };
+    let proxy = RoundOptions {
+        scrape_via: ScrapeVia::Proxy,
+        ..healthy.clone()
+    };
+    // Direct and proxy processes alternate, so that whatever else loads the machine weighs
+    // on both alike and their ratio stays fair.
     let mut runs = Vec::new();
-    for _ in 0..options.runs {
-        runs.push(round_process(&healthy).await?);
+    let mut proxy_runs = Vec::new();
+    for run in 0..options.runs.max(options.proxy_runs) {
+        if run < options.runs {
+            runs.push(round_process(&healthy).await?);
+        }
+        if run < options.proxy_runs {
+            proxy_runs.push(round_process(&proxy).await?);
+        }
     }
     // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
     let sequential_options = RoundOptions {
@@ -101,6 +119,7 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         concurrency: options.process.concurrency,
         timeout_s: options.process.timeout_ms as f64 / 1000.0,
         runs,
+        proxy_runs,
         sequential,
         latency,
         hung,

@@ -79,6 +79,18 @@ impl Report {
         self.targets.push((name.to_owned(), met, measured));
     }
 
+    /// The value set for `key`, for the scenarios' tests.
+    #[cfg(test)]
+    pub(super) fn get(&self, key: &str) -> Option<&Value> {
+        self.json.get(key)
+    }
+
+    /// The human lines so far, for the scenarios' tests.
+    #[cfg(test)]
+    pub(super) fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     /// Prints the report on stdout: one JSON object with every key and `targets_met`, or
     /// the human lines followed by the targets.
     pub(super) fn print(mut self, output: OutputFormat, quick: bool) {

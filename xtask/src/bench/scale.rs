@@ -1,5 +1,6 @@
 //! Rounds at scale (the driver's `scale` scenario): round time, peak RSS and the initial
-//! listing at each fleet size; at the largest, also the comparison with concurrency 1 (on
+//! listing at each fleet size, scraping directly and, at [`PROXY_NODES`], also through the
+//! fake API server's pods proxy; at the largest, also the comparison with concurrency 1 (on
 //! loopback and with a modelled node latency) and rounds with 1% of the nodes hung.
 
 use std::path::Path;
@@ -20,6 +21,36 @@ const SCRAPE_TIMEOUT_MS: u64 = 5000;
 /// 5 ms is a conservative figure for it. Both comparisons are reported: on loopback and
 /// with this latency.
 const NODE_LATENCY_MS: u64 = 5;
+/// The fleet sizes whose rounds are also measured through the pods proxy (the publisher's
+/// default transport), with as many processes and rounds as the direct ones there, in the
+/// same fleet, so that the two compare.
+const PROXY_NODES: [usize; 2] = [1000, 5000];
+
+/// How the rounds of a measuring process reach the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Direct,
+    Proxy,
+}
+
+impl Transport {
+    /// How the human lines name it.
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Direct => "direct",
+            Transport::Proxy => "pods proxy",
+        }
+    }
+
+    /// What the JSON keys of its rounds end in; the direct keys keep their names from
+    /// before the proxy was measured.
+    fn key_suffix(self) -> &'static str {
+        match self {
+            Transport::Direct => "",
+            Transport::Proxy => "_proxy",
+        }
+    }
+}
 
 pub(super) async fn run(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let largest = sizes
@@ -31,9 +62,23 @@ pub(super) async fn run(driver: &Path, sizes: &Sizes, report: &mut Report) -> an
     for &(nodes, runs, rounds) in &sizes.scale {
         eprintln!("Rounds at {nodes} nodes...");
         let is_largest = nodes == largest;
-        let arguments = arguments(nodes, runs, rounds, is_largest.then_some(sizes));
+        let proxy_runs = if PROXY_NODES.contains(&nodes) {
+            runs
+        } else {
+            0
+        };
+        let arguments = arguments(
+            nodes,
+            (runs, proxy_runs),
+            rounds,
+            is_largest.then_some(sizes),
+        );
         let result: ScaleReport = driver_report(driver, &arguments).await?;
-        let healthy = healthy_runs(nodes, &result.runs, report)?;
+        let healthy = healthy_runs(nodes, Transport::Direct, &result.runs, report)?;
+        if !result.proxy_runs.is_empty() {
+            let proxy = healthy_runs(nodes, Transport::Proxy, &result.proxy_runs, report)?;
+            proxy_vs_direct(nodes, &proxy, &healthy, report);
+        }
         if is_largest {
             largest_fleet(nodes, &result, &healthy, report)?;
         }
@@ -41,15 +86,23 @@ pub(super) async fn run(driver: &Path, sizes: &Sizes, report: &mut Report) -> an
     Ok(())
 }
 
-/// The driver's arguments for one fleet size; `largest` (the sizes) adds the comparison
-/// with concurrency 1, the node latency and the hung nodes.
-fn arguments(nodes: usize, runs: usize, rounds: usize, largest: Option<&Sizes>) -> Vec<String> {
+/// The driver's arguments for one fleet size, with `runs` measuring processes (direct,
+/// pods proxy); `largest` (the sizes) adds the comparison with concurrency 1, the node
+/// latency and the hung nodes.
+fn arguments(
+    nodes: usize,
+    (runs, proxy_runs): (usize, usize),
+    rounds: usize,
+    largest: Option<&Sizes>,
+) -> Vec<String> {
     let mut arguments = args(&[
         "scale",
         "--nodes",
         &nodes.to_string(),
         "--runs",
         &runs.to_string(),
+        "--proxy-runs",
+        &proxy_runs.to_string(),
         "--rounds",
         &rounds.to_string(),
         "--timeout-ms",
@@ -77,9 +130,11 @@ struct Healthy {
     rss: Summary,
 }
 
-/// Reports the processes with every node healthy at one fleet size.
+/// Reports the processes with every node healthy at one fleet size that reached the nodes
+/// by `transport`.
 fn healthy_runs(
     nodes: usize,
+    transport: Transport,
     runs: &[RoundsReport],
     report: &mut Report,
 ) -> anyhow::Result<Healthy> {
@@ -103,18 +158,31 @@ fn healthy_runs(
     let rss = Summary::of(&peak_rss_mib).context("no peak RSS measured")?;
     let list = Summary::of(&initial_list).context("no listing measured")?;
     report.line(format!(
-        "round at {nodes} nodes (concurrency 64, direct): {}; first round of the process {}; peak RSS {}; initial LIST+WATCH {}; failed scrapes {errors}",
+        "round at {nodes} nodes (concurrency 64, {}): {}; first round of the process {}; peak RSS {}; initial LIST+WATCH {}; failed scrapes {errors}",
+        transport.label(),
         warm.text("s"),
         cold.text("s"),
         rss.text("MiB"),
         list.text("s"),
     ));
-    report.set(&format!("round_{nodes}_median_s"), warm.median);
-    report.set(&format!("round_{nodes}_s"), warm.json());
-    report.set(&format!("round_{nodes}_first_s"), cold.json());
-    report.set(&format!("peak_rss_mib_{nodes}"), rss.median);
-    report.set(&format!("peak_rss_mib_{nodes}_runs"), rss.json());
+    let suffix = transport.key_suffix();
+    report.set(&format!("round_{nodes}{suffix}_median_s"), warm.median);
+    report.set(&format!("round_{nodes}{suffix}_s"), warm.json());
+    report.set(&format!("round_{nodes}{suffix}_first_s"), cold.json());
+    report.set(&format!("peak_rss_mib_{nodes}{suffix}"), rss.median);
+    report.set(&format!("peak_rss_mib_{nodes}{suffix}_runs"), rss.json());
     Ok(Healthy { warm, rss })
+}
+
+/// How much longer a round through the pods proxy takes than a direct one at the same fleet
+/// size, measured in the same fleet: the ratio of the medians of the later rounds.
+fn proxy_vs_direct(nodes: usize, proxy: &Healthy, direct: &Healthy, report: &mut Report) {
+    let ratio = proxy.warm.median / direct.warm.median;
+    report.line(format!(
+        "round at {nodes} nodes, pods proxy vs direct: {ratio:.2}x the time ({:.3} s vs {:.3} s); peak RSS {:.1} vs {:.1} MiB",
+        proxy.warm.median, direct.warm.median, proxy.rss.median, direct.rss.median,
+    ));
+    report.set(&format!("round_{nodes}_proxy_vs_direct_ratio"), ratio);
 }
 
 /// The targets, which refer to the largest fleet of this invocation, and the scenarios
@@ -253,4 +321,91 @@ fn sequential_comparison(
     report.set(&format!("{key}_subset_s"), sequential_warm.median);
     report.set(&format!("{key}_estimated_s"), estimated);
     Some(ratio)
+}
+
+#[cfg(test)]
+mod tests {
+    use sandbox::bench_report::MeasuredRound;
+    use serde_json::json;
+
+    use super::*;
+
+    fn process(seconds: &[f64], peak_rss_kib: u64) -> RoundsReport {
+        RoundsReport {
+            concurrency: 64,
+            subset: None,
+            initial_list_s: 0.1,
+            rounds: seconds
+                .iter()
+                .map(|&seconds| MeasuredRound {
+                    seconds,
+                    pods: 1000,
+                    pods_scraped: 1000,
+                    scrape_errors: 0,
+                    parse_errors: 0,
+                    datums: 20,
+                    batches: 1,
+                })
+                .collect(),
+            peak_rss_kib,
+        }
+    }
+
+    #[test]
+    fn proxy_rounds_get_their_own_keys_and_the_ratio_to_direct() {
+        let mut report = Report::default();
+        let direct = [process(&[0.9, 0.2, 0.3], 20 * 1024)];
+        let proxy = [process(&[1.0, 0.5, 0.7], 22 * 1024)];
+        let direct = healthy_runs(1000, Transport::Direct, &direct, &mut report).expect("direct");
+        let proxy = healthy_runs(1000, Transport::Proxy, &proxy, &mut report).expect("proxy");
+        proxy_vs_direct(1000, &proxy, &direct, &mut report);
+
+        // The direct keys keep their names; the proxy's are the same with `_proxy`.
+        assert_eq!(report.get("round_1000_median_s"), Some(&json!(0.25)));
+        assert_eq!(report.get("round_1000_proxy_median_s"), Some(&json!(0.6)));
+        assert_eq!(
+            report.get("round_1000_proxy_s"),
+            Some(&json!({ "median": 0.6, "min": 0.5, "max": 0.7, "runs": 2 }))
+        );
+        assert_eq!(
+            report.get("round_1000_proxy_first_s"),
+            Some(&json!({ "median": 1.0, "min": 1.0, "max": 1.0, "runs": 1 }))
+        );
+        assert_eq!(report.get("peak_rss_mib_1000"), Some(&json!(20.0)));
+        assert_eq!(report.get("peak_rss_mib_1000_proxy"), Some(&json!(22.0)));
+        assert!(report.get("peak_rss_mib_1000_proxy_runs").is_some());
+        assert_eq!(
+            report.get("round_1000_proxy_vs_direct_ratio"),
+            Some(&json!(0.6 / 0.25))
+        );
+        let lines = report.lines();
+        assert!(lines[0].starts_with("round at 1000 nodes (concurrency 64, direct): 0.25 s"));
+        assert!(lines[1].starts_with("round at 1000 nodes (concurrency 64, pods proxy): 0.6 s"));
+        assert!(lines[2].starts_with("round at 1000 nodes, pods proxy vs direct: 2.40x"));
+    }
+
+    #[test]
+    fn both_sizes_of_the_bench_measure_the_proxy_where_they_measure_direct_rounds() {
+        for quick in [false, true] {
+            let sizes = Sizes::new(quick);
+            for nodes in PROXY_NODES {
+                let measured = sizes
+                    .scale
+                    .iter()
+                    .any(|&(size, runs, rounds)| size == nodes && runs > 0 && rounds > 1);
+                assert!(measured, "{nodes} nodes, quick {quick}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_driver_is_asked_for_proxy_runs() {
+        let arguments = arguments(1000, (3, 2), 4, None);
+        let at = arguments
+            .iter()
+            .position(|argument| argument == "--proxy-runs")
+            .expect("--proxy-runs");
+        assert_eq!(arguments[at + 1], "2");
+        assert_eq!(arguments[0], "scale");
+    }
 }
