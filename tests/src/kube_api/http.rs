@@ -23,7 +23,7 @@ use super::errors::ApiError;
 use super::openapi;
 use super::protobuf;
 use super::rbac::{self, Requester};
-use super::request_info;
+use super::request_info::{self, percent_decode};
 use super::resources::{self, RESOURCE_TYPES};
 use super::scale;
 use super::selector::{FieldSelector, LabelSelector};
@@ -1169,26 +1169,6 @@ fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
         Some(std::io::ErrorKind::ConnectionRefused) => "connect: connection refused".to_owned(),
         Some(_) | None => current.to_string(),
     }
-}
-
-/// Decodes `%XX` escapes in a path segment.
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && let Some(hex) = segment.get(index + 1..index + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn full_body(bytes: Vec<u8>) -> ResponseBody {

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::apply;
 use super::errors::ApiError;
-use super::request_info::{RequestInfo, ResourceRequest};
+use super::request_info::{RequestInfo, ResourceRequest, percent_decode};
 use super::resources;
 use super::store::{ObjectKey, State};
 
@@ -129,25 +129,6 @@ fn impersonated_user(
         groups,
         extra,
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && let Some(hex) = text.get(index + 1..index + 3)
-            && let Ok(byte) = u8::from_str_radix(hex, 16)
-        {
-            out.push(byte);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One rule of a Role or ClusterRole.
