@@ -3,8 +3,10 @@
 //! validation), `apply --dry-run=server`, `diff` and `explain`, and field validation.
 
 use sandbox::kube_api::FakeApiServer;
-use sandbox::kubectl::{Kubectl, KubectlOutput};
+use sandbox::kubectl::Kubectl;
 use serde_json::Value;
+
+use crate::kubectl_access::kubectl as run;
 
 const SERVICE_ACCOUNT: &str = "\
 apiVersion: v1
@@ -51,10 +53,6 @@ async fn setup() -> (FakeApiServer, Kubectl) {
         .expect("the fake API server starts");
     let kubectl = Kubectl::for_server(&server).expect("kubectl is configured");
     (server, kubectl)
-}
-
-async fn run(kubectl: &Kubectl, args: &[&str]) -> KubectlOutput {
-    kubectl.run(args).await.expect("kubectl runs")
 }
 
 fn path_arg(path: &std::path::Path) -> String {

@@ -453,10 +453,7 @@ fn whoami(request: &ApiRequest, requester: &Requester) -> Result<Response<Respon
     if request.method != Method::POST {
         return Err(ApiError::method_not_allowed(&request.method));
     }
-    let user = match requester {
-        Requester::Admin => rbac::admin_user(),
-        Requester::Impersonated(user) => user.clone(),
-    };
+    let user = requester.user();
     Ok(json_response(StatusCode::CREATED, &access::whoami(&user)))
 }
 
@@ -471,10 +468,7 @@ fn rules_review(
     }
     request.parse_dry_run()?;
     let body = request.body_value()?;
-    let user = match requester {
-        Requester::Admin => rbac::admin_user(),
-        Requester::Impersonated(user) => user.clone(),
-    };
+    let user = requester.user();
     let answer = access::rules_review(body, &shared.lock(), &user)?;
     Ok(json_response(StatusCode::CREATED, &answer))
 }

@@ -426,13 +426,7 @@ fn camel_group(group: &str) -> String {
     group
         .trim_end_matches(".k8s.io")
         .split('.')
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
+        .map(capitalised)
         .collect()
 }
 

@@ -45,6 +45,16 @@ pub(crate) enum Requester {
     Impersonated(UserInfo),
 }
 
+impl Requester {
+    /// Who the server takes the caller for (whoami, rules reviews).
+    pub(crate) fn user(&self) -> UserInfo {
+        match self {
+            Requester::Admin => admin_user(),
+            Requester::Impersonated(user) => user.clone(),
+        }
+    }
+}
+
 /// An authenticated user as the authorizer sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct UserInfo {

@@ -37,6 +37,9 @@ const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
 /// The normalised definitions.
 pub(crate) struct Definitions {
     by_name: BTreeMap<String, Value>,
+    /// The definition of each kind, from its `x-kubernetes-group-version-kind`, indexed
+    /// once because every validated write and strategic patch looks its kind up.
+    by_kind: BTreeMap<Gvk, String>,
 }
 
 static DEFINITIONS: LazyLock<Definitions> = LazyLock::new(|| {
@@ -76,7 +79,7 @@ impl Gvk {
 impl Definitions {
     /// Normalises definitions in the converted (JSON Schema) form.
     pub(crate) fn from_converted(raw: Map<String, Value>) -> Definitions {
-        let by_name = raw
+        let by_name: BTreeMap<String, Value> = raw
             .into_iter()
             .map(|(name, mut schema)| {
                 restore_union(&name, &mut schema);
@@ -84,19 +87,28 @@ impl Definitions {
                 (name, schema)
             })
             .collect();
-        Definitions { by_name }
+        let mut by_kind = BTreeMap::new();
+        for (name, schema) in &by_name {
+            for gvk in gvks_of(schema) {
+                // The first name wins, as a scan in name order would find it.
+                by_kind.entry(gvk).or_insert_with(|| name.clone());
+            }
+        }
+        Definitions { by_name, by_kind }
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.by_name.get(name)
     }
 
-    /// The definition whose `x-kubernetes-group-version-kind` names this kind.
+    /// The name of the definition whose `x-kubernetes-group-version-kind` names this kind.
     pub fn name_for(&self, gvk: &Gvk) -> Option<&str> {
-        self.by_name
-            .iter()
-            .find(|(_, schema)| gvks_of(schema).contains(gvk))
-            .map(|(name, _)| name.as_str())
+        self.by_kind.get(gvk).map(String::as_str)
+    }
+
+    /// The schema of a kind, e.g. of the served kind of a resource type.
+    pub fn schema_for(&self, gvk: &Gvk) -> Option<&Value> {
+        self.name_for(gvk).and_then(|name| self.by_name.get(name))
     }
 
     /// The names of `roots` and of every definition they reach through references.
@@ -262,7 +274,7 @@ impl Definitions {
 
 /// How a strategic merge patch treats a list field, from its `x-kubernetes-patch-*`
 /// extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct PatchMeta {
     /// `merge` is among the strategies: lists merge (by `merge_key` when there is one).
     pub merge: bool,

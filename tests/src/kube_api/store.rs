@@ -356,9 +356,7 @@ impl State {
             }
             PatchBody::Strategic(patch) => {
                 let definitions = schema::definitions();
-                let root = definitions
-                    .name_for(&Gvk::new(rt.group, rt.version, rt.kind))
-                    .and_then(|name| definitions.get(name));
+                let root = definitions.schema_for(&Gvk::new(rt.group, rt.version, rt.kind));
                 strategic::apply(definitions, root, &mut candidate, patch)
                     .map_err(|error| ApiError::new(422, "Invalid", error.0))?;
             }

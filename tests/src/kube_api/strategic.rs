@@ -114,11 +114,7 @@ fn merge_map(
     for (key, order) in patch {
         if let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER_PREFIX) {
             let property = child_schema(definitions, schema, field);
-            let meta = property.map(patch_meta).unwrap_or(PatchMeta {
-                merge: false,
-                retain_keys: false,
-                merge_key: None,
-            });
+            let meta = property.map(patch_meta).unwrap_or_default();
             set_element_order(target, field, order, meta.merge_key.as_deref())?;
         }
     }
@@ -151,11 +147,7 @@ fn merge_field(
             merge_map(definitions, property, child, child_patch)?;
         }
         Value::Array(items) => {
-            let meta = property.map(patch_meta).unwrap_or(PatchMeta {
-                merge: false,
-                retain_keys: false,
-                merge_key: None,
-            });
+            let meta = property.map(patch_meta).unwrap_or_default();
             let item_schema = property.and_then(|p| match definitions.shape(p) {
                 Shape::List(items) => Some(items),
                 Shape::Struct(_) | Shape::Map(_) | Shape::Opaque => None,

@@ -58,10 +58,7 @@ pub(crate) fn unknown_fields(
 ) -> Vec<UnknownField> {
     let definitions = definitions();
     let gvk = Gvk::new(rt.group, rt.version, rt.kind);
-    let Some(root) = definitions
-        .name_for(&gvk)
-        .and_then(|name| definitions.get(name))
-    else {
+    let Some(root) = definitions.schema_for(&gvk) else {
         return Vec::new();
     };
     let mut found = Vec::new();
