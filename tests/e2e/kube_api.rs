@@ -1626,3 +1626,148 @@ async fn two_hundred_sequential_proxied_scrapes_on_one_connection_do_not_stall()
     fleet.shutdown().await;
     server.shutdown().await;
 }
+
+/// A fleet larger than the open-file limit serves every node from one listener, and the
+/// API server's pods proxy reaches each node through it by the node's own address: each
+/// pod's proxy path answers with that node's page (what it records as served), and nothing
+/// listens on the nodes' addresses themselves.
+#[tokio::test]
+async fn a_fleet_on_one_listener_is_reached_through_the_pods_proxy_node_by_node() {
+    use http_body_util::{BodyExt, Empty};
+    use sandbox::fleet::{Fleet, FleetOptions, NodeListeners};
+
+    let server = FakeApiServer::start().await.expect("the server starts");
+    let fleet = Fleet::start(FleetOptions {
+        nodes: 5,
+        listeners: NodeListeners::Shared,
+        ..FleetOptions::default()
+    })
+    .await
+    .expect("the fleet starts");
+    let listener = fleet.shared_listener().expect("one listener for the fleet");
+    assert!(server.route_pod_proxy_via(listener));
+    for pod in fleet.pods() {
+        server.insert(&pod).expect("seed the aws-node pod");
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    for node in fleet.nodes() {
+        let uri = format!(
+            "{}/api/v1/namespaces/kube-system/pods/{}:61678/proxy/metrics",
+            server.url(),
+            node.pod_name()
+        );
+        let response = client
+            .get(uri.parse().expect("a URI"))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200, "{}", node.pod_name());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let served = node.last_served().expect("the node served its page");
+        assert_eq!(body, served.body.as_bytes(), "{}", node.pod_name());
+        assert_eq!(node.scrape_count(), 1, "{}", node.pod_name());
+        // Nothing listens on the node's own address.
+        assert!(
+            tokio::net::TcpStream::connect(node.address())
+                .await
+                .is_err(),
+            "{} is only a name",
+            node.address()
+        );
+    }
+    // A Host the fleet does not know is refused, not served by some other node.
+    let stranger = client
+        .request(
+            http::Request::get(format!("http://{listener}/metrics"))
+                .header(http::header::HOST, "127.0.0.1:61678")
+                .body(Empty::new())
+                .expect("a request"),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(stranger.status(), 421);
+    fleet.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Listing page by page walks the objects once, in order, from where the last page ended:
+/// every pod of a 2,500-pod list comes exactly once, with a label selector (no remaining
+/// count, as the real server) and without one (the count of what is left).
+#[tokio::test]
+async fn pages_of_a_large_list_continue_where_the_last_one_ended() {
+    let server = FakeApiServer::start().await.expect("the server starts");
+    for index in 0..2500 {
+        server
+            .insert_json(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": format!("pod-{index:05}"),
+                    "namespace": "kube-system",
+                    "labels": {"k8s-app": if index % 5 == 0 { "other" } else { "aws-node" }},
+                },
+            }))
+            .expect("seed a pod");
+    }
+    // A pod in another namespace never leaks into a namespaced list.
+    server
+        .insert_json(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "pod-00001", "namespace": "default", "labels": {"k8s-app": "aws-node"}},
+        }))
+        .expect("seed a pod elsewhere");
+    let client = client_with_token(&server, "pager").await;
+    let pods: Api<Pod> = Api::namespaced(client, "kube-system");
+    for (selector, expected) in [(Some("k8s-app=aws-node"), 2000), (None, 2500)] {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut params = ListParams::default().limit(500);
+            if let Some(selector) = selector {
+                params = params.labels(selector);
+            }
+            if let Some(token) = &token {
+                params = params.continue_token(token);
+            }
+            let page = pods.list(&params).await.expect("a page");
+            pages += 1;
+            names.extend(
+                page.items
+                    .iter()
+                    .filter_map(|pod| pod.metadata.name.clone()),
+            );
+            match (selector, page.metadata.remaining_item_count) {
+                (Some(_), count) => assert_eq!(count, None, "no count with a selector"),
+                (None, Some(count)) => {
+                    assert_eq!(count as usize, expected - names.len(), "page {pages}")
+                }
+                (None, None) => assert!(page.metadata.continue_.is_none(), "page {pages}"),
+            }
+            token = page.metadata.continue_.clone();
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(names.len(), expected, "{selector:?}");
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, names, "in order, each once ({selector:?})");
+        assert_eq!(pages, expected.div_ceil(500), "{selector:?}");
+    }
+    let error = pods
+        .list(&ListParams::default().limit(10).continue_token("no-slash"))
+        .await
+        .expect_err("a token the server never gave");
+    assert!(
+        error.to_string().contains("invalid continue token"),
+        "{error}"
+    );
+    server.shutdown().await;
+}

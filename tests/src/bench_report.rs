@@ -48,6 +48,27 @@ pub struct RoundsReport {
     pub rounds: Vec<MeasuredRound>,
     /// The process's peak RSS (`VmHWM`), in KiB.
     pub peak_rss_kib: u64,
+    /// The publisher's CPU time during the first LIST of the aws-node pods, in seconds.
+    #[serde(default)]
+    pub initial_list_cpu_s: f64,
+    /// The process's RSS (`VmRSS`) once the pod cache is filled, before the first round, in
+    /// KiB: the watch cache's share of the peak.
+    #[serde(default)]
+    pub rss_after_list_kib: u64,
+    /// What the simulated nodes spent rendering their expositions while this process ran,
+    /// as the fleet counted it (filled in by the `scale` scenario, which asks the fleet).
+    #[serde(default)]
+    pub simulation: Option<SimulationUsage>,
+}
+
+/// The simulation's share of a measuring process's rounds: what the simulated nodes spent
+/// producing their answers, which a real cluster spends on its own nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SimulationUsage {
+    /// CPU seconds spent producing exposition bodies (summed over the fleet's threads).
+    pub render_s: f64,
+    /// Bodies produced.
+    pub bodies: u64,
 }
 
 impl RoundsReport {
@@ -70,6 +91,15 @@ pub struct MeasuredRound {
     pub datums: usize,
     /// PutMetricData calls those datums take.
     pub batches: usize,
+    /// CPU time the measuring (publisher) process spent during the round, every thread,
+    /// user and system, in seconds (`CLOCK_PROCESS_CPUTIME_ID`, what getrusage sums).
+    #[serde(default)]
+    pub cpu_s: f64,
+    /// CPU time the fleet process (the simulated nodes and the fake API server with its pods
+    /// proxy) spent during the round, in seconds, read from its `/proc/PID/stat` (10 ms
+    /// resolution); `None` when the fleet's PID was not given.
+    #[serde(default)]
+    pub fleet_cpu_s: Option<f64>,
 }
 
 /// `scale`: rounds at one fleet size, in several measuring processes.

@@ -17,7 +17,7 @@ use crate::aws_emulator::{
     ACCESS_KEY_ID, AwsEmulator, EmulatorError, EmulatorOptions, SECRET_ACCESS_KEY, sdk_config_for,
     set_cluster_endpoint_at,
 };
-use crate::fleet::{Fleet, FleetError, FleetOptions};
+use crate::fleet::{Fleet, FleetError, FleetOptions, NodeListeners};
 use crate::kube_api::{FakeApiServer, KubeApiError};
 use crate::python_tools::PythonTools;
 use crate::registry::{LocalRegistry, RegistryError};
@@ -45,6 +45,10 @@ pub struct SandboxOptions {
     /// Whether to start a local OCI registry behind the emulator's ECR (needs the emulator
     /// and Debian's docker-registry). Off by default: most tests push no image.
     pub registry: bool,
+    /// One listener per simulated node (the default: scrapers can reach the nodes directly),
+    /// or one for the whole fleet, reachable only through the API server's pods proxy, for
+    /// fleets larger than the open-file limit.
+    pub node_listeners: NodeListeners,
 }
 
 impl SandboxOptions {
@@ -57,6 +61,7 @@ impl SandboxOptions {
             aws_endpoint: None,
             pod_identity_agent: false,
             registry: false,
+            node_listeners: NodeListeners::PerNode,
         }
     }
 }
@@ -147,9 +152,13 @@ impl Sandbox {
                 .iter()
                 .map(|zone| format!("{}{zone}", options.region))
                 .collect(),
+            listeners: options.node_listeners,
             ..FleetOptions::default()
         })
         .await?;
+        if let Some(listener) = fleet.shared_listener() {
+            api.route_pod_proxy_via(listener);
+        }
         for (pod, node) in fleet.pods().iter().zip(fleet.kube_nodes()) {
             api.insert(&node)?;
             api.insert(pod)?;

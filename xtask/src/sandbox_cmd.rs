@@ -43,6 +43,8 @@ async fn run(flags: SandboxUpFlags) -> anyhow::Result<ExitCode> {
         aws_endpoint,
         pod_identity_agent: flags.pod_identity_agent,
         registry,
+        // Every node listens on its own address, so `--scrape-via direct` works too.
+        node_listeners: sandbox::fleet::NodeListeners::PerNode,
     };
     let sandbox = Sandbox::start(&tools, options)
         .await

@@ -9,13 +9,14 @@ use sandbox::bench_report::CloudWatchReport;
 
 use crate::fleet::FleetChild;
 use crate::rounds::Publisher;
+use sandbox::fleet::NodeListeners;
 
 pub(crate) async fn run(
     nodes: usize,
     rounds: usize,
     backlog_rounds: usize,
 ) -> anyhow::Result<CloudWatchReport> {
-    let mut fleet = FleetChild::start(nodes).await?;
+    let mut fleet = FleetChild::start(nodes, NodeListeners::PerNode).await?;
     let mut publisher = Publisher::with_defaults(&fleet.ready.kubeconfig).await?;
     let sdk_config =
         sandbox::aws_emulator::sdk_config_for(&fleet.ready.aws_endpoint, &fleet.ready.region);

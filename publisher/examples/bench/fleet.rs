@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sandbox::bench_report::AwsRecording;
+use sandbox::bench_report::SimulationUsage;
 use sandbox::environment::{Sandbox, SandboxOptions};
-use sandbox::fleet::Fault;
+use sandbox::fleet::{Fault, NodeListeners};
 use sandbox::python_tools::{PythonTools, workspace_root};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::CLUSTER_ID;
 
+/// How long a fleet may take to start: 100,000 nodes and their pods take a while to build
+/// and store.
+const FLEET_START_DEADLINE: Duration = Duration::from_secs(600);
+
 /// The line the fleet process prints once its sandbox is up.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct FleetReady {
@@ -26,6 +31,8 @@ pub(crate) struct FleetReady {
     pub(crate) aws_endpoint: String,
     pub(crate) region: String,
     pub(crate) nodes: usize,
+    /// The fleet process, whose CPU time the measuring processes read per round.
+    pub(crate) pid: u32,
 }
 
 /// What the fleet process is told to do, one JSON line each.
@@ -44,6 +51,8 @@ enum FleetCommand {
     AwsRecording,
     /// Forget what the AWS emulator recorded.
     ClearAwsRecording,
+    /// Tell what the simulated nodes have spent producing their answers so far.
+    Usage,
 }
 
 /// The answer to `Hang`.
@@ -62,7 +71,18 @@ struct Churned {
 #[derive(Debug, Serialize, Deserialize)]
 struct Done {}
 
-pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
+/// How the fleet's nodes are reached: each on its own loopback address (scrapers can then
+/// reach them directly), or all through one listener behind the pods proxy, for fleets
+/// larger than the open-file limit allows.
+pub(crate) fn node_listeners(shared: bool) -> NodeListeners {
+    if shared {
+        NodeListeners::Shared
+    } else {
+        NodeListeners::PerNode
+    }
+}
+
+pub(crate) async fn serve(nodes: usize, listeners: NodeListeners) -> anyhow::Result<()> {
     let root = workspace_root();
     let tools = PythonTools::find(&root)
         .context("the AWS emulator's virtualenv is missing; `cargo xtask bench` installs it")?;
@@ -75,6 +95,7 @@ pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
         SandboxOptions {
             nodes,
             cluster: CLUSTER_ID.to_owned(),
+            node_listeners: listeners,
             ..SandboxOptions::new(dir.path())
         },
     )
@@ -85,6 +106,7 @@ pub(crate) async fn serve(nodes: usize) -> anyhow::Result<()> {
         aws_endpoint: sandbox.aws_endpoint().to_owned(),
         region: sandbox.region().to_owned(),
         nodes: sandbox.fleet().len(),
+        pid: std::process::id(),
     };
     // Rust's stdout is line-buffered, so every answer leaves at its newline.
     println!("{}", serde_json::to_string(&ready)?);
@@ -146,6 +168,13 @@ fn obey(
             })?
         }
         FleetCommand::AwsRecording => serde_json::to_value(aws_recording(sandbox)?)?,
+        FleetCommand::Usage => {
+            let (rendering, bodies) = sandbox::fleet::rendering_totals();
+            serde_json::to_value(SimulationUsage {
+                render_s: rendering.as_secs_f64(),
+                bodies,
+            })?
+        }
         FleetCommand::ClearAwsRecording => {
             if let Some(emulator) = sandbox.emulator() {
                 emulator.clear_recording()?;
@@ -227,9 +256,19 @@ pub(crate) struct FleetChild {
 }
 
 impl FleetChild {
-    pub(crate) async fn start(nodes: usize) -> anyhow::Result<FleetChild> {
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["fleet", "--nodes", &nodes.to_string()])
+    pub(crate) async fn start(
+        nodes: usize,
+        listeners: NodeListeners,
+    ) -> anyhow::Result<FleetChild> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.args(["fleet", "--nodes", &nodes.to_string()]);
+        match listeners {
+            NodeListeners::PerNode => {}
+            NodeListeners::Shared => {
+                command.arg("--shared-listener");
+            }
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -239,9 +278,9 @@ impl FleetChild {
         let stdin = child.stdin.take().context("the fleet's stdin")?;
         let stdout = child.stdout.take().context("the fleet's stdout")?;
         let mut stdout = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(180), stdout.next_line())
+        let ready = tokio::time::timeout(FLEET_START_DEADLINE, stdout.next_line())
             .await
-            .context("the fleet did not start within 180 s")??
+            .with_context(|| format!("the fleet did not start within {FLEET_START_DEADLINE:?}"))??
             .context("the fleet process exited before it was ready")?;
         Ok(FleetChild {
             child,
@@ -278,6 +317,11 @@ impl FleetChild {
     /// What the AWS emulator recorded since it was last cleared.
     pub(crate) async fn aws_recording(&mut self) -> anyhow::Result<AwsRecording> {
         self.command(&FleetCommand::AwsRecording).await
+    }
+
+    /// What the simulated nodes have spent producing their answers since the fleet started.
+    pub(crate) async fn usage(&mut self) -> anyhow::Result<SimulationUsage> {
+        self.command(&FleetCommand::Usage).await
     }
 
     pub(crate) async fn clear_aws_recording(&mut self) -> anyhow::Result<()> {

@@ -52,6 +52,9 @@ enum Scenario {
     Fleet {
         #[arg(long)]
         nodes: usize,
+        /// Serve every node from one listener behind the pods proxy (no direct scrapes)
+        #[arg(long)]
+        shared_listener: bool,
     },
     /// One measuring process: rounds against a running fleet (internal)
     Round(rounds::RoundOptions),
@@ -96,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         .context("starting the Tokio runtime")?;
     runtime.block_on(async {
         match arguments.command {
-            Scenario::Fleet { nodes } => fleet::serve(nodes).await,
+            Scenario::Fleet {
+                nodes,
+                shared_listener,
+            } => fleet::serve(nodes, fleet::node_listeners(shared_listener)).await,
             Scenario::Round(options) => print(rounds::measure(&options).await),
             Scenario::Scale(options) => print(scale::run(&options).await),
             Scenario::Parser { seconds, runs } => print(parser::run(seconds, runs).await),

@@ -59,6 +59,9 @@ pub(crate) struct RoundOptions {
     /// pods proxy (the publisher's default)
     #[arg(long, value_enum, default_value_t = ScrapeVia::Direct)]
     pub(crate) scrape_via: ScrapeVia,
+    /// The fleet process, whose CPU time each round also reports
+    #[arg(long)]
+    pub(crate) fleet_pid: Option<u32>,
 }
 
 impl RoundOptions {
@@ -89,6 +92,9 @@ impl RoundOptions {
             ScrapeVia::Proxy => "proxy",
         };
         line.extend(["--scrape-via".into(), via.into()]);
+        if let Some(pid) = self.fleet_pid {
+            line.extend(["--fleet-pid".into(), pid.to_string().into()]);
+        }
         line
     }
 }
@@ -99,6 +105,8 @@ pub(crate) struct Publisher {
     pub(crate) runner: RoundRunner,
     /// How long the first LIST of the aws-node pods took.
     initial_list: Duration,
+    /// The CPU time the process spent on it.
+    initial_list_cpu: Duration,
 }
 
 impl Publisher {
@@ -127,6 +135,7 @@ impl Publisher {
             }
         };
         let listing = Instant::now();
+        let listing_cpu = process_cpu_time();
         let discovery = PodDiscovery::start(client, AWS_NODE_NAMESPACE, &selector, false);
         let runner = RoundRunner::new(
             discovery,
@@ -142,6 +151,7 @@ impl Publisher {
         Ok(Publisher {
             runner,
             initial_list: listing.elapsed(),
+            initial_list_cpu: process_cpu_time().saturating_sub(listing_cpu),
         })
     }
 
@@ -158,13 +168,27 @@ impl Publisher {
 
     /// One round: discover, scrape, parse, aggregate, add the self-metrics and build the
     /// CloudWatch batches. `subset` limits the pods scraped.
-    pub(crate) async fn round(&mut self, subset: Option<usize>) -> MeasuredRound {
+    pub(crate) async fn round(
+        &mut self,
+        subset: Option<usize>,
+        fleet_pid: Option<u32>,
+    ) -> MeasuredRound {
+        let fleet_cpu_before = fleet_pid.and_then(other_process_cpu_seconds);
+        let cpu_before = process_cpu_time();
         let started = Instant::now();
         let (datums, stats, pods) = self.round_datums(subset).await;
         let datum_count = datums.len();
         let batches = cloudwatch_batches(datums);
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_s = process_cpu_time().saturating_sub(cpu_before).as_secs_f64();
+        let fleet_cpu_s = fleet_pid
+            .and_then(other_process_cpu_seconds)
+            .zip(fleet_cpu_before)
+            .map(|(after, before)| after - before);
         MeasuredRound {
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
+            cpu_s,
+            fleet_cpu_s,
             pods,
             pods_scraped: stats.pods_scraped,
             scrape_errors: stats.scrape_errors,
@@ -218,6 +242,29 @@ fn cloudwatch_batches(datums: Vec<Datum>) -> Vec<Vec<MetricDatum>> {
     batches
 }
 
+/// The CPU time this process has used so far, every thread, user and system: what
+/// getrusage(RUSAGE_SELF) sums, with nanosecond resolution.
+pub(crate) fn process_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// The user and system CPU time of another process so far, in seconds, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s: Linux's USER_HZ);
+/// `None` when it cannot be read.
+fn other_process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it do not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    // Field 3 (the state) is the first after the name, so fields 14 and 15 sit at 11 and 12.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 /// A field of `/proc/self/status` in KiB (`VmHWM` is the peak RSS, `VmRSS` the current).
 pub(crate) fn proc_status_kib(field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -248,16 +295,20 @@ pub(crate) async fn measure(options: &RoundOptions) -> anyhow::Result<RoundsRepo
         options.scrape_via,
     )
     .await?;
+    let rss_after_list_kib = proc_status_kib("VmRSS")?;
     let mut rounds = Vec::new();
     for _ in 0..round_count {
-        rounds.push(publisher.round(options.subset).await);
+        rounds.push(publisher.round(options.subset, options.fleet_pid).await);
     }
     Ok(RoundsReport {
         concurrency,
         subset: options.subset,
         initial_list_s: publisher.initial_list.as_secs_f64(),
+        initial_list_cpu_s: publisher.initial_list_cpu.as_secs_f64(),
+        rss_after_list_kib,
         rounds,
         peak_rss_kib: proc_status_kib("VmHWM")?,
+        simulation: None,
     })
 }
 

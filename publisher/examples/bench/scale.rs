@@ -5,6 +5,9 @@
 use cni_metrics_publisher::config::ScrapeVia;
 use sandbox::bench_report::{HungReport, LatencyReport, ScaleReport};
 
+use anyhow::bail;
+use sandbox::bench_report::{RoundsReport, SimulationUsage};
+
 use crate::fleet::FleetChild;
 use crate::rounds::{ProcessOptions, RoundOptions, round_process};
 
@@ -42,16 +45,36 @@ pub(crate) struct ScaleOptions {
     /// many milliseconds, a modelled network and gather latency (0: off)
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// The deadline of the plain and proxy rounds (default: the scrape timeout)
+    #[arg(long)]
+    round_timeout_ms: Option<u64>,
+    /// Serve the fleet from one listener behind the pods proxy, for fleets larger than the
+    /// open-file limit allows one listener per node; direct runs are then impossible
+    #[arg(long)]
+    shared_listener: bool,
 }
 
 pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
-    let mut fleet = FleetChild::start(options.nodes).await?;
+    let listeners = crate::fleet::node_listeners(options.shared_listener);
+    if options.shared_listener
+        && (options.runs > 0
+            || options.sequential_subset > 0
+            || options.latency_ms > 0
+            || options.hang_every > 0)
+    {
+        bail!(
+            "--shared-listener serves the nodes only through the pods proxy: ask for \
+             --runs 0 and --proxy-runs only"
+        );
+    }
+    let mut fleet = FleetChild::start(options.nodes, listeners).await?;
     let healthy = RoundOptions {
         kubeconfig: fleet.ready.kubeconfig.clone(),
         process: options.process,
-        round_timeout_ms: None,
+        round_timeout_ms: options.round_timeout_ms,
         subset: None,
         scrape_via: ScrapeVia::Direct,
+        fleet_pid: Some(fleet.ready.pid),
     };
     let proxy = RoundOptions {
         scrape_via: ScrapeVia::Proxy,
@@ -63,10 +86,10 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
     let mut proxy_runs = Vec::new();
     for run in 0..options.runs.max(options.proxy_runs) {
         if run < options.runs {
-            runs.push(round_process(&healthy).await?);
+            runs.push(measured_with_usage(&mut fleet, &healthy).await?);
         }
         if run < options.proxy_runs {
-            proxy_runs.push(round_process(&proxy).await?);
+            proxy_runs.push(measured_with_usage(&mut fleet, &proxy).await?);
         }
     }
     // Concurrency 1 over the first `sequential_subset` pods (all of them when 0).
@@ -124,4 +147,20 @@ pub(crate) async fn run(options: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         latency,
         hung,
     })
+}
+
+/// One measuring process, with what the simulated nodes spent producing its answers (asked
+/// of the fleet before and after it ran).
+async fn measured_with_usage(
+    fleet: &mut FleetChild,
+    options: &RoundOptions,
+) -> anyhow::Result<RoundsReport> {
+    let before = fleet.usage().await?;
+    let mut report = round_process(options).await?;
+    let after = fleet.usage().await?;
+    report.simulation = Some(SimulationUsage {
+        render_s: after.render_s - before.render_s,
+        bodies: after.bodies - before.bodies,
+    });
+    Ok(report)
 }

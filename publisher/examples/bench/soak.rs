@@ -8,13 +8,14 @@ use sandbox::bench_report::SoakReport;
 
 use crate::fleet::FleetChild;
 use crate::rounds::{Publisher, proc_status_kib};
+use sandbox::fleet::NodeListeners;
 
 pub(crate) async fn run(
     nodes: usize,
     rounds: usize,
     baseline_round: usize,
 ) -> anyhow::Result<SoakReport> {
-    let mut fleet = FleetChild::start(nodes).await?;
+    let mut fleet = FleetChild::start(nodes, NodeListeners::PerNode).await?;
     let mut publisher = Publisher::with_defaults(&fleet.ready.kubeconfig).await?;
     let started = Instant::now();
     let mut rss_samples = Vec::new();
@@ -26,7 +27,7 @@ pub(crate) async fn run(
     let mut pods_scraped = 0;
     for round in 1..=rounds {
         let live_pods = fleet.churn(round).await?;
-        let report = publisher.round(None).await;
+        let report = publisher.round(None, None).await;
         scrape_errors += report.scrape_errors;
         parse_errors += report.parse_errors;
         pods_scraped += report.pods_scraped;

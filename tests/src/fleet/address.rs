@@ -98,6 +98,13 @@ pub(crate) fn bind_next(port: u16) -> Result<(TcpListener, SocketAddr), FleetErr
     })
 }
 
+/// A fresh loopback address at `port` that nothing will listen on: for a fleet whose nodes
+/// share one listener, where an address is only a name the pods proxy asks for. The cursor
+/// keeps it distinct from every other address this process hands out.
+pub(crate) fn reserve_unbound(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(slot_address(next_slot(1)), port))
+}
+
 fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     // SO_REUSEADDR lets a fleet take an address whose previous owner left connections in

@@ -110,6 +110,21 @@ pub enum Fault {
     ManySeries(usize),
 }
 
+/// How a fleet's nodes are reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeListeners {
+    /// Each node listens on its own loopback address, as a real node does: scrapers can
+    /// reach it directly or through the API server's pods proxy. One open file per node.
+    #[default]
+    PerNode,
+    /// Every node is served by one listener on `127.0.0.1`, which tells them apart by the
+    /// Host header (their `IP:port`), so a fleet can be larger than the open-file limit.
+    /// The nodes' addresses are only names: nothing listens on them, so only the pods proxy
+    /// of an API server routed there ([`crate::kube_api::FakeApiServer::route_pod_proxy_via`])
+    /// reaches them.
+    Shared,
+}
+
 /// How to build a fleet. `FleetOptions { nodes: 10, ..FleetOptions::default() }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetOptions {
@@ -131,6 +146,8 @@ pub struct FleetOptions {
     pub sparse_vectors: bool,
     /// How many served expositions each node remembers.
     pub history_len: usize,
+    /// One listener per node, or one for the whole fleet.
+    pub listeners: NodeListeners,
 }
 
 impl Default for FleetOptions {
@@ -148,8 +165,33 @@ impl Default for FleetOptions {
             prefix_delegation_every: 0,
             sparse_vectors: true,
             history_len: 4,
+            listeners: NodeListeners::PerNode,
         }
     }
+}
+
+/// Time spent producing served bodies, summed over every fleet of the process.
+static RENDER_NANOS: AtomicU64 = AtomicU64::new(0);
+/// Bodies served, summed over every fleet of the process.
+static RENDERED_BODIES: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU time every fleet of this process has spent producing the expositions it served
+/// (stepping the simulation and rendering the text), and how many it served: the simulation's own
+/// cost, which the benchmark separates from the publisher's and the API server's.
+pub fn rendering_totals() -> (Duration, u64) {
+    (
+        Duration::from_nanos(RENDER_NANOS.load(Ordering::Relaxed)),
+        RENDERED_BODIES.load(Ordering::Relaxed),
+    )
+}
+
+/// The CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data
@@ -212,6 +254,19 @@ impl NodeShared {
 
     /// Advances the simulation by one interval, records what is served and renders it.
     pub(crate) fn serve_exposition(&self, padded_to: Option<usize>) -> String {
+        // CPU time rather than wall time: a busy machine preempts the renderer, which
+        // would otherwise count as the simulation's cost.
+        let started = thread_cpu_nanos();
+        let body = self.step_and_render(padded_to);
+        RENDER_NANOS.fetch_add(
+            thread_cpu_nanos().saturating_sub(started),
+            Ordering::Relaxed,
+        );
+        RENDERED_BODIES.fetch_add(1, Ordering::Relaxed);
+        body
+    }
+
+    fn step_and_render(&self, padded_to: Option<usize>) -> String {
         let record = {
             let mut live = lock(&self.live);
             live.simulation.step(&self.layout.shape);
@@ -416,6 +471,8 @@ pub struct Fleet {
     nodes: Vec<SimNode>,
     used_pod_names: Mutex<HashSet<String>>,
     servers: Vec<JoinHandle<()>>,
+    /// The one listener of a [`NodeListeners::Shared`] fleet.
+    shared_listener: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -460,24 +517,63 @@ impl Fleet {
         let mut nodes = Vec::with_capacity(options.nodes);
         let mut listeners = Vec::with_capacity(options.nodes);
         for index in 0..options.nodes {
-            let (listener, address) = address::bind_next(options.port)?;
+            let address = match options.listeners {
+                NodeListeners::PerNode => {
+                    let (listener, address) = address::bind_next(options.port)?;
+                    listeners.push(listener);
+                    address
+                }
+                NodeListeners::Shared => address::reserve_unbound(options.port),
+            };
             let shared = new_node(index, address, &options, &fleet_facts, &mut used_pod_names);
             nodes.push(SimNode {
                 shared: Arc::new(shared),
             });
-            listeners.push(listener);
         }
 
-        let servers = nodes
-            .iter()
-            .zip(listeners)
-            .map(|(node, listener)| tokio::spawn(server::serve(listener, Arc::clone(&node.shared))))
-            .collect();
+        let (servers, shared_listener) = match options.listeners {
+            NodeListeners::PerNode => {
+                let servers = nodes
+                    .iter()
+                    .zip(listeners)
+                    .map(|(node, listener)| {
+                        tokio::spawn(server::serve(listener, Arc::clone(&node.shared)))
+                    })
+                    .collect();
+                (servers, None)
+            }
+            NodeListeners::Shared => {
+                let local = SocketAddr::from(([127, 0, 0, 1], 0));
+                let listener = tokio::net::TcpListener::bind(local)
+                    .await
+                    .map_err(|source| FleetError::Bind {
+                        address: local,
+                        source,
+                    })?;
+                let bound = listener.local_addr().map_err(|source| FleetError::Bind {
+                    address: local,
+                    source,
+                })?;
+                let by_address = nodes
+                    .iter()
+                    .map(|node| (node.shared.address, Arc::clone(&node.shared)))
+                    .collect();
+                let server = tokio::spawn(server::serve_shared(listener, Arc::new(by_address)));
+                (vec![server], Some(bound))
+            }
+        };
         Ok(Fleet {
             nodes,
             used_pod_names: Mutex::new(used_pod_names),
             servers,
+            shared_listener,
         })
+    }
+
+    /// The one listener of a [`NodeListeners::Shared`] fleet, to route an API server's pods
+    /// proxy to; `None` when every node listens on its own address.
+    pub fn shared_listener(&self) -> Option<SocketAddr> {
+        self.shared_listener
     }
 
     pub fn len(&self) -> usize {

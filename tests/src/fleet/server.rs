@@ -71,6 +71,53 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<NodeShared>) {
     }
 }
 
+/// The nodes of a [`super::NodeListeners::Shared`] fleet by the address each stands for.
+pub(crate) type NodesByAddress = std::collections::HashMap<std::net::SocketAddr, Arc<NodeShared>>;
+
+/// Serves every node of a fleet from one listener: each request goes to the node whose
+/// `IP:port` its Host header names. Aborting the task stops every connection, like
+/// [`serve`].
+pub(crate) async fn serve_shared(listener: TcpListener, nodes: Arc<NodesByAddress>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "accept failed on the fleet's shared listener");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let nodes = Arc::clone(&nodes);
+        connections.spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let node = request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|host| host.to_str().ok())
+                    .and_then(|host| host.parse::<std::net::SocketAddr>().ok())
+                    .and_then(|address| nodes.get(&address).cloned());
+                async move {
+                    match node {
+                        Some(node) => respond(node, request).await,
+                        // No node has that address: a real client would have found nothing
+                        // listening there.
+                        None => Ok(plain(
+                            StatusCode::MISDIRECTED_REQUEST,
+                            "no simulated node has the address in the Host header\n",
+                        )),
+                    }
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn respond(
     node: Arc<NodeShared>,
     request: Request<Incoming>,

@@ -50,6 +50,10 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub proxy_client: Client<HttpConnector, Full<Bytes>>,
+    /// Where the pods proxy connects instead of each pod's IP, with the pod's `IP:port` as
+    /// the Host header: a fleet too large for one listener per node serves every node from
+    /// one listener ([`crate::fleet::NodeListeners::Shared`]).
+    pub proxy_route: std::sync::OnceLock<std::net::SocketAddr>,
     /// `host:port` of this server, for the `/api` document.
     pub server_address: String,
     /// Turns true (or its sender goes away) when the server shuts down; long-running
@@ -603,12 +607,17 @@ fn resource(
             Method::GET => {
                 let query = list_query(request, namespace)?;
                 let table_options = request.table_options()?;
-                let list = shared.lock().list(type_index, &query)?;
-                let answer = match table_options {
-                    Some(options) => table::list_table(type_index, &list, options),
-                    None => list,
-                };
-                Ok(json_response(StatusCode::OK, &answer))
+                match table_options {
+                    Some(options) => {
+                        let list = shared.lock().list(type_index, &query)?;
+                        let table = table::list_table(type_index, &list, options);
+                        Ok(json_response(StatusCode::OK, &table))
+                    }
+                    None => {
+                        let bytes = shared.lock().list_bytes(type_index, &query)?;
+                        Ok(json_bytes_response(StatusCode::OK, bytes))
+                    }
+                }
             }
             Method::POST => {
                 let mut context = request.write_context()?;
@@ -1072,15 +1081,25 @@ async fn proxy(
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     };
-    let pod_object = match shared.lock().get(&key) {
-        Ok(object) => object,
-        Err(error) => return error_response(&error),
+    // Only the pod's IP is needed: read it in place rather than copy the whole pod, which
+    // every scrape of a large fleet would otherwise do.
+    let pod_ip = {
+        let state = shared.lock();
+        match state.objects.get(&key) {
+            Some(stored) => stored
+                .object
+                .pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            None => {
+                return error_response(&ApiError::not_found(
+                    &resources::RESOURCE_TYPES[key.type_index],
+                    &key.name,
+                ));
+            }
+        }
     };
-    let Some(ip) = pod_object
-        .pointer("/status/podIP")
-        .and_then(Value::as_str)
-        .filter(|ip| !ip.is_empty())
-    else {
+    let Some(ip) = pod_ip.as_deref().filter(|ip| !ip.is_empty()) else {
         // The real server refuses to proxy to an address it cannot parse, and an empty
         // pod IP is one: 400 with this message.
         return error_response(&ApiError::bad_request("address not allowed"));
@@ -1096,7 +1115,15 @@ async fn proxy(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let uri = format!("http://{host}:{port}/{rest}{query}");
-    let mut forward = Request::builder().method(request.method.clone()).uri(&uri);
+    let mut forward = match shared.proxy_route.get() {
+        Some(route) => Request::builder()
+            .method(request.method.clone())
+            .uri(format!("http://{route}/{rest}{query}"))
+            // The shared listener tells the nodes apart by the address asked for, as a
+            // virtual host; the client keeps a Host header it was given.
+            .header(header::HOST, format!("{host}:{port}")),
+        None => Request::builder().method(request.method.clone()).uri(&uri),
+    };
     if let Some(content_type) = &request.content_type {
         forward = forward.header(header::CONTENT_TYPE, content_type);
     }
@@ -1172,7 +1199,12 @@ fn full_body(bytes: Vec<u8>) -> ResponseBody {
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
-    let mut response = Response::new(full_body(serde_json::to_vec(value).unwrap_or_default()));
+    json_bytes_response(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A response whose body is JSON already encoded.
+fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(full_body(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

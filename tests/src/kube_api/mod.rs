@@ -187,6 +187,7 @@ impl FakeApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(events)),
             proxy_client: Client::builder(TokioExecutor::new()).build(proxy_connector()),
+            proxy_route: std::sync::OnceLock::new(),
             server_address: address.to_string(),
             shutdown: shutdown_receiver.clone(),
             client_fault_changes: watch::channel(0).0,
@@ -202,6 +203,13 @@ impl FakeApiServer {
             shutdown,
             accept_task,
         })
+    }
+
+    /// Sends every pods-proxy request to `listener` instead of the pod's IP, with the pod's
+    /// `IP:port` as the Host header, for a fleet that serves all its nodes from one
+    /// listener. Set once; a later call changes nothing and returns false.
+    pub fn route_pod_proxy_via(&self, listener: SocketAddr) -> bool {
+        self.shared.proxy_route.set(listener).is_ok()
     }
 
     /// The base URL, `http://127.0.0.1:PORT`.

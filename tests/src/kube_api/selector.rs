@@ -41,6 +41,11 @@ impl LabelSelector {
         Ok(LabelSelector { requirements })
     }
 
+    /// Whether the selector selects everything (none was given).
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// Whether an object (a full JSON object with `metadata.labels`) matches.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");
@@ -164,6 +169,11 @@ impl FieldSelector {
             requirements.push((field.trim().to_owned(), value.trim().to_owned(), equal));
         }
         Ok(FieldSelector { requirements })
+    }
+
+    /// Whether the selector selects everything (none was given).
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
     }
 
     pub fn matches(&self, object: &Value) -> bool {

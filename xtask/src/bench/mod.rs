@@ -17,6 +17,7 @@ mod binary_size;
 mod clean_build;
 mod cloudwatch;
 mod deploy;
+mod large_clusters;
 mod parser;
 mod report;
 mod scale;
@@ -48,6 +49,9 @@ const DRIVER_DEADLINE: Duration = Duration::from_secs(900);
 struct Sizes {
     /// (nodes, measuring processes, rounds per process)
     scale: Vec<(usize, usize, usize)>,
+    /// The same, for the sizes measured only through the pods proxy, on a fleet with one
+    /// listener (20,000 nodes and more).
+    large: Vec<(usize, usize, usize)>,
     sequential_subset: usize,
     hung_rounds: usize,
     parser_seconds: f64,
@@ -66,6 +70,7 @@ impl Sizes {
         if quick {
             Sizes {
                 scale: vec![(100, 2, 3), (1000, 2, 3), (5000, 1, 3)],
+                large: vec![(20_000, 1, 2)],
                 sequential_subset: 250,
                 hung_rounds: 1,
                 parser_seconds: 0.3,
@@ -81,6 +86,7 @@ impl Sizes {
         } else {
             Sizes {
                 scale: vec![(100, 3, 4), (1000, 3, 4), (5000, 3, 4)],
+                large: vec![(20_000, 1, 3), (50_000, 1, 3), (100_000, 1, 3)],
                 sequential_subset: 500,
                 hung_rounds: 2,
                 parser_seconds: 1.0,
@@ -117,7 +123,8 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
     let runtime = crate::terminal::runtime()?;
     runtime.block_on(async {
         parser::run(&driver, &sizes, &mut report).await?;
-        scale::run(&driver, &sizes, &mut report).await?;
+        let proxy_cpu = scale::run(&driver, &sizes, &mut report).await?;
+        large_clusters::run(&driver, &sizes, &proxy_cpu, &mut report).await?;
         cloudwatch::run(&driver, &sizes, &mut report).await?;
         soak::run(&driver, &sizes, &mut report).await?;
         deploy::run(&root, &sizes, &mut report).await

@@ -28,7 +28,7 @@ const PROXY_NODES: [usize; 2] = [1000, 5000];
 
 /// How the rounds of a measuring process reach the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     Direct,
     Proxy,
 }
@@ -52,7 +52,14 @@ impl Transport {
     }
 }
 
-pub(super) async fn run(driver: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+/// Runs the scenario; returns the publisher's CPU milliseconds per 1,000 nodes per round
+/// through the pods proxy at each fleet size measured that way.
+pub(super) async fn run(
+    driver: &Path,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<Vec<(usize, f64)>> {
+    let mut proxy_cpu = Vec::new();
     let largest = sizes
         .scale
         .iter()
@@ -78,12 +85,13 @@ pub(super) async fn run(driver: &Path, sizes: &Sizes, report: &mut Report) -> an
         if !result.proxy_runs.is_empty() {
             let proxy = healthy_runs(nodes, Transport::Proxy, &result.proxy_runs, report)?;
             proxy_vs_direct(nodes, &proxy, &healthy, report);
+            proxy_cpu.push((nodes, proxy.cpu_ms_per_1000_nodes.median));
         }
         if is_largest {
             largest_fleet(nodes, &result, &healthy, report)?;
         }
     }
-    Ok(())
+    Ok(proxy_cpu)
 }
 
 /// The driver's arguments for one fleet size, with `runs` measuring processes (direct,
@@ -123,16 +131,22 @@ fn arguments(
     arguments
 }
 
-/// What the largest fleet's targets are checked against: the later rounds' durations and
-/// the peak RSS of the processes with every node healthy.
-struct Healthy {
-    warm: Summary,
-    rss: Summary,
+/// What the largest fleet's targets are checked against: the later rounds' durations, the
+/// peak RSS of the processes with every node healthy, their first listing and the CPU the
+/// publisher spent per round.
+pub(super) struct Healthy {
+    pub(super) warm: Summary,
+    pub(super) rss: Summary,
+    pub(super) initial_list: Summary,
+    /// The publisher process's CPU time per round, in milliseconds per 1,000 nodes.
+    pub(super) cpu_ms_per_1000_nodes: Summary,
+    /// Whether every later round scraped every pod.
+    pub(super) every_node_counted: bool,
 }
 
 /// Reports the processes with every node healthy at one fleet size that reached the nodes
 /// by `transport`.
-fn healthy_runs(
+pub(super) fn healthy_runs(
     nodes: usize,
     transport: Transport,
     runs: &[RoundsReport],
@@ -142,28 +156,38 @@ fn healthy_runs(
     let mut cold = Vec::new();
     let mut peak_rss_mib = Vec::new();
     let mut initial_list = Vec::new();
+    let mut cpu_per_1000 = Vec::new();
     let mut errors = 0;
+    let mut every_node_counted = true;
     for run in runs {
         let (first, rest) = round_seconds(run);
         cold.extend(first);
         warm.extend(rest);
         peak_rss_mib.push(run.peak_rss_kib as f64 / 1024.0);
         initial_list.push(run.initial_list_s);
-        for round in &run.rounds {
+        for (position, round) in run.rounds.iter().enumerate() {
             errors += round.scrape_errors + round.parse_errors;
+            if position > 0 {
+                every_node_counted &= round.pods_scraped == round.pods && round.pods == nodes;
+                if round.pods > 0 {
+                    cpu_per_1000.push(round.cpu_s * 1000.0 / (round.pods as f64 / 1000.0));
+                }
+            }
         }
     }
     let warm = Summary::of(&warm).context("no rounds measured")?;
     let cold = Summary::of(&cold).context("no rounds measured")?;
     let rss = Summary::of(&peak_rss_mib).context("no peak RSS measured")?;
     let list = Summary::of(&initial_list).context("no listing measured")?;
+    let cpu = Summary::of(&cpu_per_1000).context("no round CPU time measured")?;
     report.line(format!(
-        "round at {nodes} nodes (concurrency 64, {}): {}; first round of the process {}; peak RSS {}; initial LIST+WATCH {}; failed scrapes {errors}",
+        "round at {nodes} nodes (concurrency 64, {}): {}; first round of the process {}; peak RSS {}; initial LIST+WATCH {}; publisher CPU per 1,000 nodes per round {}; failed scrapes {errors}",
         transport.label(),
         warm.text("s"),
         cold.text("s"),
         rss.text("MiB"),
         list.text("s"),
+        cpu.text("ms"),
     ));
     let suffix = transport.key_suffix();
     report.set(&format!("round_{nodes}{suffix}_median_s"), warm.median);
@@ -171,7 +195,17 @@ fn healthy_runs(
     report.set(&format!("round_{nodes}{suffix}_first_s"), cold.json());
     report.set(&format!("peak_rss_mib_{nodes}{suffix}"), rss.median);
     report.set(&format!("peak_rss_mib_{nodes}{suffix}_runs"), rss.json());
-    Ok(Healthy { warm, rss })
+    report.set(
+        &format!("cpu_ms_per_1000_nodes_{nodes}{suffix}"),
+        cpu.median,
+    );
+    Ok(Healthy {
+        warm,
+        rss,
+        initial_list: list,
+        cpu_ms_per_1000_nodes: cpu,
+        every_node_counted,
+    })
 }
 
 /// How much longer a round through the pods proxy takes than a direct one at the same fleet
@@ -193,7 +227,7 @@ fn largest_fleet(
     healthy: &Healthy,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let Healthy { warm, rss } = healthy;
+    let Healthy { warm, rss, .. } = healthy;
     // The keys the issue names refer to the largest fleet of this invocation.
     report.set("round_largest_nodes", nodes);
     if nodes != 5000 {
@@ -345,9 +379,14 @@ mod tests {
                     parse_errors: 0,
                     datums: 20,
                     batches: 1,
+                    cpu_s: seconds / 2.0,
+                    fleet_cpu_s: None,
                 })
                 .collect(),
             peak_rss_kib,
+            initial_list_cpu_s: 0.05,
+            rss_after_list_kib: peak_rss_kib / 2,
+            simulation: None,
         }
     }
 
