@@ -17,7 +17,34 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Loads the shared SDK configuration for `region`, resolved before (see
 /// [`region_from_chain`]): credentials from the default chain, no region lookup.
 pub async fn load(region: &str) -> SdkConfig {
-    loader()
+    load_with_profile(region, None).await
+}
+
+/// [`load`], with the credentials and settings of the AWS profile `profile` when given.
+/// The profile's credentials win over the environment's (as `aws --profile` does), so
+/// that each cluster of a fleet can name its own account's profile in its config file.
+pub async fn load_with_profile(region: &str, profile: Option<&str>) -> SdkConfig {
+    let mut loader = loader();
+    if let Some(profile) = profile {
+        // The provider resolves role chains and SSO with its own HTTP client: the same
+        // rustls one as the loader's, since the SDK crates have no default TLS stack.
+        let provider_config = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .with_region(Some(Region::new(region.to_owned())));
+        loader = loader.profile_name(profile).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .configure(&provider_config)
+                .profile_name(profile)
+                .build(),
+        );
+    }
+    loader
         .region(Region::new(region.to_owned()))
         .timeout_config(
             TimeoutConfig::builder()

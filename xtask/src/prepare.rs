@@ -62,7 +62,8 @@ pub async fn prepare(
             .ok_or(PrepareError::NoRegion)?,
     };
     let settings = settings::resolve(target, deploy, Some(region), catalog)?;
-    let sdk = crate::aws::load(&settings.region.name).await;
+    let sdk =
+        crate::aws::load_with_profile(&settings.region.name, settings.profile.as_deref()).await;
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
     let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
     let prepared = Prepared::new(catalog, settings, facts, sdk)?;
