@@ -344,9 +344,26 @@ pub struct BenchFlags {
     /// Use the release binaries already built instead of running cargo build first
     #[arg(long)]
     pub no_build: bool,
+    /// Only these scenarios, comma-separated [default: all]; deploy and fleet need no release build
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<BenchScenario>,
     /// human: a table; json: one JSON object on stdout
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// The scenarios of `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchScenario {
+    BinarySize,
+    CleanBuild,
+    Parser,
+    Scale,
+    Cloudwatch,
+    Soak,
+    Deploy,
+    /// One cluster's plan against a ten-cluster fleet's
+    Fleet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
