@@ -17,13 +17,40 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Loads the shared SDK configuration for `region`, resolved before (see
 /// [`region_from_chain`]): credentials from the default chain, no region lookup.
 pub async fn load(region: &str) -> SdkConfig {
-    load_with_profile(region, None).await
+    bounded(loader(), region).load().await
+}
+
+/// `loader` in `region`, with the bounds on each call.
+fn bounded(loader: aws_config::ConfigLoader, region: &str) -> aws_config::ConfigLoader {
+    loader
+        .region(Region::new(region.to_owned()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(CALL_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+}
+
+/// A profile named in a config file (or `--profile`) that gives no credentials.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot get credentials from the AWS profile {profile}: {cause}; check that ~/.aws/config or ~/.aws/credentials defines it, or fix this cluster's profile: key"
+)]
+pub struct ProfileError {
+    pub profile: String,
+    pub cause: String,
 }
 
 /// [`load`], with the credentials and settings of the AWS profile `profile` when given.
 /// The profile's credentials win over the environment's (as `aws --profile` does), so
 /// that each cluster of a fleet can name its own account's profile in its config file.
-pub async fn load_with_profile(region: &str, profile: Option<&str>) -> SdkConfig {
+/// They are asked for once here, so that a missing or broken profile is reported by name
+/// rather than as the SDK's "credentials not loaded" on the first call.
+pub async fn load_with_profile(
+    region: &str,
+    profile: Option<&str>,
+) -> Result<SdkConfig, ProfileError> {
     let mut loader = loader();
     if let Some(profile) = profile {
         // The provider resolves role chains and SSO with its own HTTP client: the same
@@ -37,23 +64,21 @@ pub async fn load_with_profile(region: &str, profile: Option<&str>) -> SdkConfig
                     .build_https(),
             )
             .with_region(Some(Region::new(region.to_owned())));
-        loader = loader.profile_name(profile).credentials_provider(
-            aws_config::profile::ProfileFileCredentialsProvider::builder()
-                .configure(&provider_config)
-                .profile_name(profile)
-                .build(),
-        );
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_name(profile)
+            .build();
+        use aws_sdk_iam::config::ProvideCredentials;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|error| ProfileError {
+                profile: profile.to_owned(),
+                cause: aws_sdk_iam::error::DisplayErrorContext(&error).to_string(),
+            })?;
+        loader = loader.profile_name(profile).credentials_provider(provider);
     }
-    loader
-        .region(Region::new(region.to_owned()))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(CALL_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        )
-        .load()
-        .await
+    Ok(bounded(loader, region).load().await)
 }
 
 /// The region as the AWS CLI finds it when `--region` is not given: `AWS_REGION`, then the

@@ -31,6 +31,8 @@ pub enum PrepareError {
     Render(#[from] RenderError),
     #[error("preflight failed: {0}")]
     Preflight(String),
+    #[error(transparent)]
+    Profile(#[from] crate::aws::ProfileError),
 }
 
 /// Everything a plan is made from, and the clients to carry it out with.
@@ -63,7 +65,7 @@ pub async fn prepare(
     };
     let settings = settings::resolve(target, deploy, Some(region), catalog)?;
     let sdk =
-        crate::aws::load_with_profile(&settings.region.name, settings.profile.as_deref()).await;
+        crate::aws::load_with_profile(&settings.region.name, settings.profile.as_deref()).await?;
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
     let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
     let prepared = Prepared::new(catalog, settings, facts, sdk)?;

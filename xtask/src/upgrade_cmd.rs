@@ -248,7 +248,8 @@ fn step_refused(version: Version, to: Version, error: PrepareError) -> anyhow::E
         | PrepareError::Facts(_)
         | PrepareError::Decide(_)
         | PrepareError::Render(_)
-        | PrepareError::Preflight(_) => {
+        | PrepareError::Preflight(_)
+        | PrepareError::Profile(_) => {
             anyhow::Error::new(error).context(format!("cannot prepare the step to {version}"))
         }
     }

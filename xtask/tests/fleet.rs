@@ -284,6 +284,29 @@ async fn a_cluster_with_a_broken_kube_context_fails_alone() {
         "{text}"
     );
 
+    // Each cluster's credentials come from its config: a profile that does not exist
+    // fails that cluster alone, with the profile named.
+    let path = fleet.configs.path().join(format!("{}.yaml", name(2)));
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, format!("{text}profile: no-such-profile\n")).expect("written");
+    let plan = fleet
+        .xtask(&["plan", "--config", &dir, "--output", "json"])
+        .await;
+    assert_eq!(plan.status.code(), Some(1));
+    let summary = json(&plan);
+    let failed: Vec<(String, Value)> = rows(&summary)
+        .into_iter()
+        .filter(|(_, row)| row["result"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{summary}");
+    assert_eq!(failed[1].0, name(2));
+    assert!(
+        failed[1].1["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("no-such-profile")),
+        "{summary}"
+    );
+
     // Flags that name one cluster cannot apply to a fleet; deploy needs --yes.
     let refused = fleet
         .xtask(&["plan", "--config", &dir, "--cluster", "x"])
@@ -297,5 +320,69 @@ async fn a_cluster_with_a_broken_kube_context_fails_alone() {
     let unasked = fleet.xtask(&["deploy", "--config", &dir]).await;
     assert_eq!(unasked.status.code(), Some(1));
     assert!(stderr(&unasked).contains("--yes"), "{}", stderr(&unasked));
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_upgrades_each_cluster_along_its_own_path() {
+    let fleet = Fleet::start(2).await;
+    let dir = fleet.dir();
+    // The two clusters start two minor versions apart.
+    let first = fleet.configs.path().join(format!("{}.yaml", name(0)));
+    let text = std::fs::read_to_string(&first).expect("config");
+    std::fs::write(&first, format!("{text}version: v1.19.0\n")).expect("written");
+    let second = fleet.configs.path().join(format!("{}.yaml", name(1)));
+    let text = std::fs::read_to_string(&second).expect("config");
+    std::fs::write(&second, format!("{text}version: v1.20.5\n")).expect("written");
+    let deploy = fleet.xtask(&["deploy", "--config", &dir, "--yes"]).await;
+    assert_eq!(deploy.status.code(), Some(0), "{}", stderr(&deploy));
+    for path in [&first, &second] {
+        let text = std::fs::read_to_string(path).expect("config");
+        let unpinned: String = text
+            .lines()
+            .filter(|line| !line.starts_with("version:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(path, unpinned).expect("written");
+    }
+
+    let refused = fleet
+        .xtask(&["upgrade", "--config", &dir, "--to", "v1.21.1"])
+        .await;
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "a fleet upgrade needs --yes"
+    );
+    let upgrade = fleet
+        .xtask(&[
+            "upgrade", "--config", &dir, "--to", "v1.21.1", "--yes", "--output", "json",
+        ])
+        .await;
+    assert_eq!(upgrade.status.code(), Some(0), "{}", stderr(&upgrade));
+    let summary = json(&upgrade);
+    let rows = rows(&summary);
+    let paths: Vec<(String, Value, Value)> = rows
+        .iter()
+        .map(|(cluster, row)| {
+            assert_eq!(row["live_version"], "v1.21.1", "{row}");
+            (
+                cluster.clone(),
+                row["detail"]["from"].clone(),
+                row["detail"]["path"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (
+                name(0),
+                "v1.19.0".into(),
+                serde_json::json!(["v1.20.5", "v1.21.1"])
+            ),
+            (name(1), "v1.20.5".into(), serde_json::json!(["v1.21.1"])),
+        ]
+    );
     fleet.shutdown().await;
 }
