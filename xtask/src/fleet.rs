@@ -246,6 +246,7 @@ where
 {
     let permits = Arc::new(tokio::sync::Semaphore::new(usize::from(parallel.max(1))));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut task_rows = std::collections::HashMap::new();
     let mut rows: Vec<ClusterResult> = Vec::with_capacity(members.len());
     for (index, member) in members.into_iter().enumerate() {
         let label = member.label();
@@ -269,7 +270,7 @@ where
         let work = operation(inputs);
         let permits = Arc::clone(&permits);
         let span = tracing::info_span!("cluster", name = %label);
-        tasks.spawn(
+        let handle = tasks.spawn(
             async move {
                 // The semaphore is never closed, so the permit always comes.
                 let _permit = permits.acquire_owned().await;
@@ -277,13 +278,18 @@ where
             }
             .instrument(span),
         );
+        task_rows.insert(handle.id(), index);
     }
     while let Some(joined) = tasks.join_next().await {
         let (index, label, finished) = match joined {
             Ok(done) => done,
             Err(error) => {
-                // A panicked task: its row stays "did not run"; say so on stderr.
-                tracing::error!("a fleet task stopped: {error}");
+                // A bug (a panic): that cluster fails, saying so; the others go on.
+                if let Some(&index) = task_rows.get(&error.id()) {
+                    rows[index].outcome = Outcome::Failed(format!(
+                        "stopped by an internal error ({error}); please report it"
+                    ));
+                }
                 continue;
             }
         };
