@@ -17,7 +17,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Loads the shared SDK configuration for `region`, resolved before (see
 /// [`region_from_chain`]): credentials from the default chain, no region lookup.
 pub async fn load(region: &str) -> SdkConfig {
-    loader()
+    bounded(loader(), region).load().await
+}
+
+/// `loader` in `region`, with the bounds on each call.
+fn bounded(loader: aws_config::ConfigLoader, region: &str) -> aws_config::ConfigLoader {
+    loader
         .region(Region::new(region.to_owned()))
         .timeout_config(
             TimeoutConfig::builder()
@@ -25,8 +30,55 @@ pub async fn load(region: &str) -> SdkConfig {
                 .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                 .build(),
         )
-        .load()
-        .await
+}
+
+/// A profile named in a config file (or `--profile`) that gives no credentials.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot get credentials from the AWS profile {profile}: {cause}; check that ~/.aws/config or ~/.aws/credentials defines it, or fix this cluster's profile: key"
+)]
+pub struct ProfileError {
+    pub profile: String,
+    pub cause: String,
+}
+
+/// [`load`], with the credentials and settings of the AWS profile `profile` when given.
+/// The profile's credentials win over the environment's (as `aws --profile` does), so
+/// that each cluster of a fleet can name its own account's profile in its config file.
+/// They are asked for once here, so that a missing or broken profile is reported by name
+/// rather than as the SDK's "credentials not loaded" on the first call.
+pub async fn load_with_profile(
+    region: &str,
+    profile: Option<&str>,
+) -> Result<SdkConfig, ProfileError> {
+    let mut loader = loader();
+    if let Some(profile) = profile {
+        // The provider resolves role chains and SSO with its own HTTP client: the same
+        // rustls one as the loader's, since the SDK crates have no default TLS stack.
+        let provider_config = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .with_region(Some(Region::new(region.to_owned())));
+        let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&provider_config)
+            .profile_name(profile)
+            .build();
+        use aws_sdk_iam::config::ProvideCredentials;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|error| ProfileError {
+                profile: profile.to_owned(),
+                cause: aws_sdk_iam::error::DisplayErrorContext(&error).to_string(),
+            })?;
+        loader = loader.profile_name(profile).credentials_provider(provider);
+    }
+    Ok(bounded(loader, region).load().await)
 }
 
 /// The region as the AWS CLI finds it when `--region` is not given: `AWS_REGION`, then the

@@ -1,4 +1,5 @@
-//! `cargo xtask deploy`: the plan, shown, confirmed and carried out as it is.
+//! `cargo xtask deploy`: the plan, shown, confirmed and carried out as it is. Several
+//! `--config` make a fleet (see [`crate::fleet`]), which needs `--yes`.
 
 use std::process::ExitCode;
 
@@ -6,11 +7,28 @@ use anyhow::Context;
 
 use crate::exit;
 use crate::facts::ClusterRequirement;
-use crate::flags::{DeployFlags, OutputFormat};
+use crate::flags::{ClusterInputs, DeployFlags, OutputFormat};
+use crate::fleet::{self, Done, Finished, FleetError};
+use crate::plan_cmd::changes_in;
 use crate::prepare::prepare_checked;
 use crate::terminal::{confirm, print_plan, runtime};
 
 pub fn run(flags: DeployFlags) -> anyhow::Result<ExitCode> {
+    if let Some(paths) = fleet::config_paths(&flags.cluster.config)? {
+        // Never a question per cluster, and never several at once on one terminal.
+        if !flags.yes && !flags.dry_run {
+            return Err(FleetError::NeedsYes { command: "deploy" }.into());
+        }
+        let dry_run = flags.dry_run;
+        return fleet::drive(
+            "deploy",
+            &flags.cluster,
+            paths,
+            flags.fleet.parallel,
+            false,
+            move |inputs| deploy_member(inputs, dry_run),
+        );
+    }
     runtime()?.block_on(async {
         let inputs = flags.cluster.inputs()?;
         let output = inputs.output;
@@ -52,4 +70,42 @@ pub fn run(flags: DeployFlags) -> anyhow::Result<ExitCode> {
         );
         Ok(exit::code(exit::SUCCESS))
     })
+}
+
+/// One cluster of a fleet `deploy --yes`: its plan as text; a conflict refuses this cluster
+/// alone, with nothing written to it. `changes` counts what was applied (with `--dry-run`,
+/// what would be).
+async fn deploy_member(inputs: ClusterInputs, dry_run: bool) -> Finished {
+    let mut text = String::new();
+    let result = async {
+            let prepared = prepare_checked(&inputs, ClusterRequirement::MustExist).await?;
+            let plan = prepared.plan(&inputs.options).await?;
+            text.push_str(&plan.to_human());
+            plan.refuse_conflicts()?;
+            let apply = plan.has_changes() && !dry_run;
+            if apply {
+                prepared.execute(&plan, &inputs.options).await.context(
+                    "deploy stopped; what was applied before this step stays, and running deploy again continues from there",
+                )?;
+                text.push_str("Applied.\n");
+            } else if !plan.has_changes() {
+                text.push_str("Nothing to change.\n");
+            }
+            let live = prepared.live_deployment().await?;
+            let mut detail = plan.to_json();
+            if let Some(map) = detail.as_object_mut() {
+                map.insert("applied".to_owned(), apply.into());
+            }
+            anyhow::Ok(Done {
+                region: Some(prepared.target.region.clone()),
+                live_version: live
+                    .and_then(|live| live.version)
+                    .map(|version| version.to_string()),
+                pinned_version: Some(prepared.target.version.to_string()),
+                changes: changes_in(&plan),
+                detail,
+            })
+        }
+        .await;
+    Finished { text, result }
 }

@@ -178,15 +178,15 @@ pub struct RenderFlags {
 }
 
 /// What `plan`, `deploy` and `destroy` share.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClusterFlags {
     #[command(flatten)]
     pub target: TargetInput,
     #[command(flatten)]
     pub deploy: DeployInput,
-    /// YAML file with the same keys as the flags (region, cluster, policy-name, tags, ...); flags win
+    /// YAML file with the same keys as the flags (region, cluster, policy-name, tags, context, profile, ...); flags win. plan, deploy, status and upgrade take several, or a directory of *.yaml/*.yml: a fleet, one config per cluster
     #[arg(long, value_name = "FILE")]
-    pub config: Option<std::path::PathBuf>,
+    pub config: Vec<std::path::PathBuf>,
     /// Only these scopes, comma-separated: iam,kubernetes,dashboard [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scope>,
@@ -213,18 +213,25 @@ pub struct ClusterInputs {
 }
 
 impl ClusterFlags {
-    /// Reads `--config` and lays the flags over it.
+    /// Reads `--config` and lays the flags over it. One cluster only: several configs, or a
+    /// directory, are a fleet (see [`crate::fleet`]).
     pub fn inputs(self) -> Result<ClusterInputs, SettingsError> {
-        let file = match &self.config {
-            Some(path) => ConfigFile::load(path)?,
-            None => ConfigFile::default(),
+        let file = match self.config.as_slice() {
+            [] => ConfigFile::default(),
+            [path] if !path.is_dir() => ConfigFile::load(path)?,
+            [..] => return Err(SettingsError::OneClusterOnly),
         };
+        Ok(self.over(file))
+    }
+
+    /// The flags laid over one config file.
+    pub fn over(self, file: ConfigFile) -> ClusterInputs {
         let scopes = if self.only.is_empty() {
             Scope::ALL.to_vec()
         } else {
             self.only.clone()
         };
-        Ok(ClusterInputs {
+        ClusterInputs {
             target: self.target.or(file.target()),
             deploy: self.deploy.or(file.deploy()),
             options: DeployOptions {
@@ -234,8 +241,16 @@ impl ClusterFlags {
                 allow_downgrade: self.allow_downgrade,
             },
             output: self.output,
-        })
+        }
     }
+}
+
+/// How a fleet (several `--config`) is worked on.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct FleetFlags {
+    /// With several --config (a fleet): how many clusters to work on at once
+    #[arg(long, value_name = "N", default_value_t = crate::fleet::DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -243,7 +258,9 @@ impl ClusterFlags {
 pub struct PlanFlags {
     #[command(flatten)]
     pub cluster: ClusterFlags,
-    /// Exit 2 when the plan has changes (a drift check for CI)
+    #[command(flatten)]
+    pub fleet: FleetFlags,
+    /// Exit 2 when the plan has changes (a drift check for CI); for a fleet: 1 if any cluster failed, else 2 if any has changes
     #[arg(long)]
     pub detailed_exitcode: bool,
 }
@@ -252,6 +269,8 @@ pub struct PlanFlags {
 pub struct DeployFlags {
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub fleet: FleetFlags,
     /// Apply without asking (required when stdin is not a terminal)
     #[arg(long, alias = "approve")]
     pub yes: bool,
@@ -273,6 +292,8 @@ pub struct DestroyFlags {
 pub struct UpgradeFlags {
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub fleet: FleetFlags,
     /// The release to end on, vX.Y.Z
     #[arg(long, value_name = "vX.Y.Z")]
     pub to: String,
@@ -285,6 +306,8 @@ pub struct UpgradeFlags {
 pub struct StatusFlags {
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub fleet: FleetFlags,
     /// Also save each metric widget of the dashboard as a PNG in DIR (CloudWatch's GetMetricWidgetImage)
     #[arg(long, value_name = "DIR")]
     pub widgets: Option<std::path::PathBuf>,
@@ -321,9 +344,28 @@ pub struct BenchFlags {
     /// Use the release binaries already built instead of running cargo build first
     #[arg(long)]
     pub no_build: bool,
+    /// Only these scenarios, comma-separated [default: all]; deploy and fleet need no release build
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<BenchScenario>,
     /// human: a table; json: one JSON object on stdout
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+}
+
+/// The scenarios of `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchScenario {
+    BinarySize,
+    CleanBuild,
+    Parser,
+    Scale,
+    /// Rounds at 20,000 to 100,000 nodes through the pods proxy
+    Large,
+    Cloudwatch,
+    Soak,
+    Deploy,
+    /// One cluster's plan against a ten-cluster fleet's
+    Fleet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

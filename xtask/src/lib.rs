@@ -22,6 +22,7 @@ pub mod documents;
 pub mod exit;
 pub mod facts;
 pub mod flags;
+pub mod fleet;
 pub mod image;
 pub mod image_push_cmd;
 pub mod ownership;

@@ -31,6 +31,8 @@ pub enum PrepareError {
     Render(#[from] RenderError),
     #[error("preflight failed: {0}")]
     Preflight(String),
+    #[error(transparent)]
+    Profile(#[from] crate::aws::ProfileError),
 }
 
 /// Everything a plan is made from, and the clients to carry it out with.
@@ -62,7 +64,8 @@ pub async fn prepare(
             .ok_or(PrepareError::NoRegion)?,
     };
     let settings = settings::resolve(target, deploy, Some(region), catalog)?;
-    let sdk = crate::aws::load(&settings.region.name).await;
+    let sdk =
+        crate::aws::load_with_profile(&settings.region.name, settings.profile.as_deref()).await?;
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
     let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
     let prepared = Prepared::new(catalog, settings, facts, sdk)?;

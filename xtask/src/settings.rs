@@ -262,6 +262,9 @@ pub struct DeployInput {
     /// kubeconfig context [default: the current context]
     #[arg(long)]
     pub context: Option<String>,
+    /// AWS profile whose credentials and settings to use (it wins over AWS_ACCESS_KEY_ID and friends) [default: the AWS CLI's credential chain]
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 impl DeployInput {
@@ -278,6 +281,7 @@ impl DeployInput {
             tags,
             kubeconfig: self.kubeconfig.or(file.kubeconfig),
             context: self.context.or(file.context),
+            profile: self.profile.or(file.profile),
         }
     }
 }
@@ -335,6 +339,7 @@ pub struct ConfigFile {
     tags: std::collections::BTreeMap<String, String>,
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
+    profile: Option<String>,
     /// Where `render` writes its files.
     pub out: Option<PathBuf>,
 }
@@ -397,7 +402,18 @@ impl ConfigFile {
             tags: self.tags.clone(),
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
+            profile: self.profile.clone(),
         }
+    }
+
+    /// The cluster, region and account the file names, for telling a fleet's configs
+    /// apart before anything is resolved.
+    pub fn identity(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (
+            self.cluster.as_deref(),
+            self.region.as_deref(),
+            self.account.as_deref(),
+        )
     }
 }
 
@@ -467,6 +483,8 @@ pub struct Settings {
     pub tags: BTreeMap<String, String>,
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
+    /// The AWS profile to take credentials from instead of the default chain.
+    pub profile: Option<String>,
 }
 
 impl Settings {
@@ -493,6 +511,10 @@ impl Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    #[error(
+        "this command works on one cluster at a time: give it one --config file (several, or a directory, make a fleet, which plan, deploy, status and upgrade take)"
+    )]
+    OneClusterOnly,
     #[error("{flag} is required{hint}")]
     Missing {
         flag: &'static str,
@@ -679,6 +701,7 @@ pub fn resolve(
         tags: deploy.tags.clone(),
         kubeconfig: deploy.kubeconfig.clone(),
         context: deploy.context.clone(),
+        profile: deploy.profile.clone(),
     })
 }
 

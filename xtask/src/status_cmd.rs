@@ -1,7 +1,8 @@
 //! `cargo xtask status`: where the helper stands — the live and the pinned version, the next
 //! step on the upgrade path, the identity mode, drift, and the last rollout.
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,7 +10,8 @@ use serde::Serialize;
 
 use crate::exit;
 use crate::facts::ClusterRequirement;
-use crate::flags::{OutputFormat, StatusFlags};
+use crate::flags::{ClusterInputs, OutputFormat, StatusFlags};
+use crate::fleet::{self, Done, Finished};
 use crate::plan::Summary;
 use crate::plan::kubernetes::{self, RolloutState};
 use crate::prepare::prepare_checked;
@@ -39,8 +41,62 @@ pub struct Status {
 }
 
 pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
+    if let Some(paths) = fleet::config_paths(&flags.cluster.config)? {
+        let widgets = flags.widgets.clone();
+        return fleet::drive(
+            "status",
+            &flags.cluster,
+            paths,
+            flags.fleet.parallel,
+            false,
+            move |inputs| status_member(inputs, widgets.clone()),
+        );
+    }
     runtime()?.block_on(async {
-        let mut inputs = flags.cluster.inputs()?;
+        let inputs = flags.cluster.inputs()?;
+        let output = inputs.output;
+        let status = gather(inputs, flags.widgets.as_deref()).await?;
+        print_status(&status, output)?;
+        Ok(exit::code(exit::SUCCESS))
+    })
+}
+
+/// One cluster of a fleet `status`: `changes` is its drift. With `--widgets DIR`, each
+/// cluster's images go to `DIR/<cluster>-<region>`.
+async fn status_member(inputs: ClusterInputs, widgets: Option<PathBuf>) -> Finished {
+    let result = async {
+        let dir = widgets.map(|dir| {
+            let name = inputs.target.cluster.clone().unwrap_or_default();
+            let region = inputs.target.region.clone().unwrap_or_default();
+            dir.join(format!("{name}-{region}"))
+        });
+        let status = gather(inputs, dir.as_deref()).await?;
+        let text = status_text(&status);
+        let done = Done {
+            region: Some(status.region.clone()),
+            live_version: status.live_version.clone(),
+            pinned_version: Some(status.pinned_version.clone()),
+            changes: status.drift.create + status.drift.update + status.drift.delete,
+            detail: serde_json::to_value(&status).context("serialising the status")?,
+        };
+        anyhow::Ok((text, done))
+    }
+    .await;
+    match result {
+        Ok((text, done)) => Finished {
+            text,
+            result: Ok(done),
+        },
+        Err(error) => Finished {
+            text: String::new(),
+            result: Err(error),
+        },
+    }
+}
+
+/// Where the helper stands on one cluster.
+pub async fn gather(mut inputs: ClusterInputs, widgets: Option<&Path>) -> anyhow::Result<Status> {
+    {
         // Status reads; a version difference is reported, not refused.
         inputs.options.allow_downgrade = true;
         let pinned = prepare_checked(&inputs, ClusterRequirement::MustExist).await?;
@@ -73,7 +129,7 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             }
             None => "unknown".to_owned(),
         };
-        let widget_images = match &flags.widgets {
+        let widget_images = match widgets {
             Some(dir) => {
                 let client = aws_sdk_cloudwatch::Client::new(&at_live.sdk);
                 Some(widgets::save(&client, &at_live.target.dashboard_name, dir).await?)
@@ -95,9 +151,8 @@ pub fn status(flags: StatusFlags) -> anyhow::Result<ExitCode> {
             last_rollout: live.map(|live| live.rollout),
             widget_images,
         };
-        print_status(&status, inputs.output)?;
-        Ok(exit::code(exit::SUCCESS))
-    })
+        Ok(status)
+    }
 }
 
 fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {
@@ -107,6 +162,19 @@ fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {
             serde_json::to_string_pretty(status).context("serialising the status")?
         );
         return Ok(());
+    }
+    print!("{}", status_text(status));
+    Ok(())
+}
+
+/// The status for people.
+fn status_text(status: &Status) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! println {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
     }
     let none = || "-".to_owned();
     println!(
@@ -167,5 +235,5 @@ fn print_status(status: &Status, output: OutputFormat) -> anyhow::Result<()> {
             println!("    {}", path.display());
         }
     }
-    Ok(())
+    out
 }

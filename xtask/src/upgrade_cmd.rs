@@ -20,6 +20,7 @@ use crate::decide::DecideError;
 use crate::exit;
 use crate::facts::ClusterRequirement;
 use crate::flags::{ClusterInputs, OutputFormat, UpgradeFlags};
+use crate::fleet::{self, Done, Finished, FleetError};
 use crate::prepare::{PrepareError, Prepared, prepare_checked};
 use crate::settings::TargetInput;
 use crate::terminal::{confirm, runtime};
@@ -54,16 +55,91 @@ fn at_version(target: &TargetInput, version: Version) -> TargetInput {
 }
 
 pub fn upgrade(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
+    if let Some(paths) = fleet::config_paths(&flags.cluster.config)? {
+        // Never a question per cluster, and never several at once on one terminal.
+        if !flags.yes {
+            return Err(FleetError::NeedsYes { command: "upgrade" }.into());
+        }
+        let to = flags.to.clone();
+        return fleet::drive(
+            "upgrade",
+            &flags.cluster,
+            paths,
+            flags.fleet.parallel,
+            false,
+            move |inputs| upgrade_member(inputs, to.clone()),
+        );
+    }
     runtime()?.block_on(run(flags))
 }
 
 async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
     let inputs = flags.cluster.inputs()?;
+    upgrade_cluster(inputs, &flags.to, flags.yes, &mut Out::Stdout).await?;
+    Ok(exit::code(exit::SUCCESS))
+}
+
+/// Where an upgrade's human lines go: the terminal, or one fleet member's captured text.
+enum Out {
+    Stdout,
+    Captured(String),
+}
+
+impl Out {
+    fn line(&mut self, text: &str) {
+        match self {
+            Out::Stdout => println!("{text}"),
+            Out::Captured(buffer) => {
+                buffer.push_str(text);
+                buffer.push('\n');
+            }
+        }
+    }
+}
+
+/// One cluster of a fleet `upgrade --yes`: it steps on its own; `changes` counts the steps.
+async fn upgrade_member(inputs: ClusterInputs, to: String) -> Finished {
+    let mut out = Out::Captured(String::new());
+    // The fleet prints its own JSON; each member's lines are for people.
+    let inputs = ClusterInputs {
+        output: OutputFormat::Human,
+        ..inputs
+    };
+    let result = upgrade_cluster(inputs, &to, true, &mut out)
+        .await
+        .and_then(|(report, region)| {
+            Ok(Done {
+                region: Some(region),
+                live_version: Some(if report.completed {
+                    report.to.clone()
+                } else {
+                    report.from.clone()
+                }),
+                pinned_version: Some(report.to.clone()),
+                changes: report.steps.len(),
+                detail: serde_json::to_value(&report).context("serialising the upgrade report")?,
+            })
+        });
+    let text = match out {
+        Out::Captured(text) => text,
+        Out::Stdout => String::new(),
+    };
+    Finished { text, result }
+}
+
+/// The upgrade of one cluster to `to`; its report, and the cluster's region.
+async fn upgrade_cluster(
+    inputs: ClusterInputs,
+    to: &str,
+    yes: bool,
+    out: &mut Out,
+) -> anyhow::Result<(UpgradeReport, String)> {
     let output = inputs.output;
     let catalog = catalog()?;
-    let to = catalog.known_version(&flags.to).context("invalid --to")?;
+    let flags_to = to;
+    let to = catalog.known_version(flags_to).context("invalid --to")?;
     if let Some(pinned) = &inputs.target.version
-        && pinned.as_str() != flags.to
+        && pinned.as_str() != flags_to
     {
         anyhow::bail!(
             "--version {pinned} (or the config file's version) disagrees with --to {to}; pin the version you upgrade to"
@@ -82,11 +158,12 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
         steps: Vec::new(),
         completed: false,
     };
+    let region = first.target.region.clone();
     if path.is_empty() {
         report.completed = true;
-        print_report(&report, output)?;
+        print_report(&report, output, out)?;
         tracing::info!("already on {to}; nothing to do");
-        return Ok(exit::code(exit::SUCCESS));
+        return Ok((report, region));
     }
     // Every step decided before any runs: a step that cannot run refuses the whole path.
     let steps = path
@@ -108,9 +185,9 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
                 )
             })
             .collect();
-        println!("Upgrade path: {} -> {}", from, path.join(" -> "));
+        out.line(&format!("Upgrade path: {} -> {}", from, path.join(" -> ")));
     }
-    if !confirm("Upgrade along this path?", flags.yes)? {
+    if !confirm("Upgrade along this path?", yes)? {
         anyhow::bail!("not upgraded: the answer was not yes");
     }
     // A path that starts at the live version finishes a rollout an earlier run left.
@@ -137,7 +214,7 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
             error: outcome.as_ref().err().map(|error| format!("{error:#}")),
         });
         if let Err(error) = outcome {
-            print_report(&report, output)?;
+            print_report(&report, output, out)?;
             let last_good = last_good.map_or_else(
                 || "unknown (the rollout before this run had not completed)".to_owned(),
                 |v| v.to_string(),
@@ -150,8 +227,8 @@ async fn run(flags: UpgradeFlags) -> anyhow::Result<ExitCode> {
         last_good = Some(version);
     }
     report.completed = true;
-    print_report(&report, output)?;
-    Ok(exit::code(exit::SUCCESS))
+    print_report(&report, output, out)?;
+    Ok((report, region))
 }
 
 /// Why a step of the path cannot run; for Pod Identity on a step whose upstream helper
@@ -171,7 +248,8 @@ fn step_refused(version: Version, to: Version, error: PrepareError) -> anyhow::E
         | PrepareError::Facts(_)
         | PrepareError::Decide(_)
         | PrepareError::Render(_)
-        | PrepareError::Preflight(_) => {
+        | PrepareError::Preflight(_)
+        | PrepareError::Profile(_) => {
             anyhow::Error::new(error).context(format!("cannot prepare the step to {version}"))
         }
     }
@@ -225,15 +303,14 @@ async fn step(prepared: &Prepared, inputs: &ClusterInputs) -> anyhow::Result<()>
     }
 }
 
-fn print_report(report: &UpgradeReport, output: OutputFormat) -> anyhow::Result<()> {
+fn print_report(report: &UpgradeReport, output: OutputFormat, out: &mut Out) -> anyhow::Result<()> {
     match output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(report).context("serialising the report")?
-        ),
+        OutputFormat::Json => {
+            out.line(&serde_json::to_string_pretty(report).context("serialising the report")?)
+        }
         OutputFormat::Human => {
             for step in &report.steps {
-                println!(
+                out.line(&format!(
                     "  {} {:<8} {}",
                     if step.rollout == "complete" {
                         "✓"
@@ -242,10 +319,10 @@ fn print_report(report: &UpgradeReport, output: OutputFormat) -> anyhow::Result<
                     },
                     step.version,
                     step.image
-                );
+                ));
             }
             if report.completed {
-                println!("On {}.", report.to);
+                out.line(&format!("On {}.", report.to));
             }
         }
     }

@@ -8,6 +8,7 @@ mod world;
 mod catalog_tables;
 mod demo;
 mod deploy;
+mod fleet;
 mod iam_lint;
 mod identity;
 mod image;

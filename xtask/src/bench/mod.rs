@@ -10,6 +10,9 @@
 //! time takes minutes of both cores, so it is measured only with `--clean-build` and
 //! otherwise read from the value recorded in BENCHMARKS.md.
 //!
+//! The fleet scenario times a single-cluster `plan` against a ten-cluster fleet `plan` the
+//! same way, against sandbox clusters sharing one emulator. `--only` picks scenarios.
+//!
 //! One module per scenario, each adding its lines, output keys and targets to the `Report`
 //! (`report.rs`); the driver's side has a file of the same name for each scenario it runs.
 
@@ -17,6 +20,7 @@ mod binary_size;
 mod clean_build;
 mod cloudwatch;
 mod deploy;
+mod fleet;
 mod large_clusters;
 mod parser;
 mod report;
@@ -34,7 +38,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cargo_tool::target_dir;
 use crate::exit;
-use crate::flags::BenchFlags;
+use crate::flags::{BenchFlags, BenchScenario};
 
 pub use clean_build::recorded_clean_build_seconds;
 pub use report::Summary;
@@ -63,6 +67,8 @@ struct Sizes {
     cloudwatch_backlog_rounds: usize,
     deploy_fresh_runs: usize,
     deploy_noop_runs: usize,
+    /// Runs of each of the single-cluster and the fleet plan.
+    fleet_plan_runs: usize,
 }
 
 impl Sizes {
@@ -82,6 +88,7 @@ impl Sizes {
                 cloudwatch_backlog_rounds: 50,
                 deploy_fresh_runs: 1,
                 deploy_noop_runs: 2,
+                fleet_plan_runs: 3,
             }
         } else {
             Sizes {
@@ -98,6 +105,7 @@ impl Sizes {
                 cloudwatch_backlog_rounds: 100,
                 deploy_fresh_runs: 3,
                 deploy_noop_runs: 5,
+                fleet_plan_runs: 5,
             }
         }
     }
@@ -108,8 +116,20 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
     let sizes = Sizes::new(flags.quick);
     let mut report = Report::default();
     report.set("quick", flags.quick);
+    let wanted = |scenario: BenchScenario| flags.only.is_empty() || flags.only.contains(&scenario);
+    // The release binaries serve the publisher-side scenarios only.
+    let needs_release = [
+        BenchScenario::BinarySize,
+        BenchScenario::Parser,
+        BenchScenario::Scale,
+        BenchScenario::Large,
+        BenchScenario::Cloudwatch,
+        BenchScenario::Soak,
+    ]
+    .into_iter()
+    .any(wanted);
 
-    if !flags.no_build {
+    if !flags.no_build && needs_release {
         eprintln!("Building the publisher and the benchmark driver (release)...");
         build_release(&root)?;
     }
@@ -118,16 +138,39 @@ pub fn run(flags: BenchFlags) -> anyhow::Result<ExitCode> {
     let publisher_binary = target_dir.join("release/cni-metrics-publisher");
     PythonTools::ensure(&root).context("installing the AWS emulator")?;
 
-    binary_size::run(&publisher_binary, &mut report)?;
-    clean_build::run(&root, flags.clean_build, &mut report)?;
+    if wanted(BenchScenario::BinarySize) {
+        binary_size::run(&publisher_binary, &mut report)?;
+    }
+    if wanted(BenchScenario::CleanBuild) {
+        clean_build::run(&root, flags.clean_build, &mut report)?;
+    }
     let runtime = crate::terminal::runtime()?;
     runtime.block_on(async {
-        parser::run(&driver, &sizes, &mut report).await?;
-        let proxy_cpu = scale::run(&driver, &sizes, &mut report).await?;
-        large_clusters::run(&driver, &sizes, &proxy_cpu, &mut report).await?;
-        cloudwatch::run(&driver, &sizes, &mut report).await?;
-        soak::run(&driver, &sizes, &mut report).await?;
-        deploy::run(&root, &sizes, &mut report).await
+        if wanted(BenchScenario::Parser) {
+            parser::run(&driver, &sizes, &mut report).await?;
+        }
+        // The CPU per 1,000 nodes through the proxy at the smaller sizes, from which the
+        // large sizes report its growth.
+        let mut proxy_cpu = Vec::new();
+        if wanted(BenchScenario::Scale) {
+            proxy_cpu = scale::run(&driver, &sizes, &mut report).await?;
+        }
+        if wanted(BenchScenario::Large) {
+            large_clusters::run(&driver, &sizes, &proxy_cpu, &mut report).await?;
+        }
+        if wanted(BenchScenario::Cloudwatch) {
+            cloudwatch::run(&driver, &sizes, &mut report).await?;
+        }
+        if wanted(BenchScenario::Soak) {
+            soak::run(&driver, &sizes, &mut report).await?;
+        }
+        if wanted(BenchScenario::Deploy) {
+            deploy::run(&root, &sizes, &mut report).await?;
+        }
+        if wanted(BenchScenario::Fleet) {
+            fleet::run(&root, &sizes, &mut report).await?;
+        }
+        anyhow::Ok(())
     })?;
 
     report.print(flags.output, flags.quick);

@@ -34,6 +34,8 @@ pub enum IamError {
 pub enum IamStep {
     CreatePolicy {
         name: String,
+        /// The ARN it will have: IAM's answer when another run created it meanwhile.
+        arn: String,
         document: String,
         tags: Vec<(String, String)>,
     },
@@ -210,6 +212,7 @@ async fn plan_policy(
         )
         .with_steps(vec![IamStep::CreatePolicy {
             name: desired.policy_name.clone(),
+            arn: arn.clone(),
             document: desired.policy_document.clone(),
             tags: desired_tags,
         }]));
@@ -581,9 +584,10 @@ pub async fn apply(client: &Client, step: &IamStep) -> Result<(), IamError> {
     match step {
         IamStep::CreatePolicy {
             name,
+            arn,
             document,
             tags,
-        } => create_policy(client, name, document, tags).await,
+        } => create_policy(client, name, arn, document, tags).await,
         IamStep::NewPolicyVersion {
             arn,
             document,
@@ -600,22 +604,44 @@ pub async fn apply(client: &Client, step: &IamStep) -> Result<(), IamError> {
     }
 }
 
+/// Creates the policy. The policy is shared by every cluster of the account, so the
+/// clusters of a fleet deployed at once may all plan to create it: when IAM says it exists
+/// and it carries our managed-by tag, another run of this tool created it meanwhile, with
+/// the same document, and that is success (the next plan converges any difference).
 async fn create_policy(
     client: &Client,
     name: &str,
+    arn: &str,
     document: &str,
     tags: &[(String, String)],
 ) -> Result<(), IamError> {
-    client
+    let created = client
         .create_policy()
         .policy_name(name)
         .policy_document(document)
         .description("Lets the CNI metrics helper publish to the Kubernetes CloudWatch namespace")
         .set_tags(Some(tag_list(tags)))
         .send()
-        .await
-        .map_err(call_error("CreatePolicy", name))?;
-    Ok(())
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|service| service.is_entity_already_exists_exception()) =>
+        {
+            let ours = get_policy(client, arn)
+                .await?
+                .is_some_and(|live| ownership::has_managed_by(&tag_map(live.tags())));
+            if ours {
+                tracing::info!("policy {name} was created meanwhile by another run of this tool");
+                Ok(())
+            } else {
+                Err(call_error("CreatePolicy", name)(error))
+            }
+        }
+        Err(error) => Err(call_error("CreatePolicy", name)(error)),
+    }
 }
 
 async fn new_policy_version(

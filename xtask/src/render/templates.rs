@@ -40,18 +40,59 @@ pub const DASHBOARD: Template = Template {
     source: include_str!("../../../dashboards/dashboard.json.hbs"),
 };
 
+/// Every template, compiled once into the shared registry.
+const ALL: [Template; 5] = [
+    IAM_POLICY,
+    TRUST_POLICY_IRSA,
+    TRUST_POLICY_POD_IDENTITY,
+    MANIFESTS,
+    DASHBOARD,
+];
+
 /// Renders `template` with `data`.
 pub fn render(
     template: Template,
     data: &serde_json::Value,
 ) -> Result<String, handlebars::RenderError> {
+    let known = ALL
+        .iter()
+        .any(|known| known.path == template.path && known.source == template.source);
+    match compiled() {
+        Some(registry) if known => registry.render(template.path, data),
+        // Another template (the tests'), or one that does not parse: parsed here, for the
+        // same output or error as ever.
+        Some(_) | None => registry().render_template(template.source, data),
+    }
+}
+
+/// The registry with every template compiled, once per process: parsing a template is
+/// most of a render's time (pest, unoptimised in debug builds), and a fleet renders the
+/// same templates for each of its clusters, several times each. `None` when one does not
+/// parse (a bug the tests catch), and then each render parses its own.
+fn compiled() -> Option<&'static Handlebars<'static>> {
+    static COMPILED: std::sync::OnceLock<Option<Handlebars<'static>>> = std::sync::OnceLock::new();
+    COMPILED
+        .get_or_init(|| {
+            let mut registry = registry();
+            for template in ALL {
+                registry
+                    .register_template_string(template.path, template.source)
+                    .ok()?;
+            }
+            Some(registry)
+        })
+        .as_ref()
+}
+
+/// A registry with our settings and helpers, and no template yet.
+fn registry() -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
     registry.register_escape_fn(handlebars::no_escape);
     registry.register_helper("json", Box::new(json_literal));
     registry.register_helper("if", Box::new(StrictIf));
     registry.register_helper("each", Box::new(StrictEachEntry));
-    registry.render_template(template.source, data)
+    registry
 }
 
 /// The parameter `index` of `helper`, refused when it names nothing.
