@@ -5,12 +5,13 @@
 //! Only Running pods with an IP that are not being deleted are scraped. Pods are keyed by
 //! UID, so a replaced pod (same name, new UID) starts with fresh counter state.
 //!
-//! The caches hold slim objects ([`AwsNodePod`], [`ZoneNode`]) rather than `Pod` and
+//! Objects are decoded as slim views ([`AwsNodePod`], [`ZoneNode`]) rather than `Pod` and
 //! `Node`: serde skips every field discovery does not read while the listing and the watch
-//! events are decoded, and the metadata that is decoded but unused (managed fields,
-//! annotations, owner references) is cleared before an object enters the cache. An EKS
-//! aws-node pod is 10-30 KB of JSON (two containers with their environment, volumes, managed
-//! fields); kept whole, 5,000 of them would be most of the publisher's memory.
+//! events are decoded. An EKS aws-node pod is 10-30 KB of JSON (two containers with their
+//! environment, volumes, managed fields); kept whole, 5,000 of them would be most of the
+//! publisher's memory. The pod cache goes further and keeps, per scrapeable pod, only its
+//! name, UID, host IP and node name (~150 bytes), so that 100,000 nodes fit the rendered
+//! memory limit; the Node cache keeps each Node's metadata with only the zone label.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,10 +131,101 @@ fn trim_metadata(metadata: &mut ObjectMeta, keep_labels: bool) {
     }
 }
 
+/// What the pod cache keeps of one scrapeable aws-node pod: ~150 bytes. The decoded pod
+/// (an `ObjectMeta` alone is ~400 bytes before its strings) plus a reflector's key for it
+/// took ~1.5 KB a pod, most of the publisher's memory at 100,000 nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CachedPod {
+    uid: Box<str>,
+    host_ip: Box<str>,
+    node_name: Option<Box<str>>,
+}
+
+impl CachedPod {
+    /// The pod as discovery keeps it, when it is scrapeable: Running, with an IP and a UID,
+    /// not being deleted.
+    fn of(pod: &AwsNodePod) -> Option<CachedPod> {
+        if pod.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let status = pod.status.as_ref()?;
+        if status.phase.as_deref() != Some("Running") {
+            return None;
+        }
+        let host_ip = status
+            .host_ip
+            .as_deref()
+            .or(status.pod_ip.as_deref())
+            .filter(|ip| !ip.is_empty())?;
+        status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
+        Some(CachedPod {
+            uid: pod.metadata.uid.as_deref()?.into(),
+            host_ip: host_ip.into(),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.node_name.as_deref())
+                .map(Box::from),
+        })
+    }
+}
+
+/// The scrapeable aws-node pods by name (one namespace), kept current by a watch.
+#[derive(Debug, Default)]
+struct PodCache {
+    pods: std::collections::HashMap<Box<str>, CachedPod>,
+    /// The pods of a (re)listing in progress, which replace `pods` when it completes.
+    relisting: Option<std::collections::HashMap<Box<str>, CachedPod>>,
+}
+
+impl PodCache {
+    /// Applies one watch event.
+    fn apply(&mut self, event: watcher::Event<AwsNodePod>) {
+        match event {
+            watcher::Event::Init => self.relisting = Some(std::collections::HashMap::new()),
+            watcher::Event::InitApply(pod) => {
+                if let (Some(relisting), Some(name)) =
+                    (self.relisting.as_mut(), pod.metadata.name.as_deref())
+                    && let Some(cached) = CachedPod::of(&pod)
+                {
+                    relisting.insert(name.into(), cached);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(mut relisted) = self.relisting.take() {
+                    relisted.shrink_to_fit();
+                    self.pods = relisted;
+                }
+            }
+            watcher::Event::Apply(pod) => {
+                let Some(name) = pod.metadata.name.as_deref() else {
+                    return;
+                };
+                // A pod that stopped being scrapeable (terminating, failed) leaves the cache.
+                match CachedPod::of(&pod) {
+                    Some(cached) => {
+                        self.pods.insert(name.into(), cached);
+                    }
+                    None => {
+                        self.pods.remove(name);
+                    }
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(name) = pod.metadata.name.as_deref() {
+                    self.pods.remove(name);
+                }
+            }
+        }
+    }
+}
+
 /// Watch-backed caches of aws-node pods (and Nodes, for zones). Dropping it stops the
 /// watches.
 pub struct PodDiscovery {
-    pods: Store<AwsNodePod>,
+    pods: Arc<std::sync::RwLock<PodCache>>,
+    /// Turns true once the pod cache holds its first full listing.
+    pods_ready: tokio::sync::watch::Receiver<bool>,
     nodes: Option<Store<ZoneNode>>,
     namespace: String,
     tasks: Vec<JoinHandle<()>>,
@@ -143,12 +235,22 @@ impl PodDiscovery {
     /// Starts the watches. Must run inside a Tokio runtime.
     pub fn start(client: Client, namespace: &str, selector: &str, watch_nodes: bool) -> Self {
         let pods_api: Api<AwsNodePod> = Api::namespaced(client.clone(), namespace);
-        let (pods, pod_writer) = reflector::store();
-        let pod_stream = reflector::reflector(
-            pod_writer,
-            watcher(pods_api, watcher::Config::default().labels(selector))
-                .modify(|pod: &mut AwsNodePod| trim_metadata(&mut pod.metadata, false)),
-        );
+        let pods = Arc::new(std::sync::RwLock::new(PodCache::default()));
+        let (ready_sender, pods_ready) = tokio::sync::watch::channel(false);
+        let cache = Arc::clone(&pods);
+        let pod_stream =
+            watcher(pods_api, watcher::Config::default().labels(selector)).map(move |event| {
+                let event = event?;
+                let listed = matches!(event, watcher::Event::InitDone);
+                cache
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .apply(event);
+                if listed {
+                    ready_sender.send_replace(true);
+                }
+                Ok(())
+            });
         let mut tasks = vec![tokio::spawn(drive("pods", pod_stream))];
         let nodes = watch_nodes.then(|| {
             let nodes_api: Api<ZoneNode> = Api::all(client);
@@ -163,6 +265,7 @@ impl PodDiscovery {
         });
         PodDiscovery {
             pods,
+            pods_ready,
             nodes,
             namespace: namespace.to_owned(),
             tasks,
@@ -174,7 +277,8 @@ impl PodDiscovery {
         let ready = async {
             // A dropped writer means the watch task ended; nothing more will arrive, and
             // the timeout below reports it.
-            if self.pods.wait_until_ready().await.is_err() {
+            let mut pods_ready = self.pods_ready.clone();
+            if pods_ready.wait_for(|ready| *ready).await.is_err() {
                 std::future::pending::<()>().await;
             }
             if let Some(nodes) = &self.nodes
@@ -193,13 +297,20 @@ impl PodDiscovery {
 
     /// The pods to scrape now.
     pub fn targets(&self) -> Vec<ScrapeTarget> {
-        let pods = self.pods.state();
         let zone_of = |node_name: &str| -> Option<String> {
             let nodes = self.nodes.as_ref()?;
             let node = nodes.get(&ObjectRef::new(node_name))?;
             node_zone(&node)
         };
-        scrape_targets(&pods, zone_of)
+        let cache = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        targets_of(
+            cache.pods.iter().map(|(name, pod)| (&**name, pod)),
+            &self.namespace,
+            zone_of,
+        )
     }
 }
 
@@ -211,11 +322,11 @@ impl Drop for PodDiscovery {
     }
 }
 
-/// Polls a reflector stream forever, logging watch errors. The watcher recovers by itself;
+/// Polls a watch stream forever, logging watch errors. The watcher recovers by itself;
 /// the backoff keeps a broken API server from being hammered.
-async fn drive<S, K>(what: &'static str, stream: S)
+async fn drive<S, T>(what: &'static str, stream: S)
 where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream.default_backoff());
     while let Some(event) = stream.next().await {
@@ -231,39 +342,48 @@ pub fn scrape_targets(
     pods: &[Arc<AwsNodePod>],
     zone_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<ScrapeTarget> {
-    let mut targets: Vec<ScrapeTarget> = pods
+    let cached: Vec<(&str, &str, CachedPod)> = pods
         .iter()
         .filter_map(|pod| {
-            let metadata = &pod.metadata;
-            if metadata.deletion_timestamp.is_some() {
-                return None;
-            }
-            let status = pod.status.as_ref()?;
-            if status.phase.as_deref() != Some("Running") {
-                return None;
-            }
-            let host_ip = status
-                .host_ip
-                .as_deref()
-                .or(status.pod_ip.as_deref())
-                .filter(|ip| !ip.is_empty())?;
-            status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
-            let zone = pod
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.node_name.as_deref())
-                .and_then(&zone_of);
-            Some(ScrapeTarget {
-                uid: metadata.uid.clone()?,
-                name: metadata.name.clone()?,
-                namespace: metadata.namespace.clone()?,
-                host_ip: host_ip.to_owned(),
-                zone,
-            })
+            let name = pod.metadata.name.as_deref()?;
+            let namespace = pod.metadata.namespace.as_deref()?;
+            Some((name, namespace, CachedPod::of(pod)?))
         })
+        .collect();
+    let mut targets: Vec<ScrapeTarget> = cached
+        .iter()
+        .map(|(name, namespace, pod)| target(name, namespace, pod, &zone_of))
         .collect();
     targets.sort_by(|left, right| left.name.cmp(&right.name));
     targets
+}
+
+/// The scrape targets of cached pods of one namespace, sorted by name.
+fn targets_of<'a>(
+    pods: impl Iterator<Item = (&'a str, &'a CachedPod)>,
+    namespace: &str,
+    zone_of: impl Fn(&str) -> Option<String>,
+) -> Vec<ScrapeTarget> {
+    let mut targets: Vec<ScrapeTarget> = pods
+        .map(|(name, pod)| target(name, namespace, pod, &zone_of))
+        .collect();
+    targets.sort_by(|left, right| left.name.cmp(&right.name));
+    targets
+}
+
+fn target(
+    name: &str,
+    namespace: &str,
+    pod: &CachedPod,
+    zone_of: &impl Fn(&str) -> Option<String>,
+) -> ScrapeTarget {
+    ScrapeTarget {
+        uid: pod.uid.to_string(),
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        host_ip: pod.host_ip.to_string(),
+        zone: pod.node_name.as_deref().and_then(zone_of),
+    }
 }
 
 /// The zone label of a Node.
@@ -330,6 +450,73 @@ mod tests {
         assert_eq!(
             labels.get(ZONE_LABEL).map(String::as_str),
             Some("us-west-2a")
+        );
+    }
+
+    fn names(cache: &PodCache) -> Vec<String> {
+        let mut names: Vec<String> = cache.pods.keys().map(|name| name.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_pod_cache_follows_listings_and_watch_events() {
+        let mut cache = PodCache::default();
+        cache.apply(watcher::Event::Init);
+        for name in ["a", "b"] {
+            cache.apply(watcher::Event::InitApply(
+                (*pod(name, "Running", Some("10.0.0.1"))).clone(),
+            ));
+        }
+        cache.apply(watcher::Event::InitApply(
+            (*pod("c", "Pending", None)).clone(),
+        ));
+        // Until the listing is complete, the cache still answers with what it had.
+        assert_eq!(names(&cache), Vec::<String>::new());
+        cache.apply(watcher::Event::InitDone);
+        assert_eq!(names(&cache), ["a", "b"]);
+
+        // A replaced pod (same name, new UID) is a new pod to the aggregator.
+        let mut replaced = (*pod("a", "Running", Some("10.0.0.9"))).clone();
+        replaced.metadata.uid = Some("uid-a2".to_owned());
+        cache.apply(watcher::Event::Apply(replaced));
+        let a = cache.pods.get("a").expect("a is cached");
+        assert_eq!((&*a.uid, &*a.host_ip), ("uid-a2", "10.0.0.9"));
+        // A pod that starts terminating stops being scraped; a deleted one is gone.
+        let mut terminating = (*pod("b", "Running", Some("10.0.0.2"))).clone();
+        terminating.metadata.deletion_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        cache.apply(watcher::Event::Apply(terminating));
+        cache.apply(watcher::Event::Apply(
+            (*pod("c", "Running", Some("10.0.0.3"))).clone(),
+        ));
+        assert_eq!(names(&cache), ["a", "c"]);
+        cache.apply(watcher::Event::Delete(
+            (*pod("a", "Running", Some("10.0.0.9"))).clone(),
+        ));
+        assert_eq!(names(&cache), ["c"]);
+
+        // A relisting replaces everything: pods deleted while the watch was down go away.
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(
+            (*pod("d", "Running", Some("10.0.0.4"))).clone(),
+        ));
+        cache.apply(watcher::Event::InitDone);
+        assert_eq!(names(&cache), ["d"]);
+        let targets = targets_of(
+            cache.pods.iter().map(|(name, pod)| (&**name, pod)),
+            "kube-system",
+            |node| (node == "node-d").then(|| "us-west-2b".to_owned()),
+        );
+        assert_eq!(
+            targets,
+            [ScrapeTarget {
+                uid: "uid-d".to_owned(),
+                name: "d".to_owned(),
+                namespace: "kube-system".to_owned(),
+                host_ip: "10.0.0.4".to_owned(),
+                zone: Some("us-west-2b".to_owned()),
+            }]
         );
     }
 
