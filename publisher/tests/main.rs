@@ -6,4 +6,5 @@ mod e2e;
 mod faults;
 mod leadership;
 mod parser;
+mod parser_differential;
 mod scrape;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cni_metrics_publisher::discovery::ScrapeTarget;
-use cni_metrics_publisher::exposition::{Sample, Samples};
+use cni_metrics_publisher::exposition::{MetricType, Sample, Samples, Suffix};
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
 use cni_metrics_publisher::scrape::Scraper;
 use sandbox::bench_report::ParserReport;
@@ -26,6 +26,25 @@ fn parse_ours_as_published(body: &str) -> usize {
     consume_samples(Samples::filtered(body, |family| {
         index_of_family(family).is_some()
     }))
+}
+
+/// The publisher's fast path: what `aggregate::parse_ipamd_samples` reads of a body. The
+/// families it does not publish are skipped; of the kept samples it looks up the metric and
+/// reads the type, suffix, value and the raw label text (the series key), and decodes one
+/// label, the `quantile` of the latency summary's quantile samples.
+fn parse_ours_fast_path(body: &str) -> usize {
+    let mut count = 0;
+    for sample in Samples::filtered(body, |family| index_of_family(family).is_some()) {
+        let Ok(sample) = sample else { break };
+        black_box(index_of_family(sample.family));
+        black_box((sample.family_type, sample.suffix));
+        black_box((sample.raw_labels, sample.value));
+        if sample.family_type == MetricType::Summary && sample.suffix == Suffix::None {
+            black_box(sample.label("quantile"));
+        }
+        count += 1;
+    }
+    count
 }
 
 /// Reads every sample of `samples` up to the first error, decoding every label, and counts
@@ -97,14 +116,21 @@ pub(crate) async fn run(seconds: f64, runs: usize) -> anyhow::Result<ParserRepor
         .iter()
         .map(|body| parse_ours_as_published(body))
         .sum();
+    let fast_path_samples: usize = bodies.iter().map(|body| parse_ours_fast_path(body)).sum();
+    anyhow::ensure!(
+        fast_path_samples == published_samples,
+        "the fast path read {fast_path_samples} samples, the published families have {published_samples}"
+    );
 
     let mut ours = Vec::new();
     let mut as_published = Vec::new();
     let mut theirs = Vec::new();
+    let mut fast_path = Vec::new();
     for _ in 0..runs {
         ours.push(throughput(&bodies, seconds, parse_ours_fully));
         theirs.push(throughput(&bodies, seconds, parse_with_prometheus_parse));
         as_published.push(throughput(&bodies, seconds, parse_ours_as_published));
+        fast_path.push(throughput(&bodies, seconds, parse_ours_fast_path));
     }
     Ok(ParserReport {
         body_bytes: bodies.iter().map(String::len).collect(),
@@ -113,6 +139,8 @@ pub(crate) async fn run(seconds: f64, runs: usize) -> anyhow::Result<ParserRepor
         samples_published_families: published_samples,
         ours_mb_s: ours,
         ours_as_published_mb_s: as_published,
+        ours_fast_path_mb_s: fast_path,
+        samples_fast_path: fast_path_samples,
         prometheus_parse_mb_s: theirs,
     })
 }
