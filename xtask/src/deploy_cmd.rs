@@ -8,8 +8,7 @@ use anyhow::Context;
 use crate::exit;
 use crate::facts::ClusterRequirement;
 use crate::flags::{ClusterInputs, DeployFlags, OutputFormat};
-use crate::fleet::{self, Done, Finished, FleetError};
-use crate::plan_cmd::changes_in;
+use crate::fleet::{self, Finished, FleetError};
 use crate::prepare::prepare_checked;
 use crate::terminal::{confirm, print_plan, runtime};
 
@@ -91,20 +90,11 @@ async fn deploy_member(inputs: ClusterInputs, dry_run: bool) -> Finished {
             } else if !plan.has_changes() {
                 text.push_str("Nothing to change.\n");
             }
-            let live = prepared.live_deployment().await?;
             let mut detail = plan.to_json();
             if let Some(map) = detail.as_object_mut() {
                 map.insert("applied".to_owned(), apply.into());
             }
-            anyhow::Ok(Done {
-                region: Some(prepared.target.region.clone()),
-                live_version: live
-                    .and_then(|live| live.version)
-                    .map(|version| version.to_string()),
-                pinned_version: Some(prepared.target.version.to_string()),
-                changes: changes_in(&plan),
-                detail,
-            })
+            crate::plan_cmd::planned_row(&prepared, &plan, detail).await
         }
         .await;
     Finished { text, result }

@@ -9,7 +9,7 @@ use crate::facts::ClusterRequirement;
 use crate::flags::{ClusterInputs, PlanFlags};
 use crate::fleet::{self, Done, Finished};
 use crate::plan::Plan;
-use crate::prepare::prepare_checked;
+use crate::prepare::{Prepared, prepare_checked};
 use crate::terminal::{print_plan, runtime};
 
 pub fn run(flags: PlanFlags) -> anyhow::Result<ExitCode> {
@@ -46,24 +46,34 @@ pub fn changes_in(plan: &Plan) -> usize {
     summary.create + summary.update + summary.delete + summary.adopt
 }
 
+/// A fleet member's row after a plan (applied or not): the cluster's region, its live and
+/// pinned versions, the plan's changes, and `detail` as its JSON.
+pub async fn planned_row(
+    prepared: &Prepared,
+    plan: &Plan,
+    detail: serde_json::Value,
+) -> anyhow::Result<Done> {
+    let live = prepared.live_deployment().await?;
+    Ok(Done {
+        region: Some(prepared.target.region.clone()),
+        live_version: live
+            .and_then(|live| live.version)
+            .map(|version| version.to_string()),
+        pinned_version: Some(prepared.target.version.to_string()),
+        changes: changes_in(plan),
+        detail,
+    })
+}
+
 /// One cluster of a fleet `plan`: its plan as text, and a conflict as its failure.
 async fn plan_member(inputs: ClusterInputs) -> Finished {
     let mut text = String::new();
     let result = async {
         let prepared = prepare_checked(&inputs, ClusterRequirement::MustExist).await?;
         let plan = prepared.plan(&inputs.options).await?;
-        let live = prepared.live_deployment().await?;
         text.push_str(&plan.to_human());
         plan.refuse_conflicts()?;
-        anyhow::Ok(Done {
-            region: Some(prepared.target.region.clone()),
-            live_version: live
-                .and_then(|live| live.version)
-                .map(|version| version.to_string()),
-            pinned_version: Some(prepared.target.version.to_string()),
-            changes: changes_in(&plan),
-            detail: plan.to_json(),
-        })
+        planned_row(&prepared, &plan, plan.to_json()).await
     }
     .await;
     Finished { text, result }

@@ -2,15 +2,13 @@
 //! with this very binary as the deployer, counting the requests each run makes.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::PythonTools;
 
+use super::Sizes;
 use super::report::{Report, Summary};
-use super::{DRIVER_DEADLINE, Sizes};
 
 /// Requests one deployer run made: (AWS, Kubernetes, wall seconds).
 struct DeployRun {
@@ -27,29 +25,9 @@ async fn run_xtask(sandbox: &Sandbox, home: &Path, command: &[&str]) -> anyhow::
         .context("the bench sandbox runs its own emulator")?;
     emulator.clear_recording()?;
     sandbox.api().clear_requests();
-    let xtask = std::env::current_exe().context("finding the xtask binary")?;
-    let started = Instant::now();
-    let output = tokio::process::Command::new(xtask)
-        .args(command)
-        .args(["--cluster", sandbox.cluster(), "--yes", "--quiet"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .envs(sandbox.env_vars())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(DRIVER_DEADLINE, output)
-        .await
-        .context("the deployer ran past its deadline")??;
-    let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "`cargo xtask {}` failed against the sandbox: {}",
-            command.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    let mut args = command.to_vec();
+    args.extend(["--cluster", sandbox.cluster(), "--yes"]);
+    let seconds = super::time_xtask(sandbox, home, &args).await?;
     let aws = emulator.recorded_requests()?;
     let kubernetes = sandbox.api().requests();
     Ok(DeployRun {

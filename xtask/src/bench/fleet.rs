@@ -5,15 +5,13 @@
 //! plan takes at most twice the single cluster's.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sandbox::environment::{Sandbox, SandboxOptions};
 use sandbox::python_tools::PythonTools;
 
 use super::report::{Report, Summary};
-use super::{DRIVER_DEADLINE, Sizes};
+use super::{Sizes, time_xtask};
 
 /// Clusters in the fleet, as in the issue.
 const CLUSTERS: usize = 10;
@@ -112,14 +110,14 @@ async fn measure(
     let first = sandboxes.first().context("no sandbox cluster")?;
     let configs = configs.display().to_string();
     let single_config = paths[0].display().to_string();
-    run_xtask(first, home, &["deploy", "--config", &configs, "--yes"]).await?;
+    time_xtask(first, home, &["deploy", "--config", &configs, "--yes"]).await?;
     let parallel = PARALLEL.to_string();
     let mut single = Vec::new();
     let mut fleet = Vec::new();
     for _ in 0..sizes.fleet_plan_runs {
-        single.push(run_xtask(first, home, &["plan", "--config", &single_config]).await?);
+        single.push(time_xtask(first, home, &["plan", "--config", &single_config]).await?);
         fleet.push(
-            run_xtask(
+            time_xtask(
                 first,
                 home,
                 &["plan", "--config", &configs, "--parallel", &parallel],
@@ -147,34 +145,4 @@ fn write_config(dir: &Path, sandbox: &Sandbox) -> anyhow::Result<PathBuf> {
     )
     .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-/// Runs this binary with `args` in the first cluster's environment (the configs say where
-/// every cluster is), and returns its wall time in seconds.
-async fn run_xtask(sandbox: &Sandbox, home: &Path, args: &[&str]) -> anyhow::Result<f64> {
-    let xtask = std::env::current_exe().context("finding the xtask binary")?;
-    let started = Instant::now();
-    let output = tokio::process::Command::new(xtask)
-        .args(args)
-        .arg("--quiet")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .envs(sandbox.env_vars())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(DRIVER_DEADLINE, output)
-        .await
-        .context("xtask ran past its deadline")??;
-    let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "`cargo xtask {}` failed against the sandbox fleet: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout).trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(seconds)
 }

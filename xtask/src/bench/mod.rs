@@ -214,3 +214,38 @@ async fn driver_report<T: DeserializeOwned>(
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|text| (*text).to_owned()).collect()
 }
+
+/// Runs this very binary (the deployer) with `args` against a sandbox, as a user's shell
+/// would: a clean environment with `PATH`, `HOME` and the sandbox's variables only. Returns
+/// its wall time in seconds; a failed run is an error with its output.
+async fn time_xtask(
+    sandbox: &sandbox::environment::Sandbox,
+    home: &Path,
+    args: &[&str],
+) -> anyhow::Result<f64> {
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
+    let started = std::time::Instant::now();
+    let output = tokio::process::Command::new(xtask)
+        .args(args)
+        .arg("--quiet")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(sandbox.env_vars())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DRIVER_DEADLINE, output)
+        .await
+        .with_context(|| format!("`cargo xtask {}` ran past its deadline", args.join(" ")))??;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "`cargo xtask {}` failed against the sandbox: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(seconds)
+}
