@@ -113,21 +113,16 @@ pub struct ZoneNode {
 
 core_v1_view!(ZoneNode, kind: "Node", path: "nodes", scope: ClusterResourceScope);
 
-/// Clears the metadata discovery never reads, before an object enters a cache. Labels are
-/// kept only when `keep_labels` (a Node's zone is a label; a pod was selected by its labels
-/// already).
-fn trim_metadata(metadata: &mut ObjectMeta, keep_labels: bool) {
+/// Clears the metadata discovery never reads before a Node enters the cache: everything
+/// but its zone label among the labels, and the annotations, managed fields and references.
+fn trim_node_metadata(metadata: &mut ObjectMeta) {
     metadata.managed_fields = None;
     metadata.annotations = None;
     metadata.owner_references = None;
     metadata.finalizers = None;
     metadata.generate_name = None;
-    if keep_labels {
-        if let Some(labels) = metadata.labels.as_mut() {
-            labels.retain(|key, _| key == ZONE_LABEL);
-        }
-    } else {
-        metadata.labels = None;
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.retain(|key, _| key == ZONE_LABEL);
     }
 }
 
@@ -258,7 +253,7 @@ impl PodDiscovery {
             let node_stream = reflector::reflector(
                 node_writer,
                 watcher(nodes_api, watcher::Config::default())
-                    .modify(|node: &mut ZoneNode| trim_metadata(&mut node.metadata, true)),
+                    .modify(|node: &mut ZoneNode| trim_node_metadata(&mut node.metadata)),
             );
             tasks.push(tokio::spawn(drive("nodes", node_stream)));
             nodes
@@ -342,17 +337,13 @@ pub fn scrape_targets(
     pods: &[Arc<AwsNodePod>],
     zone_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<ScrapeTarget> {
-    let cached: Vec<(&str, &str, CachedPod)> = pods
+    let mut targets: Vec<ScrapeTarget> = pods
         .iter()
         .filter_map(|pod| {
             let name = pod.metadata.name.as_deref()?;
             let namespace = pod.metadata.namespace.as_deref()?;
-            Some((name, namespace, CachedPod::of(pod)?))
+            Some(target(name, namespace, &CachedPod::of(pod)?, &zone_of))
         })
-        .collect();
-    let mut targets: Vec<ScrapeTarget> = cached
-        .iter()
-        .map(|(name, namespace, pod)| target(name, namespace, pod, &zone_of))
         .collect();
     targets.sort_by(|left, right| left.name.cmp(&right.name));
     targets
@@ -422,11 +413,10 @@ mod tests {
     }
 
     #[test]
-    fn cached_metadata_keeps_only_what_discovery_reads() {
+    fn cached_node_metadata_keeps_only_what_discovery_reads() {
         let mut metadata = ObjectMeta {
-            name: Some("aws-node-abcde".to_owned()),
+            name: Some("ip-10-0-1-17.us-west-2.compute.internal".to_owned()),
             uid: Some("uid-1".to_owned()),
-            namespace: Some("kube-system".to_owned()),
             labels: Some(
                 [(ZONE_LABEL, "us-west-2a"), ("k8s-app", "aws-node")]
                     .into_iter()
@@ -437,15 +427,15 @@ mod tests {
             managed_fields: Some(vec![Default::default()]),
             ..ObjectMeta::default()
         };
-        let mut node_metadata = metadata.clone();
-        trim_metadata(&mut metadata, false);
-        assert_eq!(metadata.labels, None);
+        trim_node_metadata(&mut metadata);
         assert_eq!(metadata.annotations, None);
         assert_eq!(metadata.managed_fields, None);
         assert_eq!(metadata.uid.as_deref(), Some("uid-1"));
-        assert_eq!(metadata.name.as_deref(), Some("aws-node-abcde"));
-        trim_metadata(&mut node_metadata, true);
-        let labels = node_metadata.labels.expect("the zone label is kept");
+        assert_eq!(
+            metadata.name.as_deref(),
+            Some("ip-10-0-1-17.us-west-2.compute.internal")
+        );
+        let labels = metadata.labels.expect("the zone label is kept");
         assert_eq!(labels.len(), 1);
         assert_eq!(
             labels.get(ZONE_LABEL).map(String::as_str),

@@ -12,11 +12,10 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cni_metrics_publisher::discovery::ScrapeTarget;
 use cni_metrics_publisher::exposition::{MetricType, ParseError, Sample, Samples, Suffix};
 use cni_metrics_publisher::ipamd_metrics::index_of_family;
 use cni_metrics_publisher::scrape::{ScrapeOptions, Scraper};
-use sandbox::fleet::{AWS_NODE_NAMESPACE, Fault, Fleet, FleetOptions, IPAMD_METRICS_PORT};
+use sandbox::fleet::{Fault, Fleet, FleetOptions, IPAMD_METRICS_PORT};
 
 /// One sample of a published family, as the aggregator sees it.
 #[derive(Debug, PartialEq)]
@@ -221,14 +220,7 @@ async fn fast_path_and_full_parse_publish_the_same_values_on_fleet_bodies() {
     let mut bodies = 0;
     // Several scrapes, so that counters move and the latency summary gets observations.
     for round in 0..3 {
-        for node in fleet.nodes() {
-            let target = ScrapeTarget {
-                uid: node.pod_uid(),
-                name: node.pod_name(),
-                namespace: AWS_NODE_NAMESPACE.to_owned(),
-                host_ip: node.address().ip().to_string(),
-                zone: None,
-            };
+        for (node, target) in fleet.nodes().iter().zip(super::scrape::targets(&fleet)) {
             let body = scraper
                 .scrape(target)
                 .await

@@ -29,7 +29,8 @@ async fn start_fleet(nodes: usize) -> Fleet {
     .expect("the fleet starts")
 }
 
-fn targets(fleet: &Fleet) -> Vec<ScrapeTarget> {
+/// Every node of `fleet` as a target scraped directly, in node order.
+pub(crate) fn targets(fleet: &Fleet) -> Vec<ScrapeTarget> {
     fleet
         .nodes()
         .iter()

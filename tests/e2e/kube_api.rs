@@ -1584,9 +1584,7 @@ async fn two_hundred_sequential_proxied_scrapes_on_one_connection_do_not_stall()
     })
     .await
     .expect("the fleet starts");
-    for pod in fleet.pods() {
-        server.insert(&pod).expect("seed the aws-node pod");
-    }
+    server.host_fleet(&fleet).expect("seed the aws-node pod");
     let pod = fleet.node(0).pod_name();
     let path = format!("/api/v1/namespaces/kube-system/pods/{pod}:61678/proxy/metrics");
 
@@ -1645,10 +1643,9 @@ async fn a_fleet_on_one_listener_is_reached_through_the_pods_proxy_node_by_node(
     .await
     .expect("the fleet starts");
     let listener = fleet.shared_listener().expect("one listener for the fleet");
-    assert!(server.route_pod_proxy_via(listener));
-    for pod in fleet.pods() {
-        server.insert(&pod).expect("seed the aws-node pod");
-    }
+    server.host_fleet(&fleet).expect("seed the fleet");
+    // The route is set once; hosting the fleet set it.
+    assert!(!server.route_pod_proxy_via(listener));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
     for node in fleet.nodes() {

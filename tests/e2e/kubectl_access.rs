@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use sandbox::fleet::{Fleet, FleetOptions, IPAMD_METRICS_PORT};
+use sandbox::fleet::{Fleet, FleetOptions, IPAMD_METRICS_PORT, NodeListeners};
 use sandbox::kube_api::FakeApiServer;
 use sandbox::kubectl::{Kubectl, KubectlOutput};
 use serde_json::{Value, json};
@@ -506,9 +506,7 @@ async fn get_raw_through_the_pods_proxy_prints_what_the_pod_served() {
     })
     .await
     .expect("the fleet starts");
-    for pod in fleet.pods() {
-        server.insert(&pod).expect("register the pod");
-    }
+    server.host_fleet(&fleet).expect("register the fleet");
     let kc = Kubectl::for_server(&server).expect("kubectl");
     let node = fleet.node(1);
     let pod = node.pod_name();
@@ -576,6 +574,39 @@ async fn get_raw_through_the_pods_proxy_prints_what_the_pod_served() {
     assert_exit(&as_helper, 0, "the helper may get pods/proxy");
     let served = node.last_served().expect("served again");
     assert_eq!(as_helper.stdout, served.body, "{as_helper}");
+    fleet.shutdown().await;
+    server.shutdown().await;
+}
+
+/// A fleet served from one listener (as the 100,000-node benchmark runs it) answers
+/// kubectl's `get --raw` through the pods proxy exactly like one listener per node: each
+/// pod's path prints that node's page.
+#[tokio::test]
+async fn get_raw_through_the_pods_proxy_reaches_a_fleet_on_one_listener() {
+    let server = FakeApiServer::start().await.expect("server");
+    let fleet = Fleet::start(FleetOptions {
+        nodes: 3,
+        listeners: NodeListeners::Shared,
+        ..FleetOptions::default()
+    })
+    .await
+    .expect("the fleet starts");
+    server.host_fleet(&fleet).expect("register the fleet");
+    let kc = Kubectl::for_server(&server).expect("kubectl");
+    for node in fleet.nodes() {
+        let pod = node.pod_name();
+        let path =
+            format!("/api/v1/namespaces/kube-system/pods/{pod}:{IPAMD_METRICS_PORT}/proxy/metrics");
+        let raw = kubectl(&kc, &["get", "--raw", &path]).await;
+        assert_exit(
+            &raw,
+            0,
+            "the proxy reaches the pod through the shared listener",
+        );
+        let served = node.last_served().expect("the node served a scrape");
+        assert_eq!(raw.stdout, served.body, "{raw}");
+        assert_eq!(served.pod_name, pod, "{raw}");
+    }
     fleet.shutdown().await;
     server.shutdown().await;
 }

@@ -156,13 +156,7 @@ impl Sandbox {
             ..FleetOptions::default()
         })
         .await?;
-        if let Some(listener) = fleet.shared_listener() {
-            api.route_pod_proxy_via(listener);
-        }
-        for (pod, node) in fleet.pods().iter().zip(fleet.kube_nodes()) {
-            api.insert(&node)?;
-            api.insert(pod)?;
-        }
+        api.host_fleet(&fleet)?;
         let registry = match (options.registry, emulator.as_ref()) {
             (false, _) => None,
             (true, None) => return Err(SandboxError::RegistryWithoutEmulator(aws_endpoint)),

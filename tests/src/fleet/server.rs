@@ -42,16 +42,55 @@ const GARBAGE_BODY: &str = "<html><head><title>502 Bad Gateway</title></head>\n\
     {\"garbage\": true}\n\
     awscni_assigned_ip_addresses{cidr=\"10.0.1.17/32 7\n";
 
-/// Accepts connections until the task is aborted. Aborting drops the connection set, which
-/// aborts every connection task too, including ones stuck in a hung request.
+/// Serves one node on its own listener until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, node: Arc<NodeShared>) {
+    accept_connections(listener, move |request| respond(Arc::clone(&node), request)).await;
+}
+
+/// The nodes of a [`super::NodeListeners::Shared`] fleet by the address each stands for.
+pub(crate) type NodesByAddress = std::collections::HashMap<std::net::SocketAddr, Arc<NodeShared>>;
+
+/// Serves every node of a fleet from one listener: each request goes to the node whose
+/// `IP:port` its Host header names. Runs until the task is aborted, like [`serve`].
+pub(crate) async fn serve_shared(listener: TcpListener, nodes: Arc<NodesByAddress>) {
+    accept_connections(listener, move |request: Request<Incoming>| {
+        let node = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse::<std::net::SocketAddr>().ok())
+            .and_then(|address| nodes.get(&address).cloned());
+        async move {
+            match node {
+                Some(node) => respond(node, request).await,
+                // No node has that address: a real client would have found nothing
+                // listening there.
+                None => Ok(plain(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "no simulated node has the address in the Host header\n",
+                )),
+            }
+        }
+    })
+    .await;
+}
+
+/// Accepts connections until the task is aborted and answers each request with `handle`.
+/// Aborting drops the connection set, which aborts every connection task too, including
+/// ones stuck in a hung request.
+async fn accept_connections<H, F>(listener: TcpListener, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<ChunkedBody>, Infallible>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(error) => {
                 // Usually EMFILE under a huge benchmark; back off instead of spinning.
-                tracing::debug!(address = %node.address, %error, "accept failed");
+                let address = listener.local_addr().ok();
+                tracing::debug!(?address, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -60,57 +99,10 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<NodeShared>) {
         while connections.try_join_next().is_some() {}
         // Go's net/http sets TCP_NODELAY on every accepted connection; failing to is harmless.
         let _ = stream.set_nodelay(true);
-        let node = Arc::clone(&node);
+        let handle = handle.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| respond(Arc::clone(&node), request));
+            let service = service_fn(handle);
             // A client hanging up mid-response is normal (timeouts, fault tests); ignore it.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// The nodes of a [`super::NodeListeners::Shared`] fleet by the address each stands for.
-pub(crate) type NodesByAddress = std::collections::HashMap<std::net::SocketAddr, Arc<NodeShared>>;
-
-/// Serves every node of a fleet from one listener: each request goes to the node whose
-/// `IP:port` its Host header names. Aborting the task stops every connection, like
-/// [`serve`].
-pub(crate) async fn serve_shared(listener: TcpListener, nodes: Arc<NodesByAddress>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                tracing::debug!(%error, "accept failed on the fleet's shared listener");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
-        let nodes = Arc::clone(&nodes);
-        connections.spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let node = request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|host| host.to_str().ok())
-                    .and_then(|host| host.parse::<std::net::SocketAddr>().ok())
-                    .and_then(|address| nodes.get(&address).cloned());
-                async move {
-                    match node {
-                        Some(node) => respond(node, request).await,
-                        // No node has that address: a real client would have found nothing
-                        // listening there.
-                        None => Ok(plain(
-                            StatusCode::MISDIRECTED_REQUEST,
-                            "no simulated node has the address in the Host header\n",
-                        )),
-                    }
-                }
-            });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

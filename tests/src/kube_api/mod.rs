@@ -205,6 +205,19 @@ impl FakeApiServer {
         })
     }
 
+    /// Registers a simulated fleet as the cluster's nodes: each node's Node and aws-node
+    /// Pod, and, for a fleet served from one listener, the route the pods proxy takes to it.
+    pub fn host_fleet(&self, fleet: &crate::fleet::Fleet) -> Result<(), KubeApiError> {
+        for (pod, node) in fleet.pods().iter().zip(fleet.kube_nodes()) {
+            self.insert(&node)?;
+            self.insert(pod)?;
+        }
+        if let Some(listener) = fleet.shared_listener() {
+            self.route_pod_proxy_via(listener);
+        }
+        Ok(())
+    }
+
     /// Sends every pods-proxy request to `listener` instead of the pod's IP, with the pod's
     /// `IP:port` as the Host header, for a fleet that serves all its nodes from one
     /// listener. Set once; a later call changes nothing and returns false.
