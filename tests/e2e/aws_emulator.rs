@@ -14,18 +14,19 @@ use sandbox::aws_emulator::{AwsEmulator, DEFAULT_ACCOUNT_ID, EmulatorOptions};
 use sandbox::python_tools::{PythonTools, workspace_root};
 use serde_json::Value;
 
-const REGION: &str = "us-west-2";
-const NAMESPACE: &str = "Kubernetes";
+pub(crate) const REGION: &str = "us-west-2";
+pub(crate) const NAMESPACE: &str = "Kubernetes";
 const CLUSTER: &str = "sandbox-cluster";
 
-async fn start_emulator(options: EmulatorOptions) -> AwsEmulator {
+pub(crate) async fn start_emulator(options: EmulatorOptions) -> AwsEmulator {
     let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
     AwsEmulator::start(&tools, options)
         .await
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn cloudwatch(emulator: &AwsEmulator) -> aws_sdk_cloudwatch::Client {
+/// A CloudWatch client of the emulator in [`REGION`].
+pub(crate) fn cloudwatch(emulator: &AwsEmulator) -> aws_sdk_cloudwatch::Client {
     aws_sdk_cloudwatch::Client::new(&emulator.sdk_config(REGION))
 }
 
@@ -33,7 +34,23 @@ fn iam(emulator: &AwsEmulator) -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::new(&emulator.sdk_config(REGION))
 }
 
-fn cluster_dimension() -> Dimension {
+/// Creates the IAM role `name` with a trust policy that trusts no one, and returns its ARN.
+async fn create_role(client: &aws_sdk_iam::Client, name: &str) -> String {
+    client
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .expect("CreateRole is accepted")
+        .role()
+        .expect("the answer holds the role")
+        .arn()
+        .to_owned()
+}
+
+/// The `CLUSTER_ID` dimension of [`CLUSTER`], the cluster the tests publish metrics for.
+pub(crate) fn cluster_dimension() -> Dimension {
     Dimension::builder()
         .name("CLUSTER_ID")
         .value(CLUSTER)
@@ -42,8 +59,9 @@ fn cluster_dimension() -> Dimension {
 
 /// The start of the current minute in epoch seconds. Each test reads it once and
 /// derives every timestamp from it, so a minute boundary passing mid-test changes
-/// nothing; whole minutes line the data up with GetMetricData's periods.
-fn current_minute() -> i64 {
+/// nothing; whole minutes line the data up with GetMetricData's periods and the alarms'
+/// one-minute periods.
+pub(crate) fn current_minute() -> i64 {
     let now = DateTime::from(std::time::SystemTime::now()).secs();
     now - now.rem_euclid(60)
 }
@@ -69,6 +87,26 @@ fn metric_stat_query(
                 .build(),
         )
         .build()
+}
+
+/// Runs the Python fixture `tests/e2e/fixtures/{name}` with `args` in the sandbox's Python
+/// tools, asserts that it succeeded (its stderr otherwise), and returns the one JSON
+/// document it printed.
+pub(crate) async fn run_python_fixture(name: &str, args: &[&str]) -> Value {
+    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
+    let script = workspace_root().join("tests/e2e/fixtures").join(name);
+    let output = tokio::process::Command::new(tools.python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
 }
 
 fn process_is_running(pid: u32) -> bool {
@@ -744,25 +782,16 @@ async fn two_emulators_run_side_by_side_independently() {
 
     let role_arn = |emulator: &AwsEmulator| {
         let client = iam(emulator);
-        async move {
-            let output = client
-                .create_role()
-                .role_name("cni-metrics-helper")
-                .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-                .send()
-                .await
-                .expect("CreateRole is accepted");
-            output.role().map(|role| role.arn().to_owned())
-        }
+        async move { create_role(&client, "cni-metrics-helper").await }
     };
     let (first_arn, second_arn) = tokio::join!(role_arn(&first), role_arn(&second));
     assert_eq!(
-        first_arn.as_deref(),
-        Some("arn:aws:iam::123456789012:role/cni-metrics-helper")
+        first_arn,
+        "arn:aws:iam::123456789012:role/cni-metrics-helper"
     );
     assert_eq!(
-        second_arn.as_deref(),
-        Some("arn:aws:iam::111122223333:role/cni-metrics-helper")
+        second_arn,
+        "arn:aws:iam::111122223333:role/cni-metrics-helper"
     );
     assert_eq!(first.recorded_requests().expect("readable").len(), 2);
     assert_eq!(second.recorded_requests().expect("readable").len(), 2);
@@ -1433,24 +1462,15 @@ async fn ecr_points_at_a_real_registry_that_skopeo_pushes_to() {
         .await
         .expect("the registry is registered");
 
-    let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
-    let script = workspace_root().join("tests/e2e/fixtures/ecr_registry_roundtrip.py");
-    let output = tokio::process::Command::new(tools.python())
-        .arg(&script)
-        .args([
+    let said = run_python_fixture(
+        "ecr_registry_roundtrip.py",
+        &[
             emulator.endpoint_url().as_str(),
             "eu-west-1",
             &dir.path().display().to_string(),
-        ])
-        .output()
-        .await
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let said: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+        ],
+    )
+    .await;
     let host = registry.host();
     assert_eq!(said["user"], "AWS");
     assert_eq!(said["proxy_endpoint"], format!("http://{host}"));
@@ -1548,5 +1568,198 @@ async fn metric_widget_images_are_pngs_of_the_requested_size_drawn_from_the_data
         message.contains("`metrics` must be a non-empty array"),
         "{message}"
     );
+    emulator.stop().expect("emulator stops");
+}
+
+/// The CloudWatch alarm permissions the product's preflight asks IAM about.
+const ALARM_ACTIONS: [&str; 5] = [
+    "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DeleteAlarms",
+    "cloudwatch:DescribeAlarms",
+    "cloudwatch:TagResource",
+    "cloudwatch:ListTagsForResource",
+];
+
+#[tokio::test]
+async fn simulate_principal_policy_evaluates_a_roles_policies_for_the_rust_sdk() {
+    use aws_sdk_iam::types::PolicyEvaluationDecisionType as Decision;
+
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let client = iam(&emulator);
+    let role_arn = create_role(&client, "cni-deployer").await;
+    client
+        .put_role_policy()
+        .role_name("cni-deployer")
+        .policy_name("alarms")
+        .policy_document(
+            serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["cloudwatch:PutMetricAlarm", "cloudwatch:Describe*", "cloudwatch:DeleteAlarms", "cloudwatch:ListTagsForResource"], "Resource": "*"},
+                    {"Effect": "Deny", "Action": "cloudwatch:deletealarms", "Resource": "*"}
+                ]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("PutRolePolicy is accepted");
+
+    let output = client
+        .simulate_principal_policy()
+        .policy_source_arn(&role_arn)
+        .set_action_names(Some(ALARM_ACTIONS.map(str::to_owned).to_vec()))
+        .send()
+        .await
+        .expect("SimulatePrincipalPolicy answers");
+    assert!(!output.is_truncated());
+    let decisions: Vec<(&str, &str, &Decision)> = output
+        .evaluation_results()
+        .iter()
+        .map(|result| {
+            (
+                result.eval_action_name(),
+                result.eval_resource_name().unwrap_or_default(),
+                result.eval_decision(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("cloudwatch:PutMetricAlarm", "*", &Decision::Allowed),
+            // The Deny matches case-insensitively and wins over the Allow.
+            ("cloudwatch:DeleteAlarms", "*", &Decision::ExplicitDeny),
+            ("cloudwatch:DescribeAlarms", "*", &Decision::Allowed),
+            // Nothing allows it.
+            ("cloudwatch:TagResource", "*", &Decision::ImplicitDeny),
+            ("cloudwatch:ListTagsForResource", "*", &Decision::Allowed),
+        ]
+    );
+    let matched = output.evaluation_results()[0].matched_statements();
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    assert_eq!(matched[0].source_policy_id(), Some("alarms"));
+    assert_eq!(
+        matched[0].source_policy_type(),
+        Some(&aws_sdk_iam::types::PolicySourceType::Role)
+    );
+
+    // A Deny limited to some regions, judged in the region given as context, through the
+    // paginator as the product's preflight asks.
+    client
+        .put_role_policy()
+        .role_name("cni-deployer")
+        .policy_name("only-eu")
+        .policy_document(
+            serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Deny",
+                    "Action": "cloudwatch:*",
+                    "Resource": "*",
+                    "Condition": {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "eu-central-1"]}}
+                }]
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("PutRolePolicy is accepted");
+    let in_region = |region: &'static str| {
+        client
+            .simulate_principal_policy()
+            .policy_source_arn(&role_arn)
+            .action_names("cloudwatch:PutMetricAlarm")
+            .resource_arns("*")
+            .context_entries(
+                aws_sdk_iam::types::ContextEntry::builder()
+                    .context_key_name("aws:RequestedRegion")
+                    .context_key_values(region)
+                    .context_key_type(aws_sdk_iam::types::ContextKeyTypeEnum::String)
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    };
+    let decision = |results: Vec<aws_sdk_iam::types::EvaluationResult>| {
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert!(
+            results[0].missing_context_values().is_empty(),
+            "{results:?}"
+        );
+        results[0].eval_decision().clone()
+    };
+    assert_eq!(
+        decision(in_region("eu-west-1").await.expect("simulated")),
+        Decision::Allowed
+    );
+    assert_eq!(
+        decision(in_region("us-west-2").await.expect("simulated")),
+        Decision::ExplicitDeny
+    );
+    // Without the context, the Deny's condition cannot hold, and the answer names the key.
+    let blind = client
+        .simulate_principal_policy()
+        .policy_source_arn(&role_arn)
+        .action_names("cloudwatch:PutMetricAlarm")
+        .send()
+        .await
+        .expect("SimulatePrincipalPolicy answers");
+    assert_eq!(
+        blind.evaluation_results()[0].eval_decision(),
+        &Decision::Allowed
+    );
+    assert_eq!(
+        blind.evaluation_results()[0].missing_context_values(),
+        ["aws:RequestedRegion"]
+    );
+
+    // A role IAM does not have.
+    let error = client
+        .simulate_principal_policy()
+        .policy_source_arn(format!("arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/nobody"))
+        .action_names("cloudwatch:DescribeAlarms")
+        .send()
+        .await
+        .expect_err("an unknown role is refused")
+        .into_service_error();
+    assert!(error.is_no_such_entity_exception(), "{error:?}");
+
+    // Recorded as IAM's own requests are, and not counted as a change.
+    let simulations: Vec<_> = emulator
+        .recorded_requests()
+        .expect("the recording reads")
+        .into_iter()
+        .filter(|request| request.action.as_deref() == Some("SimulatePrincipalPolicy"))
+        .collect();
+    assert_eq!(simulations.len(), 5);
+    assert!(
+        simulations
+            .iter()
+            .all(|request| !request.is_mutating() && request.service.as_deref() == Some("iam"))
+    );
+    emulator.stop().expect("emulator stops");
+}
+
+#[tokio::test]
+async fn simulate_principal_policy_answers_boto3() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let said = run_python_fixture(
+        "iam_simulate_principal_policy.py",
+        &[emulator.endpoint_url().as_str()],
+    )
+    .await;
+    assert_eq!(
+        said["role"]["cloudwatch:PutMetricAlarm"], "allowed",
+        "{said}"
+    );
+    assert_eq!(said["role"]["cloudwatch:DeleteAlarms"], "allowed");
+    assert_eq!(said["delete_in_eu_west_1"], "explicitDeny");
+    assert_eq!(said["delete_in_us_west_2"], "allowed");
+    assert_eq!(said["role"]["cloudwatch:TagResource"], "implicitDeny");
+    assert_eq!(said["unknown"][0], "NoSuchEntity");
+    assert_eq!(said["not_a_principal"], "InvalidInput");
     emulator.stop().expect("emulator stops");
 }

@@ -1,5 +1,6 @@
 //! Tests of the sandbox itself, against real processes and real HTTP on loopback.
 
+mod alarms;
 mod aws_emulator;
 mod environment;
 mod fleet;

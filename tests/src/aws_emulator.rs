@@ -14,6 +14,12 @@
 //! makes DescribeCluster report a given Kubernetes endpoint, and
 //! [`AwsEmulator::set_addon_status`] changes an emulated add-on's status.
 //!
+//! CloudWatch metric alarms are moto's, with what moto gets wrong fixed in the layer
+//! (initial state, updates, tags, DescribeAlarms filters and pages), and
+//! [`AwsEmulator::evaluate_alarms`] evaluates them, as CloudWatch does every period, when
+//! a test asks. IAM's SimulatePrincipalPolicy, which moto lacks, is answered by the layer
+//! from moto's IAM users, groups, roles and policies (Conditions are not evaluated).
+//!
 //! Every request is recorded (moto's `MOTO_ENABLE_RECORDING`) into a JSON-lines file in
 //! the emulator's own temporary directory; [`AwsEmulator::recorded_requests`] parses it so
 //! that tests can count the mutating calls a command made.
@@ -32,7 +38,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::config::{Credentials, SharedCredentialsProvider};
@@ -140,6 +146,16 @@ pub enum EmulatorError {
         request: String,
         status: u16,
         body: String,
+    },
+
+    #[error(
+        "the sandbox control API at {endpoint} answered `{request}` with something other \
+         than what it documents: {detail}"
+    )]
+    ControlAnswer {
+        endpoint: String,
+        request: String,
+        detail: String,
     },
 
     #[error(
@@ -435,6 +451,20 @@ impl AwsEmulator {
         .await
     }
 
+    /// Evaluates every CloudWatch metric alarm of the emulator as CloudWatch would at `at`
+    /// (`None`: now), over the datapoints PutMetricData stored, and sets each alarm's
+    /// state (StateValue, StateReason, StateReasonData, StateUpdatedTimestamp) when it
+    /// changes (`POST /sandbox-api/cloudwatch/evaluate-alarms`). Real CloudWatch evaluates
+    /// alarms by itself every period; the emulator only when asked, so a test decides when.
+    /// The answer lists every metric alarm evaluated, in every region and account, sorted
+    /// by account, region and name. Not recorded.
+    pub async fn evaluate_alarms(
+        &self,
+        at: Option<SystemTime>,
+    ) -> Result<Vec<EvaluatedAlarm>, EmulatorError> {
+        evaluate_alarms_at(&self.endpoint_url(), at).await
+    }
+
     /// Sends `POST <path>` to moto's control API and checks for a 2xx answer.
     async fn moto_api_post(&self, path: &str) -> Result<(), EmulatorError> {
         let request_line = format!("POST {path}");
@@ -485,6 +515,56 @@ pub async fn set_cluster_endpoint_at(
     .await
 }
 
+/// What [`AwsEmulator::evaluate_alarms`] found for one metric alarm.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluatedAlarm {
+    pub alarm_name: String,
+    pub region: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`: the alarm's state after the evaluation.
+    pub state: String,
+    /// Why, in CloudWatch's words (`Threshold Crossed: 1 out of the last 1 datapoints
+    /// [95.0 (02/12/26 12:00:00)] was greater than the threshold (90.0) ...`). It becomes
+    /// the alarm's StateReason only when the state changes.
+    pub reason: String,
+    /// Whether the state changed (and with it StateReason and StateUpdatedTimestamp).
+    pub changed: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct EvaluatedAlarms {
+    alarms: Vec<EvaluatedAlarm>,
+}
+
+/// [`AwsEmulator::evaluate_alarms`] for an emulator this process did not start, given by
+/// its URL, which must be `http://127.0.0.1:PORT` or `http://localhost:PORT`: the
+/// control API is only ever called on loopback.
+pub async fn evaluate_alarms_at(
+    aws_endpoint_url: &str,
+    at: Option<SystemTime>,
+) -> Result<Vec<EvaluatedAlarm>, EmulatorError> {
+    let port = loopback_port(aws_endpoint_url).ok_or_else(|| EmulatorError::NotLoopback {
+        endpoint: aws_endpoint_url.to_owned(),
+    })?;
+    let mut body = serde_json::json!({});
+    if let Some(at) = at {
+        let seconds = match at.duration_since(UNIX_EPOCH) {
+            Ok(after) => after.as_secs_f64(),
+            Err(before) => -before.duration().as_secs_f64(),
+        };
+        body["at"] = seconds.into();
+    }
+    let path = "/sandbox-api/cloudwatch/evaluate-alarms";
+    let answer = control_post_answer(aws_endpoint_url, port, path, &body.to_string()).await?;
+    serde_json::from_str::<EvaluatedAlarms>(&answer)
+        .map(|evaluated| evaluated.alarms)
+        .map_err(|error| EmulatorError::ControlAnswer {
+            endpoint: aws_endpoint_url.to_owned(),
+            request: format!("POST {path}"),
+            detail: format!("{error}: {answer}"),
+        })
+}
+
 /// Sends one JSON `POST` to the sandbox control API and checks for a 2xx answer.
 async fn control_post(
     endpoint_url: &str,
@@ -492,6 +572,18 @@ async fn control_post(
     path: &str,
     body: &str,
 ) -> Result<(), EmulatorError> {
+    control_post_answer(endpoint_url, port, path, body)
+        .await
+        .map(drop)
+}
+
+/// Sends one JSON `POST` to the sandbox control API and returns the body of its 2xx answer.
+async fn control_post_answer(
+    endpoint_url: &str,
+    port: u16,
+    path: &str,
+    body: &str,
+) -> Result<String, EmulatorError> {
     let request = format!("POST {path}");
     let (status, answer) = tokio::time::timeout(MOTO_API_TIMEOUT, post_loopback(port, path, body))
         .await
@@ -506,7 +598,7 @@ async fn control_post(
             detail: error.to_string(),
         })?;
     if (200..300).contains(&status) {
-        Ok(())
+        Ok(answer)
     } else {
         Err(EmulatorError::ControlRefused {
             endpoint: endpoint_url.to_owned(),
@@ -630,10 +722,11 @@ impl RecordedRequest {
     }
 
     /// Whether the request changes state: an action that does not start with `Get`,
-    /// `List` or `Describe`, or, without an action (EKS), a method other than GET/HEAD.
+    /// `List`, `Describe` or `Simulate` (IAM's policy simulations), or, without an action
+    /// (EKS), a method other than GET/HEAD.
     pub fn is_mutating(&self) -> bool {
         match &self.action {
-            Some(action) => !["Get", "List", "Describe"]
+            Some(action) => !["Get", "List", "Describe", "Simulate"]
                 .iter()
                 .any(|read_prefix| action.starts_with(read_prefix)),
             None => !matches!(self.method.as_str(), "GET" | "HEAD"),
@@ -1005,6 +1098,12 @@ mod tests {
         let cloudwatch = r#"{"headers": {"X-Amz-Target": "GraniteServiceVersion20100801.GetDashboard"}, "method": "POST", "url": "http://127.0.0.1:1/", "body": "{}", "body_encoded": false}"#;
         let request = RecordedRequest::from_recording_line(cloudwatch).expect("valid line");
         assert_eq!(request.action.as_deref(), Some("GetDashboard"));
+        assert!(!request.is_mutating());
+
+        // Action=SimulatePrincipalPolicy&PolicySourceArn=arn
+        let simulation = r#"{"headers": {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261125/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=x"}, "method": "POST", "url": "http://127.0.0.1:1/", "body": "QWN0aW9uPVNpbXVsYXRlUHJpbmNpcGFsUG9saWN5JlBvbGljeVNvdXJjZUFybj1hcm4=", "body_encoded": true}"#;
+        let request = RecordedRequest::from_recording_line(simulation).expect("valid line");
+        assert_eq!(request.action.as_deref(), Some("SimulatePrincipalPolicy"));
         assert!(!request.is_mutating());
 
         let eks = r#"{"headers": {}, "method": "GET", "url": "http://127.0.0.1:1/clusters/demo", "body": "", "body_encoded": false}"#;

@@ -54,6 +54,65 @@ process:
   labels, yAxis limits and horizontal annotations. Metric math of + - * / over query ids
   and numbers (`100 * assigned / capacity`) is evaluated and drawn; any other expression
   is not drawn and is named in the legend as such. OutputFormat png only.
+* CloudWatch metric alarms are moto's, with what moto 5.2.5 gets wrong fixed on its
+  backend (so for every protocol; see `fix_cloudwatch_alarms`): a new alarm starts in
+  INSUFFICIENT_DATA ("Unchecked: Initial alarm creation") with a StateTransitionedTimestamp
+  (moto: OK); PutMetricAlarm on an existing name replaces the configuration but keeps the
+  state and ignores `Tags`, as CloudWatch does (moto resets the state and merges the tags);
+  DeleteAlarms deletes the alarm's tags (moto kept them for the next alarm of that name);
+  ListTagsForResource and UntagResource of an ARN that is no alarm (or insight rule)
+  answer ResourceNotFoundException (moto listed nothing, and refused to untag an alarm
+  without tags);
+  DescribeAlarms combines AlarmNames/AlarmNamePrefix/ActionPrefix/StateValue, answers
+  composite alarms only when AlarmTypes names CompositeAlarm (without AlarmTypes, metric
+  alarms only, as CloudWatch), sorts by name and pages by MaxRecords (1-100, default 50)
+  and NextToken (moto ignored both). PutMetricAlarm checks what CloudWatch checks and moto
+  does not: AlarmName of 1-255 characters, EvaluationPeriods >= 1, 1 <= DatapointsToAlarm
+  <= EvaluationPeriods, TreatMissingData and ComparisonOperator values, Metrics not mixed
+  with MetricName/Namespace/Statistic and with exactly one query returning data
+  (ReturnData defaults to true), and MetricName or Metrics given. Alarms stay per region,
+  as on AWS. DescribeAlarmHistory is not implemented (moto lacks it).
+* `POST /sandbox-api/cloudwatch/evaluate-alarms` (a control knob, not recorded), with the
+  JSON body `{"at": <epoch seconds, default now>, "region": ..., "accountId": ...}` (all
+  optional), evaluates every metric alarm (of that region and account, or all) as
+  CloudWatch would at `at`, since moto never does: for each of the last EvaluationPeriods
+  periods (period k covers [at - k*Period, at - (k-1)*Period)), each MetricStat's
+  statistic (Maximum, Minimum, Average, Sum, SampleCount, pNN by nearest rank over single
+  values) over the datapoints PutMetricData stored for that metric with exactly those
+  dimensions (unit and storage resolution ignored); then the expressions (+ - * /,
+  parentheses, numbers, query ids, also of other expressions; a division by zero or a
+  missing operand gives no datapoint), the query with ReturnData true, the comparison with
+  Threshold, DatapointsToAlarm out of EvaluationPeriods, and TreatMissingData: when every
+  period lacks data, `missing` (the default) gives INSUFFICIENT_DATA, `breaching` ALARM,
+  `notBreaching` OK and `ignore` keeps the state; when only some do, missing periods count
+  as breaching only with `breaching` (CloudWatch would also look further back). An alarm
+  whose expression the sandbox cannot evaluate (functions such as METRICS() or FILL())
+  goes to INSUFFICIENT_DATA with a reason that says so. A changed state is set through
+  moto's `set_alarm_state`, with a StateReason in CloudWatch's words ("Threshold Crossed: 1
+  out of the last 1 datapoints [95.0 (02/12/26 12:00:00)] was greater than the threshold
+  (90.0) (minimum 1 datapoint for OK -> ALARM transition).") and StateReasonData JSON; an
+  unchanged one is left alone. Answer: `{"alarms": [{"alarmName", "region", "state",
+  "reason", "changed"}]}`, in account, region and name order. No alarm actions are run.
+* IAM SimulatePrincipalPolicy (query protocol, which moto 5.2.5 lacks) is answered here
+  from moto's IAM state, and recorded as moto records its own requests: the
+  PolicySourceArn must be a user, role or group of moto's IAM (else 404 NoSuchEntity,
+  "The role with name X cannot be found."; 400 InvalidInput for another ARN); its inline
+  and attached managed policies (a user's groups' too) are evaluated for every action in
+  ActionNames on every resource in ResourceArns (default `*`) with IAM's logic: an
+  explicit Deny wins, then an Allow, else implicitDeny; Action/NotAction match
+  case-insensitively with `*` and `?`, Resource/NotResource case-sensitively. Conditions
+  are evaluated against the request's ContextEntries only (the simulator supplies no
+  context of its own), with the String*, Arn*, Bool, Numeric* and Null operators, the
+  `IfExists` suffix and the ForAnyValue/ForAllValues prefixes: a key the context lacks
+  fails its test (the statement does not apply; `...IfExists` and Null hold) and is listed
+  in MissingContextValues, as the real simulator does. The other operators (Date*,
+  IpAddress, NotIpAddress, BinaryEquals) are NOT evaluated: they fail, and their keys are
+  listed in MissingContextValues too. Resource-based policies, permissions boundaries,
+  SCPs, session policies, CallerArn, policy variables (`${aws:username}`) and pagination
+  (MaxItems/Marker) are ignored; IsTruncated is always false and there are no
+  ResourceSpecificResults (one EvaluationResults member per action and resource instead).
+  MatchedStatements name the policy (SourcePolicyId, SourcePolicyType
+  user|group|role|aws-managed|user-managed) but not the statement's position.
 * Every other request (IAM, STS, the rest of EKS and ECR, /moto-api/) goes to moto untouched.
 
 moto's recorder (MOTO_ENABLE_RECORDING, MOTO_RECORDER_FILEPATH) sees the request after
@@ -1151,7 +1210,8 @@ class EksEmulation:
         endpoint_match = CONTROL_ENDPOINT.match(path)
         status_match = CONTROL_ADDON_STATUS.match(path)
         hang_match = CONTROL_CLOUDWATCH_HANG.match(path)
-        if endpoint_match is None and status_match is None and hang_match is None:
+        evaluate_match = CONTROL_EVALUATE_ALARMS.match(path)
+        if endpoint_match is None and status_match is None and hang_match is None and evaluate_match is None:
             return send_json(start_response, 404, {"message": f"no sandbox control API at {path}"}, [])
         if method != "POST":
             return send_json(start_response, 405, {"message": f"{path} accepts POST only"}, [])
@@ -1161,6 +1221,15 @@ class EksEmulation:
                 raise ValueError("the body is not a JSON object")
         except ValueError as error:
             return send_json(start_response, 400, {"message": f"the body is not a JSON object: {error}"}, [])
+        if evaluate_match is not None:
+            at = document.get("at", time.time())
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or at != at or abs(at) > 1e11:
+                return send_json(start_response, 400, {"message": "`at` must be a time in epoch seconds"}, [])
+            scope = {name: document.get(name) for name in ("region", "accountId")}
+            if any(value is not None and not isinstance(value, str) for value in scope.values()):
+                return send_json(start_response, 400, {"message": "`region` and `accountId` must be strings"}, [])
+            alarms = evaluate_all_alarms(float(at), scope["region"], scope["accountId"])
+            return send_json(start_response, 200, {"alarms": alarms}, [])
         if hang_match is not None:
             seconds = document.get("seconds")
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
@@ -1642,6 +1711,774 @@ def draw_widget(widget: dict[str, Any], environ: dict[str, Any]) -> bytes:
 
 
 # ---------------------------------------------------------------------------
+# CloudWatch metric alarms: moto's gaps, and their evaluation
+# ---------------------------------------------------------------------------
+
+CONTROL_EVALUATE_ALARMS = re.compile(r"^/sandbox-api/cloudwatch/evaluate-alarms/?$")
+ALARM_NAME_MAX_LENGTH = 255
+DESCRIBE_ALARMS_MAX_RECORDS = (1, 100)
+DESCRIBE_ALARMS_DEFAULT_RECORDS = 50
+ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
+TREAT_MISSING_DATA = ("missing", "ignore", "breaching", "notBreaching")
+# ComparisonOperator -> (test, the words CloudWatch's state reason uses).
+COMPARISONS: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "GreaterThanThreshold": (lambda value, threshold: value > threshold, "greater than"),
+    "GreaterThanOrEqualToThreshold": (lambda value, threshold: value >= threshold, "greater than or equal to"),
+    "LessThanThreshold": (lambda value, threshold: value < threshold, "less than"),
+    "LessThanOrEqualToThreshold": (lambda value, threshold: value <= threshold, "less than or equal to"),
+}
+# The ComparisonOperator enum; the last three are anomaly detection's, which the sandbox
+# accepts but does not evaluate.
+COMPARISON_OPERATORS = tuple(COMPARISONS) + (
+    "LessThanLowerOrGreaterThanUpperThreshold",
+    "LessThanLowerThreshold",
+    "GreaterThanUpperThreshold",
+)
+# One lock for the alarm fixes and the evaluation: an evaluation reads an alarm and may
+# set its state, which a concurrent PutMetricAlarm must not interleave with.
+ALARMS_LOCK = threading.RLock()
+
+
+def alarm_validation_error(message: str) -> Exception:
+    from moto.cloudwatch.exceptions import ValidationError
+
+    return ValidationError(message)
+
+
+def query_returns_data(query: Any) -> bool:
+    """A MetricDataQuery's ReturnData, which defaults to true (moto keeps None then)."""
+    value = getattr(query, "return_data", None)
+    return True if value is None else parse_boolean(value)
+
+
+def check_metric_alarm(name: Any, kwargs: dict[str, Any]) -> None:
+    """The checks CloudWatch makes on PutMetricAlarm that moto 5.2.5 skips."""
+    if not isinstance(name, str) or not 1 <= len(name) <= ALARM_NAME_MAX_LENGTH:
+        raise alarm_validation_error(
+            f"1 validation error detected: Value '{name}' at 'alarmName' failed to satisfy constraint: "
+            f"Member must have length between 1 and {ALARM_NAME_MAX_LENGTH}"
+        )
+    if kwargs.get("rule") is not None:
+        return  # A composite alarm (PutCompositeAlarm).
+    evaluation_periods = kwargs.get("evaluation_periods")
+    datapoints = kwargs.get("datapoints_to_alarm")
+    if evaluation_periods is None or int(evaluation_periods) < 1:
+        raise alarm_validation_error(
+            "1 validation error detected: Value at 'evaluationPeriods' failed to satisfy constraint: "
+            "Member must have value greater than or equal to 1"
+        )
+    if datapoints is not None and not 1 <= int(datapoints) <= int(evaluation_periods):
+        raise alarm_validation_error(
+            f"DatapointsToAlarm ({datapoints}) must be between 1 and EvaluationPeriods ({evaluation_periods})."
+        )
+    treat = kwargs.get("treat_missing_data")
+    if treat is not None and treat not in TREAT_MISSING_DATA:
+        raise alarm_validation_error(
+            f"1 validation error detected: Value '{treat}' at 'treatMissingData' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(TREAT_MISSING_DATA)}]"
+        )
+    if kwargs.get("comparison_operator") not in COMPARISON_OPERATORS:
+        raise alarm_validation_error(
+            f"1 validation error detected: Value '{kwargs.get('comparison_operator')}' at 'comparisonOperator' "
+            f"failed to satisfy constraint: Member must satisfy enum value set: [{', '.join(COMPARISON_OPERATORS)}]"
+        )
+    queries = kwargs.get("metric_data_queries") or []
+    if queries:
+        if kwargs.get("metric_name") or kwargs.get("namespace") or kwargs.get("statistic"):
+            from moto.cloudwatch.exceptions import InvalidParameterCombination
+
+            raise InvalidParameterCombination(
+                "The parameters MetricName, Namespace and Statistic cannot be combined with Metrics."
+            )
+        if sum(1 for query in queries if query_returns_data(query)) != 1:
+            raise alarm_validation_error("Exactly one element of the metrics list should return data.")
+    elif not kwargs.get("metric_name"):
+        raise alarm_validation_error("Either MetricName or Metrics must be specified.")
+
+
+def fix_cloudwatch_alarms() -> None:
+    """What moto 5.2.5 gets wrong about metric alarms, fixed on its own backend and
+    response classes, so every protocol (CBOR, JSON, query) sees the same alarms:
+
+    * A new alarm starts in INSUFFICIENT_DATA (moto: OK), with StateTransitionedTimestamp.
+    * PutMetricAlarm on an existing name updates it: the configuration is replaced, the
+      state (value, reason, timestamps, history) is kept, and `Tags` are ignored, as
+      CloudWatch ignores them on update (moto resets the state and merges the tags).
+    * DeleteAlarms deletes the alarm's tags too (moto keeps them, and a new alarm of the
+      same name would inherit them).
+    * ListTagsForResource and UntagResource answer ResourceNotFoundException for an ARN
+      that is no alarm or insight rule (moto listed no tags, and refused to untag an
+      existing alarm that had none).
+    * DescribeAlarms combines its filters, answers composite alarms only when AlarmTypes
+      asks for them (moto always does), sorts by name and pages with MaxRecords/NextToken.
+    * The checks above in `check_metric_alarm`.
+    """
+    from moto.cloudwatch.models import CloudWatchBackend
+    from moto.cloudwatch.responses import CloudWatchResponse
+    from moto.core.responses import ActionResult
+
+    original_put = CloudWatchBackend.put_metric_alarm
+    original_delete = CloudWatchBackend.delete_alarms
+
+    def put_metric_alarm(self: Any, *args: Any, **kwargs: Any) -> Any:
+        name = kwargs.get("name", args[0] if args else None)
+        check_metric_alarm(name, kwargs)
+        with ALARMS_LOCK:
+            existing = self.alarms.get(name)
+            if existing is not None:
+                kwargs["tags"] = None
+            alarm = original_put(self, *args, **kwargs)
+            if existing is None:
+                alarm.state_value = "INSUFFICIENT_DATA"
+                alarm.state_transitioned_timestamp = alarm.state_updated_timestamp
+            else:
+                for attribute in (
+                    "state_value",
+                    "state_reason",
+                    "state_reason_data",
+                    "state_updated_timestamp",
+                    "history",
+                ):
+                    setattr(alarm, attribute, getattr(existing, attribute))
+                alarm.state_transitioned_timestamp = getattr(
+                    existing, "state_transitioned_timestamp", existing.state_updated_timestamp
+                )
+            return alarm
+
+    def delete_alarms(self: Any, alarm_names: list[str]) -> None:
+        with ALARMS_LOCK:
+            for name in alarm_names:
+                alarm = self.alarms.get(name)
+                if alarm is not None:
+                    self.tagger.delete_all_tags_for_resource(alarm.alarm_arn)
+            original_delete(self, alarm_names)
+
+    def describe_alarms(self: Any) -> Any:
+        names = self._get_param("AlarmNames", [])
+        prefix = self._get_param("AlarmNamePrefix")
+        action_prefix = self._get_param("ActionPrefix")
+        state_value = self._get_param("StateValue")
+        alarm_types = self._get_param("AlarmTypes", []) or ["MetricAlarm"]
+        if names and prefix:
+            from moto.cloudwatch.exceptions import InvalidParameterCombination
+
+            raise InvalidParameterCombination("AlarmNamePrefix and AlarmNames cannot be used together.")
+        max_records = self._get_param("MaxRecords")
+        max_records = DESCRIBE_ALARMS_DEFAULT_RECORDS if max_records is None else int(max_records)
+        if not DESCRIBE_ALARMS_MAX_RECORDS[0] <= max_records <= DESCRIBE_ALARMS_MAX_RECORDS[1]:
+            raise alarm_validation_error(
+                f"1 validation error detected: Value '{max_records}' at 'maxRecords' failed to satisfy "
+                f"constraint: Member must have value between {DESCRIBE_ALARMS_MAX_RECORDS[0]} and "
+                f"{DESCRIBE_ALARMS_MAX_RECORDS[1]}"
+            )
+        with ALARMS_LOCK:
+            alarms = sorted(self.cloudwatch_backend.alarms.values(), key=lambda alarm: alarm.name)
+        alarms = [
+            alarm
+            for alarm in alarms
+            if (not names or alarm.name in names)
+            and (not prefix or alarm.name.startswith(prefix))
+            and (not action_prefix or any(action.startswith(action_prefix) for action in alarm.alarm_actions))
+            and (not state_value or alarm.state_value == state_value)
+            and ("CompositeAlarm" if alarm.rule is not None else "MetricAlarm") in alarm_types
+        ]
+        token = self._get_param("NextToken")
+        if token:
+            try:
+                after = base64.urlsafe_b64decode(token.encode()).decode()
+            except ValueError as error:
+                from moto.cloudwatch.exceptions import InvalidParameterValue
+
+                raise InvalidParameterValue("The value for parameter NextToken is not valid.") from error
+            alarms = [alarm for alarm in alarms if alarm.name > after]
+        page = alarms[:max_records]
+        result: dict[str, Any] = {
+            "MetricAlarms": [alarm for alarm in page if alarm.rule is None],
+            "CompositeAlarms": [alarm for alarm in page if alarm.rule is not None],
+        }
+        if len(alarms) > max_records:
+            result["NextToken"] = base64.urlsafe_b64encode(page[-1].name.encode()).decode()
+        return ActionResult(result)
+
+    def taggable(self: Any, arn: str) -> None:
+        """ResourceNotFoundException unless `arn` is an alarm or insight rule of this backend."""
+        from moto.cloudwatch.exceptions import ResourceNotFoundException
+
+        known = {alarm.alarm_arn for alarm in list(self.alarms.values())}
+        known |= {getattr(rule, "rule_arn", None) for rule in list(self.insight_rules.values())}
+        if arn not in known:
+            raise ResourceNotFoundException("The specified resource does not exist.")
+
+    def list_tags_for_resource(self: Any, arn: str) -> dict[str, str]:
+        taggable(self, arn)
+        return self.tagger.get_tag_dict_for_resource(arn)
+
+    def untag_resource(self: Any, arn: str, tag_keys: list[str]) -> None:
+        taggable(self, arn)
+        self.tagger.untag_resource_using_names(arn, tag_keys)
+
+    CloudWatchBackend.put_metric_alarm = put_metric_alarm
+    CloudWatchBackend.delete_alarms = delete_alarms
+    CloudWatchBackend.list_tags_for_resource = list_tags_for_resource
+    CloudWatchBackend.untag_resource = untag_resource
+    CloudWatchResponse.describe_alarms = describe_alarms
+
+
+@dataclasses.dataclass
+class AlarmQuery:
+    """One query of an alarm: a metric's statistic, or an expression over other ids."""
+
+    query_id: str
+    return_data: bool
+    expression: str | None = None
+    namespace: str | None = None
+    metric_name: str | None = None
+    dimensions: frozenset[tuple[str, str]] = frozenset()
+    period: int | None = None
+    stat: str | None = None
+
+
+def alarm_queries(alarm: Any) -> list[AlarmQuery]:
+    """An alarm's queries; a single-metric alarm is one query `m1`."""
+    if not alarm.metric_data_queries:
+        return [
+            AlarmQuery(
+                query_id="m1",
+                return_data=True,
+                namespace=alarm.namespace,
+                metric_name=alarm.metric_name,
+                dimensions=frozenset((dimension.name, dimension.value) for dimension in alarm.dimensions),
+                period=int(alarm.period) if alarm.period is not None else None,
+                stat=alarm.extended_statistic or alarm.statistic,
+            )
+        ]
+    queries = []
+    for query in alarm.metric_data_queries:
+        stat = query.metric_stat
+        queries.append(
+            AlarmQuery(
+                query_id=str(query.id),
+                return_data=query_returns_data(query),
+                expression=query.expression,
+                namespace=stat.metric.namespace if stat else None,
+                metric_name=stat.metric.metric_name if stat else None,
+                dimensions=frozenset((d.name, d.value) for d in stat.metric.dimensions) if stat else frozenset(),
+                period=int(stat.period) if stat and stat.period is not None else (
+                    int(query.period) if query.period is not None else None
+                ),
+                stat=stat.stat if stat else None,
+            )
+        )
+    return queries
+
+
+def datum_moment(datum: Any) -> float:
+    return float(epoch_seconds(datum.timestamp))
+
+
+def statistic_of(datums: list[Any], stat: str) -> float | None:
+    """CloudWatch's statistic over the datums of one period, or None without data."""
+    values = [float(datum.value) for datum in datums if hasattr(datum, "value")]
+    aggregates = [datum for datum in datums if not hasattr(datum, "value")]
+    count = len(values) + sum(float(datum.sample_count) for datum in aggregates)
+    if count == 0:
+        return None
+    total = sum(values) + sum(float(datum.sum) for datum in aggregates)
+    if stat == "SampleCount":
+        return count
+    if stat == "Sum":
+        return total
+    if stat == "Average":
+        return total / count
+    if stat == "Maximum":
+        return max(values + [float(datum.max) for datum in aggregates])
+    if stat == "Minimum":
+        return min(values + [float(datum.min) for datum in aggregates])
+    percentile = re.fullmatch(r"p(\d+(?:\.\d+)?)", stat or "")
+    if percentile is not None and values:
+        # Nearest rank over the single values (statistic sets carry no distribution).
+        ranked = sorted(values)
+        rank = max(1, int(-(-float(percentile[1]) * len(ranked) // 100)))
+        return ranked[min(rank, len(ranked)) - 1]
+    return None
+
+
+def alarm_values(alarm: Any, backend: Any, at: float) -> tuple[list[float | None], int, str | None]:
+    """The value of the alarm's ReturnData query in each of its last EvaluationPeriods
+    periods, newest first (None: no datapoint), the period, and a problem, if any."""
+    queries = alarm_queries(alarm)
+    periods = [query.period for query in queries if query.period]
+    period = next((query.period for query in queries if query.return_data and query.period), None)
+    period = period or (min(periods) if periods else 60)
+    count = int(alarm.evaluation_periods)
+    starts = [at - k * period for k in range(1, count + 1)]
+    datums = [
+        datum
+        for datum in list(backend.metric_data)
+        if at - count * period <= datum_moment(datum) < at
+    ]
+    values: dict[str, dict[float, float]] = {}
+    for query in queries:
+        if query.expression is not None:
+            continue
+        selected = [
+            datum
+            for datum in datums
+            if datum.namespace == query.namespace
+            and datum.name == query.metric_name
+            and frozenset((d.name, d.value) for d in datum.dimensions) == query.dimensions
+        ]
+        series: dict[float, float] = {}
+        for start in starts:
+            value = statistic_of(
+                [datum for datum in selected if start <= datum_moment(datum) < start + period], str(query.stat)
+            )
+            if value is not None:
+                series[start] = value
+        values[query.query_id] = series
+    pending = [query for query in queries if query.expression is not None]
+    # Expressions may use other expressions' ids: evaluate whatever can be, until done.
+    while pending:
+        waiting = []
+        for query in pending:
+            result = evaluate_expression(str(query.expression), values)
+            if result is None:
+                waiting.append(query)
+            else:
+                values[query.query_id] = result
+        if len(waiting) == len(pending):
+            return [None] * count, period, f"the sandbox cannot evaluate the expression {waiting[0].expression!r}"
+        pending = waiting
+    returned = next((query for query in queries if query.return_data), queries[0])
+    series = values.get(returned.query_id, {})
+    return [series.get(start) for start in starts], period, None
+
+
+def reason_time(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%d/%m/%y %H:%M:%S")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def evaluate_alarm(alarm: Any, backend: Any, at: float) -> dict[str, Any]:
+    """Evaluates one metric alarm as of `at` and sets its state when it changes."""
+    values, period, problem = alarm_values(alarm, backend, at)
+    if alarm.comparison_operator not in COMPARISONS:
+        problem = f"the sandbox does not evaluate {alarm.comparison_operator} (anomaly detection) alarms"
+    count = len(values)
+    needed = int(alarm.datapoints_to_alarm or count)
+    treat = alarm.treat_missing_data or "missing"
+    threshold = float(alarm.threshold) if alarm.threshold is not None else 0.0
+    test, words = COMPARISONS.get(alarm.comparison_operator) or COMPARISONS["GreaterThanThreshold"]
+    starts = [at - k * period for k in range(1, count + 1)]
+    present = [(start, value) for start, value in zip(starts, values) if value is not None]
+    breaching = [(start, value) for start, value in present if test(value, threshold)]
+    previous = alarm.state_value
+
+    def shown(points: list[tuple[float, float]]) -> str:
+        return ", ".join(f"{value} ({reason_time(start)})" for start, value in points)
+
+    if problem is not None:
+        state, reason = "INSUFFICIENT_DATA", f"Unchecked: {problem}"
+    elif not present:
+        if treat == "ignore":
+            state = previous
+            reason = alarm.state_reason
+        else:
+            state = {"missing": "INSUFFICIENT_DATA", "breaching": "ALARM", "notBreaching": "OK"}[treat]
+            treated = {"missing": "Missing", "breaching": "Breaching", "notBreaching": "NonBreaching"}[treat]
+            if treat == "missing":
+                reason = f"Insufficient Data: {plural(count, 'datapoint')} {'was' if count == 1 else 'were'} unknown."
+            else:
+                reason = (
+                    f"Threshold Crossed: no datapoints were received for {plural(count, 'period')} and "
+                    f"{count} missing {'datapoint was' if count == 1 else 'datapoints were'} treated as [{treated}]."
+                )
+    else:
+        # Missing datapoints count as breaching only when TreatMissingData says so.
+        missing = count - len(present)
+        breaching_count = len(breaching) + (missing if treat == "breaching" else 0)
+        if breaching_count >= needed:
+            state = "ALARM"
+            reason = (
+                f"Threshold Crossed: {breaching_count} out of the last {count} datapoints "
+                f"[{shown(breaching)}] {'was' if breaching_count == 1 else 'were'} {words} the threshold "
+                f"({threshold}) (minimum {plural(needed, 'datapoint')} for {previous} -> ALARM transition)."
+            )
+        else:
+            state = "OK"
+            calm = [(start, value) for start, value in present if not test(value, threshold)]
+            reason = (
+                f"Threshold Crossed: {plural(len(calm), 'datapoint')} [{shown(calm)}] "
+                f"{'was' if len(calm) == 1 else 'were'} not {words} the threshold ({threshold}) "
+                f"(minimum {plural(count - needed + 1, 'datapoint')} for {previous} -> OK transition)."
+            )
+    changed = state != previous
+    if changed:
+        reason_data = json.dumps(
+            {
+                "version": "1.0",
+                "queryDate": datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(),
+                "period": period,
+                "recentDatapoints": [value for value in reversed(values) if value is not None],
+                "threshold": threshold,
+                "evaluatedDatapoints": [
+                    {"timestamp": datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(), "value": value}
+                    for start, value in present
+                ],
+            }
+        )
+        backend.set_alarm_state(alarm.name, reason, reason_data, state)
+        alarm.state_transitioned_timestamp = alarm.state_updated_timestamp
+    return {
+        "alarmName": alarm.name,
+        "region": alarm.region_name,
+        "state": state,
+        "reason": reason,
+        "changed": changed,
+    }
+
+
+def evaluate_all_alarms(at: float, region: str | None, account_id: str | None) -> list[dict[str, Any]]:
+    """Every metric alarm (of one region and account, when given) evaluated as of `at`."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    answers = []
+    with ALARMS_LOCK:
+        for account, regions in list(cloudwatch_backends.items()):
+            if account_id is not None and account != account_id:
+                continue
+            for region_name, backend in list(regions.items()):
+                if region is not None and region_name != region:
+                    continue
+                for alarm in sorted(backend.alarms.values(), key=lambda alarm: alarm.name):
+                    if alarm.rule is None:
+                        answers.append(evaluate_alarm(alarm, backend, at))
+    return answers
+
+
+# ---------------------------------------------------------------------------
+# IAM SimulatePrincipalPolicy, which moto lacks
+# ---------------------------------------------------------------------------
+
+IAM_XML_NAMESPACE = "https://iam.amazonaws.com/doc/2010-05-08/"
+IAM_PRINCIPAL_ARN = re.compile(r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):(?P<kind>user|role|group)/(?P<path>.+)$")
+
+
+class IamError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def wildcard_pattern(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
+    """IAM's wildcards: `*` any run of characters, `?` any one character."""
+    text = "".join(".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern)
+    return re.compile(f"^{text}$", re.DOTALL if case_sensitive else re.DOTALL | re.IGNORECASE)
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def statement_matches(statement: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether a statement applies to an action on a resource, its Condition aside."""
+    if "Action" in statement:
+        if not any(wildcard_pattern(str(item), False).match(action) for item in as_list(statement["Action"])):
+            return False
+    elif "NotAction" in statement:
+        if any(wildcard_pattern(str(item), False).match(action) for item in as_list(statement["NotAction"])):
+            return False
+    else:
+        return False
+    if "Resource" in statement:
+        return any(wildcard_pattern(str(item), True).match(resource) for item in as_list(statement["Resource"]))
+    if "NotResource" in statement:
+        return not any(wildcard_pattern(str(item), True).match(resource) for item in as_list(statement["NotResource"]))
+    return False
+
+
+def number_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# Condition operators the simulation evaluates: name -> (negated, test of one context
+# value against one policy value). The negated ones hold when no policy value matches.
+CONDITION_TESTS: dict[str, tuple[bool, Callable[[str, str], bool]]] = {
+    "StringEquals": (False, lambda value, wanted: value == wanted),
+    "StringNotEquals": (True, lambda value, wanted: value == wanted),
+    "StringEqualsIgnoreCase": (False, lambda value, wanted: value.lower() == wanted.lower()),
+    "StringNotEqualsIgnoreCase": (True, lambda value, wanted: value.lower() == wanted.lower()),
+    "StringLike": (False, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "StringNotLike": (True, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "ArnEquals": (False, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "ArnLike": (False, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "ArnNotEquals": (True, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "ArnNotLike": (True, lambda value, wanted: bool(wildcard_pattern(wanted, True).match(value))),
+    "Bool": (False, lambda value, wanted: value.lower() == wanted.lower()),
+    "NumericEquals": (False, lambda value, wanted: number_or_none(value) == number_or_none(wanted) is not None),
+    "NumericNotEquals": (True, lambda value, wanted: number_or_none(value) == number_or_none(wanted) is not None),
+    "NumericLessThan": (False, lambda value, wanted: (number_or_none(value) or 0) < (number_or_none(wanted) or 0)),
+    "NumericLessThanEquals": (False, lambda value, wanted: (number_or_none(value) or 0) <= (number_or_none(wanted) or 0)),
+    "NumericGreaterThan": (False, lambda value, wanted: (number_or_none(value) or 0) > (number_or_none(wanted) or 0)),
+    "NumericGreaterThanEquals": (
+        False,
+        lambda value, wanted: (number_or_none(value) or 0) >= (number_or_none(wanted) or 0),
+    ),
+}
+
+
+def condition_holds(statement: dict[str, Any], context: dict[str, list[str]], missing: list[str]) -> bool:
+    """Whether a statement's Condition holds in the simulation's context (ContextEntries),
+    as IAM decides it: every operator and every key must hold; a key the context lacks
+    fails its test (but `...IfExists` and `Null` hold) and is added to `missing`, as the
+    simulator reports it. Operators the sandbox does not evaluate (Date*, IpAddress,
+    NotIpAddress, BinaryEquals) fail too, their keys added to `missing`."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, dict):
+        return True
+    holds = True
+    for operator, tests in condition.items():
+        if not isinstance(tests, dict):
+            continue
+        name = str(operator)
+        set_operator = None
+        if ":" in name:
+            set_operator, name = name.split(":", 1)
+        if_exists = name.endswith("IfExists")
+        name = name[: -len("IfExists")] if if_exists else name
+        for key, wanted in tests.items():
+            wanted_values = [str(item).lower() if isinstance(item, bool) else str(item) for item in as_list(wanted)]
+            values = context.get(str(key).lower())
+            if name == "Null":
+                holds = holds and ((values is None) == (wanted_values[:1] == ["true"]))
+                continue
+            if values is None:
+                if not if_exists:
+                    if str(key) not in missing:
+                        missing.append(str(key))
+                    holds = False
+                continue
+            test = CONDITION_TESTS.get(name)
+            if test is None:
+                if str(key) not in missing:
+                    missing.append(str(key))
+                holds = False
+                continue
+            negated, matches = test
+            matched = [any(matches(value, item) for item in wanted_values) for value in values]
+            if set_operator == "ForAllValues":
+                result = all(not hit for hit in matched) if negated else all(matched)
+            else:
+                result = not any(matched) if negated else any(matched)
+            holds = holds and result
+    return holds
+
+
+def policy_document(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    raw = str(text)
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = json.loads(urllib.parse.unquote(raw))
+    return document if isinstance(document, dict) else {}
+
+
+@dataclasses.dataclass
+class SourcePolicy:
+    policy_id: str
+    policy_type: str  # The PolicySourceType enum: user, group, role, aws-managed, user-managed.
+    document: dict[str, Any]
+
+
+def principal_policies(arn: str) -> list[SourcePolicy]:
+    """The identity policies of a user (with its groups'), role or group in moto's IAM."""
+    from moto.iam.models import iam_backends
+
+    match = IAM_PRINCIPAL_ARN.match(arn)
+    if match is None:
+        raise IamError(400, "InvalidInput", f"Invalid ARN: {arn} is not the ARN of an IAM user, role or group.")
+    kind = match["kind"]
+    name = match["path"].rsplit("/", 1)[-1]
+    backend = iam_backends[match["account"]][match["partition"]]
+    if kind == "role":
+        principal = next((role for role in list(backend.roles.values()) if role.arn == arn), None)
+    elif kind == "user":
+        principal = next((user for user in list(backend.users.values()) if user.arn == arn), None)
+    else:
+        principal = next((group for group in list(backend.groups.values()) if group.arn == arn), None)
+    if principal is None:
+        raise IamError(404, "NoSuchEntity", f"The {kind} with name {name} cannot be found.")
+    holders = [(principal, kind)]
+    if kind == "user":
+        holders += [(group, "group") for group in list(backend.groups.values()) if principal in group.users]
+    policies = []
+    for holder, holder_type in holders:
+        for policy_name, text in list(holder.policies.items()):
+            policies.append(SourcePolicy(policy_name, holder_type, policy_document(text)))
+        for policy in list(holder.managed_policies.values()):
+            version = next((version for version in policy.versions if version.is_default), policy.versions[-1])
+            managed_type = "aws-managed" if ":iam::aws:policy/" in policy.arn else "user-managed"
+            policies.append(SourcePolicy(policy.name, managed_type, policy_document(version.document)))
+    return policies
+
+
+def simulate(
+    policies: list[SourcePolicy], action: str, resource: str, context: dict[str, list[str]]
+) -> dict[str, Any]:
+    """IAM's decision for one action on one resource: an explicit Deny wins, then an Allow;
+    otherwise the implicit deny. A statement applies when its action, resource and
+    Condition (`condition_holds`, against the ContextEntries) do."""
+    allows: list[SourcePolicy] = []
+    denies: list[SourcePolicy] = []
+    missing: list[str] = []
+    for policy in policies:
+        for statement in as_list(policy.document.get("Statement")):
+            if not isinstance(statement, dict) or not statement_matches(statement, action, resource):
+                continue
+            if not condition_holds(statement, context, missing):
+                continue
+            effect = statement.get("Effect")
+            if effect == "Deny":
+                denies.append(policy)
+            elif effect == "Allow":
+                allows.append(policy)
+    if denies:
+        decision, matched = "explicitDeny", denies
+    elif allows:
+        decision, matched = "allowed", allows
+    else:
+        decision, matched = "implicitDeny", []
+    return {"action": action, "resource": resource, "decision": decision, "matched": matched, "missing": missing}
+
+
+def xml_text(value: Any) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(str(value))
+
+
+def simulation_xml(results: list[dict[str, Any]], request_id: str) -> str:
+    members = []
+    for result in results:
+        matched = "".join(
+            f"<member><SourcePolicyId>{xml_text(policy.policy_id)}</SourcePolicyId>"
+            f"<SourcePolicyType>{policy.policy_type}</SourcePolicyType></member>"
+            for policy in result["matched"]
+        )
+        missing = "".join(f"<member>{xml_text(key)}</member>" for key in result["missing"])
+        members.append(
+            "<member>"
+            f"<EvalActionName>{xml_text(result['action'])}</EvalActionName>"
+            f"<EvalResourceName>{xml_text(result['resource'])}</EvalResourceName>"
+            f"<EvalDecision>{result['decision']}</EvalDecision>"
+            f"<MatchedStatements>{matched}</MatchedStatements>"
+            f"<MissingContextValues>{missing}</MissingContextValues>"
+            "<EvalDecisionDetails/>"
+            "</member>"
+        )
+    return (
+        f'<SimulatePrincipalPolicyResponse xmlns="{IAM_XML_NAMESPACE}">'
+        "<SimulatePrincipalPolicyResult>"
+        f"<EvaluationResults>{''.join(members)}</EvaluationResults>"
+        "<IsTruncated>false</IsTruncated>"
+        "</SimulatePrincipalPolicyResult>"
+        f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+        "</SimulatePrincipalPolicyResponse>"
+    )
+
+
+def iam_error_xml(error: IamError, request_id: str) -> str:
+    fault = "Receiver" if error.status >= 500 else "Sender"
+    return (
+        f'<ErrorResponse xmlns="{IAM_XML_NAMESPACE}"><Error><Type>{fault}</Type><Code>{xml_text(error.code)}</Code>'
+        f"<Message>{xml_text(error.message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+
+
+def form_members(form: dict[str, list[str]], name: str) -> list[str]:
+    """`Name.member.1`, `Name.member.2`, ... of a query-protocol request, in order."""
+    numbered = []
+    for key, values in form.items():
+        found = re.fullmatch(re.escape(name) + r"\.member\.(\d+)", key)
+        if found is not None and values:
+            numbered.append((int(found[1]), values[-1]))
+    return [value for _, value in sorted(numbered)]
+
+
+def context_entries(form: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`ContextEntries.member.N.ContextKeyName` and `.ContextKeyValues.member.M`, by the
+    key's lower-cased name (condition keys are case-insensitive)."""
+    context: dict[str, list[str]] = {}
+    numbers = sorted(
+        {int(found[1]) for key in form if (found := re.fullmatch(r"ContextEntries\.member\.(\d+)\..*", key))}
+    )
+    for number in numbers:
+        prefix = f"ContextEntries.member.{number}"
+        name = form.get(f"{prefix}.ContextKeyName", [""])[-1]
+        if name:
+            context.setdefault(name.lower(), []).extend(form_members(form, f"{prefix}.ContextKeyValues"))
+    return context
+
+
+class IamPolicySimulation:
+    """WSGI middleware: IAM's SimulatePrincipalPolicy, which moto 5.2.5 lacks, answered
+    from moto's IAM state (see the module docstring). Recorded as moto records its own."""
+
+    def __init__(self, next_app: Callable[..., Iterable[bytes]]) -> None:
+        self.next_app = next_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if (
+            environ.get("REQUEST_METHOD") != "POST"
+            or request_service(environ) != "iam"
+            or not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded")
+        ):
+            return self.next_app(environ, start_response)
+        body = read_bodiless_safe(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        if form.get("Action", [""])[-1] != "SimulatePrincipalPolicy":
+            return self.next_app(environ, start_response)
+        record_request(environ, body)
+        request_id = str(moto_random().uuid4())
+        try:
+            source = form.get("PolicySourceArn", [""])[-1]
+            if not source:
+                raise IamError(400, "ValidationError", "PolicySourceArn is required.")
+            actions = form_members(form, "ActionNames")
+            if not actions:
+                raise IamError(400, "ValidationError", "ActionNames must name at least one action.")
+            resources = form_members(form, "ResourceArns") or ["*"]
+            context = context_entries(form)
+            policies = principal_policies(source)
+            results = [
+                simulate(policies, action, resource, context) for action in actions for resource in resources
+            ]
+            status, payload = 200, simulation_xml(results, request_id)
+        except IamError as error:
+            status, payload = error.status, iam_error_xml(error, request_id)
+        encoded = payload.encode()
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "text/xml"), ("Content-Length", str(len(encoded))), ("x-amzn-RequestId", request_id)],
+        )
+        return [encoded]
+
+
+# ---------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------
 
@@ -1911,7 +2748,10 @@ def build_application() -> "EcrRegistryBridge":
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     share_dashboards_across_regions()
-    return EcrRegistryBridge(EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app))))
+    fix_cloudwatch_alarms()
+    return EcrRegistryBridge(
+        IamPolicySimulation(EksEmulation(CborTranslator(DomainDispatcherApplication(create_backend_app))))
+    )
 
 
 def exit_on_signal(signum: int, frame: Any) -> None:

@@ -419,6 +419,18 @@ impl SimNode {
         live.identity = Arc::new(identity);
     }
 
+    /// Holds this node's pod load at `percent` % of its IP capacity (`awscni_ip_max`), as
+    /// after a burst of pods: the next scrapes serve that many assigned IPs, with the pool
+    /// grown to hold them, and no churn. The way a test drives a cluster towards IP
+    /// exhaustion.
+    pub fn pin_load_percent(&self, percent: u32) {
+        let shape = &self.shared.layout.shape;
+        let assigned = u64::from(shape.max_ips()) * u64::from(percent.min(100)) / 100;
+        lock(&self.shared.live)
+            .simulation
+            .pin_assigned(shape, u32::try_from(assigned).unwrap_or(u32::MAX));
+    }
+
     /// Serves the five drifting families as gauges (`true`) or counters (`false`).
     pub fn set_type_drift(&self, gauges_instead_of_counters: bool) {
         self.shared

@@ -200,6 +200,8 @@ pub(crate) struct SimState {
     pub(crate) prefixes_allocated: u32,
     pub(crate) assigned_ips: u32,
     target_assigned_ips: u32,
+    /// Set by [`SimState::pin_assigned`]: the pod load holds still at the target.
+    load_pinned: bool,
     pub(crate) actions_in_progress: [u32; 4],
 
     // ipamd counters, cumulative since the process started.
@@ -310,6 +312,7 @@ impl SimState {
             prefixes_allocated: u32::from(shape.prefix_delegation),
             assigned_ips: 0,
             target_assigned_ips: target,
+            load_pinned: false,
             actions_in_progress: [0; 4],
             add_ip_requests: 0,
             del_ip_requests_pod_deleted: 0,
@@ -429,23 +432,35 @@ impl SimState {
         self.settle_pool(shape);
     }
 
+    /// Holds the node's pod load at `assigned` IPs (at most its capacity) from now on, as
+    /// when a burst of pods lands on it: no churn, no new target.
+    pub(crate) fn pin_assigned(&mut self, shape: &PoolShape, assigned: u32) {
+        self.assigned_ips = assigned.min(shape.max_ips());
+        self.target_assigned_ips = self.assigned_ips;
+        self.load_pinned = true;
+        self.settle_pool(shape);
+    }
+
     /// Advances the process by one scrape interval.
     pub(crate) fn step(&mut self, shape: &PoolShape) {
         self.clock_seconds += STEP_SECONDS;
         self.steps_since_start += 1;
 
-        // Pod churn, pulled towards a per-node target so nodes keep different loads.
-        let below_target = u64::from(self.assigned_ips < self.target_assigned_ips);
-        let above_target = u64::from(self.assigned_ips > self.target_assigned_ips);
-        let adds = self.rng.range(0, 2) + below_target;
-        let deletes =
-            (self.rng.range(0, 2) + above_target).min(u64::from(self.assigned_ips) + adds);
-        self.add_ip_requests += adds;
-        self.del_ip_requests_pod_deleted += deletes;
-        self.assigned_ips = (u64::from(self.assigned_ips) + adds - deletes) as u32;
-        if self.rng.one_in(25) {
-            let limit = u64::from(shape.max_ips() * 2 / 3).max(3);
-            self.target_assigned_ips = self.rng.range(1, limit) as u32;
+        // Pod churn, pulled towards a per-node target so nodes keep different loads; none
+        // while a test holds the load still.
+        if !self.load_pinned {
+            let below_target = u64::from(self.assigned_ips < self.target_assigned_ips);
+            let above_target = u64::from(self.assigned_ips > self.target_assigned_ips);
+            let adds = self.rng.range(0, 2) + below_target;
+            let deletes =
+                (self.rng.range(0, 2) + above_target).min(u64::from(self.assigned_ips) + adds);
+            self.add_ip_requests += adds;
+            self.del_ip_requests_pod_deleted += deletes;
+            self.assigned_ips = (u64::from(self.assigned_ips) + adds - deletes) as u32;
+            if self.rng.one_in(25) {
+                let limit = u64::from(shape.max_ips() * 2 / 3).max(3);
+                self.target_assigned_ips = self.rng.range(1, limit) as u32;
+            }
         }
         self.settle_pool(shape);
 
