@@ -9,7 +9,7 @@ use aws_config::SdkConfig;
 use crate::aws::AwsError;
 use crate::plan::iam::IamError;
 use crate::plan::kubernetes::KubeError;
-use crate::plan::{ConflictError, Plan, Step, dashboard, iam, kubernetes, pod_identity};
+use crate::plan::{ConflictError, Plan, Step, alarms, dashboard, iam, kubernetes, pod_identity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -63,6 +63,7 @@ pub async fn execute(
             match step {
                 Step::Iam(step) => iam::apply(&clients.iam, step).await?,
                 Step::PodIdentity(step) => pod_identity::apply(&clients.eks, step).await?,
+                Step::Alarms(step) => alarms::apply(&clients.cloudwatch, step).await?,
                 Step::Dashboard(step) => dashboard::apply(&clients.cloudwatch, step).await?,
                 Step::Kubernetes(step) => {
                     let client =

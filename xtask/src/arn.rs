@@ -28,6 +28,11 @@ pub fn partition_of(arn: &str) -> Option<&str> {
         .flatten()
 }
 
+/// `arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}`
+pub fn alarm(partition: &str, region: &str, account: &str, name: &str) -> String {
+    format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

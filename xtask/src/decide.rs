@@ -55,6 +55,10 @@ pub struct Target {
     pub role_tags: BTreeMap<String, String>,
     /// The policy is shared by the clusters of the account, so it names none of them.
     pub policy_tags: BTreeMap<String, String>,
+    /// `--per-az`: our publisher publishes the IP capacity metrics per zone too.
+    pub per_az: bool,
+    /// The alarms a deploy keeps; they carry `role_tags`, as they serve one cluster.
+    pub alarms: crate::alarms::AlarmSettings,
 }
 
 impl Target {
@@ -147,6 +151,8 @@ pub fn decide(settings: &Settings, facts: &Facts) -> Result<Target, DecideError>
         dashboard_name: settings.dashboard_name.clone(),
         role_tags,
         policy_tags,
+        per_az: settings.per_az,
+        alarms: settings.alarms.clone(),
     })
 }
 

@@ -105,6 +105,7 @@ async fn drive(
     }
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sandbox.sdk_config());
     show_metrics(sandbox, &cloudwatch, started).await?;
+    show_alarms(sandbox).await?;
     save_dashboard(sandbox, &cloudwatch, dir).await?;
     save_widget_images(sandbox, &cloudwatch, dir).await?;
     if flags.dir.is_none() {
@@ -431,6 +432,26 @@ async fn save_dashboard(
         "\nThe dashboard {dashboard_name} is in the emulator; its body is saved in {}",
         body_path.display()
     );
+    Ok(())
+}
+
+/// The alarms `deploy` made, evaluated now by the sandbox's CloudWatch over what the
+/// publisher just published (real CloudWatch evaluates them every period by itself).
+async fn show_alarms(sandbox: &Sandbox) -> anyhow::Result<()> {
+    let Some(emulator) = sandbox.emulator() else {
+        return Ok(());
+    };
+    let evaluated = emulator
+        .evaluate_alarms(None)
+        .await
+        .context("evaluating the alarms in the sandbox's CloudWatch")?;
+    println!(
+        "
+The alarms deploy made, as CloudWatch evaluates them now:"
+    );
+    for alarm in evaluated {
+        println!("  {:<17} {}", alarm.state, alarm.alarm_name);
+    }
     Ok(())
 }
 

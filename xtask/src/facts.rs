@@ -1,8 +1,9 @@
 //! Live facts the deployment is decided from, read rather than asked for: who the caller
 //! is (account and partition, from STS), the cluster (ARN, endpoint, OIDC issuer, from
 //! EKS), whether its Pod Identity agent is active, whether IAM trusts its issuer with the
-//! audience our trust policy uses, and the Kubernetes connection with what the caller may do
-//! there. Everything live is read here, once; what it means is decided by
+//! audience our trust policy uses, what IAM's policy simulator says the caller may do with
+//! the CloudWatch alarms deploy manages, and the Kubernetes connection with what the caller
+//! may do there. Everything live is read here, once; what it means is decided by
 //! [`crate::decide`], and what must hold by [`crate::preflight::check`].
 
 use aws_config::SdkConfig;
@@ -68,6 +69,77 @@ pub enum Permissions {
     Unanswered(String),
 }
 
+/// What the caller itself (the identity running `deploy`, not the helper's role) must be
+/// allowed to do for the CloudWatch alarms deploy manages.
+pub const CALLER_ALARM_ACTIONS: [&str; 5] = [
+    "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DeleteAlarms",
+    "cloudwatch:DescribeAlarms",
+    "cloudwatch:TagResource",
+    "cloudwatch:ListTagsForResource",
+];
+
+/// What IAM's policy simulator says the caller may do with the alarms
+/// ([`CALLER_ALARM_ACTIONS`]). Never an error: when the simulation cannot be run, that is
+/// reported as [`AlarmPermissions::Unverified`] and nothing is blocked on it.
+#[derive(Debug, Clone)]
+pub enum AlarmPermissions {
+    /// `iam:SimulatePrincipalPolicy` answered for `principal` (the IAM user, or the role
+    /// behind an assumed-role session), one decision per needed action, in the order of
+    /// [`CALLER_ALARM_ACTIONS`].
+    Simulated {
+        principal: String,
+        decisions: Vec<ActionDecision>,
+    },
+    /// Not simulated, and why.
+    Unverified(Unverified),
+}
+
+/// IAM's decision on one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionDecision {
+    pub action: String,
+    pub decision: Decision,
+    /// Condition keys the caller's policies ask about that the simulation had no value
+    /// for: a denial with any of them may not be what a real request gets.
+    pub missing_context: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// No statement allows it.
+    ImplicitDeny,
+    /// A statement denies it; no Allow can override that.
+    ExplicitDeny,
+    /// A decision this SDK does not know, as IAM spelled it.
+    Other(String),
+}
+
+/// Why the caller's alarm permissions were not simulated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unverified {
+    /// The account's root user: IAM policies do not apply to it, and the simulator takes
+    /// only IAM users, groups and roles.
+    Root,
+    /// A federated user (`sts:GetFederationToken`): its permissions are an IAM user's
+    /// narrowed by a session policy, neither of which the simulator can be pointed at.
+    FederatedUser,
+    /// A caller ARN that is neither an IAM user nor an assumed role.
+    UnknownPrincipal,
+    /// The caller may not ask: the IAM `operation` (`GetRole`, `SimulatePrincipalPolicy`)
+    /// was refused with AccessDenied (its error on one line).
+    Refused {
+        operation: &'static str,
+        error: String,
+    },
+    /// The IAM `operation` failed otherwise (its error on one line).
+    Failed {
+        operation: &'static str,
+        error: String,
+    },
+}
+
 /// The add-on that serves Pod Identity credentials on the nodes.
 pub const AGENT_ADDON: &str = "eks-pod-identity-agent";
 
@@ -87,6 +159,9 @@ pub struct Facts {
     /// With `--publisher ours`: the pushed image's reference by digest,
     /// `<repository URI>@sha256:...`, as ECR reports it.
     pub publisher_image: Option<String>,
+    /// What the caller may do with the CloudWatch alarms, as IAM simulates it; not asked
+    /// offline, nor by [`gather`] without the alarms scope.
+    pub alarm_permissions: Option<AlarmPermissions>,
 }
 
 impl std::fmt::Debug for Facts {
@@ -98,6 +173,7 @@ impl std::fmt::Debug for Facts {
             .field("oidc_provider", &self.oidc_provider)
             .field("kube", &self.kube.as_ref().map(|kube| &kube.url))
             .field("publisher_image", &self.publisher_image)
+            .field("alarm_permissions", &self.alarm_permissions)
             .finish()
     }
 }
@@ -200,14 +276,66 @@ pub async fn publisher_image(
     Ok(Some(format!("{uri}@{digest}")))
 }
 
-/// Reads everything live the deployment depends on.
+/// Reads everything live the deployment depends on; the caller's alarm permissions only
+/// `with_alarms` (when the run reads or writes alarms): without, [`Facts::alarm_permissions`]
+/// is `None` and preflight has no such check.
 pub async fn gather(
     settings: &Settings,
     sdk: &SdkConfig,
     requirement: ClusterRequirement,
     with_kubernetes: bool,
+    with_alarms: bool,
 ) -> Result<Facts, FactsError> {
     let caller = caller(sdk, settings).await?;
+    // The simulation needs only the caller, so it runs while the cluster is read.
+    let iam = aws_sdk_iam::Client::new(sdk);
+    let simulation = async {
+        if with_alarms {
+            Some(alarm_permissions(&iam, &caller.arn, &settings.region.name).await)
+        } else {
+            None
+        }
+    };
+    let (cluster_facts, alarm_permissions) = tokio::join!(
+        cluster_facts(settings, sdk, requirement, with_kubernetes, &caller),
+        simulation,
+    );
+    let ClusterFacts {
+        cluster,
+        agent_active,
+        oidc_provider,
+        publisher_image,
+        kube,
+    } = cluster_facts?;
+    Ok(Facts {
+        caller,
+        cluster,
+        agent_active,
+        oidc_provider,
+        kube,
+        kube_context_explicit: settings.context.is_some(),
+        publisher_image,
+        alarm_permissions,
+    })
+}
+
+/// What [`gather`] reads after the caller, but for the alarm permissions (the fields are
+/// [`Facts`]'s).
+struct ClusterFacts {
+    cluster: ClusterState,
+    agent_active: Option<bool>,
+    oidc_provider: Option<OidcProviderState>,
+    publisher_image: Option<String>,
+    kube: Option<KubeConnection>,
+}
+
+async fn cluster_facts(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    requirement: ClusterRequirement,
+    with_kubernetes: bool,
+    caller: &Caller,
+) -> Result<ClusterFacts, FactsError> {
     let cluster = match describe_cluster(sdk, settings).await {
         Ok(cluster) => cluster,
         Err(FactsError::ClusterNotFound { .. }) if requirement == ClusterRequirement::MayBeGone => {
@@ -237,7 +365,7 @@ pub async fn gather(
         IdentityMode::PodIdentity => false,
     };
     let oidc_provider = match live_issuer.flatten() {
-        Some(issuer) if may_be_irsa => Some(oidc_provider(sdk, settings, &caller, issuer).await?),
+        Some(issuer) if may_be_irsa => Some(oidc_provider(sdk, settings, caller, issuer).await?),
         Some(_) | None => None,
     };
     let publisher_image = publisher_image(settings, sdk).await?;
@@ -247,14 +375,12 @@ pub async fn gather(
     } else {
         None
     };
-    Ok(Facts {
-        caller,
+    Ok(ClusterFacts {
         cluster,
         agent_active,
         oidc_provider,
-        kube,
-        kube_context_explicit: settings.context.is_some(),
         publisher_image,
+        kube,
     })
 }
 
@@ -282,6 +408,7 @@ impl Facts {
             kube: None,
             kube_context_explicit: settings.context.is_some(),
             publisher_image: None,
+            alarm_permissions: None,
         })
     }
 }
@@ -506,6 +633,196 @@ fn check_caller(
     Ok(caller_partition)
 }
 
+/// The IAM principal behind a caller ARN, as `iam:SimulatePrincipalPolicy` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// An IAM user: the caller ARN is the user's own (path included).
+    User(String),
+    /// A role's session, `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`: it names
+    /// the role but not its path, so the role's ARN is asked of IAM. The role's policies
+    /// are simulated, not the session's (a session policy can only narrow them).
+    AssumedRole { role_name: String },
+    /// No principal the simulator takes.
+    NotSimulated(Unverified),
+}
+
+fn principal_of(caller_arn: &str) -> Principal {
+    let mut parts = caller_arn.splitn(6, ':');
+    let (
+        Some("arn"),
+        Some(_partition),
+        Some(service),
+        Some(_region),
+        Some(_account),
+        Some(resource),
+    ) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    )
+    else {
+        return Principal::NotSimulated(Unverified::UnknownPrincipal);
+    };
+    match (service, resource.split_once('/')) {
+        ("iam", None) if resource == "root" => Principal::NotSimulated(Unverified::Root),
+        ("iam", Some(("user", name))) if !name.is_empty() => Principal::User(caller_arn.to_owned()),
+        ("sts", Some(("assumed-role", role_and_session))) => {
+            match role_and_session.split_once('/') {
+                Some((role, session)) if !role.is_empty() && !session.is_empty() => {
+                    Principal::AssumedRole {
+                        role_name: role.to_owned(),
+                    }
+                }
+                Some(_) | None => Principal::NotSimulated(Unverified::UnknownPrincipal),
+            }
+        }
+        ("sts", Some(("federated-user", _))) => Principal::NotSimulated(Unverified::FederatedUser),
+        _ => Principal::NotSimulated(Unverified::UnknownPrincipal),
+    }
+}
+
+/// What IAM's policy simulator says the caller may do with the alarms. Nothing here fails
+/// the gathering: whatever keeps the simulation from running is the answer.
+async fn alarm_permissions(
+    client: &aws_sdk_iam::Client,
+    caller_arn: &str,
+    region: &str,
+) -> AlarmPermissions {
+    let principal = match principal_of(caller_arn) {
+        Principal::User(arn) => arn,
+        Principal::AssumedRole { role_name } => match role_arn(client, &role_name).await {
+            Ok(arn) => arn,
+            Err(why) => return AlarmPermissions::Unverified(why),
+        },
+        Principal::NotSimulated(why) => return AlarmPermissions::Unverified(why),
+    };
+    match simulate(client, &principal, region).await {
+        Ok(decisions) => AlarmPermissions::Simulated {
+            principal,
+            decisions,
+        },
+        Err(why) => AlarmPermissions::Unverified(why),
+    }
+}
+
+/// The ARN of a role, path included, as IAM reports it.
+async fn role_arn(client: &aws_sdk_iam::Client, role_name: &str) -> Result<String, Unverified> {
+    const OPERATION: &str = "GetRole";
+    let output = client
+        .get_role()
+        .role_name(role_name)
+        .send()
+        .await
+        .map_err(not_answered(OPERATION, role_name))?;
+    output
+        .role
+        .map(|role| role.arn)
+        .ok_or_else(|| Unverified::Failed {
+            operation: OPERATION,
+            error: format!("iam:{OPERATION} answered without the role {role_name}"),
+        })
+}
+
+/// `iam:SimulatePrincipalPolicy` of [`CALLER_ALARM_ACTIONS`] on any resource (the alarms'
+/// ARNs need not exist yet) in the region the alarms are written to.
+async fn simulate(
+    client: &aws_sdk_iam::Client,
+    principal: &str,
+    region: &str,
+) -> Result<Vec<ActionDecision>, Unverified> {
+    const OPERATION: &str = "SimulatePrincipalPolicy";
+    let results: Vec<aws_sdk_iam::types::EvaluationResult> = client
+        .simulate_principal_policy()
+        .policy_source_arn(principal)
+        .set_action_names(Some(
+            CALLER_ALARM_ACTIONS
+                .iter()
+                .map(|&action| action.to_owned())
+                .collect(),
+        ))
+        .resource_arns("*")
+        // Policies that limit the caller to some regions then judge this one.
+        .context_entries(
+            aws_sdk_iam::types::ContextEntry::builder()
+                .context_key_name("aws:RequestedRegion")
+                .context_key_values(region)
+                .context_key_type(aws_sdk_iam::types::ContextKeyTypeEnum::String)
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(not_answered(OPERATION, principal))?;
+    decisions(&results).map_err(|error| Unverified::Failed {
+        operation: OPERATION,
+        error,
+    })
+}
+
+/// One decision per needed action, from the simulator's results; the strictest when an
+/// action has several. An error names the action the answer lacks.
+fn decisions(
+    results: &[aws_sdk_iam::types::EvaluationResult],
+) -> Result<Vec<ActionDecision>, String> {
+    use aws_sdk_iam::types::PolicyEvaluationDecisionType as Type;
+    let strictness = |decision: &Decision| match decision {
+        Decision::Allowed => 0,
+        Decision::Other(_) => 1,
+        Decision::ImplicitDeny => 2,
+        Decision::ExplicitDeny => 3,
+    };
+    CALLER_ALARM_ACTIONS
+        .iter()
+        .map(|&action| {
+            results
+                .iter()
+                .filter(|result| result.eval_action_name().eq_ignore_ascii_case(action))
+                .map(|result| ActionDecision {
+                    action: action.to_owned(),
+                    decision: match result.eval_decision() {
+                        Type::Allowed => Decision::Allowed,
+                        Type::ImplicitDeny => Decision::ImplicitDeny,
+                        Type::ExplicitDeny => Decision::ExplicitDeny,
+                        other => Decision::Other(other.as_str().to_owned()),
+                    },
+                    missing_context: result.missing_context_values().to_vec(),
+                })
+                .max_by_key(|decision| strictness(&decision.decision))
+                .ok_or_else(|| format!("the simulation's answer has no decision for {action}"))
+        })
+        .collect()
+}
+
+/// How a refused or failed IAM call keeps the simulation from running: AccessDenied is
+/// the caller not being allowed to ask; anything else is the call's failure.
+fn not_answered<E, R>(
+    operation: &'static str,
+    resource: &str,
+) -> impl FnOnce(aws_sdk_iam::error::SdkError<E, R>) -> Unverified
+where
+    E: aws_sdk_iam::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let call = AwsError::call("iam", operation, resource);
+    move |error| {
+        let refused = error
+            .as_service_error()
+            .and_then(|service_error| service_error.code())
+            .is_some_and(|code| matches!(code, "AccessDenied" | "AccessDeniedException"));
+        let error = crate::aws::one_line(&call(error));
+        if refused {
+            Unverified::Refused { operation, error }
+        } else {
+            Unverified::Failed { operation, error }
+        }
+    }
+}
+
 /// Whether IAM has an OIDC provider for the cluster's issuer that accepts our audience.
 /// The tool never creates or edits a provider: it is shared by everything using IRSA on
 /// the cluster.
@@ -557,7 +874,128 @@ async fn oidc_provider(
 
 #[cfg(test)]
 mod tests {
-    use super::{FactsError, check_caller};
+    use super::{
+        CALLER_ALARM_ACTIONS, Decision, FactsError, Principal, Unverified, check_caller, decisions,
+        not_answered, principal_of,
+    };
+    use aws_sdk_iam::types::{EvaluationResult, PolicyEvaluationDecisionType};
+
+    #[test]
+    fn the_principal_to_simulate_is_the_user_or_the_assumed_role() {
+        let user = "arn:aws:iam::111122223333:user/ops/alice";
+        assert_eq!(principal_of(user), Principal::User(user.to_owned()));
+        assert_eq!(
+            principal_of(
+                "arn:aws-cn:sts::111122223333:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com"
+            ),
+            Principal::AssumedRole {
+                role_name: "AWSReservedSSO_Admin_0123".to_owned()
+            }
+        );
+        for (arn, why) in [
+            ("arn:aws:iam::111122223333:root", Unverified::Root),
+            (
+                "arn:aws:sts::111122223333:federated-user/bob",
+                Unverified::FederatedUser,
+            ),
+            // moto's caller when the keys are no IAM user's: no principal IAM knows.
+            (
+                "arn:aws:sts::123456789012:user/moto",
+                Unverified::UnknownPrincipal,
+            ),
+            (
+                "arn:aws:sts::111122223333:assumed-role/no-session",
+                Unverified::UnknownPrincipal,
+            ),
+            ("not-an-arn", Unverified::UnknownPrincipal),
+        ] {
+            assert_eq!(principal_of(arn), Principal::NotSimulated(why), "{arn}");
+        }
+    }
+
+    #[test]
+    fn access_denied_is_the_caller_not_allowed_to_ask() {
+        use aws_sdk_iam::error::{ErrorMetadata, SdkError};
+        use aws_sdk_iam::operation::get_role::GetRoleError;
+        let error = |code: &str| {
+            SdkError::service_error(
+                GetRoleError::generic(
+                    ErrorMetadata::builder()
+                        .code(code)
+                        .message("not authorized to perform: iam:GetRole")
+                        .build(),
+                ),
+                (),
+            )
+        };
+        let refused = not_answered("GetRole", "deployer")(error("AccessDenied"));
+        let Unverified::Refused {
+            operation,
+            error: text,
+        } = refused
+        else {
+            panic!("refused: {refused:?}");
+        };
+        assert_eq!(operation, "GetRole");
+        assert!(
+            text.starts_with("iam:GetRole on deployer failed")
+                && text.contains("not authorized to perform: iam:GetRole"),
+            "{text}"
+        );
+        assert!(matches!(
+            not_answered("GetRole", "deployer")(error("ServiceFailure")),
+            Unverified::Failed {
+                operation: "GetRole",
+                ..
+            }
+        ));
+    }
+
+    fn result(action: &str, decision: PolicyEvaluationDecisionType) -> EvaluationResult {
+        EvaluationResult::builder()
+            .eval_action_name(action)
+            .eval_decision(decision)
+            .build()
+            .expect("a result")
+    }
+
+    #[test]
+    fn the_simulation_gives_one_decision_per_needed_action() {
+        let mut results: Vec<EvaluationResult> = CALLER_ALARM_ACTIONS
+            .iter()
+            .map(|action| result(action, PolicyEvaluationDecisionType::Allowed))
+            .collect();
+        results.push(result(
+            "CloudWatch:DeleteAlarms",
+            PolicyEvaluationDecisionType::ExplicitDeny,
+        ));
+        results.push(
+            EvaluationResult::builder()
+                .eval_action_name("cloudwatch:TagResource")
+                .eval_decision(PolicyEvaluationDecisionType::ImplicitDeny)
+                .missing_context_values("aws:SourceIp")
+                .build()
+                .expect("a result"),
+        );
+        let decided = decisions(&results).expect("every action decided");
+        let by_action: Vec<(&str, &Decision)> = decided
+            .iter()
+            .map(|decision| (decision.action.as_str(), &decision.decision))
+            .collect();
+        assert_eq!(
+            by_action,
+            [
+                ("cloudwatch:PutMetricAlarm", &Decision::Allowed),
+                ("cloudwatch:DeleteAlarms", &Decision::ExplicitDeny),
+                ("cloudwatch:DescribeAlarms", &Decision::Allowed),
+                ("cloudwatch:TagResource", &Decision::ImplicitDeny),
+                ("cloudwatch:ListTagsForResource", &Decision::Allowed),
+            ]
+        );
+        assert_eq!(decided[3].missing_context, ["aws:SourceIp"]);
+        let error = decisions(&results[..2]).expect_err("actions missing");
+        assert!(error.contains("cloudwatch:DescribeAlarms"), "{error}");
+    }
 
     #[test]
     fn a_caller_of_another_partition_or_account_is_refused() {

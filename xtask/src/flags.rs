@@ -30,12 +30,12 @@ pub struct Flags {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write iam-policy.json, trust-policy.json, manifests.yaml and dashboard.json for one cluster, offline
+    /// Write iam-policy.json, trust-policy.json, manifests.yaml, dashboard.json and alarms.json for one cluster, offline
     #[command(after_help = RENDER_EXAMPLES)]
     Render(RenderFlags),
-    /// Show what deploy would change (IAM, Kubernetes, dashboard), reading live state only
+    /// Show what deploy would change (IAM, Kubernetes, alarms, dashboard), reading live state only
     Plan(PlanFlags),
-    /// Plan, then apply: converge IAM, the Kubernetes objects and the dashboard
+    /// Plan, then apply: converge IAM, the Kubernetes objects, the CloudWatch alarms and the dashboard
     Deploy(DeployFlags),
     /// Remove what this tool created (tagged or labelled as ours), plan first
     Destroy(DestroyFlags),
@@ -169,10 +169,10 @@ pub struct RenderFlags {
     /// YAML file with the same keys as the flags (region, cluster, oidc-issuer, ...); flags win
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory to write the four files into (created when missing) [default: rendered]
+    /// Directory to write the five files into (created when missing) [default: rendered]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// human: write the files and list them; json: print the four artifacts as one JSON object on stdout and write nothing
+    /// human: write the files and list them; json: print the five artifacts as one JSON object on stdout and write nothing
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
 }
@@ -187,10 +187,10 @@ pub struct ClusterFlags {
     /// YAML file with the same keys as the flags (region, cluster, policy-name, tags, context, profile, ...); flags win. plan, deploy, status and upgrade take several, or a directory of *.yaml/*.yml: a fleet, one config per cluster
     #[arg(long, value_name = "FILE")]
     pub config: Vec<std::path::PathBuf>,
-    /// Only these scopes, comma-separated: iam,kubernetes,dashboard [default: all]
+    /// Only these scopes, comma-separated: iam,kubernetes,alarms,dashboard [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scope>,
-    /// Take over same-named resources this tool did not create (IAM role and policy, dashboard, Kubernetes objects, Pod Identity association): plan shows each as an adoption; deploy marks them ours and converges them
+    /// Take over same-named resources this tool did not create (IAM role and policy, alarms, dashboard, Kubernetes objects, Pod Identity association): plan shows each as an adoption; deploy marks them ours and converges them
     #[arg(long, alias = "force-conflicts")]
     pub adopt: bool,
     /// How long to wait for the Deployment's rollout, in seconds

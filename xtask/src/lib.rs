@@ -8,6 +8,7 @@
 //! `main.rs` only parses flags and maps results to exit codes; every command lives in the
 //! module named after it (`*_cmd`), and [`terminal`] holds what they share at the terminal.
 
+pub mod alarms;
 pub mod apply;
 pub mod arn;
 pub mod aws;

@@ -6,7 +6,10 @@
 use serde::Serialize;
 
 use crate::decide::{Identity, Target};
-use crate::facts::{AGENT_ADDON, ClusterState, Facts, OidcProviderState, Permissions};
+use crate::facts::{
+    AGENT_ADDON, AlarmPermissions, CALLER_ALARM_ACTIONS, ClusterState, Decision, Facts,
+    OidcProviderState, Permissions, Unverified,
+};
 
 /// One check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +68,12 @@ pub fn check(facts: &Facts, target: &Target) -> Vec<Check> {
             },
         ),
     ];
+    checks.extend(
+        facts
+            .alarm_permissions
+            .as_ref()
+            .map(alarm_permissions_check),
+    );
     let ClusterState::Live { endpoint, .. } = &facts.cluster else {
         // Nothing more to check of a cluster that is gone.
         return checks;
@@ -186,6 +195,119 @@ fn permissions_check(permissions: &Permissions) -> Check {
     }
 }
 
+/// The caller's own CloudWatch alarm permissions, as IAM's policy simulator judged them.
+/// Only a simulated denial fails: when the simulation could not run, or cannot tell, the
+/// check passes and says that it could not verify, why, and what is needed.
+fn alarm_permissions_check(permissions: &AlarmPermissions) -> Check {
+    let name = "CloudWatch alarm permissions";
+    let needed = CALLER_ALARM_ACTIONS.join(", ");
+    let unverified = |why: String| {
+        Check::pass(
+            name,
+            format!("not verified: {why}; deploy needs the caller to be allowed {needed}"),
+        )
+    };
+    let (principal, decisions) = match permissions {
+        AlarmPermissions::Simulated {
+            principal,
+            decisions,
+        } => (principal, decisions),
+        AlarmPermissions::Unverified(why) => return unverified(unverified_reason(why)),
+    };
+    let explicit: Vec<&str> = decisions
+        .iter()
+        .filter(|action| action.decision == Decision::ExplicitDeny)
+        .map(|action| action.action.as_str())
+        .collect();
+    // An implicit denial for want of a condition key's value (one a real request carries)
+    // is the simulation not knowing, as is a decision this tool does not know.
+    let implicit: Vec<&str> = decisions
+        .iter()
+        .filter(|action| {
+            action.decision == Decision::ImplicitDeny && action.missing_context.is_empty()
+        })
+        .map(|action| action.action.as_str())
+        .collect();
+    let undetermined: Vec<String> = decisions
+        .iter()
+        .filter_map(|action| match &action.decision {
+            Decision::ImplicitDeny if !action.missing_context.is_empty() => Some(format!(
+                "{} (the policies' conditions ask for {}, which only a real request has)",
+                action.action,
+                action.missing_context.join(", ")
+            )),
+            Decision::Other(decision) => {
+                Some(format!("{} (IAM decided '{decision}')", action.action))
+            }
+            Decision::Allowed | Decision::ImplicitDeny | Decision::ExplicitDeny => None,
+        })
+        .collect();
+    if explicit.is_empty() && implicit.is_empty() {
+        return if undetermined.is_empty() {
+            Check::pass(
+                name,
+                format!("IAM's policy simulation allows {principal} {needed}"),
+            )
+        } else {
+            unverified(format!(
+                "IAM's policy simulation for {principal} could not decide {}",
+                undetermined.join("; ")
+            ))
+        };
+    }
+    let mut denied = Vec::new();
+    let mut fixes = Vec::new();
+    if !implicit.is_empty() {
+        denied.push(format!(
+            "{} (no policy allows {})",
+            implicit.join(", "),
+            if implicit.len() == 1 { "it" } else { "them" }
+        ));
+        fixes.push(format!(
+            "attach this IAM policy statement to {principal} (for an IAM Identity Center role, to its permission set): {}",
+            allow_statement(&implicit)
+        ));
+    }
+    if !explicit.is_empty() {
+        denied.push(format!("{} (explicitly denied)", explicit.join(", ")));
+        fixes.push(format!(
+            "remove the Deny of {} from {principal}'s policies or permissions boundary (an Allow cannot override it)",
+            explicit.join(", ")
+        ));
+    }
+    let mut detail = format!(
+        "IAM's policy simulation denies {principal} {}, which deploy needs to manage the CloudWatch alarms",
+        denied.join("; ")
+    );
+    if !undetermined.is_empty() {
+        detail.push_str(&format!("; could not decide {}", undetermined.join("; ")));
+    }
+    Check::fail(name, detail, fixes.join("; and "))
+}
+
+/// Why the simulation did not run, as a clause.
+fn unverified_reason(why: &Unverified) -> String {
+    match why {
+        Unverified::Root => "the caller is the account's root user, which IAM policies do not restrict and IAM's policy simulator cannot take".to_owned(),
+        Unverified::FederatedUser => "the caller is a federated user (sts:GetFederationToken), whose session policy IAM's policy simulator cannot see".to_owned(),
+        Unverified::UnknownPrincipal => "the caller is neither an IAM user nor an assumed role, so IAM's policy simulator cannot take it".to_owned(),
+        Unverified::Refused { operation, error } => format!(
+            "the caller may not run iam:{operation} to simulate its policies ({error}); allow it iam:SimulatePrincipalPolicy (and iam:GetRole for an assumed role) to have this checked"
+        ),
+        Unverified::Failed { operation, error } => {
+            format!("the policy simulation failed at iam:{operation} ({error})")
+        }
+    }
+}
+
+/// The IAM policy statement that allows `actions` on every resource, as one line of JSON.
+fn allow_statement(actions: &[&str]) -> String {
+    format!(
+        r#"{{"Effect":"Allow","Action":{},"Resource":"*"}}"#,
+        serde_json::json!(actions)
+    )
+}
+
 /// Not something the tool can check from outside: the network path the scrape needs.
 fn security_group_reminder(namespace: &str) -> Check {
     Check::pass(
@@ -200,6 +322,186 @@ fn security_group_reminder(namespace: &str) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ROLE: &str = "arn:aws:iam::111122223333:role/team/deployer";
+
+    fn simulated(decisions: &[(&str, Decision)]) -> AlarmPermissions {
+        AlarmPermissions::Simulated {
+            principal: ROLE.to_owned(),
+            decisions: CALLER_ALARM_ACTIONS
+                .iter()
+                .map(|&action| crate::facts::ActionDecision {
+                    action: action.to_owned(),
+                    decision: decisions
+                        .iter()
+                        .find(|(denied, _)| *denied == action)
+                        .map_or(Decision::Allowed, |(_, decision)| decision.clone()),
+                    missing_context: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn fix(check: &Check) -> &str {
+        check.fix.as_deref().expect("a failed check has a fix")
+    }
+
+    #[test]
+    fn alarm_permissions_all_allowed_pass() {
+        let check = alarm_permissions_check(&simulated(&[]));
+        assert_eq!(check.name, "CloudWatch alarm permissions");
+        assert!(check.ok, "{check:?}");
+        assert!(check.detail.contains(ROLE), "{}", check.detail);
+        assert!(!check.detail.contains("not verified"), "{}", check.detail);
+        assert!(check.fix.is_none());
+    }
+
+    #[test]
+    fn alarm_permissions_some_denied_fail_with_the_statement_to_attach() {
+        let check = alarm_permissions_check(&simulated(&[
+            ("cloudwatch:PutMetricAlarm", Decision::ImplicitDeny),
+            ("cloudwatch:TagResource", Decision::ImplicitDeny),
+        ]));
+        assert!(!check.ok);
+        assert!(
+            check.detail.contains(
+                "denies arn:aws:iam::111122223333:role/team/deployer cloudwatch:PutMetricAlarm, cloudwatch:TagResource (no policy allows them)"
+            ),
+            "{}",
+            check.detail
+        );
+        assert!(!check.detail.contains("DeleteAlarms"), "{}", check.detail);
+        assert!(
+            fix(&check).ends_with(
+                r#": {"Effect":"Allow","Action":["cloudwatch:PutMetricAlarm","cloudwatch:TagResource"],"Resource":"*"}"#
+            ),
+            "{}",
+            fix(&check)
+        );
+        assert!(fix(&check).contains(ROLE), "{}", fix(&check));
+        let statement = fix(&check)
+            .split_once(": {")
+            .map(|(_, json)| format!("{{{json}"))
+            .expect("the statement");
+        let parsed: serde_json::Value = serde_json::from_str(&statement).expect("JSON");
+        assert_eq!(parsed["Effect"], "Allow");
+    }
+
+    #[test]
+    fn alarm_permissions_explicitly_denied_fail_with_removing_the_deny() {
+        let check = alarm_permissions_check(&simulated(&[
+            ("cloudwatch:DeleteAlarms", Decision::ExplicitDeny),
+            ("cloudwatch:DescribeAlarms", Decision::ImplicitDeny),
+        ]));
+        assert!(!check.ok);
+        assert!(
+            check
+                .detail
+                .contains("cloudwatch:DeleteAlarms (explicitly denied)"),
+            "{}",
+            check.detail
+        );
+        assert!(
+            fix(&check).contains("remove the Deny of cloudwatch:DeleteAlarms"),
+            "{}",
+            fix(&check)
+        );
+        // Only the implicitly denied action is in the statement: an Allow cannot override
+        // a Deny.
+        assert!(
+            fix(&check).contains(r#""Action":["cloudwatch:DescribeAlarms"]"#),
+            "{}",
+            fix(&check)
+        );
+    }
+
+    #[test]
+    fn alarm_permissions_the_simulation_cannot_decide_pass_unverified() {
+        let AlarmPermissions::Simulated {
+            principal,
+            mut decisions,
+        } = simulated(&[("cloudwatch:PutMetricAlarm", Decision::ImplicitDeny)])
+        else {
+            panic!("simulated");
+        };
+        for decision in &mut decisions {
+            decision.missing_context = vec!["aws:SourceIp".to_owned()];
+        }
+        let check = alarm_permissions_check(&AlarmPermissions::Simulated {
+            principal,
+            decisions,
+        });
+        assert!(check.ok, "{check:?}");
+        assert!(
+            check.detail.starts_with("not verified: ") && check.detail.contains("aws:SourceIp"),
+            "{}",
+            check.detail
+        );
+    }
+
+    #[test]
+    fn alarm_permissions_a_refused_simulation_passes_unverified_and_names_the_actions() {
+        let check = alarm_permissions_check(&AlarmPermissions::Unverified(Unverified::Refused {
+            operation: "SimulatePrincipalPolicy",
+            error: "iam:SimulatePrincipalPolicy on arn:aws:iam::1:user/u failed: AccessDenied"
+                .to_owned(),
+        }));
+        assert!(check.ok, "{check:?}");
+        assert!(check.fix.is_none());
+        for needed in [
+            "not verified: ",
+            "may not run iam:SimulatePrincipalPolicy",
+            "AccessDenied",
+            "cloudwatch:PutMetricAlarm, cloudwatch:DeleteAlarms, cloudwatch:DescribeAlarms, cloudwatch:TagResource, cloudwatch:ListTagsForResource",
+        ] {
+            assert!(check.detail.contains(needed), "{needed}: {}", check.detail);
+        }
+        let get_role =
+            alarm_permissions_check(&AlarmPermissions::Unverified(Unverified::Refused {
+                operation: "GetRole",
+                error: "AccessDenied".to_owned(),
+            }));
+        assert!(get_role.ok);
+        assert!(
+            get_role.detail.contains("may not run iam:GetRole"),
+            "{}",
+            get_role.detail
+        );
+        let failed = alarm_permissions_check(&AlarmPermissions::Unverified(Unverified::Failed {
+            operation: "SimulatePrincipalPolicy",
+            error: "dispatch failure".to_owned(),
+        }));
+        assert!(failed.ok);
+        assert!(
+            failed
+                .detail
+                .contains("failed at iam:SimulatePrincipalPolicy (dispatch failure)"),
+            "{}",
+            failed.detail
+        );
+    }
+
+    #[test]
+    fn alarm_permissions_of_root_or_a_federated_user_pass_unverified() {
+        for (why, says) in [
+            (Unverified::Root, "root user"),
+            (Unverified::FederatedUser, "federated user"),
+            (
+                Unverified::UnknownPrincipal,
+                "neither an IAM user nor an assumed role",
+            ),
+        ] {
+            let check = alarm_permissions_check(&AlarmPermissions::Unverified(why));
+            assert!(check.ok, "{check:?}");
+            assert!(
+                check.detail.starts_with("not verified: ")
+                    && check.detail.contains(says)
+                    && check.detail.contains("cloudwatch:ListTagsForResource"),
+                "{}",
+                check.detail
+            );
+        }
+    }
 
     #[test]
     fn endpoints_compare_by_scheme_host_and_port() {

@@ -67,7 +67,8 @@ pub async fn prepare(
     let sdk =
         crate::aws::load_with_profile(&settings.region.name, settings.profile.as_deref()).await?;
     let with_kubernetes = options.scopes.contains(&Scope::Kubernetes);
-    let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes).await?;
+    let with_alarms = options.scopes.contains(&Scope::Alarms);
+    let facts = facts::gather(&settings, &sdk, requirement, with_kubernetes, with_alarms).await?;
     let prepared = Prepared::new(catalog, settings, facts, sdk)?;
     if let Some(reason) = &prepared.target.identity_reason {
         tracing::info!(

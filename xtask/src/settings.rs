@@ -111,6 +111,9 @@ pub struct TargetInput {
     /// How the helper's pods run: the knobs a Helm chart would have.
     #[command(flatten)]
     pub pod: PodInput,
+    /// Which CloudWatch alarms to keep, and whom they notify.
+    #[command(flatten)]
+    pub alarms: crate::alarms::AlarmsInput,
 }
 
 /// The pod knobs, as given. The structured ones (resources, tolerations, affinity,
@@ -236,6 +239,7 @@ impl TargetInput {
             publisher_image: self.publisher_image.or(file.publisher_image),
             leader_elect: self.leader_elect || file.leader_elect,
             pod: self.pod.or(file.pod),
+            alarms: self.alarms.or(file.alarms),
         }
     }
 }
@@ -250,7 +254,7 @@ pub struct DeployInput {
     /// CloudWatch dashboard name [default: CNI-Metrics-<cluster>-<region>]
     #[arg(long)]
     pub dashboard_name: Option<String>,
-    /// Extra tag for the IAM role and policy, KEY=VALUE (repeatable)
+    /// Extra tag for the IAM role and policy and the alarms, KEY=VALUE (repeatable)
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tag_flags: Vec<(String, String)>,
     /// Extra tags (config file only; `--tag` adds to them)
@@ -340,6 +344,12 @@ pub struct ConfigFile {
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     profile: Option<String>,
+    #[serde(default)]
+    per_az: bool,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default)]
+    alarms: crate::alarms::AlarmsFile,
     /// Where `render` writes its files.
     pub out: Option<PathBuf>,
 }
@@ -389,6 +399,12 @@ impl ConfigFile {
                 affinity: self.affinity.clone(),
                 extra_env: self.extra_env.clone(),
                 ..PodInput::default()
+            },
+            alarms: crate::alarms::AlarmsInput {
+                per_az: self.per_az,
+                zones: self.zones.clone(),
+                file: self.alarms.clone(),
+                ..crate::alarms::AlarmsInput::default()
             },
         }
     }
@@ -485,6 +501,10 @@ pub struct Settings {
     pub context: Option<String>,
     /// The AWS profile to take credentials from instead of the default chain.
     pub profile: Option<String>,
+    /// `--per-az`: our publisher also publishes the IP capacity metrics per zone.
+    pub per_az: bool,
+    /// The CloudWatch alarms a deploy keeps.
+    pub alarms: crate::alarms::AlarmSettings,
 }
 
 impl Settings {
@@ -589,6 +609,8 @@ pub enum SettingsError {
     LeaderElectNeedsPublisher,
     #[error(transparent)]
     Pod(#[from] crate::pod::PodError),
+    #[error(transparent)]
+    Alarms(#[from] crate::alarms::AlarmError),
 }
 
 /// The default name of the permission policy, as in the EKS user guide.
@@ -661,6 +683,17 @@ pub fn resolve(
         publisher: image.is_publisher(),
         leader_elect: target.leader_elect,
     })?;
+    let alarms = crate::alarms::resolve(
+        &target.alarms,
+        &crate::alarms::AlarmContext {
+            cluster: &cluster,
+            region: &region.name,
+            partition: &region.partition.id,
+            publisher: image.is_publisher(),
+            self_metrics: pod.self_metrics,
+            interval: pod.interval,
+        },
+    )?;
     let role_name = match &target.role_name {
         Some(name) if is_role_name(name) => name.clone(),
         Some(name) => return Err(SettingsError::RoleName(name.clone())),
@@ -702,6 +735,8 @@ pub fn resolve(
         kubeconfig: deploy.kubeconfig.clone(),
         context: deploy.context.clone(),
         profile: deploy.profile.clone(),
+        per_az: target.alarms.per_az,
+        alarms,
     })
 }
 

@@ -12,8 +12,9 @@ use crate::exit;
 use crate::facts::ClusterRequirement;
 use crate::flags::{ClusterInputs, OutputFormat, StatusFlags};
 use crate::fleet::{self, Done, Finished};
-use crate::plan::Summary;
+use crate::plan::alarms::AlarmState;
 use crate::plan::kubernetes::{self, RolloutState};
+use crate::plan::{Scope, Summary};
 use crate::prepare::prepare_checked;
 use crate::settings::SERVICE_ACCOUNT;
 use crate::terminal::runtime;
@@ -35,6 +36,9 @@ pub struct Status {
     /// Differences from the desired state at the live version (an upgrade is not drift).
     pub drift: Summary,
     pub last_rollout: Option<RolloutState>,
+    /// The state of each alarm the deploy keeps, in the rendered order (`MISSING` when
+    /// it is not there); empty with `--no-alarms` or without the alarms scope.
+    pub alarms: Vec<AlarmState>,
     /// The PNG of each metric widget of the dashboard, with `--widgets DIR`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub widget_images: Option<Vec<PathBuf>>,
@@ -129,6 +133,16 @@ pub async fn gather(mut inputs: ClusterInputs, widgets: Option<&Path>) -> anyhow
             }
             None => "unknown".to_owned(),
         };
+        let alarms = if inputs.options.scopes.contains(&Scope::Alarms) {
+            crate::plan::alarms::states(
+                &aws_sdk_cloudwatch::Client::new(&at_live.sdk),
+                &at_live.target.alarms.name_prefix,
+                &at_live.rendered.alarms,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
         let widget_images = match widgets {
             Some(dir) => {
                 let client = aws_sdk_cloudwatch::Client::new(&at_live.sdk);
@@ -149,6 +163,7 @@ pub async fn gather(mut inputs: ClusterInputs, widgets: Option<&Path>) -> anyhow
             configured_identity: at_live.target.identity.as_str(),
             drift,
             last_rollout: live.map(|live| live.rollout),
+            alarms,
             widget_images,
         };
         Ok(status)
@@ -228,6 +243,34 @@ fn status_text(status: &Status) -> String {
                 .unwrap_or_default()
         ),
         None => println!("  last rollout     -"),
+    }
+    if !status.alarms.is_empty() {
+        let firing = status
+            .alarms
+            .iter()
+            .filter(|alarm| alarm.state != "OK")
+            .count();
+        println!(
+            "  alarms           {} ({firing} not OK)",
+            status.alarms.len()
+        );
+        for alarm in &status.alarms {
+            println!(
+                "    {:<17} {}{}",
+                alarm.state,
+                alarm.name,
+                alarm
+                    .since
+                    .as_ref()
+                    .map(|since| format!(" (since {since})"))
+                    .unwrap_or_default()
+            );
+            if alarm.state != "OK"
+                && let Some(reason) = &alarm.reason
+            {
+                println!("                      {reason}");
+            }
+        }
     }
     if let Some(paths) = &status.widget_images {
         println!("  widget images    {}", paths.len());

@@ -13,7 +13,7 @@ fn the_demo_deploys_publishes_and_reads_the_metrics_back() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("Plan: 8 to create"), "{text}");
+    assert!(text.contains("Plan: 12 to create"), "{text}");
     // Our publisher's image, pushed to the sandbox's ECR, deployed by digest and run from
     // the registry (`cargo xtask test` installs docker-registry and podman).
     assert!(
@@ -30,6 +30,13 @@ fn the_demo_deploys_publishes_and_reads_the_metrics_back() {
             .collect()
     };
     assert_eq!(row("podsScraped")[1], "3", "{text}");
+    // The alarms deploy made, evaluated over what was just published: a publisher that
+    // published is not silent.
+    assert!(text.contains("The alarms deploy made"), "{text}");
+    assert!(
+        text.contains("OK                CNI-Metrics-demo-us-west-2-publisher-silent"),
+        "{text}"
+    );
     assert_eq!(row("scrapeErrors")[1], "0", "{text}");
     let assigned = row("assignIPAddresses");
     assert_ne!(

@@ -10,14 +10,16 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::world::{DASHBOARD, POLICY, ROLE, World, changed, stderr};
+use crate::world::{DASHBOARD, POLICY, ROLE, World, changed, default_alarms, stderr};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fresh_deploy_creates_everything_and_a_second_one_changes_nothing() {
     let world = World::start().await;
     let (code, plan) = world.plan_json(&[]).await;
     assert_eq!(code, Some(2), "a first plan has changes");
-    assert_eq!(plan["summary"]["create"], 8, "{plan}");
+    // 3 IAM, 4 Kubernetes, 4 alarms (upstream's helper: no publisher or ipamd-error
+    // alarms), 1 dashboard.
+    assert_eq!(plan["summary"]["create"], 12, "{plan}");
 
     world.deploy(&[]).await;
 
@@ -119,7 +121,7 @@ async fn a_fresh_deploy_creates_everything_and_a_second_one_changes_nothing() {
     );
     let (code, plan) = world.plan_json(&[]).await;
     assert_eq!(code, Some(0), "{plan}");
-    assert_eq!(plan["summary"]["unchanged"], 8);
+    assert_eq!(plan["summary"]["unchanged"], 12);
     world.sandbox.shutdown().await;
 }
 
@@ -414,9 +416,12 @@ async fn a_deploy_that_fails_midway_converges_on_the_next_run() {
         .set_rollout_stuck("kube-system", "cni-metrics-helper", false);
     let (code, plan) = world.plan_json(&[]).await;
     assert_eq!(code, Some(2));
+    let mut rest: BTreeSet<String> = default_alarms("create").into_iter().collect();
+    rest.insert(format!("create CloudWatch dashboard {DASHBOARD}"));
     assert_eq!(
         changed(&plan),
-        BTreeSet::from([format!("create CloudWatch dashboard {DASHBOARD}")])
+        rest,
+        "the alarms and the dashboard come after the rollout"
     );
     world.deploy(&[]).await;
     let (code, _) = world.plan_json(&[]).await;

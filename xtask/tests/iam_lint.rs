@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use sandbox::python_tools::{PythonTools, workspace_root};
 
-use crate::support::{scenarios, stderr, stdout, xtask};
+use crate::support::rendered_scenarios;
 
 /// Runs parliament on `policy`; Ok when it reports nothing. The policy goes on stdin:
 /// parliament's `--file` refuses to run when stdin is not a terminal, as on CI.
@@ -43,15 +43,9 @@ fn lint(tools: &PythonTools, policy: &str) -> Result<(), String> {
 fn the_identity_policy_has_no_findings_in_any_scenario() {
     let tools = PythonTools::find(&workspace_root()).unwrap_or_else(|error| panic!("{error}"));
     let dir = tempfile::tempdir().expect("temp dir");
-    for scenario in scenarios() {
-        let scenario_args = scenario.args(dir.path());
-        let mut args = vec!["render", "--output", "json"];
-        args.extend(scenario_args.iter().map(String::as_str));
-        let output = xtask(dir.path(), &args);
-        assert!(output.status.success(), "{}", stderr(&output));
-        let rendered: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    for (name, rendered) in rendered_scenarios(dir.path()) {
         let policy = rendered["iam-policy.json"].to_string();
-        lint(&tools, &policy).unwrap_or_else(|report| panic!("{}: {report}", scenario.name));
+        lint(&tools, &policy).unwrap_or_else(|report| panic!("{name}: {report}"));
     }
 }
 

@@ -238,6 +238,7 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         [
             "caller",
             "cluster",
+            "CloudWatch alarm permissions",
             "IAM OIDC provider",
             "kube context",
             "Kubernetes permissions",
@@ -349,5 +350,182 @@ async fn every_preflight_failure_names_its_fix_and_blocks_plan() {
         .unwrap_or_else(|_| panic!("preflight prints JSON: {}", stderr(&output)));
     let failed = failed_checks(&report);
     assert_eq!(failed.len(), 1);
+    world.sandbox.shutdown().await;
+}
+
+/// The preflight check of the caller's own CloudWatch alarm permissions, as `--output json`
+/// shows it, when run with the credentials of AWS profile `profile` (or the sandbox's).
+async fn alarm_permissions(world: &World, profile: Option<&str>) -> (Option<i32>, Value) {
+    let extra = match profile {
+        Some(profile) => vec!["--profile", profile],
+        None => Vec::new(),
+    };
+    let (output, report) = world.json("preflight", &extra).await;
+    let check = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|check| check["name"] == "CloudWatch alarm permissions")
+        .unwrap_or_else(|| panic!("the alarm permissions check: {report}"))
+        .clone();
+    (output.status.code(), check)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_simulates_the_callers_alarm_permissions() {
+    let world = World::start().await;
+    let iam = world.iam();
+    // The sandbox's own caller is moto's default, no IAM principal: not simulated, and
+    // that is no reason to refuse.
+    let (code, check) = alarm_permissions(&world, None).await;
+    assert_eq!(code, Some(0), "{check}");
+    assert_eq!(check["ok"], true);
+    let detail = check["detail"].as_str().expect("detail");
+    assert!(
+        detail.starts_with("not verified: ") && detail.contains("cloudwatch:PutMetricAlarm"),
+        "{detail}"
+    );
+
+    // An IAM user without policies, through a profile of its keys.
+    iam.create_user()
+        .user_name("deployer")
+        .send()
+        .await
+        .expect("user");
+    let user_key = iam
+        .create_access_key()
+        .user_name("deployer")
+        .send()
+        .await
+        .expect("access key")
+        .access_key
+        .expect("the key");
+    // A role with a path, assumed: the assumed-role ARN omits the path.
+    iam.create_role()
+        .role_name("alarm-deployer")
+        .path("/team/")
+        .assume_role_policy_document(format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{}:root"}},"Action":"sts:AssumeRole"}}]}}"#,
+            world.sandbox.account()
+        ))
+        .send()
+        .await
+        .expect("role");
+    let session = aws_sdk_sts::Client::new(&world.sandbox.sdk_config())
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::{}:role/team/alarm-deployer",
+            world.sandbox.account()
+        ))
+        .role_session_name("alice")
+        .send()
+        .await
+        .expect("assumed")
+        .credentials
+        .expect("credentials");
+    let home = world
+        .write_script("alarm-permissions", "")
+        .parent()
+        .expect("the home directory")
+        .to_owned();
+    std::fs::create_dir_all(home.join(".aws")).expect("~/.aws");
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!(
+            "[deployer]\naws_access_key_id = {}\naws_secret_access_key = {}\n\
+             [alarm-deployer]\naws_access_key_id = {}\naws_secret_access_key = {}\naws_session_token = {}\n",
+            user_key.access_key_id(),
+            user_key.secret_access_key(),
+            session.access_key_id(),
+            session.secret_access_key(),
+            session.session_token(),
+        ),
+    )
+    .expect("credentials written");
+
+    let (code, check) = alarm_permissions(&world, Some("deployer")).await;
+    assert_eq!(code, Some(1), "{check}");
+    assert_eq!(check["ok"], false);
+    let detail = check["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(":user/deployer")
+            && detail.contains(
+                "cloudwatch:PutMetricAlarm, cloudwatch:DeleteAlarms, cloudwatch:DescribeAlarms, cloudwatch:TagResource, cloudwatch:ListTagsForResource (no policy allows them)"
+            ),
+        "{detail}"
+    );
+    // The fix is the statement to attach; attached, the check passes.
+    let fix = check["fix"].as_str().expect("fix");
+    let statement = fix
+        .rsplit_once(": ")
+        .map(|(_, statement)| statement)
+        .expect("a statement");
+    assert!(
+        statement.starts_with(r#"{"Effect":"Allow","Action":["cloudwatch:PutMetricAlarm""#),
+        "{fix}"
+    );
+    iam.put_user_policy()
+        .user_name("deployer")
+        .policy_name("alarms")
+        .policy_document(format!(
+            r#"{{"Version":"2012-10-17","Statement":[{statement}]}}"#
+        ))
+        .send()
+        .await
+        .expect("policy");
+    let (code, check) = alarm_permissions(&world, Some("deployer")).await;
+    assert_eq!(code, Some(0), "{check}");
+    assert_eq!(check["ok"], true);
+    let detail = check["detail"].as_str().expect("detail");
+    assert!(
+        detail.starts_with("IAM's policy simulation allows arn:aws:iam::"),
+        "{detail}"
+    );
+
+    // An explicit Deny is not fixed by an Allow: the fix says to remove it.
+    iam.put_user_policy()
+        .user_name("deployer")
+        .policy_name("no-deletes")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"cloudwatch:DeleteAlarms","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .expect("policy");
+    let (code, check) = alarm_permissions(&world, Some("deployer")).await;
+    assert_eq!(code, Some(1), "{check}");
+    let fix = check["fix"].as_str().expect("fix");
+    assert!(
+        fix.starts_with("remove the Deny of cloudwatch:DeleteAlarms"),
+        "{fix}"
+    );
+    // ...and plan refuses on it.
+    let output = world
+        .xtask(&["plan", "--cluster", "sandbox", "--profile", "deployer"])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("CloudWatch alarm permissions"),
+        "{}",
+        stderr(&output)
+    );
+
+    // The assumed role is simulated as the role, path and all (GetRole's ARN).
+    let (code, check) = alarm_permissions(&world, Some("alarm-deployer")).await;
+    assert_eq!(code, Some(1), "{check}");
+    let detail = check["detail"].as_str().expect("detail");
+    assert!(detail.contains(":role/team/alarm-deployer"), "{detail}");
+    iam.put_role_policy()
+        .role_name("alarm-deployer")
+        .policy_name("alarms")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"cloudwatch:*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .expect("policy");
+    let (code, check) = alarm_permissions(&world, Some("alarm-deployer")).await;
+    assert_eq!(code, Some(0), "{check}");
+    assert_eq!(check["ok"], true);
     world.sandbox.shutdown().await;
 }

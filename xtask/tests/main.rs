@@ -5,6 +5,7 @@ mod upgrade;
 mod widgets;
 mod world;
 
+mod alarms;
 mod catalog_tables;
 mod demo;
 mod deploy;

@@ -15,7 +15,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::Api;
 use serde_json::{Value, json};
 
-use crate::world::{DASHBOARD, POLICY, ROLE, World, changed, default_names, stderr};
+use crate::world::{
+    DASHBOARD, POLICY, ROLE, World, changed, default_alarms, default_names, stderr,
+};
 
 const PUBLISHER: [&str; 3] = [
     "--publisher-image",
@@ -750,7 +752,12 @@ async fn a_manual_install_from_the_user_guide_is_adopted_step_by_step() {
             .into_iter()
             .filter(|change| change.starts_with("create"))
             .collect::<Vec<_>>(),
-        [format!("create CloudWatch dashboard {DASHBOARD}")],
+        default_alarms("create")
+            .into_iter()
+            .chain([format!("create CloudWatch dashboard {DASHBOARD}")])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
         "the guide's role already has the policy attached"
     );
 

@@ -29,7 +29,7 @@ fn run(dir: &std::path::Path, args: &[String]) -> std::process::Output {
 }
 
 #[test]
-fn render_writes_the_four_files_and_lists_them_on_stdout() {
+fn render_writes_the_five_files_and_lists_them_on_stdout() {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = run(dir.path(), &good_args(&["--out", "out"]));
     assert!(output.status.success(), "{}", stderr(&output));
@@ -40,7 +40,8 @@ fn render_writes_the_four_files_and_lists_them_on_stdout() {
             "iam-policy.json",
             "trust-policy.json",
             "manifests.yaml",
-            "dashboard.json"
+            "dashboard.json",
+            "alarms.json"
         ]
         .map(|name| format!("out/{name}"))
     );
@@ -49,6 +50,7 @@ fn render_writes_the_four_files_and_lists_them_on_stdout() {
         "trust-policy.json",
         "manifests.yaml",
         "dashboard.json",
+        "alarms.json",
     ] {
         let text = fs::read_to_string(dir.path().join("out").join(name)).expect("file written");
         assert!(text.ends_with('\n'), "{name} ends with a newline");
@@ -59,7 +61,7 @@ fn render_writes_the_four_files_and_lists_them_on_stdout() {
         .collect();
     assert_eq!(
         names.len(),
-        4,
+        5,
         "no staging files are left behind: {names:?}"
     );
     let manifests =
@@ -96,6 +98,7 @@ fn output_json_prints_one_object_and_writes_nothing() {
     assert_eq!(
         keys,
         [
+            "alarms.json",
             "dashboard.json",
             "iam-policy.json",
             "manifests.yaml",

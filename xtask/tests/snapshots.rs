@@ -1,4 +1,4 @@
-//! Golden files: one snapshot per scenario holding all four rendered artifacts, so a review
+//! Golden files: one snapshot per scenario holding all five rendered artifacts, so a review
 //! sees every effect of a template change in one diff. Re-bless after an intended change:
 //!
 //!     UPDATE_SNAPSHOTS=1 cargo test -p xtask --test main snapshots
@@ -36,6 +36,7 @@ fn rendered_artifacts_match_their_snapshots() {
             "trust-policy.json",
             "manifests.yaml",
             "dashboard.json",
+            "alarms.json",
         ] {
             let text = fs::read_to_string(dir.path().join("out").join(file)).expect("rendered");
             snapshot.push_str(&format!("\n===== {file} =====\n{text}"));

@@ -51,6 +51,28 @@ impl Scenario {
 }
 
 /// One scenario per partition (IRSA), plus the other identity mode and the overrides.
+/// Every scenario's artifacts, from `render --output json` run in `dir`, with its name.
+pub fn rendered_scenarios(dir: &Path) -> Vec<(&'static str, serde_json::Value)> {
+    scenarios()
+        .into_iter()
+        .map(|scenario| {
+            let scenario_args = scenario.args(dir);
+            let mut args = vec!["render", "--output", "json"];
+            args.extend(scenario_args.iter().map(String::as_str));
+            let output = xtask(dir, &args);
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                scenario.name,
+                stderr(&output)
+            );
+            let rendered = serde_json::from_str(&stdout(&output))
+                .unwrap_or_else(|error| panic!("{}: not JSON: {error}", scenario.name));
+            (scenario.name, rendered)
+        })
+        .collect()
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     let irsa = |name: &'static str, region: &str, suffix: &str| Scenario {
         name,
@@ -166,6 +188,34 @@ pub fn scenarios() -> Vec<Scenario> {
             "tier=platform",
             "--image-pull-secret",
             "mirror-pull",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all.push(Scenario {
+        name: "aws-us-west-2-alarms-per-az",
+        config: Some("alarms.yaml"),
+        // The flag's action adds to the file's, except where an alarm names its own.
+        flags: [
+            "--alarm-action",
+            "arn:aws:sns:us-west-2:111122223333:platform-team",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    all.push(Scenario {
+        config: None,
+        name: "aws-us-west-2-no-alarms",
+        flags: [
+            "--region",
+            "us-west-2",
+            "--cluster",
+            "prod",
+            "--account",
+            "111122223333",
+            "--identity",
+            "pod-identity",
+            "--no-alarms",
         ]
         .map(String::from)
         .to_vec(),

@@ -280,7 +280,7 @@ async fn status_reports_versions_next_step_identity_drift_and_rollout() {
     );
     assert_eq!(status["live_identity"], "irsa");
     assert_eq!(
-        status["drift"]["unchanged"], 8,
+        status["drift"]["unchanged"], 12,
         "a pending upgrade is not drift: {status}"
     );
     assert_eq!(status["last_rollout"]["complete"], true);

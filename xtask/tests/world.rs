@@ -244,6 +244,29 @@ pub fn default_names(region: &str) -> (String, String) {
     )
 }
 
+/// The alarms a deploy of upstream's helper makes for the cluster `sandbox` in
+/// us-west-2, as plan lines with `action`: ipamd's counters are not alarmed on from
+/// upstream's helper, and its publisher alarms watch `maxIPAddresses`.
+pub fn default_alarms(action: &str) -> Vec<String> {
+    [
+        "ip-utilisation-warning",
+        "ip-utilisation-critical",
+        "warm-pool-low",
+        "publisher-silent",
+    ]
+    .iter()
+    .map(|alarm| format!("{action} CloudWatch alarm {DASHBOARD}-{alarm}"))
+    .collect()
+}
+
+/// The entry of a JSON list (a plan's `changes`, a status's `alarms`) whose `name` is
+/// `name`; the test fails, showing the list, when there is none.
+pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|items| items.iter().find(|item| item["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
 /// The `kind name` of every change that is not a no-op.
 pub fn changed(plan: &Value) -> BTreeSet<String> {
     plan["changes"]

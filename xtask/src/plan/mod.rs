@@ -2,8 +2,10 @@
 //! `destroy` execute as they are. A user applies exactly what they reviewed.
 //!
 //! Each scope lives in its own module and knows how to read its live state, compare it with
-//! the desired state, and carry out its steps: [`iam`], [`kubernetes`], [`dashboard`].
+//! the desired state, and carry out its steps: [`iam`], [`kubernetes`], [`alarms`],
+//! [`dashboard`].
 
+pub mod alarms;
 pub mod dashboard;
 pub mod iam;
 pub mod kubernetes;
@@ -21,19 +23,25 @@ use crate::decide::{Identity, Target};
 use crate::ownership::Ownership;
 use crate::render::{ManifestObject, Rendered};
 
-/// The three groups of resources, which `--only` selects from. They are applied in this
-/// order: the role must exist before pods use it, and the dashboard is last because
-/// nothing depends on it.
+/// The four groups of resources, which `--only` selects from. They are applied in this
+/// order: the role must exist before pods use it, the alarms before the dashboard that
+/// shows their state, and the dashboard is last because nothing depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Iam,
     Kubernetes,
+    Alarms,
     Dashboard,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Iam, Scope::Kubernetes, Scope::Dashboard];
+    pub const ALL: [Scope; 4] = [
+        Scope::Iam,
+        Scope::Kubernetes,
+        Scope::Alarms,
+        Scope::Dashboard,
+    ];
 }
 
 /// What happens to one resource.
@@ -118,7 +126,14 @@ pub enum Step {
     Iam(iam::IamStep),
     PodIdentity(pod_identity::AssociationStep),
     Kubernetes(kubernetes::KubeStep),
+    Alarms(alarms::AlarmStep),
     Dashboard(dashboard::DashboardStep),
+}
+
+impl From<alarms::AlarmStep> for Step {
+    fn from(step: alarms::AlarmStep) -> Step {
+        Step::Alarms(step)
+    }
 }
 
 impl From<iam::IamStep> for Step {
@@ -443,6 +458,16 @@ impl PlanInputs<'_> {
         .await?)
     }
 
+    fn alarms(&self) -> alarms::DesiredAlarms<'_> {
+        alarms::DesiredAlarms {
+            prefix: &self.target.alarms.name_prefix,
+            requests: &self.rendered.alarms,
+            tags: &self.target.role_tags,
+            cluster: &self.target.cluster,
+            region: &self.target.region,
+        }
+    }
+
     fn dashboard(&self) -> dashboard::DesiredDashboard<'_> {
         dashboard::DesiredDashboard {
             name: &self.target.dashboard_name,
@@ -481,6 +506,11 @@ impl PlanInputs<'_> {
                             .await?,
                         );
                     }
+                }
+                Scope::Alarms => {
+                    let client = aws_sdk_cloudwatch::Client::new(self.sdk);
+                    plan.changes
+                        .extend(alarms::plan(&client, self.alarms(), options.adopt).await?);
                 }
                 Scope::Dashboard => {
                     let client = aws_sdk_cloudwatch::Client::new(self.sdk);
@@ -533,6 +563,19 @@ impl PlanInputs<'_> {
                         .await?,
                     );
                 }
+                Scope::Alarms => {
+                    let client = aws_sdk_cloudwatch::Client::new(self.sdk);
+                    let desired = self.alarms();
+                    plan.changes.extend(
+                        alarms::plan_destroy(
+                            &client,
+                            desired.prefix,
+                            desired.cluster,
+                            desired.region,
+                        )
+                        .await?,
+                    );
+                }
                 Scope::Kubernetes => {
                     if let Some(client) = self.kube {
                         plan.changes
@@ -568,6 +611,7 @@ fn rename_flag(kind: &str) -> Option<&'static str> {
         iam::ROLE_KIND => Some("--role-name"),
         iam::POLICY_KIND => Some("--policy-name"),
         dashboard::KIND => Some("--dashboard-name"),
+        alarms::KIND => Some("the config file's alarms: name-prefix"),
         _ => None,
     }
 }

@@ -2,7 +2,8 @@
 //! refused by PutDashboard (or silently show an empty widget) fails at render time instead.
 //! The rules are those of CloudWatch's "Dashboard body structure and syntax" reference: a
 //! `widgets` array; each widget with a type, x/y on a 24-column grid, width 1-24, height
-//! 1-1000 and a properties object; metric widgets with a region and a metrics array.
+//! 1-1000 and a properties object; metric widgets with a region and a metrics array; alarm
+//! widgets with the ARNs of the alarms they show.
 
 use serde_json::Value;
 
@@ -62,6 +63,19 @@ fn check_widget(widget: &Value, namespace: &str, cluster: &str) -> Result<(), St
                 .iter()
                 .try_for_each(|metric| check_metric(metric, namespace, cluster))
         }
+        Some("alarm") => properties
+            .get("alarms")
+            .and_then(Value::as_array)
+            .filter(|alarms| {
+                !alarms.is_empty()
+                    && alarms.iter().all(|alarm| {
+                        alarm
+                            .as_str()
+                            .is_some_and(|arn| arn.starts_with("arn:") && arn.contains(":alarm:"))
+                    })
+            })
+            .map(|_| ())
+            .ok_or_else(|| "an alarm widget needs a non-empty array of alarm ARNs".to_owned()),
         other => Err(format!("unexpected widget type {other:?}")),
     }
 }

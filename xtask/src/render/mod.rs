@@ -1,10 +1,11 @@
-//! `render`: the four artifacts for one cluster, offline.
+//! `render`: the five artifacts for one cluster, offline.
 //!
 //! Every artifact is rendered from an embedded template and parsed back before anything is
 //! written, so a template mistake fails here, loudly, instead of at `kubectl apply` or
 //! `iam create-policy` time. Files are staged next to their destination and renamed into
-//! place only when all four are ready: a failed render never leaves a half-written set.
+//! place only when all five are ready: a failed render never leaves a half-written set.
 
+pub mod alarms;
 pub mod dashboard;
 pub mod manifests;
 pub mod templates;
@@ -29,18 +30,22 @@ pub const IAM_POLICY_FILE: &str = "iam-policy.json";
 pub const TRUST_POLICY_FILE: &str = "trust-policy.json";
 pub const MANIFESTS_FILE: &str = "manifests.yaml";
 pub const DASHBOARD_FILE: &str = "dashboard.json";
+pub const ALARMS_FILE: &str = "alarms.json";
 
 /// The Lease the publisher's replicas elect their leader through; the Lease Role grants
 /// get and update on this one name only.
 pub const LEASE_NAME: &str = "cni-metrics-publisher";
 
-/// The four artifacts, as text (what is written) and parsed (what later steps use).
+/// The five artifacts, as text (what is written) and parsed (what later steps use).
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub iam_policy: String,
     pub trust_policy: String,
     pub manifests: String,
     pub dashboard: String,
+    /// `alarms.json`: the PutMetricAlarm requests, `[]` with `--no-alarms`.
+    pub alarms_json: String,
+    pub alarms: Vec<alarms::AlarmRequest>,
     pub objects: Vec<ManifestObject>,
     pub image: String,
 }
@@ -62,6 +67,10 @@ pub enum RenderError {
         "the rendered dashboard body is not valid for CloudWatch: {0}; this is a bug in the template"
     )]
     Dashboard(String),
+    #[error(
+        "the rendered alarms are not valid for CloudWatch: {0}; this is a bug in the alarm definitions"
+    )]
+    Alarms(String),
     #[error("cannot write the rendered files to {}: {error}; choose a writable --out directory", path.display())]
     Write {
         path: PathBuf,
@@ -112,6 +121,12 @@ struct TemplateContext {
     prometheus: bool,
     /// Our publisher's `--self-metrics false` when its own metrics stay off CloudWatch.
     self_metrics: bool,
+    /// Our publisher's `--per-az`, and the Node-reading ClusterRole it needs.
+    per_az: bool,
+    /// The alarms the dashboard's alarm-status widget shows; none, no widget.
+    has_alarms: bool,
+    alarm_arns: Vec<String>,
+    alarm_widget_height: usize,
     has_interval: bool,
     interval: String,
     extra_env: Vec<Value>,
@@ -119,7 +134,7 @@ struct TemplateContext {
 }
 
 impl TemplateContext {
-    fn new(target: &Target) -> TemplateContext {
+    fn new(target: &Target, alarms: &[alarms::AlarmRequest]) -> TemplateContext {
         // Pod Identity renders no IRSA trust, so its provider fields stay empty.
         let issuer = match &target.identity {
             Identity::Irsa { issuer_host_path } => issuer_host_path.as_str(),
@@ -164,6 +179,13 @@ impl TemplateContext {
             log_level: target.pod.log_level.as_str(),
             prometheus: target.pod.prometheus,
             self_metrics: target.pod.self_metrics,
+            per_az: target.per_az && target.publisher(),
+            has_alarms: !alarms.is_empty(),
+            alarm_arns: alarms
+                .iter()
+                .map(|alarm| alarms::alarm_arn(target, &alarm.alarm_name))
+                .collect(),
+            alarm_widget_height: alarms::status_widget_height(alarms.len()),
             has_interval: target.pod.interval.is_some(),
             interval: target
                 .pod
@@ -211,7 +233,15 @@ fn to_value(value: &impl Serialize) -> Value {
 
 /// Renders and checks every artifact for `target`.
 pub fn render(target: &Target) -> Result<Rendered, RenderError> {
-    let context = TemplateContext::new(target);
+    let alarm_requests = alarms::requests(target);
+    alarms::check(&alarm_requests, &target.cluster).map_err(RenderError::Alarms)?;
+    let mut alarms_json =
+        serde_json::to_string_pretty(&alarm_requests).map_err(|error| RenderError::Json {
+            file: ALARMS_FILE,
+            message: error.to_string(),
+        })?;
+    alarms_json.push('\n');
+    let context = TemplateContext::new(target, &alarm_requests);
     let data = serde_json::to_value(&context).map_err(|error| RenderError::Json {
         file: "the template context",
         message: error.to_string(),
@@ -236,6 +266,8 @@ pub fn render(target: &Target) -> Result<Rendered, RenderError> {
         trust_policy,
         manifests,
         dashboard,
+        alarms_json,
+        alarms: alarm_requests,
         objects,
         image,
     })
@@ -259,6 +291,7 @@ pub fn possible_objects(target: &Target) -> Result<Vec<ManifestObject>, RenderEr
         Target {
             image: ImageChoice::Publisher(placeholder),
             leader_elect: true,
+            per_az: true,
             ..target.clone()
         },
     ];
@@ -313,12 +346,13 @@ fn render_json(
 
 impl Rendered {
     /// The artifacts as `(file name, text)`, in a fixed order.
-    pub fn files(&self) -> [(&'static str, &str); 4] {
+    pub fn files(&self) -> [(&'static str, &str); 5] {
         [
             (IAM_POLICY_FILE, &self.iam_policy),
             (TRUST_POLICY_FILE, &self.trust_policy),
             (MANIFESTS_FILE, &self.manifests),
             (DASHBOARD_FILE, &self.dashboard),
+            (ALARMS_FILE, &self.alarms_json),
         ]
     }
 
@@ -331,10 +365,11 @@ impl Rendered {
             TRUST_POLICY_FILE: parse(&self.trust_policy),
             MANIFESTS_FILE: self.objects.iter().map(ManifestObject::to_json).collect::<Vec<_>>(),
             DASHBOARD_FILE: parse(&self.dashboard),
+            ALARMS_FILE: parse(&self.alarms_json),
         })
     }
 
-    /// Writes the four files into `dir` (created when missing), all or nothing.
+    /// Writes the five files into `dir` (created when missing), all or nothing.
     pub fn write_to_dir(&self, dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
         let write_error = |path: &Path| {
             let path = path.to_owned();
@@ -392,6 +427,13 @@ mod tests {
             dashboard_name: "dashboard".to_owned(),
             role_tags: BTreeMap::new(),
             policy_tags: BTreeMap::new(),
+            per_az: false,
+            alarms: crate::alarms::AlarmSettings {
+                name_prefix: "CNI-Metrics-prod-us-west-2".to_owned(),
+                alarms: Vec::new(),
+                zones: Vec::new(),
+                heartbeat_metric: "podsScraped",
+            },
         }
     }
 
