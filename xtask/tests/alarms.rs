@@ -270,6 +270,46 @@ async fn alarms_deploy_exactly_change_nothing_twice_and_console_edits_are_repair
         Some("100 * assigned / capacity")
     );
 
+    // The dashboard's alarm-status widget shows exactly these alarms, by their real ARNs.
+    let body = world
+        .cloudwatch()
+        .get_dashboard()
+        .dashboard_name(PREFIX)
+        .send()
+        .await
+        .expect("dashboard");
+    let body: Value = serde_json::from_str(body.dashboard_body().expect("body")).expect("JSON");
+    let widget = body["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .find(|widget| widget["type"] == "alarm")
+        .expect("an alarm-status widget");
+    let shown: BTreeSet<String> = widget["properties"]["alarms"]
+        .as_array()
+        .expect("ARNs")
+        .iter()
+        .map(|arn| arn.as_str().expect("an ARN").to_owned())
+        .collect();
+    let arns: BTreeSet<String> = expected
+        .iter()
+        .map(|name| format!("arn:aws:cloudwatch:us-west-2:{account}:alarm:{name}"))
+        .collect();
+    assert_eq!(shown, arns);
+    let described = world
+        .cloudwatch()
+        .describe_alarms()
+        .alarm_name_prefix(PREFIX)
+        .send()
+        .await
+        .expect("described");
+    let live_arns: BTreeSet<String> = described
+        .metric_alarms()
+        .iter()
+        .map(|alarm| alarm.alarm_arn().expect("ARN").to_owned())
+        .collect();
+    assert_eq!(live_arns, arns, "the widget's ARNs are the alarms' own");
+
     // A second deploy: no call that writes.
     world.clear_request_logs();
     world.deploy(&args).await;
