@@ -145,23 +145,17 @@ pub struct AlarmsInput {
 }
 
 impl AlarmsInput {
-    /// Fills what the flags left empty from the file's values; actions and zones add up.
+    /// The flags (`self`) beside the config file's values (`file`): the flags carry no
+    /// `alarms:` block and no `zones`, the file no flags; [`resolve`] adds the flags'
+    /// actions and zones to the file's.
     pub fn or(self, file: AlarmsInput) -> AlarmsInput {
-        let mut actions = file.file.actions.clone();
-        actions.extend(self.file.actions.iter().cloned());
-        let mut zones = file.zones;
-        zones.extend(self.zones);
-        zones.extend(self.zone_flags);
         AlarmsInput {
-            action_flags: [file.action_flags, self.action_flags].concat(),
+            action_flags: self.action_flags,
             no_alarms: self.no_alarms || file.no_alarms,
             per_az: self.per_az || file.per_az,
-            zone_flags: Vec::new(),
-            file: AlarmsFile {
-                actions,
-                ..file.file
-            },
-            zones,
+            zone_flags: self.zone_flags,
+            file: file.file,
+            zones: file.zones,
         }
     }
 }

@@ -49,8 +49,13 @@ pub fn by_managed_by(tags: &BTreeMap<String, String>) -> Ownership {
     }
 }
 
-/// A role: ours only when made by this tool for this very cluster and region.
-pub fn of_role(tags: &BTreeMap<String, String>, cluster: &str, region: &str) -> Ownership {
+/// A resource that serves one cluster (a role, an alarm): ours only when made by this tool
+/// for this very cluster and region.
+pub fn of_cluster_resource(
+    tags: &BTreeMap<String, String>,
+    cluster: &str,
+    region: &str,
+) -> Ownership {
     if !has_managed_by(tags) {
         return by_managed_by(tags);
     }
@@ -173,7 +178,10 @@ mod tests {
             (CLUSTER_TAG, "prod"),
             (REGION_TAG, "eu-west-1"),
         ]);
-        assert_eq!(of_role(&ours, "prod", "eu-west-1"), Ownership::Ours);
+        assert_eq!(
+            of_cluster_resource(&ours, "prod", "eu-west-1"),
+            Ownership::Ours
+        );
         let cases = [
             (tags(&[]), "not tagged managed-by=cni-metrics-xtask"),
             (
@@ -206,7 +214,7 @@ mod tests {
             ),
         ];
         for (live, expected) in cases {
-            match of_role(&live, "prod", "eu-west-1") {
+            match of_cluster_resource(&live, "prod", "eu-west-1") {
                 Ownership::NotOurs(reason) => {
                     assert!(reason.contains(expected), "{live:?}: {reason}");
                 }

@@ -252,7 +252,7 @@ pub async fn plan(
             continue;
         };
         let tags = live_tags(client, alarm).await?;
-        let ownership = ownership::of_role(&tags, desired.cluster, desired.region);
+        let ownership = ownership::of_cluster_resource(&tags, desired.cluster, desired.region);
         if let Some(conflict) = conflict_unless_adopted(&ownership, adopt) {
             changes.push(ResourceChange::new(Scope::Alarms, KIND, name, conflict));
             continue;
@@ -288,20 +288,23 @@ pub async fn plan(
         // Under our prefix but no longer rendered: ours goes, anyone else's is not ours
         // to mention in a deploy.
         let tags = live_tags(client, alarm).await?;
-        match ownership::of_role(&tags, desired.cluster, desired.region) {
-            Ownership::Ours => changes.push(delete(alarm)),
+        match ownership::of_cluster_resource(&tags, desired.cluster, desired.region) {
+            Ownership::Ours => {
+                changes.push(delete(alarm).with_note("made by this tool and no longer rendered"));
+            }
             Ownership::NotOurs(_) => {}
         }
     }
     Ok(changes)
 }
 
+/// The deletion of a live alarm of ours.
 fn delete(alarm: &LiveAlarm) -> ResourceChange {
-    ResourceChange::new(Scope::Alarms, KIND, &alarm.name, Change::Delete)
-        .with_steps(vec![AlarmStep::Delete {
+    ResourceChange::new(Scope::Alarms, KIND, &alarm.name, Change::Delete).with_steps(vec![
+        AlarmStep::Delete {
             name: alarm.name.clone(),
-        }])
-        .with_note("made by this tool and no longer rendered")
+        },
+    ])
 }
 
 /// Plans the deletion of every alarm under our prefix that is ours, for this cluster and
@@ -315,18 +318,14 @@ pub async fn plan_destroy(
     let mut changes = Vec::new();
     for alarm in live_alarms(client, &name_prefix(prefix)).await? {
         let tags = live_tags(client, &alarm).await?;
-        changes.push(match ownership::of_role(&tags, cluster, region) {
-            Ownership::Ours => {
-                ResourceChange::new(Scope::Alarms, KIND, &alarm.name, Change::Delete).with_steps(
-                    vec![AlarmStep::Delete {
-                        name: alarm.name.clone(),
-                    }],
-                )
-            }
-            Ownership::NotOurs(reason) => {
-                ResourceChange::kept_as_not_ours(Scope::Alarms, KIND, &alarm.name, &reason)
-            }
-        });
+        changes.push(
+            match ownership::of_cluster_resource(&tags, cluster, region) {
+                Ownership::Ours => delete(&alarm),
+                Ownership::NotOurs(reason) => {
+                    ResourceChange::kept_as_not_ours(Scope::Alarms, KIND, &alarm.name, &reason)
+                }
+            },
+        );
     }
     Ok(changes)
 }
@@ -400,6 +399,12 @@ fn sdk_tags<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Tag
         .collect()
 }
 
+/// A rendered count as the SDK's `i32` (validated counts and periods are far below its
+/// limit).
+fn sdk_count(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
 /// The rendered queries as the SDK's `MetricDataQuery`s.
 fn sdk_queries(queries: &[crate::render::alarms::MetricQuery]) -> Vec<MetricDataQuery> {
     queries
@@ -430,7 +435,7 @@ fn sdk_queries(queries: &[crate::render::alarms::MetricQuery]) -> Vec<MetricData
                                 .set_dimensions(Some(dimensions))
                                 .build(),
                         )
-                        .period(i32::try_from(stat.period).unwrap_or(i32::MAX))
+                        .period(sdk_count(stat.period))
                         .stat(&stat.stat)
                         .build()
                 }))
@@ -448,7 +453,6 @@ async fn put(
         aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmError,
     >,
 > {
-    let count = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
     let metrics = sdk_queries(&request.metrics);
     let tags = sdk_tags(request.tags.iter().map(|tag| (&tag.key, &tag.value)));
     client
@@ -464,8 +468,8 @@ async fn put(
         .comparison_operator(ComparisonOperator::from(
             request.comparison_operator.as_str(),
         ))
-        .evaluation_periods(count(request.evaluation_periods))
-        .datapoints_to_alarm(count(request.datapoints_to_alarm))
+        .evaluation_periods(sdk_count(request.evaluation_periods))
+        .datapoints_to_alarm(sdk_count(request.datapoints_to_alarm))
         .treat_missing_data(&request.treat_missing_data)
         .set_tags((!tags.is_empty()).then_some(tags))
         .send()

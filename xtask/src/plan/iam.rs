@@ -318,7 +318,7 @@ async fn plan_role(
         return Ok((change, RoleState::Missing));
     };
     let live_tags = tag_map(live.tags());
-    let ownership = ownership::of_role(&live_tags, &desired.cluster, &desired.region);
+    let ownership = ownership::of_cluster_resource(&live_tags, &desired.cluster, &desired.region);
     let state = match (&ownership, adopt) {
         (Ownership::NotOurs(_), false) => RoleState::Foreign,
         (Ownership::NotOurs(_), true) | (Ownership::Ours, _) => RoleState::Exists,
@@ -442,7 +442,11 @@ async fn plan_destroy_role(
     let mut changes = Vec::new();
     let role_name = &desired.role_name;
     if let Some(role) = get_role(client, role_name).await? {
-        match ownership::of_role(&tag_map(role.tags()), &desired.cluster, &desired.region) {
+        match ownership::of_cluster_resource(
+            &tag_map(role.tags()),
+            &desired.cluster,
+            &desired.region,
+        ) {
             Ownership::Ours => {
                 let attached = attached_policies(client, role_name).await?;
                 if attached.contains(&desired.policy_arn) {

@@ -88,11 +88,7 @@ impl AlarmRequest {
     /// The alarm's configuration as compared with a live alarm: the request without its
     /// tags, which are compared on their own.
     pub fn configuration(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(Self {
-            tags: Vec::new(),
-            ..self.clone()
-        })
-        .unwrap_or(serde_json::Value::Null);
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let Some(map) = value.as_object_mut() {
             map.remove("Tags");
         }

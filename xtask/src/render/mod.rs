@@ -121,7 +121,8 @@ struct TemplateContext {
     prometheus: bool,
     /// Our publisher's `--self-metrics false` when its own metrics stay off CloudWatch.
     self_metrics: bool,
-    /// Our publisher's `--per-az`, and the Node-reading ClusterRole it needs.
+    /// Our publisher's `--per-az`, and the Node-reading ClusterRole it needs (the template
+    /// renders both inside its publisher branch; settings refuse it for upstream's helper).
     per_az: bool,
     /// The alarms the dashboard's alarm-status widget shows; none, no widget.
     has_alarms: bool,
@@ -179,7 +180,7 @@ impl TemplateContext {
             log_level: target.pod.log_level.as_str(),
             prometheus: target.pod.prometheus,
             self_metrics: target.pod.self_metrics,
-            per_az: target.per_az && target.publisher(),
+            per_az: target.per_az,
             has_alarms: !alarms.is_empty(),
             alarm_arns: alarms
                 .iter()
